@@ -1,0 +1,180 @@
+//! HTTP: routes and thin handlers. Each handler extracts, calls one `Registrar` method and builds
+//! the response; decisions live in the service, error mapping in `error.rs`.
+
+mod auth;
+mod body;
+
+pub use body::{parse_object, BodyLimits};
+
+use crate::error::RegistrationError;
+use crate::registration::Registrar;
+use crate::settings::CorsSettings;
+use actix_cors::Cors;
+use actix_web::http::{header, Method};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// The fixed registration path of Ory Hydra's SDK (`OidcApi`), always served as an alias.
+pub const HYDRA_REGISTRATION_PATH: &str = "/oauth2/register";
+
+/// Shared state of the handlers.
+pub struct AppState {
+    /// The service.
+    pub registrar: Arc<Registrar>,
+    /// Body limits.
+    pub limits: BodyLimits,
+}
+
+type State = web::Data<AppState>;
+type Response = Result<HttpResponse, RegistrationError>;
+
+fn json(status: actix_web::http::StatusCode, body: &Map<String, Value>) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .json(body)
+}
+
+/// POST {registration_path}: RFC 7591 §3.1.
+async fn register(state: State, req: HttpRequest, payload: web::Payload) -> Response {
+    auth::bearer(&req)?; // a DPoP-scheme initial access token is refused, not ignored
+    let request = body::json_object(&req, payload, state.limits).await?;
+    let response = state.registrar.register_client(&request).await?;
+    Ok(json(actix_web::http::StatusCode::CREATED, &response))
+}
+
+/// GET {registration_path}/{client_id}: RFC 7592 §2.1.
+async fn read(state: State, req: HttpRequest, client_id: web::Path<String>) -> Response {
+    let token = auth::bearer(&req)?;
+    let response = state
+        .registrar
+        .read_client(&client_id, token.as_deref())
+        .await?;
+    Ok(json(actix_web::http::StatusCode::OK, &response))
+}
+
+/// PUT {registration_path}/{client_id}: RFC 7592 §2.2.
+async fn update(
+    state: State,
+    req: HttpRequest,
+    client_id: web::Path<String>,
+    payload: web::Payload,
+) -> Response {
+    let token = auth::bearer(&req)?;
+    // Authenticate before reading the body would leak nothing more; reading first keeps one path.
+    let request = body::json_object(&req, payload, state.limits).await?;
+    let response = state
+        .registrar
+        .update_client(&client_id, token.as_deref(), &request)
+        .await?;
+    Ok(json(actix_web::http::StatusCode::OK, &response))
+}
+
+/// DELETE {registration_path}/{client_id}: RFC 7592 §2.3.
+async fn delete(state: State, req: HttpRequest, client_id: web::Path<String>) -> Response {
+    let token = auth::bearer(&req)?;
+    state
+        .registrar
+        .delete_client(&client_id, token.as_deref())
+        .await?;
+    Ok(HttpResponse::NoContent()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish())
+}
+
+/// GET /.well-known/openid-configuration and /.well-known/oauth-authorization-server.
+async fn discovery(state: State) -> HttpResponse {
+    HttpResponse::Ok().json(state.registrar.discovery())
+}
+
+/// GET /healthz.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found() -> Response {
+    Err(RegistrationError::NotFound)
+}
+
+fn method_not_allowed(allow: &'static str) -> impl Fn() -> std::future::Ready<Response> + Clone {
+    move || std::future::ready(Err(RegistrationError::MethodNotAllowed(allow)))
+}
+
+/// The CORS policy for browser-based registrants (e.g. MCP inspectors).
+pub fn cors(settings: &CorsSettings) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::HeaderName::from_static("dpop"),
+        ])
+        .expose_headers([
+            header::WWW_AUTHENTICATE,
+            header::RETRY_AFTER,
+            header::LOCATION,
+        ])
+        .max_age(settings.max_age_secs);
+    if settings.allowed_origins.iter().any(|o| o == "*") {
+        cors = cors.allow_any_origin().send_wildcard();
+    } else {
+        for origin in &settings.allowed_origins {
+            cors = cors.allowed_origin(origin);
+        }
+    }
+    cors
+}
+
+/// Mount every route on `cfg`.
+pub fn routes(registration_path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
+    move |cfg: &mut web::ServiceConfig| {
+        let mut paths = vec![registration_path.to_owned()];
+        if registration_path != HYDRA_REGISTRATION_PATH {
+            paths.push(HYDRA_REGISTRATION_PATH.to_owned());
+        }
+        for path in paths {
+            cfg.service(
+                web::resource(path.clone())
+                    .route(web::post().to(register))
+                    .default_service(web::to(method_not_allowed("POST, OPTIONS"))),
+            )
+            .service(
+                web::resource(format!("{path}/{{client_id}}"))
+                    .route(web::get().to(read))
+                    .route(web::put().to(update))
+                    .route(web::delete().to(delete))
+                    .default_service(web::to(method_not_allowed("GET, PUT, DELETE, OPTIONS"))),
+            );
+        }
+        for path in [
+            "/.well-known/openid-configuration",
+            "/.well-known/oauth-authorization-server",
+        ] {
+            cfg.service(
+                web::resource(path)
+                    .route(web::get().to(discovery))
+                    .default_service(web::to(method_not_allowed("GET, HEAD, OPTIONS"))),
+            );
+        }
+        cfg.service(
+            web::resource("/healthz")
+                .route(web::get().to(healthz))
+                .default_service(web::to(method_not_allowed("GET, HEAD"))),
+        );
+    }
+}
+
+/// The handler for every unknown path.
+pub fn default_service() -> actix_web::Route {
+    web::to(not_found)
+}

@@ -1,0 +1,14 @@
+//! registrar: an OAuth 2.0 Dynamic Client Registration server (RFC 7591), with client
+//! registration management (RFC 7592) and OpenID Connect Dynamic Client Registration 1.0
+//! metadata, on an embedded sled store.
+
+pub mod clock;
+pub mod credentials;
+pub mod error;
+pub mod http;
+pub mod metadata;
+pub mod registration;
+pub mod settings;
+pub mod startup;
+pub mod store;
+pub mod tokens;

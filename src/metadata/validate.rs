@@ -1,0 +1,443 @@
+//! The engine that runs the field table and the cross-field rules of `schema.rs`.
+
+use super::schema::{self, Code, DefaultRule, Field, Ty, FIELDS, RULES, SERVER_MANAGED};
+use super::uri;
+use crate::error::{RegistrationError, Result};
+use crate::settings::MetadataSettings;
+use serde_json::{Map, Value};
+
+/// Longest accepted string value, in bytes.
+pub const MAX_STRING_LEN: usize = 2048;
+/// Most items accepted in one array member.
+pub const MAX_ITEMS: usize = 100;
+/// Longest accepted member name (a localized name included), in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Validate a registration or update request body (RFC 7591 §2, §3.1; RFC 7592 §2.2) and
+/// return the metadata to register: unknown members dropped (RFC 7591 §2 "MUST ignore"),
+/// configured extension members kept, known members checked, defaults applied, cross-field rules
+/// satisfied, in table order.
+///
+/// Members in `SERVER_MANAGED` are skipped: the service decides what they mean.
+pub fn validate(
+    input: &Map<String, Value>,
+    settings: &MetadataSettings,
+) -> Result<Map<String, Value>> {
+    let mut known: Map<String, Value> = Map::new();
+    let mut extensions: Map<String, Value> = Map::new();
+
+    for (name, value) in input {
+        if SERVER_MANAGED.contains(&name.as_str()) {
+            continue;
+        }
+        if settings.extension_fields.iter().any(|e| e == name) {
+            if !value.is_null() {
+                extensions.insert(name.clone(), value.clone());
+            }
+            continue;
+        }
+        let (base, tag) = match name.split_once('#') {
+            Some((base, tag)) => (base, Some(tag)),
+            None => (name.as_str(), None),
+        };
+        let Some(field) = schema::field(base) else {
+            continue; // RFC 7591 §2: unknown metadata is ignored, and not stored.
+        };
+        if let Some(tag) = tag {
+            if !field.localizable {
+                continue; // e.g. `redirect_uris#en` is not a member anyone defined
+            }
+            if name.len() > MAX_NAME_LEN || !is_language_tag(tag) {
+                return Err(RegistrationError::metadata(format!(
+                    "{name}: {tag:?} is not a valid BCP 47 language tag (RFC 7591 §2.2)"
+                )));
+            }
+        }
+        if value.is_null() && !matches!(field.ty, Ty::NullableBool | Ty::Duration) {
+            continue; // null means absent
+        }
+        let value = check_value(field, name, value, settings)?;
+        if field.privileged
+            && !value.is_null()
+            && Some(&value) != default_value(field, settings).as_ref()
+            && !settings
+                .allowed_privileged_fields
+                .iter()
+                .any(|p| p == field.name)
+        {
+            return Err(RegistrationError::metadata(format!(
+                "{name}: this field is privileged and cannot be set by dynamic registration (allowed_privileged_fields)"
+            )));
+        }
+        known.insert(name.clone(), value);
+    }
+
+    for field in FIELDS {
+        if !known.contains_key(field.name) {
+            if let Some(value) = default_value(field, settings) {
+                known.insert(field.name.to_owned(), value);
+            }
+        }
+    }
+
+    for rule in RULES {
+        (rule.apply)(&mut known, settings)?;
+    }
+
+    Ok(ordered(known, extensions))
+}
+
+/// Table order; localized variants after their base, by tag; extensions last.
+fn ordered(mut known: Map<String, Value>, extensions: Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for field in FIELDS {
+        if let Some(v) = known.remove(field.name) {
+            out.insert(field.name.to_owned(), v);
+        }
+        if field.localizable {
+            let prefix = format!("{}#", field.name);
+            let mut variants: Vec<String> = known
+                .keys()
+                .filter(|k| k.starts_with(&prefix))
+                .cloned()
+                .collect();
+            variants.sort();
+            for k in variants {
+                if let Some(v) = known.remove(&k) {
+                    out.insert(k, v);
+                }
+            }
+        }
+    }
+    out.extend(known);
+    out.extend(extensions);
+    out
+}
+
+/// The default of `field` under `settings`, if it has a static one.
+pub fn default_value(field: &Field, settings: &MetadataSettings) -> Option<Value> {
+    match field.default {
+        DefaultRule::None | DefaultRule::Derived => None,
+        DefaultRule::Bool(b) => Some(Value::Bool(b)),
+        DefaultRule::Text(s) => Some(Value::String(s.to_owned())),
+        DefaultRule::List(items) => Some(Value::Array(
+            items
+                .iter()
+                .map(|s| Value::String((*s).to_owned()))
+                .collect(),
+        )),
+        DefaultRule::EmptyObject => Some(Value::Object(Map::new())),
+        DefaultRule::FirstOf(list) => list(settings).first().map(|s| Value::String(s.clone())),
+        DefaultRule::ConfiguredScope => (!settings.default_scope.is_empty())
+            .then(|| Value::String(settings.default_scope.clone())),
+    }
+}
+
+fn fail(field: &Field, msg: String) -> RegistrationError {
+    match field.code {
+        Code::RedirectUri => RegistrationError::InvalidRedirectUri(msg),
+        Code::ClientMetadata => RegistrationError::InvalidClientMetadata(msg),
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn text<'v>(field: &Field, name: &str, v: &'v Value, allow_empty: bool) -> Result<&'v str> {
+    let s = v.as_str().ok_or_else(|| {
+        fail(
+            field,
+            format!("{name} must be a string, not {}", type_name(v)),
+        )
+    })?;
+    if s.is_empty() && !allow_empty {
+        return Err(fail(field, format!("{name} must not be empty")));
+    }
+    if s.len() > MAX_STRING_LEN {
+        return Err(fail(
+            field,
+            format!("{name} is longer than {MAX_STRING_LEN} bytes"),
+        ));
+    }
+    if s.chars().any(|c| c.is_control()) {
+        return Err(fail(
+            field,
+            format!("{name} must not contain control characters"),
+        ));
+    }
+    Ok(s)
+}
+
+fn array<'v>(field: &Field, name: &str, v: &'v Value) -> Result<&'v Vec<Value>> {
+    let items = v.as_array().ok_or_else(|| {
+        fail(
+            field,
+            format!("{name} must be an array, not {}", type_name(v)),
+        )
+    })?;
+    if items.len() > MAX_ITEMS {
+        return Err(fail(
+            field,
+            format!("{name} has more than {MAX_ITEMS} items"),
+        ));
+    }
+    Ok(items)
+}
+
+fn strings<'v>(field: &Field, name: &str, v: &'v Value) -> Result<Vec<&'v str>> {
+    let items = array(field, name, v)?;
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let s = item.as_str().ok_or_else(|| {
+            fail(
+                field,
+                format!(
+                    "{name} must contain only strings, found {}",
+                    type_name(item)
+                ),
+            )
+        })?;
+        out.push(text(field, name, item, false).map(|_| s)?);
+    }
+    Ok(out)
+}
+
+fn one_of(field: &Field, name: &str, value: &str, allowed: &[String]) -> Result<()> {
+    if allowed.iter().any(|a| a == value) {
+        Ok(())
+    } else {
+        Err(fail(
+            field,
+            format!(
+                "{name}: {value:?} is not supported; supported values: {}",
+                allowed.join(", ")
+            ),
+        ))
+    }
+}
+
+/// Check one member against its row; returns the value to store.
+fn check_value(field: &Field, name: &str, v: &Value, settings: &MetadataSettings) -> Result<Value> {
+    match field.ty {
+        Ty::Text => text(field, name, v, false).map(|_| v.clone()),
+        Ty::AnyText => text(field, name, v, true).map(|_| v.clone()),
+        Ty::Bool => match v {
+            Value::Bool(_) => Ok(v.clone()),
+            _ => Err(fail(field, format!("{name} must be a boolean, not {}", type_name(v)))),
+        },
+        Ty::NullableBool => match v {
+            Value::Bool(_) | Value::Null => Ok(v.clone()),
+            _ => Err(fail(field, format!("{name} must be a boolean or null, not {}", type_name(v)))),
+        },
+        Ty::Seconds => match v.as_u64() {
+            Some(n) if n < (1u64 << 53) => Ok(v.clone()),
+            _ => Err(fail(field, format!("{name} must be a non-negative integer number of seconds"))),
+        },
+        Ty::TextList | Ty::Contacts => strings(field, name, v).map(|_| v.clone()),
+        Ty::TokenList => {
+            for s in strings(field, name, v)? {
+                if s.chars().any(char::is_whitespace) {
+                    return Err(fail(field, format!("{name}: {s:?} must not contain whitespace")));
+                }
+            }
+            Ok(v.clone())
+        }
+        Ty::Uri(rule) => {
+            let s = text(field, name, v, false)?;
+            uri::check(s, rule).map_err(|e| fail(field, format!("{name}: {e}")))?;
+            Ok(v.clone())
+        }
+        Ty::UriList(rule) => {
+            for s in strings(field, name, v)? {
+                uri::check(s, rule).map_err(|e| fail(field, format!("{name}: {e}")))?;
+            }
+            Ok(v.clone())
+        }
+        Ty::OneOf(list) => {
+            let s = text(field, name, v, false)?;
+            one_of(field, name, s, list(settings))?;
+            Ok(v.clone())
+        }
+        Ty::Enum(allowed) => {
+            let s = text(field, name, v, false)?;
+            if allowed.contains(&s) {
+                Ok(v.clone())
+            } else {
+                Err(fail(field, format!("{name}: {s:?} is not one of {}", allowed.join(", "))))
+            }
+        }
+        Ty::ListOf(list) => {
+            let items = strings(field, name, v)?;
+            let mut seen = Vec::new();
+            for s in &items {
+                one_of(field, name, s, list(settings))?;
+                if !seen.contains(s) {
+                    seen.push(*s);
+                }
+            }
+            Ok(Value::from(seen))
+        }
+        Ty::ResponseTypes => {
+            let items = strings(field, name, v)?;
+            let mut out: Vec<String> = Vec::new();
+            for s in items {
+                let words = response_type_words(s);
+                let supported = settings.response_types_supported.iter().any(|r| response_type_words(r) == words);
+                if !supported || words.is_empty() {
+                    return Err(fail(field, format!("{name}: {s:?} is not supported; supported values: {}", settings.response_types_supported.join(", "))));
+                }
+                if !out.iter().any(|o| response_type_words(o) == words) {
+                    out.push(s.to_owned());
+                }
+            }
+            Ok(Value::from(out))
+        }
+        Ty::Scope => {
+            let s = text(field, name, v, true)?;
+            let mut tokens: Vec<&str> = Vec::new();
+            for token in s.split(' ').filter(|t| !t.is_empty()) {
+                if !token.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b)) {
+                    return Err(fail(field, format!("scope: {token:?} is not a valid scope token (RFC 6749 §3.3)")));
+                }
+                if !settings.scopes_supported.is_empty() && !settings.scopes_supported.iter().any(|x| x == token) {
+                    return Err(fail(field, format!("scope: {token:?} is not supported; supported scopes: {}", settings.scopes_supported.join(" "))));
+                }
+                if !tokens.contains(&token) {
+                    tokens.push(token);
+                }
+            }
+            Ok(Value::String(tokens.join(" ")))
+        }
+        Ty::Jwks => super::jwks::check(v).map_err(|e| fail(field, format!("{name}: {e}"))).map(|_| v.clone()),
+        Ty::Object => match v {
+            Value::Object(_) => Ok(v.clone()),
+            _ => Err(fail(field, format!("{name} must be a JSON object, not {}", type_name(v)))),
+        },
+        Ty::Duration => match v {
+            Value::Null => Ok(Value::Null),
+            Value::String(s) if is_duration(s) => Ok(v.clone()),
+            _ => Err(fail(field, format!("{name} must be a duration such as \"1h30m\" (units ns, us, ms, s, m, h) or null"))),
+        },
+    }
+}
+
+/// The set of words of a response type (`"code id_token"` = `"id_token code"`, OAuth 2.0
+/// Multiple Response Type Encoding Practices §2); empty when a word repeats.
+pub fn response_type_words(s: &str) -> Vec<&str> {
+    let mut words: Vec<&str> = s.split(' ').collect();
+    if words.iter().any(|w| w.is_empty()) {
+        return Vec::new();
+    }
+    words.sort_unstable();
+    let n = words.len();
+    words.dedup();
+    if words.len() != n {
+        return Vec::new();
+    }
+    words
+}
+
+/// Go-style duration, as Hydra validates `*_token_lifespan`: `^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$`.
+fn is_duration(s: &str) -> bool {
+    let mut rest = s;
+    if rest.is_empty() || rest.len() > 64 {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        if let Some(frac) = rest.strip_prefix('.') {
+            let d = frac.bytes().take_while(u8::is_ascii_digit).count();
+            if d == 0 {
+                return false;
+            }
+            rest = &frac[d..];
+        }
+        let unit = ["ns", "us", "µs", "ms", "s", "m", "h"]
+            .iter()
+            .find(|u| rest.starts_with(**u));
+        match unit {
+            // "ms" must win over "m": the list is ordered so two-letter units come first.
+            Some(u) => rest = &rest[u.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// BCP 47 language tag syntax (RFC 5646 §2.1), checked structurally: a 2–3 letter (or 4–8
+/// letter) language, then subtags of 1–8 alphanumerics. Private-use and extension singletons are
+/// accepted as subtags.
+pub fn is_language_tag(tag: &str) -> bool {
+    if tag.is_empty() || tag.len() > 64 {
+        return false;
+    }
+    let mut parts = tag.split('-');
+    let lang = parts.next().unwrap_or("");
+    let lang_ok = (2..=8).contains(&lang.len()) && lang.bytes().all(|b| b.is_ascii_alphabetic())
+        || (lang.eq_ignore_ascii_case("x") || lang.eq_ignore_ascii_case("i"));
+    lang_ok
+        && parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        for ok in ["1h", "1h30m", "0.5s", "10ms", "3µs", "1h2m3s4ms5us6ns"] {
+            assert!(is_duration(ok), "{ok}");
+        }
+        for bad in ["", "h", "1", "1d", "1.h", "-1h", "1h ", "1 h"] {
+            assert!(!is_duration(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn language_tags() {
+        for ok in [
+            "en",
+            "ja-Jpan-JP",
+            "de-CH-1996",
+            "zh-Hant",
+            "x-private",
+            "sr-Latn-RS",
+        ] {
+            assert!(is_language_tag(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "e",
+            "en_US",
+            "toolonglanguage",
+            "en--US",
+            "en-",
+            "-en",
+            "ja-Jpan-JP-toolongsubtag",
+        ] {
+            assert!(!is_language_tag(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn response_type_words_are_sets() {
+        assert_eq!(
+            response_type_words("code id_token"),
+            response_type_words("id_token code")
+        );
+        assert!(response_type_words("code  id_token").is_empty());
+        assert!(response_type_words("code code").is_empty());
+    }
+}

@@ -1,0 +1,240 @@
+//! Typed configuration, read once at start from `config/default.toml` (or `--config FILE`) and
+//! `REGISTRAR_*` environment variables, then passed down. No globals.
+//!
+//! Environment variables name a key path with `__` between levels:
+//! `REGISTRAR_SERVER__PORT=9000`, `REGISTRAR_ISSUER=https://id.example.com`,
+//! `REGISTRAR_STORAGE__DATA_DIR=/var/lib/registrar`.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The embedded default configuration; the same file as `config/default.toml`, so a binary run
+/// from any directory still has every key.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// All settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The issuer identifier published in discovery. Empty: `http://{host}:{port}` of the bound
+    /// listener (useful with port 0).
+    pub issuer: String,
+    /// Path of the RFC 7591 registration endpoint; management URIs are `{path}/{client_id}`.
+    pub registration_path: String,
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub credentials: CredentialSettings,
+    pub registration: RegistrationSettings,
+    pub cors: CorsSettings,
+    pub metadata: MetadataSettings,
+    /// Extra members merged into both discovery documents (e.g. `authorization_endpoint`).
+    #[serde(default)]
+    pub discovery: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    /// HTTP worker threads; 0 = one per core.
+    pub workers: usize,
+    /// Largest accepted request body in bytes.
+    pub body_limit_bytes: usize,
+    /// Time allowed to receive a whole request body, in milliseconds.
+    pub body_timeout_ms: u64,
+    /// Time allowed to receive the request head, in milliseconds.
+    pub head_timeout_ms: u64,
+    /// Maximum concurrent connections per worker.
+    pub max_connections: usize,
+    /// Log filter (tracing `EnvFilter` syntax) used when `RUST_LOG` is not set.
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Directory of the embedded store; created when missing.
+    pub data_dir: PathBuf,
+    /// Page cache of the store in bytes.
+    pub cache_capacity_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSettings {
+    /// HMAC key for registration access tokens, base64url (≥ 32 bytes). Empty: read from
+    /// `server_key_file`, generating it on first start.
+    pub server_key: String,
+    /// File holding the generated server key. Empty: `{data_dir}/server.key`.
+    pub server_key_file: String,
+    /// argon2id memory cost in KiB (OWASP minimum: 19456).
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations.
+    pub argon2_iterations: u32,
+    /// argon2id lanes.
+    pub argon2_parallelism: u32,
+    /// Hashes computed at once; 0 = number of cores.
+    pub hash_concurrency: usize,
+    /// `client_secret` lifetime in seconds; 0 = never expires (`client_secret_expires_at` 0).
+    pub client_secret_lifetime_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationSettings {
+    /// Issue a new registration access token on every successful PUT (RFC 7592 §3 allows it).
+    pub rotate_rat_on_update: bool,
+    /// Issue a new registration access token on every GET.
+    pub rotate_rat_on_read: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSettings {
+    /// Origins allowed to call discovery, registration and management from a browser.
+    /// `["*"]` = any origin (never with credentials).
+    pub allowed_origins: Vec<String>,
+    /// Preflight cache lifetime in seconds.
+    pub max_age_secs: usize,
+}
+
+/// The values the server accepts. Discovery publishes exactly these lists (non-empty ones), and
+/// the metadata engine validates against the same lists, so the two cannot drift apart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataSettings {
+    /// Discovery member `grant_types_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub grant_types_supported: Vec<String>,
+    /// Discovery member `response_types_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub response_types_supported: Vec<String>,
+    /// Discovery member `response_modes_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub response_modes_supported: Vec<String>,
+    /// Discovery member `token_endpoint_auth_methods_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// Discovery member `token_endpoint_auth_signing_alg_values_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub token_endpoint_auth_signing_alg_values_supported: Vec<String>,
+    /// Discovery member `subject_types_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub subject_types_supported: Vec<String>,
+    /// Discovery member `scopes_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub scopes_supported: Vec<String>,
+    /// Discovery member `acr_values_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub acr_values_supported: Vec<String>,
+    /// Discovery member `id_token_signing_alg_values_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub id_token_signing_alg_values_supported: Vec<String>,
+    /// Discovery member `id_token_encryption_alg_values_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub id_token_encryption_alg_values_supported: Vec<String>,
+    /// Discovery member `id_token_encryption_enc_values_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub id_token_encryption_enc_values_supported: Vec<String>,
+    /// Discovery member `userinfo_signing_alg_values_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub userinfo_signing_alg_values_supported: Vec<String>,
+    /// Discovery member `userinfo_encryption_alg_values_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub userinfo_encryption_alg_values_supported: Vec<String>,
+    /// Discovery member `userinfo_encryption_enc_values_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub userinfo_encryption_enc_values_supported: Vec<String>,
+    /// Discovery member `request_object_signing_alg_values_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub request_object_signing_alg_values_supported: Vec<String>,
+    /// Discovery member `request_object_encryption_alg_values_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub request_object_encryption_alg_values_supported: Vec<String>,
+    /// Discovery member `request_object_encryption_enc_values_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub request_object_encryption_enc_values_supported: Vec<String>,
+    /// Discovery member `authorization_signing_alg_values_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub authorization_signing_alg_values_supported: Vec<String>,
+    /// Discovery member `authorization_encryption_alg_values_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub authorization_encryption_alg_values_supported: Vec<String>,
+    /// Discovery member `authorization_encryption_enc_values_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub authorization_encryption_enc_values_supported: Vec<String>,
+    /// Discovery member `introspection_signing_alg_values_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub introspection_signing_alg_values_supported: Vec<String>,
+    /// Discovery member `introspection_encryption_alg_values_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub introspection_encryption_alg_values_supported: Vec<String>,
+    /// Discovery member `introspection_encryption_enc_values_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub introspection_encryption_enc_values_supported: Vec<String>,
+    /// Discovery member `backchannel_token_delivery_modes_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub backchannel_token_delivery_modes_supported: Vec<String>,
+    /// Discovery member `backchannel_authentication_request_signing_alg_values_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub backchannel_authentication_request_signing_alg_values_supported: Vec<String>,
+    /// Discovery member `authorization_details_types_supported` (RFC 8414 §2 / OpenID Connect Discovery §3 and extensions).
+    pub authorization_details_types_supported: Vec<String>,
+    /// Scope registered when the client sends none. Empty: no `scope` member.
+    pub default_scope: String,
+    /// Allow `http` redirect URIs on loopback IP literals for `web` clients (development).
+    pub allow_http_loopback_redirects_for_web: bool,
+    /// Unknown metadata names kept and echoed (all other unknown names are dropped, RFC 7591 §2).
+    pub extension_fields: Vec<String>,
+    /// Hydra extension fields (`metadata`, `skip_consent`, lifespans, ...) that an anonymous
+    /// registrant may set to non-default values.
+    pub allowed_privileged_fields: Vec<String>,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct SettingsError(String);
+
+impl Settings {
+    /// Load settings: embedded defaults, then `file` (if given), then `REGISTRAR_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_with_env(file, true)
+    }
+
+    /// The embedded defaults only, with no file or environment; the base for tests.
+    pub fn defaults() -> Result<Self, SettingsError> {
+        Self::load_with_env(None, false)
+    }
+
+    fn load_with_env(file: Option<&Path>, env: bool) -> Result<Self, SettingsError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(SettingsError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        if env {
+            figment = figment.merge(Env::prefixed("REGISTRAR_").split("__"));
+        }
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| SettingsError(e.to_string()))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Replace values by path, e.g. `("server.port", 0)`; used by tests and embedders.
+    pub fn with(self, key: &str, value: impl Serialize) -> Result<Self, SettingsError> {
+        let settings: Settings = Figment::from(Serialized::defaults(self))
+            .merge(Serialized::default(key, value))
+            .extract()
+            .map_err(|e| SettingsError(e.to_string()))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), SettingsError> {
+        if !self.registration_path.starts_with('/') || self.registration_path.ends_with('/') {
+            return Err(SettingsError(format!(
+                "registration_path must start with '/' and not end with '/': {:?}",
+                self.registration_path
+            )));
+        }
+        if !self.issuer.is_empty() {
+            let url = url::Url::parse(&self.issuer)
+                .map_err(|e| SettingsError(format!("issuer {:?}: {e}", self.issuer)))?;
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(SettingsError(
+                    "issuer must not have a query or fragment (RFC 8414 §2)".into(),
+                ));
+            }
+        }
+        if self.server.body_limit_bytes == 0 {
+            return Err(SettingsError("server.body_limit_bytes must be > 0".into()));
+        }
+        Ok(())
+    }
+}

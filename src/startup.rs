@@ -1,0 +1,200 @@
+//! Building and running the server: bind the listener (port 0 works), open the store, load the
+//! server key, mount the routes, stop gracefully and flush.
+
+use crate::clock::{Clock, SystemClock};
+use crate::credentials::{RatKey, SecretHasher};
+use crate::http::{self, AppState, BodyLimits};
+use crate::registration::{Parts, Registrar};
+use crate::settings::Settings;
+use crate::store::{ClientStore, OpenError, SledStore};
+use crate::tokens::{OsTokens, TokenGenerator};
+use actix_web::dev::Server;
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{web, App, HttpServer};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The store could not be opened (e.g. another instance holds it).
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+    /// The server key could not be read or created.
+    #[error("server key: {0}")]
+    ServerKey(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A built, not yet running, server.
+pub struct Application {
+    server: Server,
+    port: u16,
+    store: Arc<SledStore>,
+    registrar: Arc<Registrar>,
+}
+
+impl Application {
+    /// Build with the system clock and the OS random generator.
+    pub fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with(settings, Arc::new(SystemClock), Arc::new(OsTokens))
+    }
+
+    /// Build with an injected clock and token generator (tests).
+    pub fn build_with(
+        mut settings: Settings,
+        clock: Arc<dyn Clock>,
+        tokens: Arc<dyn TokenGenerator>,
+    ) -> Result<Self, StartupError> {
+        let address = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener =
+            TcpListener::bind(&address).map_err(|e| StartupError::Bind(address.clone(), e))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| StartupError::Bind(address, e))?;
+        if settings.issuer.is_empty() {
+            settings.issuer = format!("http://{local}");
+        }
+        let store = Arc::new(SledStore::open(
+            &settings.storage.data_dir,
+            settings.storage.cache_capacity_bytes,
+        )?);
+        let rat_key = load_server_key(&settings, tokens.as_ref())?;
+        let c = &settings.credentials;
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let concurrency = if c.hash_concurrency == 0 {
+            cores
+        } else {
+            c.hash_concurrency
+        };
+        let hasher = SecretHasher::new(
+            c.argon2_memory_kib,
+            c.argon2_iterations,
+            c.argon2_parallelism,
+            concurrency,
+        )
+        .map_err(|e| StartupError::Other(e.to_string()))?;
+        let settings = Arc::new(settings);
+        let registrar = Arc::new(Registrar::new(Parts {
+            store: store.clone() as Arc<dyn ClientStore>,
+            clock,
+            tokens,
+            hasher,
+            rat_key,
+            settings: settings.clone(),
+        }));
+        let state = web::Data::new(AppState {
+            registrar: registrar.clone(),
+            limits: BodyLimits {
+                max_bytes: settings.server.body_limit_bytes,
+                timeout: Duration::from_millis(settings.server.body_timeout_ms),
+            },
+        });
+        let app_settings = settings.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(http::cors(&app_settings.cors))
+                .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
+                .wrap(actix_web::middleware::Logger::new("%r %s %Dms").exclude("/healthz"))
+                .configure(http::routes(&app_settings.registration_path))
+                .default_service(http::default_service())
+        })
+        .client_request_timeout(Duration::from_millis(settings.server.head_timeout_ms))
+        .max_connections(settings.server.max_connections)
+        .shutdown_timeout(10);
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|e| StartupError::Bind(local.to_string(), e))?
+            .run();
+        Ok(Self {
+            server,
+            port: local.port(),
+            store,
+            registrar,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The absolute registration endpoint URL.
+    pub fn registration_endpoint(&self) -> String {
+        self.registrar.registration_endpoint().to_owned()
+    }
+
+    /// A handle that stops the server (tests).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serve until SIGINT/SIGTERM (or `handle().stop()`), then flush the store.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        match self.store.flush() {
+            Ok(()) => tracing::info!("store flushed; stopped"),
+            Err(e) => tracing::error!(error = %e, "final store flush failed"),
+        }
+        result
+    }
+}
+
+/// The RAT key: `credentials.server_key` if set, else the key file, created with 256 random bits
+/// on first start (mode 0600, fsynced before use).
+fn load_server_key(
+    settings: &Settings,
+    tokens: &dyn TokenGenerator,
+) -> Result<RatKey, StartupError> {
+    let c = &settings.credentials;
+    if !c.server_key.is_empty() {
+        return RatKey::from_base64(&c.server_key)
+            .map_err(|e| StartupError::ServerKey(e.to_string()));
+    }
+    let path = if c.server_key_file.is_empty() {
+        settings.storage.data_dir.join("server.key")
+    } else {
+        PathBuf::from(&c.server_key_file)
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => RatKey::from_base64(&text)
+            .map_err(|e| StartupError::ServerKey(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = vec![0u8; 32];
+            tokens.fill(&mut key);
+            let encoded = URL_SAFE_NO_PAD.encode(&key);
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut file = options
+                .open(&path)
+                .map_err(|e| StartupError::ServerKey(format!("{}: {e}", path.display())))?;
+            file.write_all(encoded.as_bytes())
+                .and_then(|_| file.sync_all())
+                .map_err(|e| StartupError::ServerKey(format!("{}: {e}", path.display())))?;
+            tracing::info!(path = %path.display(), "generated a new server key");
+            RatKey::new(key).map_err(|e| StartupError::ServerKey(e.to_string()))
+        }
+        Err(e) => Err(StartupError::ServerKey(format!("{}: {e}", path.display()))),
+    }
+}

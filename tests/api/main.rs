@@ -1,0 +1,8 @@
+//! Black-box API tests: each starts the registrar on port 0 with its own data directory.
+
+mod discovery;
+mod helpers;
+mod hygiene;
+mod management;
+mod persistence;
+mod registration;

@@ -1,0 +1,53 @@
+//! Durability across restarts, and the single-instance lock.
+
+use crate::helpers::*;
+use serde_json::Value;
+
+#[tokio::test]
+async fn a_client_survives_a_restart_and_its_token_still_works() {
+    let app = spawn_app().await;
+    let c = app.register(&web_client()).await;
+    let dir = app.stop().await;
+    let app = spawn_in(dir, |s| s).await;
+    let uri = format!("{}/{}", app.endpoint, c["client_id"].as_str().unwrap());
+    let r = app
+        .get_client(&uri, c["registration_access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(r.status(), 200);
+    let read: Value = r.json().await.unwrap();
+    assert_eq!(read["client_name"], "Example");
+}
+
+#[test]
+fn a_second_instance_on_the_same_data_directory_fails_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_registrar");
+    let spawn = || {
+        std::process::Command::new(bin)
+            .env("REGISTRAR_SERVER__PORT", "0")
+            .env("REGISTRAR_ISSUER", "")
+            .env("REGISTRAR_STORAGE__DATA_DIR", dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = spawn();
+    // wait until the first instance has created its key (it holds the lock by then)
+    for _ in 0..200 {
+        if dir.path().join("server.key").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let second = spawn().wait_with_output().unwrap();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("in use by another registrar process"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
