@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod credentials;
 pub mod error;
+pub mod fetch;
 pub mod http;
 pub mod metadata;
 pub mod registration;

@@ -29,6 +29,7 @@ pub struct Settings {
     pub registration: RegistrationSettings,
     pub cors: CorsSettings,
     pub metadata: MetadataSettings,
+    pub fetch: FetchSettings,
     /// Extra members merged into both discovery documents (e.g. `authorization_endpoint`).
     #[serde(default)]
     pub discovery: serde_json::Map<String, serde_json::Value>,
@@ -169,6 +170,41 @@ pub struct MetadataSettings {
     pub allowed_privileged_fields: Vec<String>,
 }
 
+/// Outbound fetches of `sector_identifier_uri` and `jwks_uri` (src/fetch). Every default is the
+/// safe one; see the README section "Outbound fetches and SSRF".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchSettings {
+    /// Total time for one fetch (connect, TLS, headers and body), in milliseconds.
+    pub timeout_ms: u64,
+    /// Largest accepted response body, in bytes (checked on `Content-Length` and while streaming).
+    pub max_body_bytes: usize,
+    /// Fetch `jwks_uri` at registration and update and require a public JWK Set there.
+    pub fetch_jwks_uri: bool,
+    /// Allow loopback, private and other reserved addresses. For tests and closed networks only.
+    pub allow_private_addresses: bool,
+    /// Fetches in flight at once, across all requests.
+    pub max_concurrent: usize,
+    /// After a host fails (unreachable, too slow, 5xx), refuse to contact it again for this many
+    /// milliseconds; 0 = no negative cache.
+    pub failure_ttl_ms: u64,
+    /// PEM file with extra trusted root certificates (a test CA or a private CA). Empty = only
+    /// the built-in web PKI roots.
+    pub extra_root_ca_file: String,
+}
+
+impl FetchSettings {
+    fn check(&self) -> Result<(), SettingsError> {
+        if self.timeout_ms == 0 || self.max_body_bytes == 0 || self.max_concurrent == 0 {
+            return Err(SettingsError(
+                "fetch.timeout_ms, fetch.max_body_bytes and fetch.max_concurrent must be > 0"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
@@ -235,6 +271,7 @@ impl Settings {
         if self.server.body_limit_bytes == 0 {
             return Err(SettingsError("server.body_limit_bytes must be > 0".into()));
         }
+        self.fetch.check()?;
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{RatKey, SecretHasher};
+use crate::fetch::{Fetcher, RemoteMetadata};
 use crate::http::{self, AppState, BodyLimits};
 use crate::registration::{Parts, Registrar};
 use crate::settings::Settings;
@@ -86,6 +87,9 @@ impl Application {
             concurrency,
         )
         .map_err(|e| StartupError::Other(e.to_string()))?;
+        let fetcher =
+            Fetcher::new(&settings.fetch).map_err(|e| StartupError::Other(e.to_string()))?;
+        let remote = Arc::new(RemoteMetadata::new(fetcher, settings.fetch.fetch_jwks_uri));
         let settings = Arc::new(settings);
         let registrar = Arc::new(Registrar::new(Parts {
             store: store.clone() as Arc<dyn ClientStore>,
@@ -94,6 +98,7 @@ impl Application {
             hasher,
             rat_key,
             settings: settings.clone(),
+            remote,
         }));
         let state = web::Data::new(AppState {
             registrar: registrar.clone(),

@@ -6,6 +6,7 @@ mod discovery;
 use crate::clock::Clock;
 use crate::credentials::{Plaintext, RatKey, SecretHasher};
 use crate::error::{RegistrationError, Result};
+use crate::fetch::RemoteMetadata;
 use crate::metadata::{self, uses_client_secret};
 use crate::settings::Settings;
 use crate::store::{ClientRecord, ClientStore, StoreError};
@@ -25,6 +26,7 @@ pub struct Registrar {
     hasher: SecretHasher,
     rat_key: RatKey,
     settings: Arc<Settings>,
+    remote: Arc<RemoteMetadata>,
     registration_endpoint: String,
 }
 
@@ -36,6 +38,8 @@ pub struct Parts {
     pub hasher: SecretHasher,
     pub rat_key: RatKey,
     pub settings: Arc<Settings>,
+    /// Network checks (`sector_identifier_uri`, `jwks_uri`), see `crate::fetch`.
+    pub remote: Arc<RemoteMetadata>,
 }
 
 fn store_error(e: StoreError) -> RegistrationError {
@@ -66,6 +70,7 @@ impl Registrar {
             hasher: parts.hasher,
             rat_key: parts.rat_key,
             settings: parts.settings,
+            remote: parts.remote,
             registration_endpoint,
         }
     }
@@ -96,6 +101,7 @@ impl Registrar {
         request: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
         let metadata = metadata::validate(request, &self.settings.metadata)?;
+        self.remote.check(&metadata).await?;
         let now = self.clock.now();
         let secret = self.new_secret(&metadata).await?;
         let rat = Plaintext::new(self.tokens.token(SECRET_BYTES));
@@ -162,6 +168,7 @@ impl Registrar {
             self.check_update_request(&current, rat.unwrap_or_default(), request)
                 .await?;
             let metadata = metadata::validate(request, &self.settings.metadata)?;
+            self.remote.check(&metadata).await?;
             let now = self.clock.now();
             let mut updated = current.clone();
             let mut issued_secret = None;
