@@ -46,12 +46,15 @@ pub enum FetchError {
     /// The URL is not an absolute `https` URL with a host and without userinfo.
     #[error("must be an https URL with a host and no userinfo")]
     NotHttps,
-    /// The host is, or resolves to, a reserved address; nothing was sent.
+    /// The host is an IP literal in a reserved range; nothing was sent. The client wrote the
+    /// address, so naming its range tells it nothing new.
     #[error("points to a loopback, private, link-local or otherwise reserved address ({0}); the registrar does not fetch such addresses")]
     Reserved(&'static str),
-    /// The host name did not resolve.
-    #[error("could not be fetched: the host name does not resolve")]
-    Unresolvable,
+    /// The host name does not resolve, or resolves to at least one reserved address; nothing was
+    /// sent. One message (and one negative-cache treatment) for both, so that registering
+    /// `https://db.internal/` does not reveal whether that internal name exists.
+    #[error("could not be fetched: the host name does not resolve to public addresses only; the registrar does not fetch loopback, private, link-local or otherwise reserved addresses")]
+    NoPublicAddress,
     /// Connecting, the TLS handshake or the exchange failed, or the deadline passed. One message
     /// for all of them, so the error does not tell a port scanner which one it was.
     #[error("could not be fetched: no complete HTTPS answer within {0} ms (connection refused, TLS failure or too slow)")]
@@ -215,12 +218,19 @@ impl Fetcher {
         }
         if !self.allow_private {
             if let Some(why) = literal_reserved(&url) {
+                tracing::warn!(
+                    host = url.host_str(),
+                    reason = why,
+                    "refused to fetch a reserved address"
+                );
                 return Err(FetchError::Reserved(why));
             }
         }
         let key = host_key(&url);
         self.check_negative_cache(&key)?;
-        let _permit = tokio::time::timeout(self.timeout, self.permits.acquire())
+        // Wait for a slot at most half the deadline, so a queued request still ends within
+        // 1.5 × timeout_ms and a flood turns into quick 429s rather than a growing queue.
+        let _permit = tokio::time::timeout(self.timeout / 2, self.permits.acquire())
             .await
             .map_err(|_| FetchError::Busy)?
             .map_err(|_| FetchError::Busy)?;
@@ -232,7 +242,9 @@ impl Fetcher {
         // fix (wrong content, 404) may be retried at once.
         if matches!(
             result,
-            Err(FetchError::Unreachable(_) | FetchError::Unresolvable | FetchError::Status(500..))
+            Err(FetchError::Unreachable(_)
+                | FetchError::NoPublicAddress
+                | FetchError::Status(500..))
         ) {
             self.remember_failure(key);
         }
@@ -240,13 +252,14 @@ impl Fetcher {
     }
 
     async fn exchange(&self, url: Url) -> Result<serde_json::Value, FetchError> {
+        let host = url.host_str().unwrap_or_default().to_owned();
         let response = self
             .client
             .get(url)
             .header(ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| self.classify(&e))?;
+            .map_err(|e| self.classify(&host, e))?;
         let status = response.status().as_u16();
         if response.status().is_redirection() {
             return Err(FetchError::Redirect(status));
@@ -272,7 +285,11 @@ impl Fetcher {
         }
         let mut response = response;
         let mut body = Vec::with_capacity(declared.unwrap_or(0).min(self.max_body as u64) as usize);
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.classify(&e))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.classify(&host, e))?
+        {
             if body.len() + chunk.len() > self.max_body {
                 return Err(FetchError::TooLarge(self.max_body));
             }
@@ -282,18 +299,25 @@ impl Fetcher {
     }
 
     /// Map a transport error; the resolver's verdicts are found in the source chain.
-    fn classify(&self, e: &reqwest::Error) -> FetchError {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    fn classify(&self, host: &str, e: reqwest::Error) -> FetchError {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(err) = source {
             if let Some(ReservedAddress(why)) = err.downcast_ref::<ReservedAddress>() {
-                return FetchError::Reserved(why);
+                tracing::warn!(
+                    host,
+                    reason = why,
+                    "refused to fetch a name that resolves to a reserved address"
+                );
+                return FetchError::NoPublicAddress;
             }
             if err.downcast_ref::<NoAddress>().is_some() {
-                return FetchError::Unresolvable;
+                tracing::info!(host, "outbound fetch: the name does not resolve");
+                return FetchError::NoPublicAddress;
             }
             source = err.source();
         }
-        tracing::info!(error = %e, "outbound fetch failed");
+        // Without the URL: it may carry a client's query parameters.
+        tracing::info!(host, error = %e.without_url(), "outbound fetch failed");
         FetchError::Unreachable(self.timeout.as_millis() as u64)
     }
 

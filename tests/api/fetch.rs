@@ -379,6 +379,7 @@ async fn register_refuses_reserved_addresses_without_connecting() {
         let url = format!("https://{host}:{port}/sector.json");
         let r = app.post(&sector_client(&url)).await;
         let d = assert_error(r, 400, "invalid_client_metadata").await;
+        // A name gets the same text whether it resolves to loopback or not at all.
         assert!(d.contains("reserved address"), "{url}: {d}");
         assert_eq!(server.connections(), 0, "{url} was contacted");
     }
@@ -527,4 +528,31 @@ async fn concurrent_fetches_are_bounded() {
     }
     assert_eq!(server.connections(), 4);
     assert_eq!(server.max_in_flight.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_fetch_that_cannot_get_a_slot_in_time_is_answered_429() {
+    let server = TlsServer::start(vec![(
+        "/sector.json",
+        Reply::Slow(Duration::from_secs(3), good_sector()),
+    )])
+    .await;
+    // One slot; the first request holds it for the whole 1000 ms deadline, the second may wait
+    // for it only 500 ms.
+    let app = server
+        .app_with(true, |s| s.with("fetch.max_concurrent", 1).unwrap())
+        .await;
+    let body = sector_client(&server.url("/sector.json"));
+    let (first, second) = tokio::join!(app.post(&body), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        app.post(&body).await
+    });
+    assert_eq!(
+        second.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    assert_error(second, 429, "too_many_requests").await;
+    let d = assert_error(first, 400, "invalid_client_metadata").await;
+    assert!(d.contains("within 1000 ms"), "{d}");
+    assert_eq!(server.connections(), 1);
 }
