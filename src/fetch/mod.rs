@@ -404,6 +404,28 @@ mod tests {
     }
 
     #[test]
+    fn shipped_defaults_are_the_safe_ones() {
+        let f = crate::settings::Settings::defaults().unwrap().fetch;
+        assert!(!f.allow_private_addresses);
+        assert!(f.fetch_jwks_uri);
+        assert_eq!(f.timeout_ms, 3000);
+        assert_eq!(f.max_body_bytes, 64 * 1024);
+        assert!(f.extra_root_ca_file.is_empty());
+        assert!(f.max_concurrent > 0 && f.failure_ttl_ms > 0);
+    }
+
+    #[test]
+    fn a_missing_or_empty_ca_file_stops_the_start() {
+        let mut s = settings();
+        s.extra_root_ca_file = "/nonexistent/ca.pem".into();
+        assert!(Fetcher::new(&s).is_err());
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "not a certificate").unwrap();
+        s.extra_root_ca_file = file.path().to_str().unwrap().into();
+        assert!(Fetcher::new(&s).is_err());
+    }
+
+    #[test]
     fn json_media_types() {
         for ok in [
             "application/json",

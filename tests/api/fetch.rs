@@ -148,6 +148,8 @@ impl TlsServer {
                     .with("fetch.max_body_bytes", 4096)
                     .unwrap()
                     .with("fetch.failure_ttl_ms", 0)
+                    .unwrap()
+                    .with("fetch.fetch_jwks_uri", true)
                     .unwrap(),
             )
         })
@@ -487,7 +489,11 @@ async fn a_host_that_failed_is_not_contacted_again_within_the_ttl() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let server = TlsServer::start(vec![]).await;
+    let server = TlsServer::start(vec![(
+        "/boom",
+        Reply::Raw(500, "application/json", "{}".into()),
+    )])
+    .await;
     let app = server
         .app_with(true, |s| s.with("fetch.failure_ttl_ms", 60_000).unwrap())
         .await;
@@ -504,6 +510,18 @@ async fn a_host_that_failed_is_not_contacted_again_within_the_ttl() {
         let d = assert_error(r, 400, "invalid_client_metadata").await;
         assert!(d.contains("HTTP status 404"), "{d}");
     }
+    assert_eq!(server.connections(), 2);
+    // A 5xx is: the second attempt does not reach the server, and neither does any other path
+    // on that host.
+    let r = app.post(&sector_client(&server.url("/boom"))).await;
+    let d = assert_error(r, 400, "invalid_client_metadata").await;
+    assert!(d.contains("HTTP status 500"), "{d}");
+    for path in ["/boom", "/missing"] {
+        let r = app.post(&sector_client(&server.url(path))).await;
+        let d = assert_error(r, 400, "invalid_client_metadata").await;
+        assert!(d.contains("failed moments ago"), "{d}");
+    }
+    assert_eq!(server.connections(), 3);
 }
 
 #[tokio::test]
