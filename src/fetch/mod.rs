@@ -10,7 +10,7 @@
 //!   resolver for literals, so a resolver-only guard would miss `https://169.254.169.254/`. The
 //!   `url` crate has already turned `2130706433`, `0x7f000001` and `0177.0.0.1` into
 //!   `Host::Ipv4(127.0.0.1)`, so the parsed host is checked, never the string.
-//! - A name is resolved once by [`PinningResolver`]; if ANY address is reserved the fetch fails
+//! - A name is resolved once by `PinningResolver`; if ANY address is reserved the fetch fails
 //!   (so a mixed record set cannot be used to probe), else reqwest connects to exactly those
 //!   addresses. There is no second lookup, hence no DNS-rebinding window.
 //! - No proxy (`no_proxy()`: a proxy would resolve names itself and bypass the check), no
