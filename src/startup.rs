@@ -85,6 +85,7 @@ impl Application {
             c.argon2_parallelism,
             concurrency,
         )
+        .and_then(|h| h.with_derivation_key(&c.client_secret_derivation_key))
         .map_err(|e| StartupError::Other(e.to_string()))?;
         let settings = Arc::new(settings);
         let registrar = Arc::new(Registrar::new(Parts {
