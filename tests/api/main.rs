@@ -4,5 +4,6 @@ mod discovery;
 mod helpers;
 mod hygiene;
 mod management;
+mod metadata;
 mod persistence;
 mod registration;
