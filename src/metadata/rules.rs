@@ -411,13 +411,26 @@ fn redirect_hosts(m: &Map<String, Value>) -> Vec<String> {
 }
 
 /// OIDC Core §8.1, OIDC Registration §5: a pairwise client's sector is the host of its redirect
-/// URIs; when they span several hosts, a `sector_identifier_uri` must name the sector. (Fetching
-/// and checking that document is a separate step.)
+/// URIs; when they span several hosts, a `sector_identifier_uri` must name the sector. A pairwise
+/// CIBA or device client without redirect URIs takes its sector from `jwks_uri` (CIBA Core §4,
+/// node-oidc-provider), so it needs one of the two. (Fetching and checking the sector document
+/// is a separate step.)
 pub fn pairwise_sector_identifier(m: &mut Map<String, Value>, _: &MetadataSettings) -> Result<()> {
     if text(m, "subject_type") != Some("pairwise") || m.contains_key("sector_identifier_uri") {
         return Ok(());
     }
     let hosts = redirect_hosts(m);
+    let backchannel = list(m, "grant_types")
+        .into_iter()
+        .find(|g| *g == CIBA_GRANT || *g == DEVICE_GRANT);
+    if let Some(grant) = backchannel.filter(|_| hosts.is_empty()) {
+        // No redirect URI to take the sector from: CIBA Core §4 uses the host of jwks_uri.
+        if !m.contains_key("jwks_uri") {
+            return Err(RegistrationError::metadata(format!(
+                "sector_identifier_uri or jwks_uri is required for a pairwise client using {grant:?} without redirect_uris: its sector is taken from one of them (OIDC Core §8.1; CIBA Core §4)"
+            )));
+        }
+    }
     if hosts.len() > 1 {
         return Err(RegistrationError::metadata(format!(
             "sector_identifier_uri is required for a pairwise client whose redirect_uris span several hosts ({}) (OIDC Core §8.1; OIDC Registration §5)",
@@ -426,6 +439,9 @@ pub fn pairwise_sector_identifier(m: &mut Map<String, Value>, _: &MetadataSettin
     }
     Ok(())
 }
+
+/// The device authorization grant type (RFC 8628 §3.4).
+pub const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// The CIBA grant type (CIBA Core §4).
 pub const CIBA_GRANT: &str = "urn:openid:params:grant-type:ciba";
@@ -717,6 +733,12 @@ mod tests {
             json!({"subject_type":"pairwise","redirect_uris":["https://a.example/1","https://a.example:444/2"]})
         )
         .is_ok());
+        let device = json!({"subject_type":"pairwise","grant_types":[DEVICE_GRANT]});
+        let e = run(pairwise_sector_identifier, device.clone()).unwrap_err();
+        assert!(e.contains("jwks_uri"), "{e}");
+        let mut with_jwks_uri = device;
+        with_jwks_uri["jwks_uri"] = json!("https://a.example/jwks");
+        assert!(run(pairwise_sector_identifier, with_jwks_uri).is_ok());
     }
 
     #[test]

@@ -1133,6 +1133,19 @@ async fn rule_pairwise_sector_identifier_required_across_hosts() {
     let mut public = two_hosts.clone();
     public["subject_type"] = json!("public");
     app.register(&public).await;
+    let device = json!({"subject_type": "pairwise", "grant_types": ["urn:ietf:params:oauth:grant-type:device_code"], "token_endpoint_auth_method": "none"});
+    refused(
+        &app,
+        device.clone(),
+        "invalid_client_metadata",
+        &["sector_identifier_uri or jwks_uri is required"],
+    )
+    .await;
+    app.register(&merged(
+        &device,
+        &json!({"jwks_uri": "https://a.example.org/jwks"}),
+    ))
+    .await;
     app.register(&json!({"subject_type": "pairwise", "redirect_uris": ["https://a.example.org/1", "https://a.example.org/2"]}))
         .await;
 }
