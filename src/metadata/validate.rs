@@ -375,12 +375,14 @@ fn check_value(field: &Field, name: &str, v: &Value, settings: &MetadataSettings
             let mut out: Vec<String> = Vec::new();
             for s in items {
                 let words = response_type_words(s);
-                let supported = settings.response_types_supported.iter().any(|r| response_type_words(r) == words);
-                if !supported || words.is_empty() {
+                // Stored in the configured spelling ("id_token code" → "code id_token"), so equal
+                // sets compare equal as strings downstream (OAuth 2.0 Multiple Response Types §2).
+                let supported = settings.response_types_supported.iter().find(|r| response_type_words(r) == words);
+                let Some(canonical) = supported.filter(|_| !words.is_empty()) else {
                     return Err(fail(field, format!("{name}: {s:?} is not supported; supported values: {}", settings.response_types_supported.join(", "))));
-                }
-                if !out.iter().any(|o| response_type_words(o) == words) {
-                    out.push(s.to_owned());
+                };
+                if !out.contains(canonical) {
+                    out.push(canonical.clone());
                 }
             }
             Ok(Value::from(out))

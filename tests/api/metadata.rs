@@ -118,10 +118,10 @@ fn cases() -> Vec<Case> {
         .default(json!(["authorization_code"])),
         case(
             "response_types",
-            json!(["code id_token", "id_token code"]),
+            json!(["id_token code", "code id_token", "code"]),
             json!(["code banana"]),
         )
-        .echo(json!(["code id_token"]))
+        .echo(json!(["code id_token", "code"]))
         .default(json!(["code"])),
         case("client_name", json!("Café ☕"), json!("")),
         case(
