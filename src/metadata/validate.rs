@@ -30,17 +30,16 @@ pub fn validate(
         if SERVER_MANAGED.contains(&name.as_str()) {
             continue;
         }
-        if settings.extension_fields.iter().any(|e| e == name) {
-            if !value.is_null() {
-                extensions.insert(name.clone(), value.clone());
-            }
-            continue;
-        }
         let (base, tag) = match name.split_once('#') {
             Some((base, tag)) => (base, Some(tag)),
             None => (name.as_str(), None),
         };
+        // A known field is always checked by its row, even if an operator also listed its name
+        // as an extension: the extension list must not become a way around validation.
         let Some(field) = schema::field(base) else {
+            if settings.extension_fields.iter().any(|e| e == name) && !value.is_null() {
+                extensions.insert(name.clone(), value.clone());
+            }
             continue; // RFC 7591 §2: unknown metadata is ignored, and not stored.
         };
         if let Some(tag) = tag {

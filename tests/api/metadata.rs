@@ -563,6 +563,31 @@ async fn the_hydra_extensions_are_accepted_when_configuration_allows_them() {
     assert_error(app.post(&req).await, 400, "invalid_client_metadata").await;
 }
 
+#[tokio::test]
+async fn extension_fields_are_kept_but_cannot_shadow_a_known_field() {
+    let app = spawn_app_with(|s| {
+        s.with(
+            "metadata.extension_fields",
+            vec!["resource", "redirect_uris", "client_secret"],
+        )
+        .unwrap()
+    })
+    .await;
+    let mut req = web_client();
+    req["resource"] = json!({"any": ["json", 1]});
+    req["dropped"] = json!("x");
+    let body = app.register(&req).await;
+    assert_eq!(body["resource"], json!({"any": ["json", 1]}));
+    assert!(body.get("dropped").is_none());
+    // Listing a known field as an extension does not switch off its checks.
+    req["redirect_uris"] = json!(["javascript:alert(1)"]);
+    assert_error(app.post(&req).await, 400, "invalid_redirect_uri").await;
+    let mut req = web_client();
+    req["client_secret"] = json!("chosen");
+    let body = app.register(&req).await;
+    assert_ne!(body["client_secret"], "chosen");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Localized fields (RFC 7591 §2.2)
 // ---------------------------------------------------------------------------------------------
