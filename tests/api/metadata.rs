@@ -4,6 +4,7 @@
 //! `client_secret_jwt` mode, and round trips of the three client libraries' models.
 
 use crate::helpers::*;
+use registrar::metadata::schema::Ty;
 use registrar::metadata::{FIELDS, RULES};
 use registrar::settings::Settings;
 use serde_json::{json, Map, Value};
@@ -561,6 +562,57 @@ async fn the_hydra_extensions_are_accepted_when_configuration_allows_them() {
     assert_eq!(body["owner"], "team-a");
     req["skip_consent"] = json!(true);
     assert_error(app.post(&req).await, 400, "invalid_client_metadata").await;
+}
+
+#[tokio::test]
+async fn every_uri_field_refuses_dangerous_schemes_fragments_userinfo_and_wildcards() {
+    let app = table_app().await;
+    let bad = [
+        "JavaScript:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "VBScript:msgbox",
+        "FILE:///etc/passwd",
+        "blob:https://client.example.org/x",
+        "about:blank",
+        "https://client.example.org/cb#",
+        "https://user:pw@client.example.org/cb",
+        "https://*.example.org/cb",
+        "https://client.example.org/ cb",
+    ];
+    let mut checked = 0;
+    for f in FIELDS {
+        let list = match f.ty {
+            Ty::Uri(_) => false,
+            Ty::UriList(_) => true,
+            _ => continue,
+        };
+        let mut names = vec![f.name.to_owned()];
+        if f.localizable {
+            names.push(format!("{}#en", f.name));
+        }
+        for name in names {
+            for raw in bad {
+                if f.name == "request_uris" && raw.ends_with('#') {
+                    continue; // request_uris may carry a fragment (a hash of the content)
+                }
+                let mut req = web_client();
+                req[f.name] = if list {
+                    json!(["https://client.example.org/ok"])
+                } else {
+                    json!("https://client.example.org/ok")
+                };
+                req[name.as_str()] = if list { json!([raw]) } else { json!(raw) };
+                let r = app.post(&req).await;
+                let status = r.status();
+                let body: Value = r.json().await.unwrap();
+                assert_eq!(status, 400, "{name} = {raw:?} was accepted: {body}");
+                let d = body["error_description"].as_str().unwrap();
+                assert!(d.contains(&name), "{name}: {d}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} cases");
 }
 
 #[tokio::test]
