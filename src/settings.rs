@@ -246,7 +246,13 @@ impl Settings {
             // client_secret_jwt and HS*/dir/A*KW need the plaintext secret; without recoverable
             // secrets they could never work, so they may not be offered (or advertised).
             if let Ok(serde_json::Value::Object(lists)) = serde_json::to_value(&self.metadata) {
-                for (name, value) in lists {
+                // Only the algorithm and auth method lists: a scope or ACR value may well
+                // start with "HS".
+                let jose_lists = lists.into_iter().filter(|(name, _)| {
+                    name.ends_with("_alg_values_supported")
+                        || name == "token_endpoint_auth_methods_supported"
+                });
+                for (name, value) in jose_lists {
                     let listed = value.as_array().into_iter().flatten();
                     if let Some(v) = listed
                         .filter_map(serde_json::Value::as_str)

@@ -257,7 +257,9 @@ fn strings<'v>(field: &Field, name: &str, v: &'v Value) -> Result<Vec<&'v str>> 
 fn one_of(field: &Field, name: &str, value: &str, allowed: &[String]) -> Result<()> {
     if allowed.iter().any(|a| a == value) {
         Ok(())
-    } else if schema::is_secret_keyed(value) {
+    } else if (name.ends_with("_alg") || name == "token_endpoint_auth_method")
+        && schema::is_secret_keyed(value)
+    {
         // The common case: secrets are stored only as argon2id hashes, so nothing keyed with
         // the plaintext secret can work. Say so rather than "not supported".
         Err(fail(

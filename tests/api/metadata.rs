@@ -1377,6 +1377,14 @@ fn offering_client_secret_jwt_without_a_derivation_key_is_a_configuration_error(
         )
         .unwrap_err();
     assert!(err.to_string().contains("A128KW"), "{err}");
+    // Other lists may hold values that merely look like algorithms.
+    Settings::defaults()
+        .unwrap()
+        .with(
+            "metadata.scopes_supported",
+            vec!["openid", "HSBC.accounts", "A1KW"],
+        )
+        .unwrap();
     assert!(recoverable(Settings::defaults().unwrap())
         .metadata
         .token_endpoint_auth_methods_supported
