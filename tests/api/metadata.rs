@@ -616,6 +616,26 @@ async fn every_uri_field_refuses_dangerous_schemes_fragments_userinfo_and_wildca
 }
 
 #[tokio::test]
+async fn strings_and_arrays_are_capped_and_the_error_names_the_field() {
+    let app = spawn_app().await;
+    let mut req = web_client();
+    req["client_name"] = json!("n".repeat(2048));
+    app.register(&req).await;
+    req["client_name"] = json!("n".repeat(2049));
+    let d = assert_error(app.post(&req).await, 400, "invalid_client_metadata").await;
+    assert!(d.contains("client_name") && d.contains("2048"), "{d}");
+    let mut req = web_client();
+    let many: Vec<String> = (0..101)
+        .map(|i| format!("c{i}@client.example.org"))
+        .collect();
+    req["contacts"] = json!(many);
+    let d = assert_error(app.post(&req).await, 400, "invalid_client_metadata").await;
+    assert!(d.contains("contacts") && d.contains("100"), "{d}");
+    req["contacts"] = json!(many[..100]);
+    app.register(&req).await;
+}
+
+#[tokio::test]
 async fn extension_fields_are_kept_but_cannot_shadow_a_known_field() {
     let app = spawn_app_with(|s| {
         s.with(
