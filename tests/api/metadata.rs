@@ -616,6 +616,28 @@ async fn every_uri_field_refuses_dangerous_schemes_fragments_userinfo_and_wildca
 }
 
 #[tokio::test]
+async fn register_rejects_response_parameters_and_dot_segments_in_redirect_uris() {
+    let app = spawn_app().await;
+    for uri in [
+        "https://client.example.org/cb?code=evil&state=x",
+        "https://client.example.org/cb?iss=https://evil.example",
+        "https://client.example.org/a/../cb",
+        "https://client.example.org/a/%2e%2e/cb",
+        "https://client.example.org/a/..;/cb",
+    ] {
+        let d = assert_error(
+            app.post(&json!({"redirect_uris": [uri]})).await,
+            400,
+            "invalid_redirect_uri",
+        )
+        .await;
+        assert!(d.contains("redirect_uris") && d.contains(uri), "{d}");
+    }
+    app.register(&json!({"redirect_uris": ["https://client.example.org/cb?tenant=a"]}))
+        .await;
+}
+
+#[tokio::test]
 async fn strings_and_arrays_are_capped_and_the_error_names_the_field() {
     let app = spawn_app().await;
     let mut req = web_client();
