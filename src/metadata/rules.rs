@@ -586,6 +586,38 @@ mod tests {
     }
 
     #[test]
+    fn redirect_uris_are_required_for_redirect_based_response_types() {
+        let e = run(redirect_uris_required, json!({"response_types":["code"]})).unwrap_err();
+        assert!(e.starts_with("redirect: redirect_uris is required"), "{e}");
+        assert!(run(
+            redirect_uris_required,
+            json!({"response_types":["code"],"redirect_uris":[]})
+        )
+        .is_err());
+        assert!(run(redirect_uris_required, json!({"response_types":[]})).is_ok());
+        assert!(run(
+            redirect_uris_required,
+            json!({"response_types":["code"],"redirect_uris":["https://c.example/cb"]})
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn jwks_and_jwks_uri_are_exclusive() {
+        let e = run(
+            jwks_xor_jwks_uri,
+            json!({"jwks":{"keys":[]},"jwks_uri":"https://c.example/jwks"}),
+        )
+        .unwrap_err();
+        assert!(e.contains("jwks and jwks_uri"), "{e}");
+        assert!(run(
+            jwks_xor_jwks_uri,
+            json!({"jwks_uri":"https://c.example/jwks"})
+        )
+        .is_ok());
+    }
+
+    #[test]
     fn keys_are_required_for_key_based_methods_and_algs() {
         for v in [
             json!({"token_endpoint_auth_method":"private_key_jwt"}),
