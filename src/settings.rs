@@ -81,6 +81,11 @@ pub struct CredentialSettings {
     pub hash_concurrency: usize,
     /// `client_secret` lifetime in seconds; 0 = never expires (`client_secret_expires_at` 0).
     pub client_secret_lifetime_secs: u64,
+    /// Key (base64url, ≥ 32 bytes) for recoverable client secrets, which `client_secret_jwt` and
+    /// secret-keyed algorithms (HS*, `dir`, `A*KW`) need. Empty = off: secrets are only argon2id
+    /// hashes and those values may not appear in the `metadata.*_supported` lists.
+    #[serde(default)]
+    pub client_secret_derivation_key: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -266,6 +271,34 @@ impl Settings {
                 return Err(SettingsError(
                     "issuer must not have a query or fragment (RFC 8414 §2)".into(),
                 ));
+            }
+        }
+        if self
+            .credentials
+            .client_secret_derivation_key
+            .trim()
+            .is_empty()
+        {
+            // client_secret_jwt and HS*/dir/A*KW need the plaintext secret; without recoverable
+            // secrets they could never work, so they may not be offered (or advertised).
+            if let Ok(serde_json::Value::Object(lists)) = serde_json::to_value(&self.metadata) {
+                // Only the algorithm and auth method lists: a scope or ACR value may well
+                // start with "HS".
+                let jose_lists = lists.into_iter().filter(|(name, _)| {
+                    name.ends_with("_alg_values_supported")
+                        || name == "token_endpoint_auth_methods_supported"
+                });
+                for (name, value) in jose_lists {
+                    let listed = value.as_array().into_iter().flatten();
+                    if let Some(v) = listed
+                        .filter_map(serde_json::Value::as_str)
+                        .find(|v| crate::metadata::schema::is_secret_keyed(v))
+                    {
+                        return Err(SettingsError(format!(
+                            "metadata.{name} contains {v:?}, which needs the plaintext client_secret; set credentials.client_secret_derivation_key to enable recoverable secrets, or remove it"
+                        )));
+                    }
+                }
             }
         }
         if self.server.body_limit_bytes == 0 {

@@ -86,6 +86,7 @@ impl Application {
             c.argon2_parallelism,
             concurrency,
         )
+        .and_then(|h| h.with_derivation_key(&c.client_secret_derivation_key))
         .map_err(|e| StartupError::Other(e.to_string()))?;
         let fetcher =
             Fetcher::new(&settings.fetch).map_err(|e| StartupError::Other(e.to_string()))?;

@@ -4,7 +4,7 @@
 mod discovery;
 
 use crate::clock::Clock;
-use crate::credentials::{Plaintext, RatKey, SecretHasher};
+use crate::credentials::{is_recoverable, Plaintext, RatKey, SecretHasher};
 use crate::error::{RegistrationError, Result};
 use crate::fetch::RemoteMetadata;
 use crate::metadata::{self, uses_client_secret};
@@ -103,10 +103,12 @@ impl Registrar {
         let metadata = metadata::validate(request, &self.settings.metadata)?;
         self.remote.check(&metadata).await?;
         let now = self.clock.now();
-        let secret = self.new_secret(&metadata).await?;
+        let client_id = self.tokens.token(CLIENT_ID_BYTES);
+        // A derived (recoverable) secret is bound to the client_id, so it is issued after it.
+        let mut secret = self.new_secret(&metadata, &client_id).await?;
         let rat = Plaintext::new(self.tokens.token(SECRET_BYTES));
         let mut record = ClientRecord {
-            client_id: self.tokens.token(CLIENT_ID_BYTES),
+            client_id,
             client_id_issued_at: now,
             client_secret_hash: secret.as_ref().map(|(_, hash)| hash.clone()),
             client_secret_expires_at: secret.as_ref().map(|_| self.secret_expiry(now)),
@@ -122,6 +124,10 @@ impl Registrar {
                 Err(StoreError::Conflict) if attempts < MAX_RETRIES => {
                     attempts += 1;
                     record.client_id = self.tokens.token(CLIENT_ID_BYTES);
+                    if secret.is_some() {
+                        secret = self.new_secret(&record.metadata, &record.client_id).await?;
+                        record.client_secret_hash = secret.as_ref().map(|(_, h)| h.clone());
+                    }
                 }
                 Err(e) => return Err(store_error(e)),
             }
@@ -179,9 +185,13 @@ impl Registrar {
             if !uses_client_secret(method) {
                 updated.client_secret_hash = None;
                 updated.client_secret_expires_at = None;
-            } else if current.client_secret_hash.is_none() {
-                // Changing to a secret-based method: issue a secret, shown in this response only.
-                if let Some((secret, hash)) = self.new_secret(&metadata).await? {
+            } else if current.client_secret_hash.as_deref().is_none_or(|stored| {
+                metadata::needs_recoverable_secret(&metadata) && !is_recoverable(stored)
+            }) {
+                // Changing to a secret-based method, or to one that needs a recoverable secret
+                // while the current one is only a hash: issue a new secret, shown in this
+                // response only.
+                if let Some((secret, hash)) = self.new_secret(&metadata, client_id).await? {
                     updated.client_secret_hash = Some(hash);
                     updated.client_secret_expires_at = Some(self.secret_expiry(now));
                     issued_secret = Some(secret);
@@ -323,16 +333,27 @@ impl Registrar {
         }
         match (request.get("client_secret"), &current.client_secret_hash) {
             (None, _) => Ok(()),
-            (Some(Value::String(s)), Some(hash)) if self.hasher.verify(s, hash).await? => Ok(()),
+            (Some(Value::String(s)), Some(hash))
+                if self
+                    .hasher
+                    .verify_client_secret(&current.client_id, s, hash)
+                    .await? =>
+            {
+                Ok(())
+            }
             (Some(_), _) => Err(RegistrationError::InvalidRequest(
                 "client_secret does not match the current secret; a client cannot choose its secret (RFC 7592 §2.2)".into(),
             )),
         }
     }
 
+    /// A new `client_secret` and its stored form, if the auth method uses one: an argon2id hash,
+    /// or, for `client_secret_jwt` and secret-keyed algorithms, a recoverable derived secret
+    /// (refused unless the operator enabled them; see `credentials`).
     async fn new_secret(
         &self,
         metadata: &Map<String, Value>,
+        client_id: &str,
     ) -> Result<Option<(Plaintext, String)>> {
         let method = metadata
             .get("token_endpoint_auth_method")
@@ -340,6 +361,10 @@ impl Registrar {
             .unwrap_or_default();
         if !uses_client_secret(method) {
             return Ok(None);
+        }
+        if metadata::needs_recoverable_secret(metadata) {
+            let nonce = self.tokens.token(SECRET_BYTES);
+            return self.hasher.derive(client_id, &nonce).map(Some);
         }
         let secret = Plaintext::new(self.tokens.token(SECRET_BYTES));
         let hash = self.hasher.hash(&secret).await?;

@@ -20,7 +20,7 @@ const REDIRECT: &str = "https://client.example.org/cb";
 
 /// What the test server answers on one path.
 #[derive(Clone)]
-enum Reply {
+pub(crate) enum Reply {
     /// 200 with `Content-Type: application/json`.
     Json(String),
     /// Any status, content type and body.
@@ -35,7 +35,7 @@ enum Reply {
     HugeLength,
 }
 
-struct TlsServer {
+pub(crate) struct TlsServer {
     port: u16,
     ca_file: String,
     connections: Arc<AtomicUsize>,
@@ -46,7 +46,7 @@ struct TlsServer {
 }
 
 impl TlsServer {
-    async fn start(routes: Vec<(&str, Reply)>) -> Self {
+    pub(crate) async fn start(routes: Vec<(&str, Reply)>) -> Self {
         let routes: Arc<HashMap<String, Reply>> =
             Arc::new(routes.into_iter().map(|(p, r)| (p.to_owned(), r)).collect());
         // A CA, and a server certificate for 127.0.0.1 and localhost signed by it.
@@ -113,7 +113,7 @@ impl TlsServer {
         server
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.port)
     }
 
@@ -131,7 +131,7 @@ impl TlsServer {
         self.app_with(allow_private, |s| s).await
     }
 
-    async fn app_with(
+    pub(crate) async fn app_with(
         &self,
         allow_private: bool,
         tweak: impl FnOnce(registrar::settings::Settings) -> registrar::settings::Settings,

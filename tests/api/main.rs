@@ -5,5 +5,6 @@ mod fetch;
 mod helpers;
 mod hygiene;
 mod management;
+mod metadata;
 mod persistence;
 mod registration;
