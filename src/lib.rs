@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod error;
 pub mod http;
 pub mod metadata;
+pub mod policy;
 pub mod registration;
 pub mod settings;
 pub mod startup;

@@ -4,6 +4,7 @@
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{RatKey, SecretHasher};
 use crate::http::{self, AppState, BodyLimits};
+use crate::policy::PolicyEngine;
 use crate::registration::{Parts, Registrar};
 use crate::settings::Settings;
 use crate::store::{ClientStore, OpenError, SledStore};
@@ -31,6 +32,9 @@ pub enum StartupError {
     /// The server key could not be read or created.
     #[error("server key: {0}")]
     ServerKey(String),
+    /// `[access]`, `[policies]` or `[rate_limit]` is inconsistent.
+    #[error("registration policy configuration: {0}")]
+    Policy(String),
     /// Anything else.
     #[error("{0}")]
     Other(String),
@@ -85,7 +89,10 @@ impl Application {
             c.argon2_parallelism,
             concurrency,
         )
-        .map_err(|e| StartupError::Other(e.to_string()))?;
+        .map_err(|e| StartupError::Other(e.to_string()))?
+        .with_queue_limit(c.hash_queue_limit);
+        let policy =
+            Arc::new(PolicyEngine::from_settings(&settings).map_err(StartupError::Policy)?);
         let settings = Arc::new(settings);
         let registrar = Arc::new(Registrar::new(Parts {
             store: store.clone() as Arc<dyn ClientStore>,
@@ -94,6 +101,7 @@ impl Application {
             hasher,
             rat_key,
             settings: settings.clone(),
+            policy,
         }));
         let state = web::Data::new(AppState {
             registrar: registrar.clone(),
