@@ -290,6 +290,10 @@ impl PolicyEngine {
         let mut counters = Vec::new();
         let statement = match request.get("software_statement") {
             None | Some(Value::Null) => None,
+            // RFC 7591 §3.1.1: a server that does not support software statements MAY ignore
+            // them; with no trusted issuer configured, this one does (it is then dropped like
+            // any unknown member, and not echoed).
+            Some(_) if self.statement_issuers.is_empty() => None,
             Some(Value::String(s)) => Some(self.verify_statement(s, now, &mut counters)?),
             Some(_) => {
                 return Err(RegistrationError::InvalidSoftwareStatement(
@@ -471,6 +475,8 @@ impl PolicyEngine {
             (None, None) => Ok(None),
             (Some(Value::String(p)), Some(s)) if p == s => jwt::unverified_claims(s).map(Some),
             (None, Some(s)) => jwt::unverified_claims(s).map(Some),
+            // Statements are not supported (no trusted issuer): ignored, as on registration.
+            (Some(_), None) if self.statement_issuers.is_empty() => Ok(None),
             (Some(_), _) => Err(RegistrationError::InvalidRequest(
                 "software_statement cannot be added or changed by an update; register again with the new statement".into(),
             )),

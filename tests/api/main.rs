@@ -5,4 +5,5 @@ mod helpers;
 mod hygiene;
 mod management;
 mod persistence;
+mod policy;
 mod registration;
