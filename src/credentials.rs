@@ -279,7 +279,14 @@ mod tests {
         let held = hasher.permit().await.unwrap();
         let waiting = hasher.clone();
         let queued = tokio::spawn(async move { waiting.hash(&Plaintext::new("a".into())).await });
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Wait until the spawned hash is queued behind the held permit.
+        for _ in 0..500 {
+            if hasher.in_flight.load(Ordering::SeqCst) == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(hasher.in_flight.load(Ordering::SeqCst), 2);
         assert!(matches!(
             hasher.hash(&Plaintext::new("b".into())).await,
             Err(RegistrationError::Overloaded)
