@@ -384,6 +384,35 @@ async fn a_jwt_initial_access_token_s_max_uses_is_enforced_per_jti() {
     );
 }
 
+#[tokio::test]
+async fn issuer_keys_come_from_a_jwks_file_and_are_picked_by_kid() {
+    let old = Signer::ed25519("2025");
+    let new = Signer::es256("2026");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, json!({"keys": [old.jwk, new.jwk]}).to_string()).unwrap();
+    let issuer = json!({"issuer": ISSUER, "jwks_file": path.to_str().unwrap()});
+    let app = spawn_app_with(move |s| {
+        let s = set(s, "access.mode", json!("token"));
+        set(s, "access.token_issuers", json!([issuer]))
+    })
+    .await;
+    for signer in [&old, &new] {
+        let token = signer.sign(&json!({"iss": ISSUER, "exp": now() + 60}));
+        assert_eq!(
+            app.post_with_token(&token, &web_client()).await.status(),
+            201
+        );
+    }
+    // A token longer than the 512 bytes allowed for the server's own tokens (RSA-signed JWTs are).
+    let long = new.sign(&json!({"iss": ISSUER, "exp": now() + 60, "note": "x".repeat(600)}));
+    assert!(long.len() > 512);
+    assert_eq!(
+        app.post_with_token(&long, &web_client()).await.status(),
+        201
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Software statements
 
