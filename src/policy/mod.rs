@@ -317,7 +317,9 @@ impl PolicyEngine {
                 "software_statement is required by this server (RFC 7591 §3.1.1)".into(),
             )
         };
-        if !exempt || has_token || has_statement {
+        // An exempt request (e.g. a public native app) needs nothing; credentials it does send
+        // were verified above and still choose its tier and policy.
+        if !exempt {
             match self.mode {
                 AccessMode::Open => {}
                 AccessMode::Token if !has_token => return Err(missing_token()),

@@ -937,3 +937,36 @@ async fn the_forwarded_address_counts_only_behind_a_trusted_proxy() {
         429
     );
 }
+
+#[tokio::test]
+async fn a_full_argon2_queue_answers_503_at_once_instead_of_queueing() {
+    let app = spawn_app_with(|s| {
+        // One slow hash at a time and one waiter: the rest of a burst must be refused.
+        let s = set(s, "credentials.argon2_memory_kib", json!(65536));
+        let s = set(s, "credentials.argon2_iterations", json!(2));
+        let s = set(s, "credentials.hash_concurrency", json!(1));
+        set(s, "credentials.hash_queue_limit", json!(1))
+    })
+    .await;
+    let body = web_client();
+    let requests = (0..8).map(|_| app.post(&body));
+    let responses = futures_util::future::join_all(requests).await;
+    let mut created = 0;
+    let mut refused = 0;
+    for r in responses {
+        match r.status().as_u16() {
+            201 => created += 1,
+            503 => {
+                assert_eq!(r.headers()[RETRY_AFTER], "1");
+                assert_error(r, 503, "temporarily_unavailable").await;
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        created >= 1 && refused >= 1,
+        "{created} created, {refused} refused"
+    );
+    assert_eq!(app.post(&web_client()).await.status(), 201);
+}
