@@ -632,6 +632,60 @@ mod tests {
         assert_eq!(unhex("zz"), None);
     }
 
+    /// An Ed25519 key pair made for the test: (signing key, public JWK Set).
+    fn key_pair() -> (jsonwebtoken::EncodingKey, Value) {
+        use ring::signature::{Ed25519KeyPair, KeyPair};
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let x = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            pair.public_key().as_ref(),
+        );
+        (
+            jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref()),
+            serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x}]}),
+        )
+    }
+
+    #[test]
+    fn token_expiry_is_judged_by_the_injected_clock_not_the_system_clock() {
+        let (key, jwks) = key_pair();
+        let s = Settings::defaults()
+            .unwrap()
+            .with("access.mode", "token")
+            .unwrap()
+            .with(
+                "access.token_issuers",
+                serde_json::json!([{"issuer": "https://iss", "jwks": jwks}]),
+            )
+            .unwrap()
+            .with("access.leeway_secs", 0)
+            .unwrap();
+        let engine = PolicyEngine::from_settings(&s).unwrap();
+        // exp = 1000: long past by the system clock, in the future at "now" = 900.
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+            &serde_json::json!({"iss": "https://iss", "exp": 1000, "nbf": 800}),
+            &key,
+        )
+        .unwrap();
+        let request = Map::new();
+        let admitted = engine.admit(Some(&token), &request, 900).unwrap();
+        assert_eq!(admitted.tier, tier::INITIAL_ACCESS_TOKEN);
+        assert!(matches!(
+            engine.admit(Some(&token), &request, 1000),
+            Err(RegistrationError::InvalidToken)
+        ));
+        assert!(matches!(
+            engine.admit(Some(&token), &request, 700),
+            Err(RegistrationError::InvalidToken)
+        ));
+        assert!(matches!(
+            engine.admit(None, &request, 900),
+            Err(RegistrationError::InvalidToken)
+        ));
+    }
+
     #[test]
     fn modes_that_need_credentials_need_them_configured() {
         let s = Settings::defaults()
