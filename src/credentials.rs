@@ -17,8 +17,10 @@ use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Versio
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use sha2::Digest;
 use sha2::Sha256;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
@@ -52,12 +54,27 @@ impl fmt::Debug for Plaintext {
 /// and, when a derivation key is configured, recoverable derived secrets (see the module docs).
 ///
 /// Hashing runs on tokio's blocking pool behind a semaphore, so at most `concurrency` hashes
-/// (each allocating `m` KiB) run at once and the HTTP workers are never blocked by it.
+/// (each allocating `m` KiB) run at once and the HTTP workers are never blocked by it. Memory for
+/// argon2 is therefore bounded by `concurrency × m` KiB whatever the load. Callers beyond the
+/// permits wait in the semaphore's queue (each holding only its request, at most the body limit);
+/// with a queue limit set, callers beyond `concurrency + queue_limit` are refused at once with
+/// `Overloaded` (503) instead of queueing, so a flood cannot pile up unbounded waiters.
 #[derive(Clone)]
 pub struct SecretHasher {
     params: Params,
     permits: Arc<Semaphore>,
     derivation_key: Option<Arc<[u8]>>,
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: usize,
+}
+
+/// Counts one caller in `in_flight` until dropped (also when the request is cancelled).
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl fmt::Debug for SecretHasher {
@@ -95,7 +112,35 @@ impl SecretHasher {
             params,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             derivation_key: None,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            max_in_flight: 0,
         })
+    }
+
+    /// Refuse (with `Overloaded`) callers that would wait behind more than `queue_limit` others;
+    /// 0 = wait without bound.
+    pub fn with_queue_limit(mut self, queue_limit: usize) -> Self {
+        self.max_in_flight = match queue_limit {
+            0 => 0,
+            n => n.saturating_add(self.permits.available_permits()),
+        };
+        self
+    }
+
+    /// Enter the hashing queue, or fail fast when it is full.
+    async fn permit(&self) -> Result<(tokio::sync::SemaphorePermit<'_>, InFlight)> {
+        let before = self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlight(self.in_flight.clone());
+        if self.max_in_flight > 0 && before >= self.max_in_flight {
+            tracing::warn!("argon2 queue full; refusing request");
+            return Err(RegistrationError::Overloaded);
+        }
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| RegistrationError::Internal("hash pool closed".into()))?;
+        Ok((permit, guard))
     }
 
     /// Enable recoverable secrets with a base64url key of at least 32 bytes; an empty string
@@ -186,11 +231,7 @@ impl SecretHasher {
 
     /// The PHC string (`$argon2id$v=19$m=...`) of `secret`.
     pub async fn hash(&self, secret: &Plaintext) -> Result<String> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| RegistrationError::Internal("hash pool closed".into()))?;
+        let _permit = self.permit().await?;
         let argon2 = self.argon2();
         let secret = secret.clone();
         tokio::task::spawn_blocking(move || {
@@ -211,11 +252,7 @@ impl SecretHasher {
         if presented.is_empty() || presented.len() > MAX_PRESENTED_LEN {
             return Ok(false);
         }
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| RegistrationError::Internal("hash pool closed".into()))?;
+        let _permit = self.permit().await?;
         let argon2 = self.argon2();
         let presented = presented.to_owned();
         let phc = phc.to_owned();
@@ -284,6 +321,30 @@ impl RatKey {
         let tag = self.tag(presented);
         stored.len() == TAG_LEN && bool::from(tag.as_slice().ct_eq(stored))
     }
+}
+
+/// SHA-256 digest of a static initial access token (RFC 7591 §3). Such tokens are long random
+/// strings chosen by the operator, so a fast unkeyed hash suffices: it keeps the plaintext out of
+/// memory after start-up and lets the configuration hold only the digest.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Index of the stored digest that `presented` hashes to. Every stored digest is compared in
+/// constant time, and the scan never stops early, so timing reveals neither which token nor how
+/// much of it matched.
+pub fn find_token_digest(presented: &str, stored: &[[u8; 32]]) -> Option<usize> {
+    if presented.is_empty() || presented.len() > MAX_PRESENTED_LEN {
+        return None;
+    }
+    let digest = token_digest(presented);
+    let mut found = None;
+    for (i, candidate) in stored.iter().enumerate() {
+        if bool::from(candidate.ct_eq(&digest)) {
+            found = Some(i);
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -370,6 +431,38 @@ mod tests {
             .unwrap()
             .with_derivation_key("not base64!")
             .is_err());
+    }
+
+    #[test]
+    fn token_digests_match_only_their_token() {
+        let stored = [token_digest("alpha-token"), token_digest("beta-token")];
+        assert_eq!(find_token_digest("beta-token", &stored), Some(1));
+        assert_eq!(find_token_digest("alpha-token", &stored), Some(0));
+        assert_eq!(find_token_digest("alpha-tokeN", &stored), None);
+        assert_eq!(find_token_digest("", &stored), None);
+    }
+
+    #[tokio::test]
+    async fn a_full_hash_queue_fails_fast() {
+        let hasher = SecretHasher::new(256, 1, 1, 1).unwrap().with_queue_limit(1);
+        let held = hasher.permit().await.unwrap();
+        let waiting = hasher.clone();
+        let queued = tokio::spawn(async move { waiting.hash(&Plaintext::new("a".into())).await });
+        // Wait until the spawned hash is queued behind the held permit.
+        for _ in 0..500 {
+            if hasher.in_flight.load(Ordering::SeqCst) == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(hasher.in_flight.load(Ordering::SeqCst), 2);
+        assert!(matches!(
+            hasher.hash(&Plaintext::new("b".into())).await,
+            Err(RegistrationError::Overloaded)
+        ));
+        drop(held);
+        assert!(queued.await.unwrap().is_ok());
+        assert!(hasher.hash(&Plaintext::new("c".into())).await.is_ok());
     }
 
     #[test]

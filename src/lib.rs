@@ -8,6 +8,7 @@ pub mod error;
 pub mod fetch;
 pub mod http;
 pub mod metadata;
+pub mod policy;
 pub mod registration;
 pub mod settings;
 pub mod startup;

@@ -30,6 +30,13 @@ pub struct Settings {
     pub cors: CorsSettings,
     pub metadata: MetadataSettings,
     pub fetch: FetchSettings,
+    /// Who may register (RFC 7591 §3): mode, initial access tokens, software statement issuers.
+    pub access: crate::policy::config::AccessSettings,
+    /// Named registration policies (`[policies.NAME]`), chosen by the admitting tier.
+    #[serde(default)]
+    pub policies: std::collections::BTreeMap<String, crate::policy::config::PolicySettings>,
+    /// Per-source rate limit on registration.
+    pub rate_limit: crate::policy::config::RateLimitSettings,
     /// Extra members merged into both discovery documents (e.g. `authorization_endpoint`).
     #[serde(default)]
     pub discovery: serde_json::Map<String, serde_json::Value>,
@@ -79,6 +86,9 @@ pub struct CredentialSettings {
     pub argon2_parallelism: u32,
     /// Hashes computed at once; 0 = number of cores.
     pub hash_concurrency: usize,
+    /// Requests allowed to wait for a hash beyond those running; more get 503 at once.
+    /// 0 = wait without bound.
+    pub hash_queue_limit: usize,
     /// `client_secret` lifetime in seconds; 0 = never expires (`client_secret_expires_at` 0).
     pub client_secret_lifetime_secs: u64,
     /// Key (base64url, ≥ 32 bytes) for recoverable client secrets, which `client_secret_jwt` and

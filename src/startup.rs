@@ -5,6 +5,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::credentials::{RatKey, SecretHasher};
 use crate::fetch::{Fetcher, RemoteMetadata};
 use crate::http::{self, AppState, BodyLimits};
+use crate::policy::PolicyEngine;
 use crate::registration::{Parts, Registrar};
 use crate::settings::Settings;
 use crate::store::{ClientStore, OpenError, SledStore};
@@ -32,6 +33,9 @@ pub enum StartupError {
     /// The server key could not be read or created.
     #[error("server key: {0}")]
     ServerKey(String),
+    /// `[access]`, `[policies]` or `[rate_limit]` is inconsistent.
+    #[error("registration policy configuration: {0}")]
+    Policy(String),
     /// Anything else.
     #[error("{0}")]
     Other(String),
@@ -87,10 +91,13 @@ impl Application {
             concurrency,
         )
         .and_then(|h| h.with_derivation_key(&c.client_secret_derivation_key))
-        .map_err(|e| StartupError::Other(e.to_string()))?;
+        .map_err(|e| StartupError::Other(e.to_string()))?
+        .with_queue_limit(c.hash_queue_limit);
         let fetcher =
             Fetcher::new(&settings.fetch).map_err(|e| StartupError::Other(e.to_string()))?;
         let remote = Arc::new(RemoteMetadata::new(fetcher, settings.fetch.fetch_jwks_uri));
+        let policy =
+            Arc::new(PolicyEngine::from_settings(&settings).map_err(StartupError::Policy)?);
         let settings = Arc::new(settings);
         let registrar = Arc::new(Registrar::new(Parts {
             store: store.clone() as Arc<dyn ClientStore>,
@@ -100,6 +107,7 @@ impl Application {
             rat_key,
             settings: settings.clone(),
             remote,
+            policy,
         }));
         let state = web::Data::new(AppState {
             registrar: registrar.clone(),

@@ -7,6 +7,7 @@ mod body;
 pub use body::{parse_object, BodyLimits};
 
 use crate::error::RegistrationError;
+use crate::policy::RegistrationContext;
 use crate::registration::Registrar;
 use crate::settings::CorsSettings;
 use actix_cors::Cors;
@@ -38,10 +39,31 @@ fn json(status: actix_web::http::StatusCode, body: &Map<String, Value>) -> HttpR
 
 /// POST {registration_path}: RFC 7591 §3.1.
 async fn register(state: State, req: HttpRequest, payload: web::Payload) -> Response {
-    auth::bearer(&req)?; // a DPoP-scheme initial access token is refused, not ignored
+    // A DPoP-scheme or malformed initial access token is refused, never ignored.
+    let context = RegistrationContext {
+        initial_access_token: auth::initial_access_token(&req)?,
+        client_ip: client_ip(&state, &req),
+    };
+    // Before the body is read, so a flood costs no body reads.
+    state.registrar.check_rate_limit(&context)?;
     let request = body::json_object(&req, payload, state.limits).await?;
-    let response = state.registrar.register_client(&request).await?;
+    let response = state.registrar.register_client(&request, &context).await?;
     Ok(json(actix_web::http::StatusCode::CREATED, &response))
+}
+
+/// The socket peer, or the address a trusted proxy reports (the decision is the resolver's).
+fn client_ip(state: &State, req: &HttpRequest) -> Option<std::net::IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    let resolver = state.registrar.policy().client_ip_resolver();
+    let values: Vec<&str> = match resolver.header() {
+        Some(name) => req
+            .headers()
+            .get_all(name)
+            .filter_map(|v| v.to_str().ok())
+            .collect(),
+        None => Vec::new(),
+    };
+    Some(resolver.resolve(peer, &values))
 }
 
 /// GET {registration_path}/{client_id}: RFC 7592 §2.1.

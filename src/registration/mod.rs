@@ -8,6 +8,7 @@ use crate::credentials::{is_recoverable, Plaintext, RatKey, SecretHasher};
 use crate::error::{RegistrationError, Result};
 use crate::fetch::RemoteMetadata;
 use crate::metadata::{self, uses_client_secret};
+use crate::policy::{PolicyEngine, RegistrationContext};
 use crate::settings::Settings;
 use crate::store::{ClientRecord, ClientStore, StoreError};
 use crate::tokens::{TokenGenerator, CLIENT_ID_BYTES, SECRET_BYTES};
@@ -27,6 +28,7 @@ pub struct Registrar {
     rat_key: RatKey,
     settings: Arc<Settings>,
     remote: Arc<RemoteMetadata>,
+    policy: Arc<PolicyEngine>,
     registration_endpoint: String,
 }
 
@@ -40,6 +42,8 @@ pub struct Parts {
     pub settings: Arc<Settings>,
     /// Network checks (`sector_identifier_uri`, `jwks_uri`), see `crate::fetch`.
     pub remote: Arc<RemoteMetadata>,
+    /// Who may register and with what (`[access]`, `[policies]`, `[rate_limit]`).
+    pub policy: Arc<PolicyEngine>,
 }
 
 fn store_error(e: StoreError) -> RegistrationError {
@@ -71,6 +75,7 @@ impl Registrar {
             rat_key: parts.rat_key,
             settings: parts.settings,
             remote: parts.remote,
+            policy: parts.policy,
             registration_endpoint,
         }
     }
@@ -85,6 +90,17 @@ impl Registrar {
         &self.settings
     }
 
+    /// The registration policy engine.
+    pub fn policy(&self) -> &PolicyEngine {
+        &self.policy
+    }
+
+    /// Take one registration from the client address's bucket (security.md §5.2); call before
+    /// reading the body of a registration request.
+    pub fn check_rate_limit(&self, context: &RegistrationContext) -> Result<()> {
+        self.policy.check_rate_limit(context.client_ip)
+    }
+
     /// Number of registered clients.
     pub fn client_count(&self) -> usize {
         self.store.len()
@@ -96,13 +112,41 @@ impl Registrar {
 
     /// RFC 7591 §3.1–3.2: register a client. Returns the client information response (§3.2.1):
     /// credentials plus every registered metadata value with defaults applied.
+    ///
+    /// Admission first (initial access token, software statement; RFC 7591 §3, §3.1.1), then the
+    /// admitting tier's policy around the metadata engine; durable counters (token uses, `jti`,
+    /// policy quota) are taken only once the request is valid, and given back if storing fails.
     pub async fn register_client(
         &self,
         request: &Map<String, Value>,
+        context: &RegistrationContext,
     ) -> Result<Map<String, Value>> {
-        let metadata = metadata::validate(request, &self.settings.metadata)?;
-        self.remote.check(&metadata).await?;
         let now = self.clock.now();
+        let admission = self
+            .policy
+            .admit(context.initial_access_token.as_deref(), request, now)?;
+        let claims = admission.statement.as_ref().map(|s| &s.claims);
+        let policy = admission.policy.as_deref();
+        let (prepared, metadata_settings) =
+            self.policy
+                .prepare(policy, claims, request, &self.settings.metadata)?;
+        let metadata = metadata::validate(&prepared, metadata_settings)?;
+        self.remote.check(&metadata).await?;
+        self.policy.check(policy, claims, &metadata)?;
+        let counters = self.policy.consume(self.store.as_ref(), &admission)?;
+        let result = self.store_new_client(metadata, &admission, now).await;
+        if result.is_err() {
+            self.policy.release(self.store.as_ref(), &counters);
+        }
+        result
+    }
+
+    async fn store_new_client(
+        &self,
+        metadata: Map<String, Value>,
+        admission: &crate::policy::Admission,
+        now: i64,
+    ) -> Result<Map<String, Value>> {
         let client_id = self.tokens.token(CLIENT_ID_BYTES);
         // A derived (recoverable) secret is bound to the client_id, so it is issued after it.
         let mut secret = self.new_secret(&metadata, &client_id).await?;
@@ -115,6 +159,9 @@ impl Registrar {
             rat_tag: self.rat_key.tag(rat.expose()).to_vec(),
             metadata,
             updated_at: now,
+            policy: admission.policy.as_ref().map(|p| p.name.clone()),
+            tier: Some(admission.tier.to_owned()),
+            software_statement: admission.statement.as_ref().map(|s| s.raw.clone()),
         };
         let mut attempts = 0;
         loop {
@@ -173,8 +220,23 @@ impl Registrar {
             let current = self.authenticate(client_id, rat).await?;
             self.check_update_request(&current, rat.unwrap_or_default(), request)
                 .await?;
-            let metadata = metadata::validate(request, &self.settings.metadata)?;
+            // The admitting tier's policy is re-applied on every update (security.md B34).
+            let policy = self.policy.policy_named(current.policy.as_deref())?;
+            self.policy
+                .check_update_tier(current.tier.as_deref(), request)?;
+            let claims = self
+                .policy
+                .stored_statement_claims(current.software_statement.as_deref(), request)?;
+            let (prepared, metadata_settings) = self.policy.prepare(
+                policy.as_deref(),
+                claims.as_ref(),
+                request,
+                &self.settings.metadata,
+            )?;
+            let metadata = metadata::validate(&prepared, metadata_settings)?;
             self.remote.check(&metadata).await?;
+            self.policy
+                .check(policy.as_deref(), claims.as_ref(), &metadata)?;
             let now = self.clock.now();
             let mut updated = current.clone();
             let mut issued_secret = None;
@@ -226,6 +288,8 @@ impl Registrar {
             let current = self.authenticate(client_id, rat).await?;
             match self.store.remove(&current) {
                 Ok(()) => {
+                    self.policy
+                        .client_deleted(self.store.as_ref(), current.policy.as_deref());
                     self.store.durable().await.map_err(store_error)?;
                     tracing::info!(client_id = %client_id, "client deleted");
                     return Ok(());
@@ -407,6 +471,10 @@ impl Registrar {
         );
         for (k, v) in &record.metadata {
             out.insert(k.clone(), v.clone());
+        }
+        if let Some(statement) = &record.software_statement {
+            // RFC 7591 §3.2.1: the statement is returned unmodified.
+            out.insert("software_statement".into(), Value::from(statement.clone()));
         }
         out
     }

@@ -1,7 +1,8 @@
 //! The sled-backed `ClientStore`: the only file that knows sled.
 //!
 //! Layout: tree `clients` maps `client_id` → versioned record; tree `rat` maps the registration
-//! access token's HMAC tag → `client_id`. Both change in one transaction.
+//! access token's HMAC tag → `client_id`. Both change in one transaction. Tree `counters` maps
+//! a counter name → big-endian u64 (initial access token uses, `jti` replay, policy quotas).
 //!
 //! Durability: sled makes writes durable only on `flush` (otherwise a background fsync every
 //! 500 ms). A dedicated flusher thread takes every waiter queued so far, flushes once and answers
@@ -31,6 +32,7 @@ pub struct SledStore {
     db: sled::Db,
     clients: sled::Tree,
     rats: sled::Tree,
+    counters: sled::Tree,
     flush_tx: Option<mpsc::Sender<Waiter>>,
     flusher: Option<std::thread::JoinHandle<()>>,
 }
@@ -62,6 +64,7 @@ impl SledStore {
         };
         let clients = open_tree("clients")?;
         let rats = open_tree("rat")?;
+        let counters = open_tree("counters")?;
         let (flush_tx, flush_rx) = mpsc::channel::<Waiter>();
         let flusher_db = db.clone();
         let flusher = std::thread::Builder::new()
@@ -72,6 +75,7 @@ impl SledStore {
             db,
             clients,
             rats,
+            counters,
             flush_tx: Some(flush_tx),
             flusher: Some(flusher),
         })
@@ -100,6 +104,13 @@ fn io(e: sled::Error) -> StoreError {
         sled::Error::Corruption { .. } => StoreError::Corrupt(e.to_string()),
         other => StoreError::Io(other.to_string()),
     }
+}
+
+fn counter_value(bytes: Option<&[u8]>) -> u64 {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
 }
 
 fn tx_error(e: TransactionError<StoreError>) -> StoreError {
@@ -203,6 +214,39 @@ impl ClientStore for SledStore {
     fn len(&self) -> usize {
         self.clients.len()
     }
+
+    fn increment_counter(&self, key: &str, limit: u64) -> Result<bool, StoreError> {
+        // fetch_and_update is a compare-and-swap loop, so concurrent increments never overshoot.
+        let old = self
+            .counters
+            .fetch_and_update(key.as_bytes(), |current| {
+                let value = counter_value(current);
+                let next = if value >= limit { value } else { value + 1 };
+                Some(next.to_be_bytes().to_vec())
+            })
+            .map_err(io)?;
+        Ok(counter_value(old.as_deref()) < limit)
+    }
+
+    fn decrement_counter(&self, key: &str) -> Result<(), StoreError> {
+        self.counters
+            .fetch_and_update(key.as_bytes(), |current| {
+                current.map(|c| {
+                    counter_value(Some(c))
+                        .saturating_sub(1)
+                        .to_be_bytes()
+                        .to_vec()
+                })
+            })
+            .map_err(io)?;
+        Ok(())
+    }
+
+    fn counter(&self, key: &str) -> Result<u64, StoreError> {
+        Ok(counter_value(
+            self.counters.get(key.as_bytes()).map_err(io)?.as_deref(),
+        ))
+    }
 }
 
 impl Drop for SledStore {
@@ -226,6 +270,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         super::super::contract::holds(&store).await;
+        super::super::contract::counts(&store).await;
     }
 
     #[tokio::test]
@@ -240,5 +285,17 @@ mod tests {
         }
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.get("k").unwrap().unwrap().rat_tag, vec![3; 32]);
+    }
+
+    #[tokio::test]
+    async fn counters_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+            assert!(store.increment_counter("iat:x", 1).unwrap());
+            store.durable().await.unwrap();
+        }
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        assert!(!store.increment_counter("iat:x", 1).unwrap());
     }
 }

@@ -7,4 +7,5 @@ mod hygiene;
 mod management;
 mod metadata;
 mod persistence;
+mod policy;
 mod registration;
