@@ -70,6 +70,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    // `--provide initial_access_token=T` is the same as `--initial-access-token T`.
+    if target.initial_access_token.is_none() {
+        target.initial_access_token = target.provided.get("initial_access_token").cloned();
+    }
     if target.registration_endpoint.is_empty() {
         eprintln!("conformance: --registration-endpoint is required\n\n{USAGE}");
         return ExitCode::from(2);

@@ -100,9 +100,13 @@ pub async fn run(target: &Target, cases: &[Case]) -> Result<Vec<CaseResult>, Run
             CaseResult {
                 case: case.clone(),
                 outcome: Outcome::Skip(format!(
-                    "needs {} (pass --provide {}=...)",
+                    "needs {} ({})",
                     missing.join(", "),
-                    missing[0]
+                    if missing[0] == "initial_access_token" {
+                        "pass --initial-access-token TOKEN".to_owned()
+                    } else {
+                        format!("pass --provide {}=...", missing[0])
+                    }
                 )),
                 detail: None,
             }
@@ -483,5 +487,63 @@ fn short(v: &Value) -> String {
         format!("{}…", s.chars().take(80).collect::<String>())
     } else {
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn recorded(status: u16, headers: &[(&str, &str)], body: Value) -> Recorded {
+        Recorded {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            json: Some(body),
+        }
+    }
+
+    fn expect(v: Value) -> Expect {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn expectations_catch_each_kind_of_deviation() {
+        let provided = BTreeMap::new();
+        let scope = Scope {
+            endpoint: "http://h/r",
+            origin: "http://h",
+            case_id: "c",
+            provided: &provided,
+            steps: &[],
+        };
+        let got = recorded(
+            400,
+            &[
+                ("content-type", "application/json"),
+                ("www-authenticate", "Bearer error=\"invalid_token\""),
+            ],
+            json!({"error": "invalid_redirect_uri", "client_secret": "s", "list": ["a"]}),
+        );
+        let ok = |v: Value| check(&expect(v), &got, &scope);
+        assert!(ok(json!({"status": "4xx", "error": ["invalid_redirect_uri", "x"]})).is_ok());
+        assert!(ok(json!({"status": [201, 200]})).is_err());
+        assert!(ok(json!({"error": "invalid_client_metadata"})).is_err());
+        assert!(ok(json!({"implies": {"client_secret": "client_secret_expires_at"}})).is_err());
+        assert!(ok(json!({"types": {"client_secret": "string", "n": "integer?"}})).is_ok());
+        assert!(ok(json!({"types": {"client_secret": "integer"}})).is_err());
+        assert!(ok(json!({"contains": {"list": "a"}, "not_contains": {"list": "b"}})).is_ok());
+        assert!(ok(json!({"headers": {"WWW-Authenticate": "bearer"}})).is_ok());
+        assert!(ok(json!({"headers_not": {"www-authenticate": "error="}})).is_err());
+        assert!(ok(json!({"absent": ["client_secret"]})).is_err());
+        let text = recorded(
+            400,
+            &[("content-type", "text/plain")],
+            json!({"error": "x"}),
+        );
+        assert!(check(&expect(json!({"error": "x"})), &text, &scope).is_err());
     }
 }
