@@ -93,33 +93,74 @@ fn npm_install() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-/// A venv under target/ with requirements.txt installed; returns its python.
-fn pip_install() -> Result<PathBuf, String> {
+/// How to run Python with requirements.txt importable.
+struct Python {
+    program: PathBuf,
+    /// Set as PYTHONPATH when the packages went to a plain directory instead of a venv.
+    path: Option<PathBuf>,
+}
+
+/// A venv under target/ with requirements.txt installed. Where `python3 -m venv` is unusable
+/// (Debian without python3-venv), the packages go to a plain directory with
+/// `pip install --target` instead.
+fn pip_install() -> Result<Python, String> {
     let _guard = PIP.lock().unwrap_or_else(|e| e.into_inner());
     let requirements = interop_dir().join("python/requirements.txt");
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("interop-venv");
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let venv = root.join("interop-venv");
     let python = venv.join("bin/python");
     let stamp = venv.join("registrar-installed-requirements.txt");
-    if !installed(&requirements, &stamp) {
-        if !python.exists() {
-            let mut cmd = Command::new("python3");
-            cmd.arg("-m").arg("venv").arg(&venv);
-            run(cmd, INSTALL_TIMEOUT)?;
-        }
-        let mut cmd = Command::new(&python);
+    let target = root.join("interop-pip-target");
+    let target_stamp = target.join("registrar-installed-requirements.txt");
+    let in_venv = |program: PathBuf| Python {
+        program,
+        path: None,
+    };
+    let in_target = |target: PathBuf| Python {
+        program: PathBuf::from("python3"),
+        path: Some(target),
+    };
+    if installed(&requirements, &stamp) {
+        return Ok(in_venv(python));
+    }
+    if installed(&requirements, &target_stamp) {
+        return Ok(in_target(target));
+    }
+    let pip = |python: &Path, extra: &[&std::ffi::OsStr]| {
+        let mut cmd = Command::new(python);
         cmd.args([
             "-m",
             "pip",
             "install",
             "--quiet",
             "--disable-pip-version-check",
-            "-r",
         ])
+        .args(extra)
+        .arg("-r")
         .arg(&requirements);
-        run(cmd, INSTALL_TIMEOUT)?;
+        run(cmd, INSTALL_TIMEOUT)
+    };
+    let venv_made = python.exists() || {
+        let mut cmd = Command::new("python3");
+        cmd.arg("-m").arg("venv").arg(&venv);
+        run(cmd, INSTALL_TIMEOUT).is_ok() && python.exists()
+    };
+    if venv_made {
+        pip(&python, &[])?;
         std::fs::copy(&requirements, &stamp).map_err(|e| format!("stamp: {e}"))?;
+        return Ok(in_venv(python));
     }
-    Ok(python)
+    pip(
+        Path::new("python3"),
+        &[
+            "--target".as_ref(),
+            target.as_os_str(),
+            "--upgrade".as_ref(),
+        ],
+    )
+    .map_err(|e| format!("no usable venv, and pip install --target failed: {e}"))?;
+    std::fs::copy(&requirements, &target_stamp).map_err(|e| format!("stamp: {e}"))?;
+    Ok(in_target(target))
 }
 
 /// Start the registrar, run `driver` (a command taking the issuer as last argument), and return
@@ -175,7 +216,10 @@ async fn oauth4webapi_v3_registers_reads_updates_and_deletes() {
 async fn ory_hydra_python_sdk_registers_reads_updates_and_deletes() {
     let out = drive("ory-hydra-client", |issuer| {
         let python = pip_install()?;
-        let mut cmd = Command::new(python);
+        let mut cmd = Command::new(python.program);
+        if let Some(path) = python.path {
+            cmd.env("PYTHONPATH", path);
+        }
         cmd.arg(interop_dir().join("python/hydra_client.py"))
             .arg(issuer);
         Ok(cmd)
