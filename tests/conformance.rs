@@ -97,8 +97,11 @@ async fn every_must_case_passes_against_the_registrar() {
     );
     let path = manifest().join("conformance/MATRIX.md");
     if std::fs::read_to_string(&path).ok().as_deref() != Some(matrix.as_str()) {
-        std::fs::write(&path, &matrix).expect("write conformance/MATRIX.md");
-        println!("conformance/MATRIX.md updated");
+        // A read-only checkout must not fail the suite: the results were asserted above.
+        match std::fs::write(&path, &matrix) {
+            Ok(()) => println!("conformance/MATRIX.md updated"),
+            Err(e) => eprintln!("conformance/MATRIX.md is stale and cannot be rewritten: {e}"),
+        }
     }
     app.stop().await;
 }
