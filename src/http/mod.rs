@@ -185,12 +185,14 @@ pub fn routes(registration_path: &str) -> impl FnOnce(&mut web::ServiceConfig) +
             cfg.service(
                 web::resource(path)
                     .route(web::get().to(discovery))
+                    .route(web::head().to(discovery))
                     .default_service(web::to(method_not_allowed("GET, HEAD, OPTIONS"))),
             );
         }
         cfg.service(
             web::resource("/healthz")
                 .route(web::get().to(healthz))
+                .route(web::head().to(healthz))
                 .default_service(web::to(method_not_allowed("GET, HEAD"))),
         );
     }
