@@ -92,6 +92,11 @@ pub trait ClientStore: Send + Sync + 'static {
     fn durable(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Number of stored clients.
     fn len(&self) -> usize;
+    /// Whether the store accepts writes. False after a storage failure (disk full, I/O error)
+    /// until the store has recovered; reads keep working meanwhile.
+    fn writable(&self) -> bool {
+        true
+    }
     /// Whether no client is stored.
     fn is_empty(&self) -> bool {
         self.len() == 0
