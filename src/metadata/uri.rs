@@ -21,6 +21,24 @@ pub const FORBIDDEN_SCHEMES: &[&str] = &[
     "view-source",
 ];
 
+/// Authorization response parameters (RFC 6749 §4.1.2, §4.1.2.1, §4.2.2; RFC 9207 `iss`; OIDC
+/// Core `id_token`, `session_state`; JARM `response`). A redirect URI whose query already carries
+/// one lets an attacker pre-set it in the response (Keycloak CVE-2026-9689/CVE-2026-18209).
+pub const RESPONSE_PARAMETERS: &[&str] = &[
+    "code",
+    "state",
+    "iss",
+    "error",
+    "error_description",
+    "error_uri",
+    "access_token",
+    "token_type",
+    "expires_in",
+    "id_token",
+    "session_state",
+    "response",
+];
+
 /// What a URI field allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UriRule {
@@ -67,6 +85,14 @@ pub fn check(raw: &str, rule: UriRule) -> Result<Url, String> {
             // Private-use schemes (com.example.app:/cb) have no host; http(s) must have one.
             if matches!(scheme.as_str(), "http" | "https") && url.host().is_none() {
                 return Err(format!("{raw:?} has no host"));
+            }
+            if let Some((name, _)) = url
+                .query_pairs()
+                .find(|(name, _)| RESPONSE_PARAMETERS.contains(&name.as_ref()))
+            {
+                return Err(format!(
+                    "{raw:?} carries the authorization response parameter {name:?} in its query"
+                ));
             }
         }
         UriRule::Web => require_scheme(raw, &url, &["http", "https"])?,

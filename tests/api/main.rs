@@ -1,8 +1,10 @@
 //! Black-box API tests: each starts the registrar on port 0 with its own data directory.
 
+mod concurrency;
 mod discovery;
 mod disk_full;
 mod helpers;
+mod hostile;
 mod hygiene;
 mod management;
 mod persistence;
