@@ -8,4 +8,5 @@ mod hostile;
 mod hygiene;
 mod management;
 mod persistence;
+mod properties;
 mod registration;
