@@ -2,5 +2,6 @@
 //! idle connections. Each test starts its own process on its own temporary data directory.
 
 mod connections;
+mod corruption;
 mod crash;
 mod process;
