@@ -35,6 +35,9 @@ type Waiter = oneshot::Sender<Result<(), StoreError>>;
 const PROBE_BYTES: usize = 2 << 20;
 /// First and longest wait between recovery attempts.
 const RECOVERY_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(5));
+/// How long `SledStore::open` waits for a lock that a just-closed store in this process may still
+/// hold (another process holding it fails after this too, just as clearly).
+const OPEN_PATIENCE: Duration = Duration::from_millis(500);
 /// Name of the probe file inside the data directory.
 const PROBE_FILE: &str = "space-probe.tmp";
 
@@ -57,6 +60,25 @@ struct Handles {
 }
 
 impl Handles {
+    /// Open, waiting up to `patience` while the directory's lock is held. sled finishes writing
+    /// a closed database's last buffers on its background thread pool, so the lock outlives the
+    /// last handle by a moment: reopening in the same process (recovery, tests) must wait for it.
+    fn open_waiting(
+        dir: &Path,
+        cache_capacity: u64,
+        patience: Duration,
+    ) -> Result<Self, OpenError> {
+        let deadline = Instant::now() + patience;
+        loop {
+            match Self::open(dir, cache_capacity) {
+                Err(OpenError::Locked(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn open(dir: &Path, cache_capacity: u64) -> Result<Self, OpenError> {
         let shown = dir.display().to_string();
         std::fs::create_dir_all(dir).map_err(|e| OpenError::Other(shown.clone(), e.to_string()))?;
@@ -273,7 +295,7 @@ impl Shared {
                 }
             }
         }
-        match Handles::open(&self.dir, self.cache_capacity) {
+        match Handles::open_waiting(&self.dir, self.cache_capacity, Duration::from_secs(5)) {
             Ok(handles) => {
                 *slot = Some(Arc::new(handles));
                 self.undo().clear();
@@ -314,7 +336,7 @@ pub struct SledStore {
 impl SledStore {
     /// Open (or create) the store in `dir` with a page cache of `cache_capacity` bytes.
     pub fn open(dir: &Path, cache_capacity: u64) -> Result<Self, OpenError> {
-        let handles = Handles::open(dir, cache_capacity)?;
+        let handles = Handles::open_waiting(dir, cache_capacity, OPEN_PATIENCE)?;
         let _ = std::fs::remove_file(dir.join(PROBE_FILE)); // left over from a crash mid-probe
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
@@ -585,5 +607,133 @@ impl Drop for SledStore {
         if let Some(flusher) = self.flusher.take() {
             let _ = flusher.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::contract::record;
+    use super::*;
+
+    #[tokio::test]
+    async fn sled_store_meets_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        super::super::contract::holds(&store).await;
+    }
+
+    #[tokio::test]
+    async fn records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+            store.insert(&record("k", 3)).unwrap();
+            store.durable().await.unwrap();
+        }
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.get("k").unwrap().unwrap().rat_tag, vec![3; 32]);
+    }
+
+    #[test]
+    fn the_undo_log_keeps_the_oldest_unflushed_before_image() {
+        let mut log = UndoLog::default();
+        log.record(vec![(TreeId::Clients, b"a".to_vec(), None)]);
+        let first = log.last;
+        log.record(vec![(TreeId::Clients, b"a".to_vec(), Some(b"v1".to_vec()))]);
+        log.record(vec![(TreeId::Rats, b"t".to_vec(), Some(b"a".to_vec()))]);
+        assert_eq!(log.durable_value(TreeId::Clients, b"a"), Some(None));
+        assert_eq!(log.durable_value(TreeId::Clients, b"b"), None);
+        log.forget_through(first);
+        assert_eq!(
+            log.durable_value(TreeId::Clients, b"a"),
+            Some(Some(b"v1".to_vec()))
+        );
+        assert_eq!(
+            log.durable_value(TreeId::Rats, b"t"),
+            Some(Some(b"a".to_vec()))
+        );
+        log.forget_through(log.last);
+        assert!(log.entries.is_empty());
+    }
+
+    #[tokio::test]
+    async fn verify_accepts_a_consistent_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        store.insert(&record("v", 4)).unwrap();
+        store.durable().await.unwrap();
+        assert_eq!(store.verify().unwrap(), 1);
+        assert!(store.writable());
+    }
+
+    #[tokio::test]
+    async fn a_failed_store_refuses_writes_reads_the_durable_state_and_reopens_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let a = record("a", 1);
+        store.insert(&a).unwrap();
+        store.durable().await.unwrap();
+        // An update that reached sled's memory but whose flush then fails.
+        let mut b = a.clone();
+        b.rat_tag = vec![2; 32];
+        b.metadata.insert("client_name".into(), "new".into());
+        store.replace(&a, &b).unwrap();
+        store
+            .shared
+            .fail(&StoreError::Io("simulated: no space left".into()));
+
+        assert!(!store.writable());
+        assert_eq!(
+            store.get("a").unwrap(),
+            Some(a.clone()),
+            "the durable state"
+        );
+        assert_eq!(
+            store.client_for_rat(&[1; 32]).unwrap().as_deref(),
+            Some("a")
+        );
+        assert_eq!(store.client_for_rat(&[2; 32]).unwrap(), None);
+        assert!(matches!(
+            store.insert(&record("c", 3)),
+            Err(StoreError::Io(_))
+        ));
+        assert!(matches!(store.replace(&a, &b), Err(StoreError::Io(_))));
+        assert!(matches!(store.remove(&a), Err(StoreError::Io(_))));
+        assert!(matches!(store.durable().await, Err(StoreError::Io(_))));
+
+        // This disk has room, so the flusher's probe passes and it reopens the database.
+        for _ in 0..250 {
+            if store.writable() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(store.writable(), "the store did not reopen");
+        // Nothing really failed here, so the update's bytes reached the disk and it is whole.
+        assert_eq!(store.get("a").unwrap(), Some(b));
+        assert_eq!(
+            store.client_for_rat(&[2; 32]).unwrap().as_deref(),
+            Some("a")
+        );
+        assert_eq!(store.client_for_rat(&[1; 32]).unwrap(), None);
+        assert_eq!(store.verify().unwrap(), 1);
+        store.insert(&record("c", 3)).unwrap();
+        store.durable().await.unwrap();
+        assert_eq!(store.len(), 2);
+        assert!(!dir.path().join(PROBE_FILE).exists());
+    }
+
+    #[tokio::test]
+    async fn verify_reports_a_token_index_that_disagrees_with_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        store.insert(&record("a", 1)).unwrap();
+        // An index entry pointing at a client whose record carries another tag.
+        let handles = store.shared.handles().unwrap();
+        handles.rats.insert([9u8; 32], "a".as_bytes()).unwrap();
+        assert!(matches!(store.verify(), Err(StoreError::Corrupt(_))));
+        handles.rats.remove([9u8; 32]).unwrap();
+        handles.rats.remove([1u8; 32]).unwrap();
+        assert!(matches!(store.verify(), Err(StoreError::Corrupt(_))));
     }
 }
