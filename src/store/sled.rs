@@ -365,8 +365,8 @@ impl SledStore {
 
     /// Check every stored record: it decodes, and the token index and the records agree (each
     /// index entry names a client whose record carries that tag, and each client with a tag has
-    /// its index entry). Returns the number of clients. Used by the crash tests; cheap enough to
-    /// run by hand on a stopped server's directory.
+    /// its index entry). Returns the number of clients. The crash and disk-full tests run it on
+    /// the directory a killed or stopped server left behind.
     pub fn verify(&self) -> Result<usize, StoreError> {
         let handles = self.shared.handles()?;
         let mut count = 0;

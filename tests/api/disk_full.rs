@@ -73,6 +73,16 @@ async fn readyz(app: &TestApp) -> reqwest::Response {
 }
 
 #[tokio::test]
+async fn a_healthy_store_reports_ready() {
+    let app = spawn_app().await;
+    let r = readyz(&app).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body, json!({"status": "ready"}));
+}
+
+#[tokio::test]
 async fn a_full_disk_refuses_writes_with_503_serves_reads_and_recovers_when_space_returns() {
     let fs = match Tmpfs::mount("24m") {
         Ok(fs) => fs,
