@@ -737,3 +737,79 @@ async fn odd_client_id_paths_get_the_same_401() {
     assert_eq!(app.get_client(&uri(&c), &rat(&c)).await.status(), 401);
     assert_healthy(&app).await;
 }
+
+#[tokio::test]
+async fn ambiguous_or_malformed_message_framing_is_refused_before_any_handler() {
+    // Request-smuggling shapes: the HTTP/1 parser refuses them with a bare 400 (empty body,
+    // nothing reflected) and closes, so no handler ever sees a body it might frame differently.
+    let app = spawn_app().await;
+    let body = web_client().to_string();
+    let n = body.len();
+    for head in [
+        "Content-Length: -1\r\n".to_owned(),
+        "Content-Length: abc\r\n".to_owned(),
+        format!("Content-Length: {n}\r\nContent-Length: {}\r\n", n + 1),
+        format!("Content-Length: {n}\r\nTransfer-Encoding: chunked\r\n"),
+        "Transfer-Encoding: gzip, chunked\r\n".to_owned(),
+    ] {
+        let request = format!(
+            "POST /register HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{head}\r\n{body}",
+            host(&app)
+        );
+        let response = raw(&app, request.as_bytes(), Duration::from_secs(3)).await;
+        let (status, _) = parse(&response);
+        assert_eq!(status, 400, "{head:?}: {response}");
+        let (_, rest) = response.split_once("\r\n\r\n").unwrap();
+        assert!(rest.is_empty(), "{head:?}: {rest}");
+    }
+    assert_healthy(&app).await;
+}
+
+#[tokio::test]
+async fn update_bodies_get_the_same_hygiene_as_registration_bodies() {
+    let app = spawn_app().await;
+    let c = app.register(&web_client()).await;
+    let put_raw = |body: Vec<u8>| {
+        app.client
+            .put(uri(&c))
+            .header(AUTHORIZATION, format!("Bearer {}", rat(&c)))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+    };
+    let over = format!("{{\"client_name\":\"{}\"}}", "a".repeat(70 * 1024));
+    assert_error(
+        put_raw(over.into_bytes()).await.unwrap(),
+        413,
+        "invalid_request",
+    )
+    .await;
+    let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+    assert_error(
+        put_raw(deep.into_bytes()).await.unwrap(),
+        400,
+        "invalid_client_metadata",
+    )
+    .await;
+    let duplicate = format!(
+        r#"{{"client_id":"{}","redirect_uris":["https://a.example/cb"],"redirect_uris":["https://b.example/cb"]}}"#,
+        c["client_id"].as_str().unwrap()
+    );
+    assert_error(
+        put_raw(duplicate.into_bytes()).await.unwrap(),
+        400,
+        "invalid_client_metadata",
+    )
+    .await;
+    assert_error(
+        put_raw(b"null".to_vec()).await.unwrap(),
+        400,
+        "invalid_client_metadata",
+    )
+    .await;
+    // none of that changed the registration or spent the token
+    let r = app.get_client(&uri(&c), &rat(&c)).await;
+    assert_eq!(r.status(), 200);
+    let read: Value = r.json().await.unwrap();
+    assert_eq!(read["redirect_uris"], c["redirect_uris"]);
+}
