@@ -122,7 +122,11 @@ impl Application {
                 .app_data(state.clone())
                 .wrap(http::cors(&app_settings.cors))
                 .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
-                .wrap(actix_web::middleware::Logger::new("%r %s %Dms").exclude("/healthz"))
+                .wrap(
+                    actix_web::middleware::Logger::new("%r %s %Dms")
+                        .exclude("/healthz")
+                        .exclude("/readyz"),
+                )
                 .configure(http::routes(&app_settings.registration_path))
                 .default_service(http::default_service())
         })

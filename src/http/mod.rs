@@ -117,6 +117,26 @@ async fn healthz() -> HttpResponse {
         .json(serde_json::json!({"status": "ok"}))
 }
 
+/// GET /readyz: 200 while the store accepts writes; 503 while it is recovering from a storage
+/// failure (disk full). Liveness stays on /healthz: restarting a server whose disk is full would
+/// not help and would stop the reads it still serves.
+async fn readyz(state: State) -> HttpResponse {
+    if state.registrar.store_writable() {
+        HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(serde_json::json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((header::RETRY_AFTER, "5"))
+            .json(serde_json::json!({
+                "status": "read_only",
+                "error": "temporarily_unavailable",
+                "error_description": "the store refuses writes after a storage error (e.g. disk full); reads still work and writes resume by themselves once storage recovers",
+            }))
+    }
+}
+
 async fn not_found() -> Response {
     Err(RegistrationError::NotFound)
 }
@@ -193,6 +213,11 @@ pub fn routes(registration_path: &str) -> impl FnOnce(&mut web::ServiceConfig) +
             web::resource("/healthz")
                 .route(web::get().to(healthz))
                 .route(web::head().to(healthz))
+                .default_service(web::to(method_not_allowed("GET, HEAD"))),
+        )
+        .service(
+            web::resource("/readyz")
+                .route(web::get().to(readyz))
                 .default_service(web::to(method_not_allowed("GET, HEAD"))),
         );
     }

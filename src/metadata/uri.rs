@@ -21,6 +21,24 @@ pub const FORBIDDEN_SCHEMES: &[&str] = &[
     "view-source",
 ];
 
+/// Authorization response parameters (RFC 6749 §4.1.2, §4.1.2.1, §4.2.2; RFC 9207 `iss`; OIDC
+/// Core `id_token`, `session_state`; JARM `response`). A redirect URI whose query already carries
+/// one lets an attacker pre-set it in the response (Keycloak CVE-2026-9689/CVE-2026-18209).
+pub const RESPONSE_PARAMETERS: &[&str] = &[
+    "code",
+    "state",
+    "iss",
+    "error",
+    "error_description",
+    "error_uri",
+    "access_token",
+    "token_type",
+    "expires_in",
+    "id_token",
+    "session_state",
+    "response",
+];
+
 /// What a URI field allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UriRule {
@@ -101,23 +119,6 @@ pub fn check(raw: &str, rule: UriRule) -> Result<Url, String> {
     }
     Ok(url)
 }
-
-/// Parameters an authorization server adds to the redirect URI (RFC 6749 §4.1.2, §4.2.2, §5.2;
-/// RFC 9207 `iss`; OIDC Core §3.2.2.5; OIDC Session `session_state`; JARM `response`).
-pub const RESPONSE_PARAMETERS: &[&str] = &[
-    "code",
-    "state",
-    "iss",
-    "access_token",
-    "token_type",
-    "expires_in",
-    "id_token",
-    "error",
-    "error_description",
-    "error_uri",
-    "session_state",
-    "response",
-];
 
 /// The first path segment of `raw` that is `.`, `..` (also percent-encoded) or starts with
 /// `..;`, if any.

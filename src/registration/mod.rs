@@ -106,6 +106,12 @@ impl Registrar {
         self.store.len()
     }
 
+    /// Whether registrations, updates and deletions can be stored right now. False while the
+    /// store is recovering from a storage failure (disk full); reads keep working meanwhile.
+    pub fn store_writable(&self) -> bool {
+        self.store.writable()
+    }
+
     fn client_uri(&self, client_id: &str) -> String {
         format!("{}/{}", self.registration_endpoint, client_id)
     }

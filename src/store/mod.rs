@@ -112,6 +112,11 @@ pub trait ClientStore: Send + Sync + 'static {
     fn decrement_counter(&self, key: &str) -> Result<(), StoreError>;
     /// The value of the counter `key` (0 when it was never incremented).
     fn counter(&self, key: &str) -> Result<u64, StoreError>;
+    /// Whether the store accepts writes. False after a storage failure (disk full, I/O error)
+    /// until the store has recovered; reads keep working meanwhile.
+    fn writable(&self) -> bool {
+        true
+    }
     /// Whether no client is stored.
     fn is_empty(&self) -> bool {
         self.len() == 0
