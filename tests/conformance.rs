@@ -4,6 +4,9 @@
 #[allow(dead_code)]
 #[path = "api/helpers.rs"]
 mod helpers;
+#[allow(dead_code)]
+#[path = "api/tls.rs"]
+mod tls;
 
 use registrar::conformance::{self, report, Level, Outcome, Target};
 use std::path::Path;
@@ -20,17 +23,26 @@ fn manifest() -> &'static Path {
 /// Run every case against `endpoint`; panics if a MUST case fails that is not waiting on
 /// metadata, or if a waiting one passes.
 async fn run_suite(endpoint: &str) -> Vec<conformance::CaseResult> {
+    let target = Target {
+        registration_endpoint: endpoint.to_owned(),
+        ..Target::default()
+    };
+    run_cases(&target, |_| true).await
+}
+
+/// Run the cases `select` picks against `target`, with the same assertions as `run_suite`.
+async fn run_cases(
+    target: &Target,
+    select: impl Fn(&conformance::Case) -> bool,
+) -> Vec<conformance::CaseResult> {
     let cases = conformance::load_dir(&manifest().join("conformance/cases")).expect("cases load");
     assert!(
         cases.len() >= 80,
         "the suite must cover at least 80 requirements, has {}",
         cases.len()
     );
-    let target = Target {
-        registration_endpoint: endpoint.to_owned(),
-        ..Target::default()
-    };
-    let results = conformance::run(&target, &cases)
+    let cases: Vec<conformance::Case> = cases.into_iter().filter(|c| select(c)).collect();
+    let results = conformance::run(target, &cases)
         .await
         .expect("runner starts");
     for r in &results {
@@ -95,5 +107,57 @@ async fn every_must_case_passes_against_the_registrar() {
             Err(e) => eprintln!("conformance/MATRIX.md is stale and cannot be rewritten: {e}"),
         }
     }
+    app.stop().await;
+}
+
+/// The cases the default run skips (they need an initial access token or an https sector
+/// document), against a registrar set up to provide both: `access.mode = "token"` with a static
+/// token, and a local HTTPS server (CA trusted through `fetch.extra_root_ca_file`) serving one
+/// sector document that lists the cases' redirect URI and one that does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cases_that_need_setup_pass_when_it_is_provided() {
+    const TOKEN: &str = "conformance-initial-access-token";
+    let sector = tls::TlsServer::start(vec![
+        (
+            "/sector.json",
+            tls::Reply::Json(r#"["https://client.example.org/cb"]"#.into()),
+        ),
+        (
+            "/mismatch.json",
+            tls::Reply::Json(r#"["https://other.example.org/cb"]"#.into()),
+        ),
+    ])
+    .await;
+    let app = sector
+        .app_with(true, |s| {
+            s.with("access.mode", "token")
+                .unwrap()
+                .with(
+                    "access.static_tokens",
+                    vec![serde_json::json!({"token": TOKEN})],
+                )
+                .unwrap()
+        })
+        .await;
+    let mut target = Target {
+        registration_endpoint: app.endpoint.clone(),
+        initial_access_token: Some(TOKEN.into()),
+        ..Target::default()
+    };
+    target
+        .provided
+        .insert("sector_identifier_uri".into(), sector.url("/sector.json"));
+    target.provided.insert(
+        "sector_identifier_uri_mismatch".into(),
+        sector.url("/mismatch.json"),
+    );
+    let results = run_cases(&target, |c| !c.requires.is_empty()).await;
+    assert!(results.len() >= 5, "{} cases need setup", results.len());
+    let skipped: Vec<&str> = results
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Skip(_)))
+        .map(|r| r.case.id.as_str())
+        .collect();
+    assert!(skipped.is_empty(), "still skipped: {skipped:?}");
     app.stop().await;
 }

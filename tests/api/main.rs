@@ -13,3 +13,4 @@ mod persistence;
 mod policy;
 mod properties;
 mod registration;
+mod tls;

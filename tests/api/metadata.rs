@@ -3,8 +3,8 @@
 //! one test per cross-field rule of `RULES`, localized fields, privileged fields, the
 //! `client_secret_jwt` mode, and round trips of the three client libraries' models.
 
-use crate::fetch::{Reply, TlsServer};
 use crate::helpers::*;
+use crate::tls::{Reply, TlsServer};
 use registrar::metadata::schema::Ty;
 use registrar::metadata::{FIELDS, RULES};
 use registrar::settings::Settings;
