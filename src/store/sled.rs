@@ -457,8 +457,17 @@ impl SledStore {
 fn group_commit(shared: &Shared, rx: mpsc::Receiver<Waiter>) {
     let mut backoff = RECOVERY_BACKOFF.0;
     let mut next_attempt = Instant::now();
+    // Whether this loop has already seen the store failed: a failure noticed for the first time
+    // (set by a writer, not by this thread) waits one backoff before the first reopen, so the
+    // waiters queued right behind the failure are refused rather than raced by a reopen.
+    let mut seen_failed = false;
     loop {
-        let first = if shared.is_failed() {
+        let failed = shared.is_failed();
+        if failed && !seen_failed {
+            next_attempt = next_attempt.max(Instant::now() + RECOVERY_BACKOFF.0);
+        }
+        seen_failed = failed;
+        let first = if failed {
             let now = Instant::now();
             if now >= next_attempt {
                 if shared.try_recover() {
