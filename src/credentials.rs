@@ -87,6 +87,7 @@ impl SecretHasher {
         let argon2 = self.argon2();
         let secret = secret.clone();
         tokio::task::spawn_blocking(move || {
+            lower_hashing_thread_priority();
             let salt = SaltString::generate(&mut OsRng);
             argon2
                 .hash_password(secret.expose().as_bytes(), &salt)
@@ -112,6 +113,7 @@ impl SecretHasher {
         let presented = presented.to_owned();
         let phc = phc.to_owned();
         tokio::task::spawn_blocking(move || {
+            lower_hashing_thread_priority();
             let parsed = PasswordHash::new(&phc)
                 .map_err(|e| RegistrationError::Internal(format!("stored hash: {e}")))?;
             Ok(argon2
@@ -120,6 +122,30 @@ impl SecretHasher {
         })
         .await
         .map_err(|e| RegistrationError::Internal(format!("verify task: {e}")))?
+    }
+}
+
+/// Nice value of the threads that run argon2 (the blocking pool runs nothing else).
+const HASHING_NICE: libc::c_int = 10;
+
+/// Run the calling (blocking-pool) thread at a lower CPU priority, once per thread, so that when
+/// the cores are saturated the HTTP workers win them: a burst of registrations slows other
+/// registrations, never reads (measured in BENCHMARKS.md). When the cores are otherwise idle the
+/// hashes still get all of them, so the registration rate is unchanged.
+fn lower_hashing_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        thread_local!(static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+        LOWERED.with(|lowered| {
+            if !lowered.replace(true) {
+                // SAFETY: plain syscall wrapper touching no memory. On Linux the nice value is
+                // per thread, and `who = 0` with PRIO_PROCESS names the calling thread only.
+                // Failure (e.g. a seccomp filter) just leaves the priority as it was.
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, 0, HASHING_NICE);
+                }
+            }
+        });
     }
 }
 

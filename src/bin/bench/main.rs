@@ -201,6 +201,9 @@ struct Bench {
     scripts: PathBuf,
     bin: PathBuf,
     report: Report,
+    /// Approximate clients each server holds (name → count): pools, 201s, minus 204s; mix runs
+    /// count 5% of their requests.
+    held: std::collections::HashMap<String, f64>,
 }
 
 impl Bench {
@@ -229,6 +232,12 @@ impl Bench {
     ) -> Res<Run> {
         let w = self.wrk(script, server, pool);
         let run = w.run()?;
+        let added = match script {
+            "register" => (run.requests - run.non2xx) as f64,
+            "mix" => run.requests as f64 * 0.05,
+            _ => 0.0,
+        };
+        *self.held.entry(server.name.clone()).or_default() += added;
         eprintln!(
             "bench: {workload:<28} {:<22} {:>9.0} req/s  p99 {:>7.2} ms  non2xx {}",
             server.name, run.rps, run.p99, run.non2xx
@@ -268,6 +277,7 @@ impl Bench {
             ));
         }
         std::fs::write(pool, lines).map_err(|e| e.to_string())?;
+        *self.held.entry(server.name.clone()).or_default() += count as f64;
         eprintln!(
             "bench: populated {count} clients on {} in {:.1} s",
             server.name,
@@ -283,6 +293,7 @@ impl Bench {
         w.env.push(("MARK".into(), mark.display().to_string()));
         w.secs = 60.0;
         let run = w.run_until_marked(&mark)?;
+        *self.held.entry(server.name.clone()).or_default() -= run.ok as f64;
         let mut shown = w.clone();
         shown.secs = self.opts.secs;
         eprintln!(
@@ -369,6 +380,33 @@ fn locate_server_bin(repo: &Path) -> Res<PathBuf> {
 
 fn main() -> ExitCode {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // `bench --populate DIR N`: only fill a data directory with N clients (pool in DIR.pool), for
+    // looking at a large store by hand.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--populate") {
+        let (Some(dir), Some(Ok(n))) = (args.get(2), args.get(3).map(|n| n.parse::<usize>()))
+        else {
+            eprintln!("usage: bench --populate DIR N");
+            return ExitCode::from(2);
+        };
+        let dir = PathBuf::from(dir);
+        let pool = dir.with_extension("pool");
+        return match loader::populate(&dir, n, 20_000, &pool) {
+            Ok(l) => {
+                eprintln!(
+                    "bench: {n} clients in {:.1} s, {:.0} MB; pool {}",
+                    l.secs,
+                    l.disk_mb,
+                    pool.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let opts = match parse_args(&repo) {
         Ok(o) => o,
         Err(e) => {
@@ -419,6 +457,7 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
         scripts,
         bin,
         report: Report::default(),
+        held: Default::default(),
     };
     let s = b.opts.smoke;
 
@@ -448,7 +487,7 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
 
     // ---- pools (setup, unmeasured) ----------------------------------------------------------
     let rw_n = if s { 50 } else { 1000 };
-    let del_reg = if s { 400 } else { 40_000 };
+    let del_reg = if s { 400 } else { 20_000 };
     let del_peer = if s { 200 } else { 15_000 };
     let pool_min = work.join("pool-min");
     let pool_def = work.join("pool-def");
@@ -600,9 +639,11 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
     // ---- memory of the long-running instances ------------------------------------------------------
     {
         let (rss, hwm) = tools::rss_mb(reg_min.pid());
+        let held = b.held.get(&reg_min.name).copied().unwrap_or(0.0);
         b.report.memory.push(format!(
-            "| {} after all rounds | {} | {} |",
+            "| {} after all rounds, holding ≈{} clients | {} | {} |",
             reg_min.name,
+            num(held, 0),
             num(rss, 1),
             num(hwm, 1)
         ));
@@ -612,8 +653,11 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
                 "| node-oidc-provider idle at start | {} | |",
                 num(rss0, 1)
             ));
+            let held = b.held.get(&peer.name).copied().unwrap_or(0.0);
             b.report.memory.push(format!(
-                "| node-oidc-provider after all rounds | {} | {} |",
+                "| node-oidc-provider after all rounds, holding ≈{} clients ({} KB per client above idle) | {} | {} |",
+                num(held, 0),
+                num((rss - rss0) * 1e3 / held.max(1.0), 1),
                 num(rss, 1),
                 num(hwm, 1)
             ));
@@ -685,12 +729,12 @@ fn profile(b: &mut Bench, server: &Server, pool: &Path) -> Res<()> {
         let run = w.run()?;
         let _ = perf.wait_with_output();
         let cmd = format!(
-            "perf report -i {} --stdio --no-children --sort dso,symbol --percent-limit 1.2 2>/dev/null | grep -v '^#' | grep -v '^$' | head -25",
+            "perf report -i {} --stdio --no-children --sort dso,symbol --percent-limit 1.2 2>/dev/null | grep -v '^#' | grep -v '^$' | sed 's/^ *//; s/ *$//' | head -25",
             data.display()
         );
         let top = tools::sh(&cmd).unwrap_or_else(|e| e);
         let cmd_dso = format!(
-            "perf report -i {} --stdio --no-children --sort dso 2>/dev/null | grep -v '^#' | grep -v '^$' | head -8",
+            "perf report -i {} --stdio --no-children --sort dso 2>/dev/null | grep -v '^#' | grep -v '^$' | sed 's/^ *//; s/ *$//' | head -8",
             data.display()
         );
         let dso = tools::sh(&cmd_dso).unwrap_or_else(|e| e);
@@ -762,6 +806,12 @@ fn scale(b: &mut Bench) -> Res<()> {
             &dir,
             &with_base(&MIN_ARGON2),
         )?;
+        let at_start = tools::rss_mb(server.pid()).0;
+        b.report.memory.push(format!(
+            "| registrar with {} clients, just started | {} | |",
+            num(n as f64, 0),
+            num(at_start, 1)
+        ));
         servers.push((n, dir, pool, server, loaded, vec![]));
     }
     let rounds = b.opts.rounds;
@@ -807,7 +857,7 @@ fn scale(b: &mut Bench) -> Res<()> {
         }
         let (_, hwm) = tools::rss_mb(server.pid());
         b.report.memory.push(format!(
-            "| registrar with {} clients, after each read run | {} | {} |",
+            "| registrar with {} clients, after each read run (random reads over ~20,000 of them) | {} | {} |",
             num(*n as f64, 0),
             mmm(rss, 1),
             num(hwm, 1)
@@ -856,9 +906,12 @@ fn scale(b: &mut Bench) -> Res<()> {
             .join(", ")
     ));
     b.report.scale = rows;
-    for (_, _, _, server, _, _) in servers {
+    for (_, dir, _, server, _, _) in servers {
         server.stop();
+        let _ = std::fs::remove_dir_all(dir);
     }
+    // The large population takes gigabytes; it has served its purpose.
+    let _ = std::fs::remove_dir_all(&large_dir);
     Ok(())
 }
 
