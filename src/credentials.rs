@@ -1,6 +1,15 @@
-//! Every secret the registrar handles lives here: `client_secret` hashing (argon2id) and the
-//! registration access token's keyed hash (HMAC-SHA-256). Plaintext values exist only in the
+//! Every secret the registrar handles lives here: `client_secret` hashing (argon2id), the
+//! optional recoverable (derived) secrets that `client_secret_jwt` and HS* algorithms need, and
+//! the registration access token's keyed hash (HMAC-SHA-256). Plaintext values exist only in the
 //! response that issues them; `Debug` never shows them.
+//!
+//! Recoverable secrets: `client_secret_jwt` (OIDC Core §9) and secret-keyed JOSE algorithms
+//! (HS*, `dir`, `A*KW`; OIDC Core §10.1, §10.2) need the plaintext secret on the server, which an
+//! argon2id hash cannot give back. When the operator configures a derivation key, such secrets
+//! are *derived* instead of drawn: `secret = base64url(HMAC-SHA-256(key, label ‖ client_id ‖ nonce))`,
+//! and the store keeps only the random nonce. Nothing reversible is stored; whoever holds the key
+//! (this server, or a token endpoint given the same key) recomputes the secret with
+//! [`SecretHasher::recover`].
 
 use crate::error::{RegistrationError, Result};
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, SaltString};
@@ -8,8 +17,10 @@ use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Versio
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use sha2::Digest;
 use sha2::Sha256;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
@@ -39,22 +50,52 @@ impl fmt::Debug for Plaintext {
     }
 }
 
-/// argon2id hashing of `client_secret` values (RFC 7591 §3.2.1 secrets are stored only hashed).
+/// argon2id hashing of `client_secret` values (RFC 7591 §3.2.1 secrets are stored only hashed),
+/// and, when a derivation key is configured, recoverable derived secrets (see the module docs).
 ///
 /// Hashing runs on tokio's blocking pool behind a semaphore, so at most `concurrency` hashes
-/// (each allocating `m` KiB) run at once and the HTTP workers are never blocked by it.
+/// (each allocating `m` KiB) run at once and the HTTP workers are never blocked by it. Memory for
+/// argon2 is therefore bounded by `concurrency × m` KiB whatever the load. Callers beyond the
+/// permits wait in the semaphore's queue (each holding only its request, at most the body limit);
+/// with a queue limit set, callers beyond `concurrency + queue_limit` are refused at once with
+/// `Overloaded` (503) instead of queueing, so a flood cannot pile up unbounded waiters.
 #[derive(Clone)]
 pub struct SecretHasher {
     params: Params,
     permits: Arc<Semaphore>,
+    derivation_key: Option<Arc<[u8]>>,
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: usize,
+}
+
+/// Counts one caller in `in_flight` until dropped (also when the request is cancelled).
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl fmt::Debug for SecretHasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SecretHasher")
             .field("params", &self.params)
+            .field("recoverable_secrets", &self.derivation_key.is_some())
             .finish()
     }
+}
+
+/// Prefix of the stored form of a derived secret: `$registrar-derived$v=1$<nonce>`. It cannot be
+/// mistaken for an argon2 PHC string (`$argon2id$...`).
+const DERIVED_PREFIX: &str = "$registrar-derived$v=1$";
+
+/// Domain separation for derived secrets, so the key can never produce another kind of value.
+const DERIVED_LABEL: &[u8] = b"registrar client_secret v1\0";
+
+/// Whether a stored secret is a derived (recoverable) one rather than an argon2id hash.
+pub fn is_recoverable(stored: &str) -> bool {
+    stored.starts_with(DERIVED_PREFIX)
 }
 
 impl SecretHasher {
@@ -70,7 +111,118 @@ impl SecretHasher {
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            derivation_key: None,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            max_in_flight: 0,
         })
+    }
+
+    /// Refuse (with `Overloaded`) callers that would wait behind more than `queue_limit` others;
+    /// 0 = wait without bound.
+    pub fn with_queue_limit(mut self, queue_limit: usize) -> Self {
+        self.max_in_flight = match queue_limit {
+            0 => 0,
+            n => n.saturating_add(self.permits.available_permits()),
+        };
+        self
+    }
+
+    /// Enter the hashing queue, or fail fast when it is full.
+    async fn permit(&self) -> Result<(tokio::sync::SemaphorePermit<'_>, InFlight)> {
+        let before = self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlight(self.in_flight.clone());
+        if self.max_in_flight > 0 && before >= self.max_in_flight {
+            tracing::warn!("argon2 queue full; refusing request");
+            return Err(RegistrationError::Overloaded);
+        }
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| RegistrationError::Internal("hash pool closed".into()))?;
+        Ok((permit, guard))
+    }
+
+    /// Enable recoverable secrets with a base64url key of at least 32 bytes; an empty string
+    /// leaves them disabled (the default: every secret is only an argon2id hash).
+    pub fn with_derivation_key(mut self, encoded: &str) -> Result<Self> {
+        let encoded = encoded.trim();
+        if encoded.is_empty() {
+            self.derivation_key = None;
+            return Ok(self);
+        }
+        let key = URL_SAFE_NO_PAD
+            .decode(encoded.trim_end_matches('='))
+            .map_err(|e| {
+                RegistrationError::Internal(format!(
+                    "client_secret_derivation_key is not base64url: {e}"
+                ))
+            })?;
+        if key.len() < 32 {
+            return Err(RegistrationError::Internal(
+                "client_secret_derivation_key must be at least 32 bytes".into(),
+            ));
+        }
+        self.derivation_key = Some(key.into());
+        Ok(self)
+    }
+
+    /// Whether recoverable secrets are enabled.
+    pub fn recoverable_secrets(&self) -> bool {
+        self.derivation_key.is_some()
+    }
+
+    fn derived(key: &[u8], client_id: &str, nonce: &str) -> Plaintext {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(DERIVED_LABEL);
+        mac.update(client_id.as_bytes());
+        // NUL cannot occur in a client_id or a base64url nonce, so the split is unambiguous.
+        mac.update(b"\0");
+        mac.update(nonce.as_bytes());
+        Plaintext::new(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+
+    /// Issue a recoverable secret for `client_id` from a fresh random `nonce`: returns the
+    /// plaintext (for the one response that carries it) and the value to store (the nonce).
+    /// Refused with `invalid_client_metadata` when recoverable secrets are not enabled.
+    pub fn derive(&self, client_id: &str, nonce: &str) -> Result<(Plaintext, String)> {
+        let key = self.derivation_key.as_ref().ok_or_else(|| {
+            RegistrationError::metadata(
+                "token_endpoint_auth_method client_secret_jwt and secret-keyed algorithms need a recoverable client_secret, which this server does not keep (credentials.client_secret_derivation_key is not set)",
+            )
+        })?;
+        Ok((
+            Self::derived(key, client_id, nonce),
+            format!("{DERIVED_PREFIX}{nonce}"),
+        ))
+    }
+
+    /// The plaintext of a recoverable secret (for a token endpoint verifying `client_secret_jwt`
+    /// or signing with HS*); `None` for argon2id hashes or when no key is configured.
+    pub fn recover(&self, client_id: &str, stored: &str) -> Option<Plaintext> {
+        let nonce = stored.strip_prefix(DERIVED_PREFIX)?;
+        let key = self.derivation_key.as_ref()?;
+        Some(Self::derived(key, client_id, nonce))
+    }
+
+    /// Whether `presented` is the current secret of `client_id`, whichever way it is stored.
+    /// Derived secrets are recomputed and compared in constant time.
+    pub async fn verify_client_secret(
+        &self,
+        client_id: &str,
+        presented: &str,
+        stored: &str,
+    ) -> Result<bool> {
+        if is_recoverable(stored) {
+            if presented.is_empty() || presented.len() > MAX_PRESENTED_LEN {
+                return Ok(false);
+            }
+            return Ok(self
+                .recover(client_id, stored)
+                .is_some_and(|s| bool::from(s.expose().as_bytes().ct_eq(presented.as_bytes()))));
+        }
+        self.verify(presented, stored).await
     }
 
     fn argon2(&self) -> Argon2<'static> {
@@ -79,11 +231,7 @@ impl SecretHasher {
 
     /// The PHC string (`$argon2id$v=19$m=...`) of `secret`.
     pub async fn hash(&self, secret: &Plaintext) -> Result<String> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| RegistrationError::Internal("hash pool closed".into()))?;
+        let _permit = self.permit().await?;
         let argon2 = self.argon2();
         let secret = secret.clone();
         tokio::task::spawn_blocking(move || {
@@ -98,17 +246,14 @@ impl SecretHasher {
         .map_err(|e| RegistrationError::Internal(format!("hash task: {e}")))?
     }
 
-    /// Whether `presented` matches the stored PHC string. argon2's verifier compares the
-    /// derived tags in constant time.
+    /// Whether `presented` matches the stored argon2id PHC string. argon2's verifier compares
+    /// the derived tags in constant time. (Use `verify_client_secret` for a stored secret of
+    /// either kind.)
     pub async fn verify(&self, presented: &str, phc: &str) -> Result<bool> {
         if presented.is_empty() || presented.len() > MAX_PRESENTED_LEN {
             return Ok(false);
         }
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| RegistrationError::Internal("hash pool closed".into()))?;
+        let _permit = self.permit().await?;
         let argon2 = self.argon2();
         let presented = presented.to_owned();
         let phc = phc.to_owned();
@@ -204,6 +349,30 @@ impl RatKey {
     }
 }
 
+/// SHA-256 digest of a static initial access token (RFC 7591 §3). Such tokens are long random
+/// strings chosen by the operator, so a fast unkeyed hash suffices: it keeps the plaintext out of
+/// memory after start-up and lets the configuration hold only the digest.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Index of the stored digest that `presented` hashes to. Every stored digest is compared in
+/// constant time, and the scan never stops early, so timing reveals neither which token nor how
+/// much of it matched.
+pub fn find_token_digest(presented: &str, stored: &[[u8; 32]]) -> Option<usize> {
+    if presented.is_empty() || presented.len() > MAX_PRESENTED_LEN {
+        return None;
+    }
+    let digest = token_digest(presented);
+    let mut found = None;
+    for (i, candidate) in stored.iter().enumerate() {
+        if bool::from(candidate.ct_eq(&digest)) {
+            found = Some(i);
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +396,99 @@ mod tests {
         assert!(!a.matches("token2", &tag));
         assert!(!b.matches("token", &tag));
         assert!(!a.matches("token", &tag[..31]));
+    }
+
+    #[tokio::test]
+    async fn derived_secrets_are_recoverable_only_with_the_key() {
+        let key = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        let hasher = SecretHasher::new(64, 1, 1, 1)
+            .unwrap()
+            .with_derivation_key(&key)
+            .unwrap();
+        let (secret, stored) = hasher.derive("client-a", "nonce1").unwrap();
+        assert_eq!(secret.expose().len(), 43);
+        assert!(is_recoverable(&stored));
+        assert!(
+            !stored.contains(secret.expose()),
+            "the secret is not stored"
+        );
+        assert_eq!(hasher.recover("client-a", &stored), Some(secret.clone()));
+        // Bound to the client and the nonce.
+        assert_ne!(hasher.recover("client-b", &stored), Some(secret.clone()));
+        let (other, _) = hasher.derive("client-a", "nonce2").unwrap();
+        assert_ne!(other, secret);
+        assert!(hasher
+            .verify_client_secret("client-a", secret.expose(), &stored)
+            .await
+            .unwrap());
+        assert!(!hasher
+            .verify_client_secret("client-b", secret.expose(), &stored)
+            .await
+            .unwrap());
+        assert!(!hasher
+            .verify_client_secret("client-a", "", &stored)
+            .await
+            .unwrap());
+        // Another key recovers something else.
+        let other_key = SecretHasher::new(64, 1, 1, 1)
+            .unwrap()
+            .with_derivation_key(&URL_SAFE_NO_PAD.encode([8u8; 32]))
+            .unwrap();
+        assert_ne!(other_key.recover("client-a", &stored), Some(secret));
+        // argon2 hashes still verify through the same entry point, and are not recoverable.
+        let phc = hasher.hash(&Plaintext::new("s".into())).await.unwrap();
+        assert!(hasher.verify_client_secret("x", "s", &phc).await.unwrap());
+        assert!(hasher.recover("x", &phc).is_none());
+    }
+
+    #[test]
+    fn derivation_is_off_without_a_key_and_refuses_short_keys() {
+        let hasher = SecretHasher::new(64, 1, 1, 1).unwrap();
+        assert!(!hasher.recoverable_secrets());
+        let err = hasher.derive("c", "n").unwrap_err();
+        assert_eq!(err.code(), "invalid_client_metadata");
+        let hasher = hasher.with_derivation_key("").unwrap();
+        assert!(!hasher.recoverable_secrets());
+        assert!(SecretHasher::new(64, 1, 1, 1)
+            .unwrap()
+            .with_derivation_key(&URL_SAFE_NO_PAD.encode([1u8; 16]))
+            .is_err());
+        assert!(SecretHasher::new(64, 1, 1, 1)
+            .unwrap()
+            .with_derivation_key("not base64!")
+            .is_err());
+    }
+
+    #[test]
+    fn token_digests_match_only_their_token() {
+        let stored = [token_digest("alpha-token"), token_digest("beta-token")];
+        assert_eq!(find_token_digest("beta-token", &stored), Some(1));
+        assert_eq!(find_token_digest("alpha-token", &stored), Some(0));
+        assert_eq!(find_token_digest("alpha-tokeN", &stored), None);
+        assert_eq!(find_token_digest("", &stored), None);
+    }
+
+    #[tokio::test]
+    async fn a_full_hash_queue_fails_fast() {
+        let hasher = SecretHasher::new(256, 1, 1, 1).unwrap().with_queue_limit(1);
+        let held = hasher.permit().await.unwrap();
+        let waiting = hasher.clone();
+        let queued = tokio::spawn(async move { waiting.hash(&Plaintext::new("a".into())).await });
+        // Wait until the spawned hash is queued behind the held permit.
+        for _ in 0..500 {
+            if hasher.in_flight.load(Ordering::SeqCst) == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(hasher.in_flight.load(Ordering::SeqCst), 2);
+        assert!(matches!(
+            hasher.hash(&Plaintext::new("b".into())).await,
+            Err(RegistrationError::Overloaded)
+        ));
+        drop(held);
+        assert!(queued.await.unwrap().is_ok());
+        assert!(hasher.hash(&Plaintext::new("c".into())).await.is_ok());
     }
 
     #[test]

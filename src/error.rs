@@ -54,6 +54,9 @@ pub enum RegistrationError {
     /// The store cannot accept writes (disk full, I/O error); reads may still work.
     #[error("the registration store is temporarily unavailable")]
     Unavailable,
+    /// Too much work is queued (e.g. the argon2 queue is full); retry shortly.
+    #[error("the server is busy; retry shortly")]
+    Overloaded,
     /// A bug or an unexpected condition. The cause is logged, never returned.
     #[error("internal error")]
     Internal(String),
@@ -83,7 +86,7 @@ impl RegistrationError {
             Self::MethodNotAllowed(_) => "invalid_request",
             Self::NotFound => "not_found",
             Self::TooManyRequests(_) => "too_many_requests",
-            Self::Unavailable => "temporarily_unavailable",
+            Self::Unavailable | Self::Overloaded => "temporarily_unavailable",
             Self::Internal(_) => "server_error",
         }
     }
@@ -114,7 +117,7 @@ impl ResponseError for RegistrationError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -148,6 +151,9 @@ impl ResponseError for RegistrationError {
             }
             Self::Unavailable => {
                 response.insert_header((header::RETRY_AFTER, "5"));
+            }
+            Self::Overloaded => {
+                response.insert_header((header::RETRY_AFTER, "1"));
             }
             _ => {}
         }

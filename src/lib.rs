@@ -3,10 +3,13 @@
 //! metadata, on an embedded sled store.
 
 pub mod clock;
+pub mod conformance;
 pub mod credentials;
 pub mod error;
+pub mod fetch;
 pub mod http;
 pub mod metadata;
+pub mod policy;
 pub mod registration;
 pub mod settings;
 pub mod startup;

@@ -29,6 +29,14 @@ pub struct Settings {
     pub registration: RegistrationSettings,
     pub cors: CorsSettings,
     pub metadata: MetadataSettings,
+    pub fetch: FetchSettings,
+    /// Who may register (RFC 7591 §3): mode, initial access tokens, software statement issuers.
+    pub access: crate::policy::config::AccessSettings,
+    /// Named registration policies (`[policies.NAME]`), chosen by the admitting tier.
+    #[serde(default)]
+    pub policies: std::collections::BTreeMap<String, crate::policy::config::PolicySettings>,
+    /// Per-source rate limit on registration.
+    pub rate_limit: crate::policy::config::RateLimitSettings,
     /// Extra members merged into both discovery documents (e.g. `authorization_endpoint`).
     #[serde(default)]
     pub discovery: serde_json::Map<String, serde_json::Value>,
@@ -78,8 +86,16 @@ pub struct CredentialSettings {
     pub argon2_parallelism: u32,
     /// Hashes computed at once; 0 = number of cores.
     pub hash_concurrency: usize,
+    /// Requests allowed to wait for a hash beyond those running; more get 503 at once.
+    /// 0 = wait without bound.
+    pub hash_queue_limit: usize,
     /// `client_secret` lifetime in seconds; 0 = never expires (`client_secret_expires_at` 0).
     pub client_secret_lifetime_secs: u64,
+    /// Key (base64url, ≥ 32 bytes) for recoverable client secrets, which `client_secret_jwt` and
+    /// secret-keyed algorithms (HS*, `dir`, `A*KW`) need. Empty = off: secrets are only argon2id
+    /// hashes and those values may not appear in the `metadata.*_supported` lists.
+    #[serde(default)]
+    pub client_secret_derivation_key: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -169,6 +185,41 @@ pub struct MetadataSettings {
     pub allowed_privileged_fields: Vec<String>,
 }
 
+/// Outbound fetches of `sector_identifier_uri` and `jwks_uri` (src/fetch). Every default is the
+/// safe one; see the README section "Outbound fetches and SSRF".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchSettings {
+    /// Total time for one fetch (connect, TLS, headers and body), in milliseconds.
+    pub timeout_ms: u64,
+    /// Largest accepted response body, in bytes (checked on `Content-Length` and while streaming).
+    pub max_body_bytes: usize,
+    /// Fetch `jwks_uri` at registration and update and require a public JWK Set there.
+    pub fetch_jwks_uri: bool,
+    /// Allow loopback, private and other reserved addresses. For tests and closed networks only.
+    pub allow_private_addresses: bool,
+    /// Fetches in flight at once, across all requests.
+    pub max_concurrent: usize,
+    /// After a host fails (unreachable, too slow, 5xx), refuse to contact it again for this many
+    /// milliseconds; 0 = no negative cache.
+    pub failure_ttl_ms: u64,
+    /// PEM file with extra trusted root certificates (a test CA or a private CA). Empty = only
+    /// the built-in web PKI roots.
+    pub extra_root_ca_file: String,
+}
+
+impl FetchSettings {
+    fn check(&self) -> Result<(), SettingsError> {
+        if self.timeout_ms == 0 || self.max_body_bytes == 0 || self.max_concurrent == 0 {
+            return Err(SettingsError(
+                "fetch.timeout_ms, fetch.max_body_bytes and fetch.max_concurrent must be > 0"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
@@ -232,9 +283,38 @@ impl Settings {
                 ));
             }
         }
+        if self
+            .credentials
+            .client_secret_derivation_key
+            .trim()
+            .is_empty()
+        {
+            // client_secret_jwt and HS*/dir/A*KW need the plaintext secret; without recoverable
+            // secrets they could never work, so they may not be offered (or advertised).
+            if let Ok(serde_json::Value::Object(lists)) = serde_json::to_value(&self.metadata) {
+                // Only the algorithm and auth method lists: a scope or ACR value may well
+                // start with "HS".
+                let jose_lists = lists.into_iter().filter(|(name, _)| {
+                    name.ends_with("_alg_values_supported")
+                        || name == "token_endpoint_auth_methods_supported"
+                });
+                for (name, value) in jose_lists {
+                    let listed = value.as_array().into_iter().flatten();
+                    if let Some(v) = listed
+                        .filter_map(serde_json::Value::as_str)
+                        .find(|v| crate::metadata::schema::is_secret_keyed(v))
+                    {
+                        return Err(SettingsError(format!(
+                            "metadata.{name} contains {v:?}, which needs the plaintext client_secret; set credentials.client_secret_derivation_key to enable recoverable secrets, or remove it"
+                        )));
+                    }
+                }
+            }
+        }
         if self.server.body_limit_bytes == 0 {
             return Err(SettingsError("server.body_limit_bytes must be > 0".into()));
         }
+        self.fetch.check()?;
         Ok(())
     }
 }

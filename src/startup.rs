@@ -3,7 +3,9 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{RatKey, SecretHasher};
+use crate::fetch::{Fetcher, RemoteMetadata};
 use crate::http::{self, AppState, BodyLimits};
+use crate::policy::PolicyEngine;
 use crate::registration::{Parts, Registrar};
 use crate::settings::Settings;
 use crate::store::{ClientStore, OpenError, SledStore};
@@ -31,6 +33,9 @@ pub enum StartupError {
     /// The server key could not be read or created.
     #[error("server key: {0}")]
     ServerKey(String),
+    /// `[access]`, `[policies]` or `[rate_limit]` is inconsistent.
+    #[error("registration policy configuration: {0}")]
+    Policy(String),
     /// Anything else.
     #[error("{0}")]
     Other(String),
@@ -85,7 +90,14 @@ impl Application {
             c.argon2_parallelism,
             concurrency,
         )
-        .map_err(|e| StartupError::Other(e.to_string()))?;
+        .and_then(|h| h.with_derivation_key(&c.client_secret_derivation_key))
+        .map_err(|e| StartupError::Other(e.to_string()))?
+        .with_queue_limit(c.hash_queue_limit);
+        let fetcher =
+            Fetcher::new(&settings.fetch).map_err(|e| StartupError::Other(e.to_string()))?;
+        let remote = Arc::new(RemoteMetadata::new(fetcher, settings.fetch.fetch_jwks_uri));
+        let policy =
+            Arc::new(PolicyEngine::from_settings(&settings).map_err(StartupError::Policy)?);
         let settings = Arc::new(settings);
         let registrar = Arc::new(Registrar::new(Parts {
             store: store.clone() as Arc<dyn ClientStore>,
@@ -94,6 +106,8 @@ impl Application {
             hasher,
             rat_key,
             settings: settings.clone(),
+            remote,
+            policy,
         }));
         let state = web::Data::new(AppState {
             registrar: registrar.clone(),
@@ -108,7 +122,11 @@ impl Application {
                 .app_data(state.clone())
                 .wrap(http::cors(&app_settings.cors))
                 .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
-                .wrap(actix_web::middleware::Logger::new("%r %s %Dms").exclude("/healthz"))
+                .wrap(
+                    actix_web::middleware::Logger::new("%r %s %Dms")
+                        .exclude("/healthz")
+                        .exclude("/readyz"),
+                )
                 .configure(http::routes(&app_settings.registration_path))
                 .default_service(http::default_service())
         })

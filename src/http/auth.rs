@@ -11,6 +11,15 @@ use actix_web::HttpRequest;
 /// same 401. The `DPoP` scheme is refused explicitly, never downgraded to anonymous (the trap
 /// Keycloak fell into with oauth4webapi's DPoP-bound initial access tokens).
 pub fn bearer(req: &HttpRequest) -> Result<Option<String>> {
+    bearer_up_to(req, crate::credentials::MAX_PRESENTED_LEN)
+}
+
+/// Longest initial access token accepted: JWTs signed with RSA keys run past the 512 bytes
+/// allowed for the server's own opaque tokens.
+pub const MAX_INITIAL_ACCESS_TOKEN_LEN: usize = 4096;
+
+/// Like [`bearer`], for tokens up to `max_len` bytes.
+pub fn bearer_up_to(req: &HttpRequest, max_len: usize) -> Result<Option<String>> {
     let mut values = req.headers().get_all(header::AUTHORIZATION);
     let Some(value) = values.next() else {
         return Ok(None);
@@ -28,10 +37,24 @@ pub fn bearer(req: &HttpRequest) -> Result<Option<String>> {
         ));
     }
     let is_token68 = !token.is_empty()
-        && token.len() <= crate::credentials::MAX_PRESENTED_LEN
+        && token.len() <= max_len
         && token
             .trim_end_matches('=')
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
     Ok((scheme.eq_ignore_ascii_case("bearer") && is_token68).then(|| token.to_owned()))
+}
+
+/// The initial access token of a registration request (RFC 7591 §3). Unlike [`bearer`], an
+/// `Authorization` header that is present but unusable is refused with `invalid_token`
+/// rather than treated as anonymous: a registrant that meant to authenticate must learn that
+/// it did not.
+pub fn initial_access_token(req: &HttpRequest) -> Result<Option<String>> {
+    match bearer_up_to(req, MAX_INITIAL_ACCESS_TOKEN_LEN)? {
+        Some(token) => Ok(Some(token)),
+        None if req.headers().contains_key(header::AUTHORIZATION) => {
+            Err(RegistrationError::InvalidToken)
+        }
+        None => Ok(None),
+    }
 }

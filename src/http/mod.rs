@@ -7,6 +7,7 @@ mod body;
 pub use body::{parse_object, BodyLimits};
 
 use crate::error::RegistrationError;
+use crate::policy::RegistrationContext;
 use crate::registration::Registrar;
 use crate::settings::CorsSettings;
 use actix_cors::Cors;
@@ -38,10 +39,31 @@ fn json(status: actix_web::http::StatusCode, body: &Map<String, Value>) -> HttpR
 
 /// POST {registration_path}: RFC 7591 §3.1.
 async fn register(state: State, req: HttpRequest, payload: web::Payload) -> Response {
-    auth::bearer(&req)?; // a DPoP-scheme initial access token is refused, not ignored
+    // A DPoP-scheme or malformed initial access token is refused, never ignored.
+    let context = RegistrationContext {
+        initial_access_token: auth::initial_access_token(&req)?,
+        client_ip: client_ip(&state, &req),
+    };
+    // Before the body is read, so a flood costs no body reads.
+    state.registrar.check_rate_limit(&context)?;
     let request = body::json_object(&req, payload, state.limits).await?;
-    let response = state.registrar.register_client(&request).await?;
+    let response = state.registrar.register_client(&request, &context).await?;
     Ok(json(actix_web::http::StatusCode::CREATED, &response))
+}
+
+/// The socket peer, or the address a trusted proxy reports (the decision is the resolver's).
+fn client_ip(state: &State, req: &HttpRequest) -> Option<std::net::IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    let resolver = state.registrar.policy().client_ip_resolver();
+    let values: Vec<&str> = match resolver.header() {
+        Some(name) => req
+            .headers()
+            .get_all(name)
+            .filter_map(|v| v.to_str().ok())
+            .collect(),
+        None => Vec::new(),
+    };
+    Some(resolver.resolve(peer, &values))
 }
 
 /// GET {registration_path}/{client_id}: RFC 7592 §2.1.
@@ -93,6 +115,26 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(serde_json::json!({"status": "ok"}))
+}
+
+/// GET /readyz: 200 while the store accepts writes; 503 while it is recovering from a storage
+/// failure (disk full). Liveness stays on /healthz: restarting a server whose disk is full would
+/// not help and would stop the reads it still serves.
+async fn readyz(state: State) -> HttpResponse {
+    if state.registrar.store_writable() {
+        HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(serde_json::json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((header::RETRY_AFTER, "5"))
+            .json(serde_json::json!({
+                "status": "read_only",
+                "error": "temporarily_unavailable",
+                "error_description": "the store refuses writes after a storage error (e.g. disk full); reads still work and writes resume by themselves once storage recovers",
+            }))
+    }
 }
 
 async fn not_found() -> Response {
@@ -163,12 +205,19 @@ pub fn routes(registration_path: &str) -> impl FnOnce(&mut web::ServiceConfig) +
             cfg.service(
                 web::resource(path)
                     .route(web::get().to(discovery))
+                    .route(web::head().to(discovery))
                     .default_service(web::to(method_not_allowed("GET, HEAD, OPTIONS"))),
             );
         }
         cfg.service(
             web::resource("/healthz")
                 .route(web::get().to(healthz))
+                .route(web::head().to(healthz))
+                .default_service(web::to(method_not_allowed("GET, HEAD"))),
+        )
+        .service(
+            web::resource("/readyz")
+                .route(web::get().to(readyz))
                 .default_service(web::to(method_not_allowed("GET, HEAD"))),
         );
     }

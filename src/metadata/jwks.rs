@@ -52,6 +52,44 @@ pub fn check(v: &Value) -> Result<(), String> {
                 return Err(format!("keys[{i}] ({kty}) is missing the member {m:?}"));
             }
         }
+        if let Some(crv) = key.get("crv") {
+            let allowed: &[&str] = match kty {
+                "EC" => &["P-256", "P-384", "P-521", "secp256k1"],
+                _ => &["Ed25519", "Ed448", "X25519", "X448"],
+            };
+            if !crv.as_str().is_some_and(|c| allowed.contains(&c)) {
+                return Err(format!(
+                    "keys[{i}] ({kty}) has an unsupported crv {crv}; use one of {}",
+                    allowed.join(", ")
+                ));
+            }
+        }
+        // RFC 7517 §4.2, §4.4: `use` is "sig" or "enc", and `alg` must fit the key type.
+        if let Some(u) = key.get("use") {
+            if !matches!(u.as_str(), Some("sig" | "enc")) {
+                return Err(format!("keys[{i}].use must be \"sig\" or \"enc\", not {u}"));
+            }
+        }
+        if let Some(alg) = key.get("alg") {
+            let alg = alg
+                .as_str()
+                .ok_or_else(|| format!("keys[{i}].alg must be a string"))?;
+            let fits = match kty {
+                "RSA" => alg.starts_with("RS") || alg.starts_with("PS") || alg.starts_with("RSA"),
+                "EC" => alg.starts_with("ES") || alg.starts_with("ECDH-ES"),
+                _ => {
+                    alg == "EdDSA"
+                        || alg == "Ed25519"
+                        || alg == "Ed448"
+                        || alg.starts_with("ECDH-ES")
+                }
+            };
+            if !fits {
+                return Err(format!(
+                    "keys[{i}].alg {alg:?} cannot be used with a {kty} key (RFC 7517 §4.4)"
+                ));
+            }
+        }
         if let Some(kid) = key.get("kid") {
             let kid = kid
                 .as_str()
@@ -97,6 +135,25 @@ mod tests {
             .unwrap_err()
             .contains("more than one"));
         assert!(check(&json!({"keys":[]})).is_err());
+        let mut wrong_alg = ec();
+        wrong_alg["alg"] = json!("RS256");
+        assert!(check(&json!({"keys":[wrong_alg]}))
+            .unwrap_err()
+            .contains("RS256"));
+        let mut wrong_use = ec();
+        wrong_use["use"] = json!("both");
+        assert!(check(&json!({"keys":[wrong_use]}))
+            .unwrap_err()
+            .contains("use"));
+        let mut wrong_crv = ec();
+        wrong_crv["crv"] = json!("P-192");
+        assert!(check(&json!({"keys":[wrong_crv]}))
+            .unwrap_err()
+            .contains("crv"));
+        let mut fine = ec();
+        fine["alg"] = json!("ES256");
+        fine["use"] = json!("sig");
+        assert_eq!(check(&json!({"keys":[fine]})), Ok(()));
         assert!(check(&json!([1])).is_err());
     }
 }

@@ -7,5 +7,6 @@ pub mod schema;
 pub mod uri;
 pub mod validate;
 
-pub use schema::{uses_client_secret, FIELDS, RULES, SERVER_MANAGED};
+pub use rules::needs_recoverable_secret;
+pub use schema::{is_secret_keyed, uses_client_secret, FIELDS, RULES, SERVER_MANAGED};
 pub use validate::validate;

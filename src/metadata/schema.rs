@@ -31,8 +31,12 @@ pub enum Ty {
     TextList,
     /// An array of non-empty strings without whitespace (Hydra `audience`).
     TokenList,
-    /// An array of e-mail-like contact strings (RFC 7591 §2 `contacts`).
+    /// An array of e-mail addresses (RFC 7591 §2 `contacts`).
     Contacts,
+    /// One e-mail address (RFC 8705 §2.1.2 `tls_client_auth_san_email`).
+    Email,
+    /// One IPv4 or IPv6 address (RFC 8705 §2.1.2 `tls_client_auth_san_ip`).
+    Ip,
     /// A URI under the given rule.
     Uri(UriRule),
     /// An array of URIs under the given rule.
@@ -43,6 +47,9 @@ pub enum Ty {
     Enum(&'static [&'static str]),
     /// An array of values, each from a configured list.
     ListOf(Supported),
+    /// An array of non-empty strings, each from a configured list when that list is non-empty
+    /// (`default_acr_values` against `acr_values_supported`).
+    ListOfIfListed(Supported),
     /// An array of response types, each (as a set of words) in `response_types_supported`.
     ResponseTypes,
     /// A space-separated scope string (RFC 6749 §3.3), each token in `scopes_supported` when
@@ -283,7 +290,7 @@ pub static FIELDS: &[Field] = &[
     ),
     f(
         "default_acr_values",
-        T::TextList,
+        T::ListOfIfListed(|s| &s.acr_values_supported),
         D::None,
         "OIDC Registration §2",
     ),
@@ -349,15 +356,10 @@ pub static FIELDS: &[Field] = &[
         D::None,
         "RFC 8705 §2.1.2",
     ),
-    f(
-        "tls_client_auth_san_ip",
-        T::Text,
-        D::None,
-        "RFC 8705 §2.1.2",
-    ),
+    f("tls_client_auth_san_ip", T::Ip, D::None, "RFC 8705 §2.1.2"),
     f(
         "tls_client_auth_san_email",
-        T::Text,
+        T::Email,
         D::None,
         "RFC 8705 §2.1.2",
     ),
@@ -614,6 +616,19 @@ pub fn uses_client_secret(method: &str) -> bool {
     SECRET_METHODS.contains(&method)
 }
 
+/// Whether a token endpoint auth method or JOSE algorithm needs the plaintext `client_secret`:
+/// `client_secret_jwt` and HS* (HMAC keyed with the secret, OIDC Core §9, §10.1), and the JWE
+/// algorithms whose key is derived from it (`dir`, `A*KW`, `A*GCMKW`, `PBES2-*`, OIDC Core
+/// §10.2). The registrar stores secrets only as argon2id hashes unless recoverable secrets are
+/// enabled (`credentials.client_secret_derivation_key`), so these values are refused otherwise.
+pub fn is_secret_keyed(value: &str) -> bool {
+    value == "client_secret_jwt"
+        || value.starts_with("HS")
+        || value == "dir"
+        || value.starts_with("PBES2-")
+        || (value.starts_with('A') && (value.ends_with("KW")))
+}
+
 /// A rule over several fields, run after per-field checks and defaults.
 pub struct CrossRule {
     /// Short name used in tests and docs.
@@ -650,6 +665,51 @@ pub static RULES: &[CrossRule] = &[
         name: "encryption_enc_needs_alg",
         spec: "OIDC Registration §2; JARM §3; RFC 9701 §6",
         apply: rules::encryption_enc_needs_alg,
+    },
+    CrossRule {
+        name: "jarm_encryption_needs_signing",
+        spec: "JARM §3",
+        apply: rules::jarm_encryption_needs_signing,
+    },
+    CrossRule {
+        name: "tls_client_auth_subject",
+        spec: "RFC 8705 §2.1.2",
+        apply: rules::tls_client_auth_subject,
+    },
+    CrossRule {
+        name: "keys_required",
+        spec: "OIDC Registration §2; RFC 8705 §2.2",
+        apply: rules::keys_required,
+    },
+    CrossRule {
+        name: "token_endpoint_auth_signing_alg",
+        spec: "OIDC Registration §2",
+        apply: rules::token_endpoint_auth_signing_alg,
+    },
+    CrossRule {
+        name: "symmetric_algs_need_secret",
+        spec: "OIDC Core §10.1, §10.2",
+        apply: rules::symmetric_algs_need_secret,
+    },
+    CrossRule {
+        name: "id_token_alg_none",
+        spec: "OIDC Registration §2",
+        apply: rules::id_token_alg_none,
+    },
+    CrossRule {
+        name: "one_proof_of_possession",
+        spec: "RFC 8705 §3.4; RFC 9449 §5.2",
+        apply: rules::one_proof_of_possession,
+    },
+    CrossRule {
+        name: "pairwise_sector_identifier",
+        spec: "OIDC Core §8.1; OIDC Registration §5",
+        apply: rules::pairwise_sector_identifier,
+    },
+    CrossRule {
+        name: "ciba",
+        spec: "CIBA Core §4",
+        apply: rules::ciba,
     },
 ];
 

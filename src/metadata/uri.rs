@@ -21,6 +21,24 @@ pub const FORBIDDEN_SCHEMES: &[&str] = &[
     "view-source",
 ];
 
+/// Authorization response parameters (RFC 6749 §4.1.2, §4.1.2.1, §4.2.2; RFC 9207 `iss`; OIDC
+/// Core `id_token`, `session_state`; JARM `response`). A redirect URI whose query already carries
+/// one lets an attacker pre-set it in the response (Keycloak CVE-2026-9689/CVE-2026-18209).
+pub const RESPONSE_PARAMETERS: &[&str] = &[
+    "code",
+    "state",
+    "iss",
+    "error",
+    "error_description",
+    "error_uri",
+    "access_token",
+    "token_type",
+    "expires_in",
+    "id_token",
+    "session_state",
+    "response",
+];
+
 /// What a URI field allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UriRule {
@@ -62,11 +80,29 @@ pub fn check(raw: &str, rule: UriRule) -> Result<Url, String> {
     if raw.contains('*') {
         return Err(format!("{raw:?} must not contain wildcards"));
     }
+    if let Some(segment) = dot_segment(raw) {
+        // Stored verbatim but matched byte-exactly later; a path that a parser would rewrite
+        // (`/a/../b`, `%2e%2e`, Tomcat's `..;`) is how validation bypasses start (Keycloak
+        // CVE-2026-3872).
+        return Err(format!(
+            "{raw:?} contains the dot segment {segment:?}; register the resolved path"
+        ));
+    }
     match rule {
         UriRule::Redirect => {
             // Private-use schemes (com.example.app:/cb) have no host; http(s) must have one.
             if matches!(scheme.as_str(), "http" | "https") && url.host().is_none() {
                 return Err(format!("{raw:?} has no host"));
+            }
+            // Response parameters pre-set in the redirect URI would be mixed with the real ones
+            // (response parameter pollution, Keycloak CVE-2026-9689).
+            if let Some((k, _)) = url
+                .query_pairs()
+                .find(|(k, _)| RESPONSE_PARAMETERS.contains(&k.as_ref()))
+            {
+                return Err(format!(
+                    "{raw:?} carries the authorization response parameter {k:?} in its query"
+                ));
             }
         }
         UriRule::Web => require_scheme(raw, &url, &["http", "https"])?,
@@ -82,6 +118,25 @@ pub fn check(raw: &str, rule: UriRule) -> Result<Url, String> {
         }
     }
     Ok(url)
+}
+
+/// The first path segment of `raw` that is `.`, `..` (also percent-encoded) or starts with
+/// `..;`, if any.
+fn dot_segment(raw: &str) -> Option<String> {
+    let after_scheme = raw.split_once(':').map_or(raw, |(_, rest)| rest);
+    let path_and_more = match after_scheme.strip_prefix("//") {
+        Some(authority_and_path) => authority_and_path
+            .find('/')
+            .map_or("", |i| &authority_and_path[i..]),
+        None => after_scheme,
+    };
+    let path = path_and_more.split(['?', '#']).next().unwrap_or_default();
+    path.split('/')
+        .find(|seg| {
+            let decoded = seg.to_ascii_lowercase().replace("%2e", ".");
+            decoded == "." || decoded == ".." || decoded.starts_with("..;")
+        })
+        .map(str::to_owned)
 }
 
 fn require_scheme(raw: &str, url: &Url, allowed: &[&str]) -> Result<(), String> {
@@ -151,6 +206,30 @@ mod tests {
             assert!(check(raw, UriRule::Redirect).is_err(), "{raw:?}");
         }
         assert!(check("https://client.example/cb", UriRule::Redirect).is_ok());
+        for raw in [
+            "https://client.example/a/../b",
+            "https://client.example/a/%2E%2e/b",
+            "https://client.example/a/..;/b",
+            "https://client.example/./cb",
+            "https://client.example/cb/..",
+            "com.example.app:/a/../cb",
+            "https://client.example/cb?code=evil",
+            "https://client.example/cb?x=1&state=s",
+            "https://client.example/cb?iss=https://evil",
+        ] {
+            assert!(check(raw, UriRule::Redirect).is_err(), "{raw:?}");
+        }
+        assert!(check(
+            "https://client.example/a..b/c.d?next=/x/../y",
+            UriRule::Redirect
+        )
+        .is_ok());
+        assert!(check(
+            "https://client.example/cb?codes=1&tenant=a",
+            UriRule::Redirect
+        )
+        .is_ok());
+        assert!(check("https://client.example/cb?code=1", UriRule::Web).is_ok());
         assert!(check("com.example.app:/cb", UriRule::Redirect).is_ok());
         assert!(check("http://127.0.0.1:5000/cb", UriRule::Redirect).is_ok());
     }

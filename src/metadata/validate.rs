@@ -30,17 +30,16 @@ pub fn validate(
         if SERVER_MANAGED.contains(&name.as_str()) {
             continue;
         }
-        if settings.extension_fields.iter().any(|e| e == name) {
-            if !value.is_null() {
-                extensions.insert(name.clone(), value.clone());
-            }
-            continue;
-        }
         let (base, tag) = match name.split_once('#') {
             Some((base, tag)) => (base, Some(tag)),
             None => (name.as_str(), None),
         };
+        // A known field is always checked by its row, even if an operator also listed its name
+        // as an extension: the extension list must not become a way around validation.
         let Some(field) = schema::field(base) else {
+            if settings.extension_fields.iter().any(|e| e == name) && !value.is_null() {
+                extensions.insert(name.clone(), value.clone());
+            }
             continue; // RFC 7591 §2: unknown metadata is ignored, and not stored.
         };
         if let Some(tag) = tag {
@@ -59,6 +58,7 @@ pub fn validate(
         let value = check_value(field, name, value, settings)?;
         if field.privileged
             && !value.is_null()
+            && value != Value::Bool(false) // the unprivileged setting of every privileged flag
             && Some(&value) != default_value(field, settings).as_ref()
             && !settings
                 .allowed_privileged_fields
@@ -71,6 +71,8 @@ pub fn validate(
         }
         known.insert(name.clone(), value);
     }
+
+    check_localized(&known)?;
 
     for field in FIELDS {
         if !known.contains_key(field.name) {
@@ -85,6 +87,48 @@ pub fn validate(
     }
 
     Ok(ordered(known, extensions))
+}
+
+/// RFC 7591 §2.2 localized variants (`client_name#ja-Jpan-JP`): language tags are
+/// case-insensitive (RFC 5646 §2.1.1), so two variants whose tags differ only in case are one
+/// language given twice and refused. And, as matrix-authentication-service does, a tagged variant
+/// needs the untagged base value: RFC 7591 §2.2 RECOMMENDS sending it, and without it there is
+/// nothing to show a user whose language has no variant.
+fn check_localized(known: &Map<String, Value>) -> Result<()> {
+    let mut seen: Vec<String> = Vec::new();
+    for name in known.keys() {
+        let Some((base, tag)) = name.split_once('#') else {
+            continue;
+        };
+        if !known.contains_key(base) {
+            return Err(RegistrationError::metadata(format!(
+                "{name} requires the untagged {base} as well: a localized variant needs the default value (RFC 7591 §2.2)"
+            )));
+        }
+        let key = format!("{base}#{}", tag.to_ascii_lowercase());
+        if seen.contains(&key) {
+            return Err(RegistrationError::metadata(format!(
+                "{name}: the language tag {tag:?} is given twice (tags are case-insensitive, RFC 5646 §2.1.1; RFC 7591 §2.2)"
+            )));
+        }
+        seen.push(key);
+    }
+    Ok(())
+}
+
+/// A plain `local@domain` address: one `@`, both sides non-empty, no whitespace, a domain of
+/// dot-separated labels (node-oidc-provider checks contacts the same way).
+fn is_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.is_empty()
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !domain.contains('@')
+        && domain
+            .split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_alphanumeric() || c == '-'))
 }
 
 /// Table order; localized variants after their base, by tag; extensions last.
@@ -213,6 +257,17 @@ fn strings<'v>(field: &Field, name: &str, v: &'v Value) -> Result<Vec<&'v str>> 
 fn one_of(field: &Field, name: &str, value: &str, allowed: &[String]) -> Result<()> {
     if allowed.iter().any(|a| a == value) {
         Ok(())
+    } else if (name.ends_with("_alg") || name == "token_endpoint_auth_method")
+        && schema::is_secret_keyed(value)
+    {
+        // The common case: secrets are stored only as argon2id hashes, so nothing keyed with
+        // the plaintext secret can work. Say so rather than "not supported".
+        Err(fail(
+            field,
+            format!(
+                "{name}: {value:?} needs the plaintext client_secret, but this server stores client secrets only as argon2id hashes; it is available only when the operator enables recoverable secrets (credentials.client_secret_derivation_key)"
+            ),
+        ))
     } else {
         Err(fail(
             field,
@@ -241,7 +296,38 @@ fn check_value(field: &Field, name: &str, v: &Value, settings: &MetadataSettings
             Some(n) if n < (1u64 << 53) => Ok(v.clone()),
             _ => Err(fail(field, format!("{name} must be a non-negative integer number of seconds"))),
         },
-        Ty::TextList | Ty::Contacts => strings(field, name, v).map(|_| v.clone()),
+        Ty::TextList => strings(field, name, v).map(|_| v.clone()),
+        Ty::Contacts => {
+            for s in strings(field, name, v)? {
+                if !is_email(s) {
+                    return Err(fail(field, format!("{name}: {s:?} is not an e-mail address (RFC 7591 §2)")));
+                }
+            }
+            Ok(v.clone())
+        }
+        Ty::Email => {
+            let s = text(field, name, v, false)?;
+            if !is_email(s) {
+                return Err(fail(field, format!("{name}: {s:?} is not an e-mail address")));
+            }
+            Ok(v.clone())
+        }
+        Ty::Ip => {
+            let s = text(field, name, v, false)?;
+            if s.parse::<std::net::IpAddr>().is_err() {
+                return Err(fail(field, format!("{name}: {s:?} is not an IPv4 or IPv6 address (RFC 8705 §2.1.2)")));
+            }
+            Ok(v.clone())
+        }
+        Ty::ListOfIfListed(list) => {
+            let allowed = list(settings);
+            for s in strings(field, name, v)? {
+                if !allowed.is_empty() {
+                    one_of(field, name, s, allowed)?;
+                }
+            }
+            Ok(v.clone())
+        }
         Ty::TokenList => {
             for s in strings(field, name, v)? {
                 if s.chars().any(char::is_whitespace) {
@@ -290,12 +376,14 @@ fn check_value(field: &Field, name: &str, v: &Value, settings: &MetadataSettings
             let mut out: Vec<String> = Vec::new();
             for s in items {
                 let words = response_type_words(s);
-                let supported = settings.response_types_supported.iter().any(|r| response_type_words(r) == words);
-                if !supported || words.is_empty() {
+                // Stored in the configured spelling ("id_token code" → "code id_token"), so equal
+                // sets compare equal as strings downstream (OAuth 2.0 Multiple Response Types §2).
+                let supported = settings.response_types_supported.iter().find(|r| response_type_words(r) == words);
+                let Some(canonical) = supported.filter(|_| !words.is_empty()) else {
                     return Err(fail(field, format!("{name}: {s:?} is not supported; supported values: {}", settings.response_types_supported.join(", "))));
-                }
-                if !out.iter().any(|o| response_type_words(o) == words) {
-                    out.push(s.to_owned());
+                };
+                if !out.contains(canonical) {
+                    out.push(canonical.clone());
                 }
             }
             Ok(Value::from(out))
@@ -376,19 +464,77 @@ fn is_duration(s: &str) -> bool {
     true
 }
 
-/// BCP 47 language tag syntax (RFC 5646 §2.1), checked structurally: a 2–3 letter (or 4–8
-/// letter) language, then subtags of 1–8 alphanumerics. Private-use and extension singletons are
-/// accepted as subtags.
+/// BCP 47 language tag syntax (RFC 5646 §2.1), checked structurally, case-insensitively:
+/// `language ["-" script] ["-" region] *("-" variant) *("-" extension) ["-" privateuse]`, or a
+/// private-use tag (`x-...`), or an `i-` grandfathered tag.
 pub fn is_language_tag(tag: &str) -> bool {
     if tag.is_empty() || tag.len() > 64 {
         return false;
     }
-    let mut parts = tag.split('-');
-    let lang = parts.next().unwrap_or("");
-    let lang_ok = (2..=8).contains(&lang.len()) && lang.bytes().all(|b| b.is_ascii_alphabetic())
-        || (lang.eq_ignore_ascii_case("x") || lang.eq_ignore_ascii_case("i"));
-    lang_ok
-        && parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()))
+    let alpha = |p: &str| p.bytes().all(|b| b.is_ascii_alphabetic());
+    let digit = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    let alnum = |p: &str| p.bytes().all(|b| b.is_ascii_alphanumeric());
+    let parts: Vec<&str> = tag.split('-').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || p.len() > 8 || !alnum(p))
+    {
+        return false;
+    }
+    let first = parts[0].to_ascii_lowercase();
+    if first == "x" || first == "i" {
+        // privateuse = "x" 1*("-" 1*8alphanum); irregular grandfathered tags start with "i-".
+        return parts.len() > 1;
+    }
+    let mut i = 1;
+    // language = 2*3ALPHA ["-" extlang] / 4ALPHA / 5*8ALPHA
+    if !alpha(parts[0]) || parts[0].len() < 2 {
+        return false;
+    }
+    if parts[0].len() <= 3 {
+        // extlang = 3ALPHA *2("-" 3ALPHA)
+        let mut ext = 0;
+        while i < parts.len() && ext < 3 && parts[i].len() == 3 && alpha(parts[i]) {
+            i += 1;
+            ext += 1;
+        }
+    }
+    // script = 4ALPHA
+    if i < parts.len() && parts[i].len() == 4 && alpha(parts[i]) {
+        i += 1;
+    }
+    // region = 2ALPHA / 3DIGIT
+    if i < parts.len()
+        && ((parts[i].len() == 2 && alpha(parts[i])) || (parts[i].len() == 3 && digit(parts[i])))
+    {
+        i += 1;
+    }
+    // variant = 5*8alphanum / (DIGIT 3alphanum)
+    while i < parts.len()
+        && (parts[i].len() >= 5 || (parts[i].len() == 4 && parts[i].as_bytes()[0].is_ascii_digit()))
+    {
+        i += 1;
+    }
+    // extension = singleton 1*("-" (2*8alphanum)); privateuse = "x" 1*("-" (1*8alphanum))
+    while i < parts.len() {
+        let singleton = parts[i].to_ascii_lowercase();
+        if singleton.len() != 1 {
+            return false;
+        }
+        i += 1;
+        let start = i;
+        if singleton == "x" {
+            i = parts.len();
+        } else {
+            while i < parts.len() && parts[i].len() >= 2 {
+                i += 1;
+            }
+        }
+        if i == start {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -414,6 +560,12 @@ mod tests {
             "zh-Hant",
             "x-private",
             "sr-Latn-RS",
+            "EN-us",
+            "zh-yue-HK",
+            "es-419",
+            "en-US-x-twain",
+            "de-DE-u-co-phonebk",
+            "i-klingon",
         ] {
             assert!(is_language_tag(ok), "{ok}");
         }
@@ -426,8 +578,32 @@ mod tests {
             "en-",
             "-en",
             "ja-Jpan-JP-toolongsubtag",
+            "x",
+            "en-US-x",
+            "en-a",
+            "12",
+            "en-US-US",
+            "ja-Jpan-Jpan",
+            "en-ü",
         ] {
             assert!(!is_language_tag(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn emails() {
+        assert!(is_email("ops@example.com"));
+        assert!(is_email("a.b+c@mail.example"));
+        for bad in [
+            "",
+            "ops",
+            "@example.com",
+            "ops@",
+            "a@b@c",
+            "o ps@example.com",
+            "ops@exa..mple",
+        ] {
+            assert!(!is_email(bad), "{bad}");
         }
     }
 

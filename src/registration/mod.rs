@@ -4,9 +4,11 @@
 mod discovery;
 
 use crate::clock::Clock;
-use crate::credentials::{Plaintext, RatKey, SecretHasher};
+use crate::credentials::{is_recoverable, Plaintext, RatKey, SecretHasher};
 use crate::error::{RegistrationError, Result};
+use crate::fetch::RemoteMetadata;
 use crate::metadata::{self, uses_client_secret};
+use crate::policy::{PolicyEngine, RegistrationContext};
 use crate::settings::Settings;
 use crate::store::{ClientRecord, ClientStore, StoreError};
 use crate::tokens::{TokenGenerator, CLIENT_ID_BYTES, SECRET_BYTES};
@@ -25,6 +27,8 @@ pub struct Registrar {
     hasher: SecretHasher,
     rat_key: RatKey,
     settings: Arc<Settings>,
+    remote: Arc<RemoteMetadata>,
+    policy: Arc<PolicyEngine>,
     registration_endpoint: String,
 }
 
@@ -36,6 +40,10 @@ pub struct Parts {
     pub hasher: SecretHasher,
     pub rat_key: RatKey,
     pub settings: Arc<Settings>,
+    /// Network checks (`sector_identifier_uri`, `jwks_uri`), see `crate::fetch`.
+    pub remote: Arc<RemoteMetadata>,
+    /// Who may register and with what (`[access]`, `[policies]`, `[rate_limit]`).
+    pub policy: Arc<PolicyEngine>,
 }
 
 fn store_error(e: StoreError) -> RegistrationError {
@@ -66,6 +74,8 @@ impl Registrar {
             hasher: parts.hasher,
             rat_key: parts.rat_key,
             settings: parts.settings,
+            remote: parts.remote,
+            policy: parts.policy,
             registration_endpoint,
         }
     }
@@ -80,9 +90,26 @@ impl Registrar {
         &self.settings
     }
 
+    /// The registration policy engine.
+    pub fn policy(&self) -> &PolicyEngine {
+        &self.policy
+    }
+
+    /// Take one registration from the client address's bucket (security.md §5.2); call before
+    /// reading the body of a registration request.
+    pub fn check_rate_limit(&self, context: &RegistrationContext) -> Result<()> {
+        self.policy.check_rate_limit(context.client_ip)
+    }
+
     /// Number of registered clients.
     pub fn client_count(&self) -> usize {
         self.store.len()
+    }
+
+    /// Whether registrations, updates and deletions can be stored right now. False while the
+    /// store is recovering from a storage failure (disk full); reads keep working meanwhile.
+    pub fn store_writable(&self) -> bool {
+        self.store.writable()
     }
 
     fn client_uri(&self, client_id: &str) -> String {
@@ -91,22 +118,56 @@ impl Registrar {
 
     /// RFC 7591 §3.1–3.2: register a client. Returns the client information response (§3.2.1):
     /// credentials plus every registered metadata value with defaults applied.
+    ///
+    /// Admission first (initial access token, software statement; RFC 7591 §3, §3.1.1), then the
+    /// admitting tier's policy around the metadata engine; durable counters (token uses, `jti`,
+    /// policy quota) are taken only once the request is valid, and given back if storing fails.
     pub async fn register_client(
         &self,
         request: &Map<String, Value>,
+        context: &RegistrationContext,
     ) -> Result<Map<String, Value>> {
-        let metadata = metadata::validate(request, &self.settings.metadata)?;
         let now = self.clock.now();
-        let secret = self.new_secret(&metadata).await?;
+        let admission = self
+            .policy
+            .admit(context.initial_access_token.as_deref(), request, now)?;
+        let claims = admission.statement.as_ref().map(|s| &s.claims);
+        let policy = admission.policy.as_deref();
+        let (prepared, metadata_settings) =
+            self.policy
+                .prepare(policy, claims, request, &self.settings.metadata)?;
+        let metadata = metadata::validate(&prepared, metadata_settings)?;
+        self.remote.check(&metadata).await?;
+        self.policy.check(policy, claims, &metadata)?;
+        let counters = self.policy.consume(self.store.as_ref(), &admission)?;
+        let result = self.store_new_client(metadata, &admission, now).await;
+        if result.is_err() {
+            self.policy.release(self.store.as_ref(), &counters);
+        }
+        result
+    }
+
+    async fn store_new_client(
+        &self,
+        metadata: Map<String, Value>,
+        admission: &crate::policy::Admission,
+        now: i64,
+    ) -> Result<Map<String, Value>> {
+        let client_id = self.tokens.token(CLIENT_ID_BYTES);
+        // A derived (recoverable) secret is bound to the client_id, so it is issued after it.
+        let mut secret = self.new_secret(&metadata, &client_id).await?;
         let rat = Plaintext::new(self.tokens.token(SECRET_BYTES));
         let mut record = ClientRecord {
-            client_id: self.tokens.token(CLIENT_ID_BYTES),
+            client_id,
             client_id_issued_at: now,
             client_secret_hash: secret.as_ref().map(|(_, hash)| hash.clone()),
             client_secret_expires_at: secret.as_ref().map(|_| self.secret_expiry(now)),
             rat_tag: self.rat_key.tag(rat.expose()).to_vec(),
             metadata,
             updated_at: now,
+            policy: admission.policy.as_ref().map(|p| p.name.clone()),
+            tier: Some(admission.tier.to_owned()),
+            software_statement: admission.statement.as_ref().map(|s| s.raw.clone()),
         };
         let mut attempts = 0;
         loop {
@@ -116,6 +177,10 @@ impl Registrar {
                 Err(StoreError::Conflict) if attempts < MAX_RETRIES => {
                     attempts += 1;
                     record.client_id = self.tokens.token(CLIENT_ID_BYTES);
+                    if secret.is_some() {
+                        secret = self.new_secret(&record.metadata, &record.client_id).await?;
+                        record.client_secret_hash = secret.as_ref().map(|(_, h)| h.clone());
+                    }
                 }
                 Err(e) => return Err(store_error(e)),
             }
@@ -161,7 +226,23 @@ impl Registrar {
             let current = self.authenticate(client_id, rat).await?;
             self.check_update_request(&current, rat.unwrap_or_default(), request)
                 .await?;
-            let metadata = metadata::validate(request, &self.settings.metadata)?;
+            // The admitting tier's policy is re-applied on every update (security.md B34).
+            let policy = self.policy.policy_named(current.policy.as_deref())?;
+            self.policy
+                .check_update_tier(current.tier.as_deref(), request)?;
+            let claims = self
+                .policy
+                .stored_statement_claims(current.software_statement.as_deref(), request)?;
+            let (prepared, metadata_settings) = self.policy.prepare(
+                policy.as_deref(),
+                claims.as_ref(),
+                request,
+                &self.settings.metadata,
+            )?;
+            let metadata = metadata::validate(&prepared, metadata_settings)?;
+            self.remote.check(&metadata).await?;
+            self.policy
+                .check(policy.as_deref(), claims.as_ref(), &metadata)?;
             let now = self.clock.now();
             let mut updated = current.clone();
             let mut issued_secret = None;
@@ -172,9 +253,13 @@ impl Registrar {
             if !uses_client_secret(method) {
                 updated.client_secret_hash = None;
                 updated.client_secret_expires_at = None;
-            } else if current.client_secret_hash.is_none() {
-                // Changing to a secret-based method: issue a secret, shown in this response only.
-                if let Some((secret, hash)) = self.new_secret(&metadata).await? {
+            } else if current.client_secret_hash.as_deref().is_none_or(|stored| {
+                metadata::needs_recoverable_secret(&metadata) && !is_recoverable(stored)
+            }) {
+                // Changing to a secret-based method, or to one that needs a recoverable secret
+                // while the current one is only a hash: issue a new secret, shown in this
+                // response only.
+                if let Some((secret, hash)) = self.new_secret(&metadata, client_id).await? {
                     updated.client_secret_hash = Some(hash);
                     updated.client_secret_expires_at = Some(self.secret_expiry(now));
                     issued_secret = Some(secret);
@@ -209,6 +294,8 @@ impl Registrar {
             let current = self.authenticate(client_id, rat).await?;
             match self.store.remove(&current) {
                 Ok(()) => {
+                    self.policy
+                        .client_deleted(self.store.as_ref(), current.policy.as_deref());
                     self.store.durable().await.map_err(store_error)?;
                     tracing::info!(client_id = %client_id, "client deleted");
                     return Ok(());
@@ -316,16 +403,27 @@ impl Registrar {
         }
         match (request.get("client_secret"), &current.client_secret_hash) {
             (None, _) => Ok(()),
-            (Some(Value::String(s)), Some(hash)) if self.hasher.verify(s, hash).await? => Ok(()),
+            (Some(Value::String(s)), Some(hash))
+                if self
+                    .hasher
+                    .verify_client_secret(&current.client_id, s, hash)
+                    .await? =>
+            {
+                Ok(())
+            }
             (Some(_), _) => Err(RegistrationError::InvalidRequest(
                 "client_secret does not match the current secret; a client cannot choose its secret (RFC 7592 §2.2)".into(),
             )),
         }
     }
 
+    /// A new `client_secret` and its stored form, if the auth method uses one: an argon2id hash,
+    /// or, for `client_secret_jwt` and secret-keyed algorithms, a recoverable derived secret
+    /// (refused unless the operator enabled them; see `credentials`).
     async fn new_secret(
         &self,
         metadata: &Map<String, Value>,
+        client_id: &str,
     ) -> Result<Option<(Plaintext, String)>> {
         let method = metadata
             .get("token_endpoint_auth_method")
@@ -333,6 +431,10 @@ impl Registrar {
             .unwrap_or_default();
         if !uses_client_secret(method) {
             return Ok(None);
+        }
+        if metadata::needs_recoverable_secret(metadata) {
+            let nonce = self.tokens.token(SECRET_BYTES);
+            return self.hasher.derive(client_id, &nonce).map(Some);
         }
         let secret = Plaintext::new(self.tokens.token(SECRET_BYTES));
         let hash = self.hasher.hash(&secret).await?;
@@ -375,6 +477,10 @@ impl Registrar {
         );
         out.insert("registration_client_uri".into(), Value::from(uri));
         out.extend(record.metadata);
+        if let Some(statement) = record.software_statement {
+            // RFC 7591 §3.2.1: the statement is returned unmodified.
+            out.insert("software_statement".into(), Value::from(statement));
+        }
         out
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 struct Inner {
     clients: HashMap<String, ClientRecord>,
     rats: HashMap<Vec<u8>, String>,
+    counters: HashMap<String, u64>,
 }
 
 /// A store that forgets everything on drop.
@@ -82,6 +83,27 @@ impl ClientStore for MemoryStore {
     fn len(&self) -> usize {
         self.lock().clients.len()
     }
+
+    fn increment_counter(&self, key: &str, limit: u64) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let value = inner.counters.entry(key.to_owned()).or_insert(0);
+        if *value >= limit {
+            return Ok(false);
+        }
+        *value += 1;
+        Ok(true)
+    }
+
+    fn decrement_counter(&self, key: &str) -> Result<(), StoreError> {
+        if let Some(value) = self.lock().counters.get_mut(key) {
+            *value = value.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    fn counter(&self, key: &str) -> Result<u64, StoreError> {
+        Ok(self.lock().counters.get(key).copied().unwrap_or(0))
+    }
 }
 
 #[cfg(test)]
@@ -89,5 +111,6 @@ mod tests {
     #[tokio::test]
     async fn memory_store_meets_the_contract() {
         super::super::contract::holds(&super::MemoryStore::new()).await;
+        super::super::contract::counts(&super::MemoryStore::new()).await;
     }
 }

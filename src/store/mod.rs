@@ -37,6 +37,17 @@ pub struct ClientRecord {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// Seconds since the epoch of the last change.
     pub updated_at: i64,
+    /// Name of the registration policy that admitted the client; re-applied on every update
+    /// (security.md B34). Absent in records written before policies existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// How the client was admitted (`crate::policy::tier`); absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// The software statement (RFC 7591 §2.3) the client registered with, kept verbatim so it
+    /// is echoed unmodified and its claims keep precedence on update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_statement: Option<String>,
 }
 
 impl ClientRecord {
@@ -92,6 +103,20 @@ pub trait ClientStore: Send + Sync + 'static {
     fn durable(&self) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Number of stored clients.
     fn len(&self) -> usize;
+    /// Add one to the counter `key` unless it has already reached `limit`; `Ok(true)` when it
+    /// was added. Atomic, so concurrent callers cannot overshoot `limit`; durable like any write
+    /// (await `durable()`). Used for initial access token use counts, software statement `jti`
+    /// replay and per-policy client quotas.
+    fn increment_counter(&self, key: &str, limit: u64) -> Result<bool, StoreError>;
+    /// Subtract one from the counter `key`, never below zero.
+    fn decrement_counter(&self, key: &str) -> Result<(), StoreError>;
+    /// The value of the counter `key` (0 when it was never incremented).
+    fn counter(&self, key: &str) -> Result<u64, StoreError>;
+    /// Whether the store accepts writes. False after a storage failure (disk full, I/O error)
+    /// until the store has recovered; reads keep working meanwhile.
+    fn writable(&self) -> bool {
+        true
+    }
     /// Whether no client is stored.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -114,6 +139,9 @@ pub(crate) mod contract {
             rat_tag: vec![tag; 32],
             metadata,
             updated_at: 1,
+            policy: None,
+            tier: None,
+            software_statement: None,
         }
     }
 
@@ -145,6 +173,32 @@ pub(crate) mod contract {
         assert_eq!(store.get("a").unwrap(), None);
         assert_eq!(store.client_for_rat(&[2; 32]).unwrap(), None);
         assert!(store.is_empty());
+    }
+
+    pub async fn counts(store: &dyn ClientStore) {
+        assert_eq!(store.counter("k").unwrap(), 0);
+        assert!(store.increment_counter("k", 2).unwrap());
+        assert!(store.increment_counter("k", 2).unwrap());
+        assert!(!store.increment_counter("k", 2).unwrap());
+        assert_eq!(store.counter("k").unwrap(), 2);
+        store.decrement_counter("k").unwrap();
+        assert_eq!(store.counter("k").unwrap(), 1);
+        store.decrement_counter("k").unwrap();
+        store.decrement_counter("k").unwrap();
+        assert_eq!(store.counter("k").unwrap(), 0);
+        assert_eq!(store.counter("other").unwrap(), 0);
+        assert!(!store.increment_counter("zero", 0).unwrap());
+        store.durable().await.unwrap();
+    }
+
+    #[test]
+    fn records_written_before_policies_still_decode() {
+        let old = br#"{"client_id":"a","client_id_issued_at":1,"rat_tag":[],"metadata":{},"updated_at":1}"#;
+        let mut bytes = vec![RECORD_VERSION];
+        bytes.extend_from_slice(old);
+        let record = ClientRecord::decode(&bytes).unwrap();
+        assert_eq!(record.policy, None);
+        assert_eq!(record.software_statement, None);
     }
 
     #[test]

@@ -1,19 +1,46 @@
 //! The sled-backed `ClientStore`: the only file that knows sled.
 //!
 //! Layout: tree `clients` maps `client_id` → versioned record; tree `rat` maps the registration
-//! access token's HMAC tag → `client_id`. Both change in one transaction.
+//! access token's HMAC tag → `client_id`. Both change in one transaction. Tree `counters` maps
+//! a counter name → big-endian u64 (initial access token uses, `jti` replay, policy quotas).
 //!
 //! Durability: sled makes writes durable only on `flush` (otherwise a background fsync every
 //! 500 ms). A dedicated flusher thread takes every waiter queued so far, flushes once and answers
 //! them all, so N concurrent writers cost one fsync (group commit).
+//!
+//! Storage failure (disk full, I/O error): sled turns any I/O error into a sticky global error
+//! that lasts until the database is reopened, and its in-memory trees keep the writes whose flush
+//! failed. So on the first failed write or flush the store turns *failed*:
+//! - writes are refused at once (`StoreError::Io`, a 503 upstream);
+//! - reads keep working and show the last durable state: every write since the last successful
+//!   flush left its before-image in an undo log, and reads of those keys answer from it, so a
+//!   client whose update got a 503 still reads its old registration with its old token;
+//! - the flusher thread probes the data directory for free space with backoff and, once a probe
+//!   file of `PROBE_BYTES` can be written and synced, closes and reopens the database, which
+//!   recovers exactly what was flushed. No operator action is needed.
 
 use super::{BoxFuture, ClientRecord, ClientStore, StoreError};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-use std::path::Path;
-use std::sync::mpsc;
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
+
+/// Free space a recovery probe must be able to write before the database is reopened: a few of
+/// sled's 512 KiB log segments, so the reopened database can write its snapshot and a new segment.
+const PROBE_BYTES: usize = 2 << 20;
+/// First and longest wait between recovery attempts.
+const RECOVERY_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(5));
+/// How long `SledStore::open` waits for a lock that a just-closed store in this process may still
+/// hold (another process holding it fails after this too, just as clearly).
+const OPEN_PATIENCE: Duration = Duration::from_millis(500);
+/// Name of the probe file inside the data directory.
+const PROBE_FILE: &str = "space-probe.tmp";
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -26,18 +53,35 @@ pub enum OpenError {
     Other(String, String),
 }
 
-/// A `ClientStore` on sled.
-pub struct SledStore {
+/// One open database and its two trees.
+struct Handles {
     db: sled::Db,
     clients: sled::Tree,
     rats: sled::Tree,
-    flush_tx: Option<mpsc::Sender<Waiter>>,
-    flusher: Option<std::thread::JoinHandle<()>>,
+    counters: sled::Tree,
 }
 
-impl SledStore {
-    /// Open (or create) the store in `dir` with a page cache of `cache_capacity` bytes.
-    pub fn open(dir: &Path, cache_capacity: u64) -> Result<Self, OpenError> {
+impl Handles {
+    /// Open, waiting up to `patience` while the directory's lock is held. sled finishes writing
+    /// a closed database's last buffers on its background thread pool, so the lock outlives the
+    /// last handle by a moment: reopening in the same process (recovery, tests) must wait for it.
+    fn open_waiting(
+        dir: &Path,
+        cache_capacity: u64,
+        patience: Duration,
+    ) -> Result<Self, OpenError> {
+        let deadline = Instant::now() + patience;
+        loop {
+            match Self::open(dir, cache_capacity) {
+                Err(OpenError::Locked(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open(dir: &Path, cache_capacity: u64) -> Result<Self, OpenError> {
         let shown = dir.display().to_string();
         std::fs::create_dir_all(dir).map_err(|e| OpenError::Other(shown.clone(), e.to_string()))?;
         let db = sled::Config::new()
@@ -62,16 +106,262 @@ impl SledStore {
         };
         let clients = open_tree("clients")?;
         let rats = open_tree("rat")?;
-        let (flush_tx, flush_rx) = mpsc::channel::<Waiter>();
-        let flusher_db = db.clone();
-        let flusher = std::thread::Builder::new()
-            .name("store-flush".into())
-            .spawn(move || group_commit(flusher_db, flush_rx))
-            .map_err(|e| OpenError::Other(shown, e.to_string()))?;
+        let counters = open_tree("counters")?;
+        // The count lets an operator notice a store that came back smaller than it was: sled
+        // stops recovery at the first bad checksum in its log, which it cannot tell from a torn
+        // final write, so damage to the files loses later records without an error.
+        tracing::info!(
+            clients = clients.len(),
+            recovered = db.was_recovered(),
+            dir = %shown,
+            "store opened"
+        );
         Ok(Self {
             db,
             clients,
             rats,
+            counters,
+        })
+    }
+}
+
+/// Which tree an undo entry belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum TreeId {
+    Clients,
+    Rats,
+    Counters,
+}
+
+/// A value as it was before a write (`None`: absent).
+type Before = Option<Vec<u8>>;
+/// Where a value lives: tree and key.
+type Slot = (TreeId, Vec<u8>);
+/// Unflushed writes of one slot: sequence number and before-image, oldest first.
+type Versions = VecDeque<(u64, Before)>;
+/// One change a write makes: tree, key, value before.
+type Change = (TreeId, Vec<u8>, Before);
+
+/// Before-images of every write since the last successful flush, oldest first per key.
+#[derive(Default)]
+struct UndoLog {
+    /// Sequence number of the latest recorded write.
+    last: u64,
+    entries: HashMap<Slot, Versions>,
+}
+
+impl UndoLog {
+    fn record(&mut self, changes: Vec<Change>) {
+        self.last += 1;
+        for (tree, key, before) in changes {
+            self.entries
+                .entry((tree, key))
+                .or_default()
+                .push_back((self.last, before));
+        }
+    }
+
+    /// Writes up to `seq` are on stable storage.
+    fn forget_through(&mut self, seq: u64) {
+        self.entries.retain(|_, versions| {
+            while versions.front().is_some_and(|(s, _)| *s <= seq) {
+                versions.pop_front();
+            }
+            !versions.is_empty()
+        });
+    }
+
+    /// The durable value of `key` if a later write has not been flushed: the before-image of
+    /// the oldest unflushed write.
+    fn durable_value(&self, tree: TreeId, key: &[u8]) -> Option<Before> {
+        self.entries
+            .get(&(tree, key.to_vec()))
+            .and_then(|versions| versions.front())
+            .map(|(_, before)| before.clone())
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
+/// State shared by the store and its flusher thread.
+struct Shared {
+    dir: PathBuf,
+    cache_capacity: u64,
+    /// `None` only while a reopen is failing.
+    handles: RwLock<Option<Arc<Handles>>>,
+    /// A write or flush failed; writes are refused until the database has been reopened.
+    failed: AtomicBool,
+    /// Held across every write so sequence numbers follow commit order.
+    undo: Mutex<UndoLog>,
+}
+
+impl Shared {
+    fn handles(&self) -> Result<Arc<Handles>, StoreError> {
+        self.handles
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                StoreError::Io("the store is being reopened after a storage error".into())
+            })
+    }
+
+    fn undo(&self) -> MutexGuard<'_, UndoLog> {
+        self.undo.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    fn fail(&self, cause: &StoreError) {
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            tracing::error!(%cause, "store write failed; refusing writes, serving the last durable state to reads, and reopening once the data directory has space again");
+        }
+    }
+
+    /// Refuse writes while failed.
+    fn writable(&self) -> Result<(), StoreError> {
+        if self.is_failed() {
+            Err(StoreError::Io(
+                "the store refuses writes until storage recovers".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The durable value of `key` while failed, from the undo log.
+    fn durable_override(&self, tree: TreeId, key: &[u8]) -> Option<Before> {
+        if self.is_failed() {
+            self.undo().durable_value(tree, key)
+        } else {
+            None
+        }
+    }
+
+    /// Run one write transaction: refuse it while failed, record its before-images unless it
+    /// lost a compare-and-swap, and fail the store on a storage error.
+    fn write(
+        &self,
+        before: Vec<Change>,
+        tx: impl Fn(&Handles) -> Result<(), TransactionError<StoreError>>,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        let handles = self.handles()?;
+        let mut undo = self.undo();
+        let result = tx(&handles);
+        match &result {
+            Ok(()) => undo.record(before),
+            // A storage error may have left part of the write in memory: keep its before-images
+            // so reads mask it, like any other unflushed write.
+            Err(TransactionError::Storage(_)) => undo.record(before),
+            Err(TransactionError::Abort(_)) => {}
+        }
+        drop(undo);
+        result.map_err(|e| {
+            let e = tx_error(e);
+            if matches!(e, StoreError::Io(_)) {
+                self.fail(&e);
+            }
+            e
+        })
+    }
+
+    /// Flush; on success the undo log forgets what is now durable.
+    fn flush(&self) -> Result<(), StoreError> {
+        let through = self.undo().last;
+        let result = self.handles()?.db.flush().map(|_| ()).map_err(io);
+        match &result {
+            Ok(()) => self.undo().forget_through(through),
+            Err(e) => self.fail(e),
+        }
+        result
+    }
+
+    /// Reopen the database if the data directory has room again. True when writable again.
+    fn try_recover(&self) -> bool {
+        if let Err(e) = probe_space(&self.dir) {
+            tracing::debug!(error = %e, "store still cannot write");
+            return false;
+        }
+        let mut slot = self.handles.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut old) = slot.take() {
+            // Readers clone the handles only for the length of one call; with the write lock
+            // held no new clone can appear, so wait for those to finish.
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(handles) => {
+                        drop(handles);
+                        break;
+                    }
+                    Err(still_shared) => {
+                        old = still_shared;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+        }
+        match Handles::open_waiting(&self.dir, self.cache_capacity, Duration::from_secs(5)) {
+            Ok(handles) => {
+                *slot = Some(Arc::new(handles));
+                self.undo().clear();
+                self.failed.store(false, Ordering::Release);
+                tracing::warn!("store reopened after a storage error; writes accepted again");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store reopen failed; retrying");
+                false
+            }
+        }
+    }
+}
+
+/// Write and sync `PROBE_BYTES` in the data directory, then remove the file.
+fn probe_space(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join(PROBE_FILE);
+    let result = (|| {
+        let mut file = std::fs::File::create(&path)?;
+        let chunk = vec![0u8; 64 * 1024];
+        for _ in 0..PROBE_BYTES / chunk.len() {
+            file.write_all(&chunk)?;
+        }
+        file.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+/// A `ClientStore` on sled.
+pub struct SledStore {
+    shared: Arc<Shared>,
+    flush_tx: Option<mpsc::Sender<Waiter>>,
+    flusher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SledStore {
+    /// Open (or create) the store in `dir` with a page cache of `cache_capacity` bytes.
+    pub fn open(dir: &Path, cache_capacity: u64) -> Result<Self, OpenError> {
+        let handles = Handles::open_waiting(dir, cache_capacity, OPEN_PATIENCE)?;
+        let _ = std::fs::remove_file(dir.join(PROBE_FILE)); // left over from a crash mid-probe
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            cache_capacity,
+            handles: RwLock::new(Some(Arc::new(handles))),
+            failed: AtomicBool::new(false),
+            undo: Mutex::new(UndoLog::default()),
+        });
+        let (flush_tx, flush_rx) = mpsc::channel::<Waiter>();
+        let flusher_shared = shared.clone();
+        let flusher = std::thread::Builder::new()
+            .name("store-flush".into())
+            .spawn(move || group_commit(&flusher_shared, flush_rx))
+            .map_err(|e| OpenError::Other(dir.display().to_string(), e.to_string()))?;
+        Ok(Self {
+            shared,
             flush_tx: Some(flush_tx),
             flusher: Some(flusher),
         })
@@ -79,7 +369,86 @@ impl SledStore {
 
     /// Flush everything now (used at shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(io)
+        self.shared.flush()
+    }
+
+    /// Compare-and-swap one counter: `next` maps the current value to the new one, or `None` to
+    /// leave it. `Ok(true)` when it changed. Through `Shared::write`, so a counter change is
+    /// refused while the store is failed and masked from reads until flushed, like any write.
+    fn update_counter(
+        &self,
+        key: &str,
+        next: impl Fn(u64) -> Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let k = key.as_bytes();
+        loop {
+            let before = self
+                .shared
+                .handles()?
+                .counters
+                .get(k)
+                .map_err(io)?
+                .map(|v| v.to_vec());
+            let Some(value) = next(counter_value(before.as_deref())) else {
+                return Ok(false);
+            };
+            let change = vec![(TreeId::Counters, k.to_vec(), before.clone())];
+            let written = self.shared.write(change, |h| {
+                h.counters.transaction(|counters| {
+                    if counters.get(k)?.as_deref() != before.as_deref() {
+                        return Err(ConflictableTransactionError::Abort(StoreError::Conflict));
+                    }
+                    counters.insert(k, value.to_be_bytes().to_vec())?;
+                    Ok(())
+                })
+            });
+            match written {
+                Ok(()) => return Ok(true),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Check every stored record: it decodes, and the token index and the records agree (each
+    /// index entry names a client whose record carries that tag, and each client with a tag has
+    /// its index entry). Returns the number of clients. The crash and disk-full tests run it on
+    /// the directory a killed or stopped server left behind.
+    pub fn verify(&self) -> Result<usize, StoreError> {
+        let handles = self.shared.handles()?;
+        let mut count = 0;
+        for entry in handles.clients.iter() {
+            let (key, bytes) = entry.map_err(io)?;
+            let record = ClientRecord::decode(&bytes)?;
+            if record.client_id.as_bytes() != key.as_ref() {
+                return Err(StoreError::Corrupt(format!(
+                    "record {} stored under another key",
+                    record.client_id
+                )));
+            }
+            if !record.rat_tag.is_empty() {
+                let owner = handles.rats.get(&record.rat_tag).map_err(io)?;
+                if owner.as_deref() != Some(key.as_ref()) {
+                    return Err(StoreError::Corrupt(format!(
+                        "client {} has no token index entry",
+                        record.client_id
+                    )));
+                }
+            }
+            count += 1;
+        }
+        for entry in handles.rats.iter() {
+            let (tag, owner) = entry.map_err(io)?;
+            let record = handles.clients.get(&owner).map_err(io)?;
+            let record = record.map(|b| ClientRecord::decode(&b)).transpose()?;
+            if record.is_none_or(|r| r.rat_tag != tag.as_ref()) {
+                return Err(StoreError::Corrupt(format!(
+                    "token index entry for {} does not match a record",
+                    String::from_utf8_lossy(&owner)
+                )));
+            }
+        }
+        Ok(count)
     }
 }
 
@@ -90,21 +459,64 @@ impl SledStore {
 /// and lowered median latency (BENCHMARKS.md). A lone writer never waits.
 const GROUP_COMMIT_LINGER: std::time::Duration = std::time::Duration::from_micros(1500);
 
-/// The flusher loop: one fsync answers every waiter that queued before it started.
-fn group_commit(db: sled::Db, rx: mpsc::Receiver<Waiter>) {
+/// The flusher loop: one fsync answers every waiter that queued before it started. While the
+/// store is failed, waiters are refused at once and the loop tries to recover with backoff.
+fn group_commit(shared: &Shared, rx: mpsc::Receiver<Waiter>) {
+    let mut backoff = RECOVERY_BACKOFF.0;
+    let mut next_attempt = Instant::now();
+    // Whether this loop has already seen the store failed: a failure noticed for the first time
+    // (set by a writer, not by this thread) waits one backoff before the first reopen, so the
+    // waiters queued right behind the failure are refused rather than raced by a reopen.
+    let mut seen_failed = false;
     let mut last_batch = 0;
-    while let Ok(first) = rx.recv() {
+    loop {
+        let failed = shared.is_failed();
+        if failed && !seen_failed {
+            next_attempt = next_attempt.max(Instant::now() + RECOVERY_BACKOFF.0);
+        }
+        seen_failed = failed;
+        let first = if failed {
+            let now = Instant::now();
+            if now >= next_attempt {
+                if shared.try_recover() {
+                    backoff = RECOVERY_BACKOFF.0;
+                } else {
+                    next_attempt = now + backoff;
+                    backoff = (backoff * 2).min(RECOVERY_BACKOFF.1);
+                }
+                continue;
+            }
+            match rx.recv_timeout(next_attempt - now) {
+                Ok(first) => first,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match rx.recv() {
+                Ok(first) => first,
+                Err(_) => return,
+            }
+        };
         if last_batch > 1 {
             std::thread::sleep(GROUP_COMMIT_LINGER);
         }
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
         last_batch = batch.len();
-        let result = db.flush().map(|_| ()).map_err(io);
+        let result = shared.writable().and_then(|()| shared.flush());
+        if result.is_err() {
+            next_attempt = Instant::now();
+        }
         for waiter in batch {
             let _ = waiter.send(result.clone());
         }
     }
+}
+
+fn counter_value(bytes: Option<&[u8]>) -> u64 {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
 }
 
 fn io(e: sled::Error) -> StoreError {
@@ -121,37 +533,58 @@ fn tx_error(e: TransactionError<StoreError>) -> StoreError {
     }
 }
 
+fn read_client(shared: &Shared, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    if let Some(durable) = shared.durable_override(TreeId::Clients, key) {
+        return Ok(durable);
+    }
+    Ok(shared
+        .handles()?
+        .clients
+        .get(key)
+        .map_err(io)?
+        .map(|v| v.to_vec()))
+}
+
 impl ClientStore for SledStore {
     fn get(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
-        self.clients
-            .get(client_id.as_bytes())
-            .map_err(io)?
+        read_client(&self.shared, client_id.as_bytes())?
             .map(|bytes| ClientRecord::decode(&bytes))
             .transpose()
     }
 
     fn client_for_rat(&self, rat_tag: &[u8]) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .rats
-            .get(rat_tag)
-            .map_err(io)?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+        let owner = match self.shared.durable_override(TreeId::Rats, rat_tag) {
+            Some(durable) => durable,
+            None => self
+                .shared
+                .handles()?
+                .rats
+                .get(rat_tag)
+                .map_err(io)?
+                .map(|v| v.to_vec()),
+        };
+        Ok(owner.map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     fn insert(&self, record: &ClientRecord) -> Result<(), StoreError> {
         let bytes = record.encode()?;
-        (&self.clients, &self.rats)
-            .transaction(|(clients, rats)| {
-                if clients.get(record.client_id.as_bytes())?.is_some() {
+        let id = record.client_id.as_bytes();
+        let mut before = vec![(TreeId::Clients, id.to_vec(), None)];
+        if !record.rat_tag.is_empty() {
+            before.push((TreeId::Rats, record.rat_tag.clone(), None));
+        }
+        self.shared.write(before, |h| {
+            (&h.clients, &h.rats).transaction(|(clients, rats)| {
+                if clients.get(id)?.is_some() {
                     return Err(ConflictableTransactionError::Abort(StoreError::Conflict));
                 }
-                clients.insert(record.client_id.as_bytes(), bytes.as_slice())?;
+                clients.insert(id, bytes.as_slice())?;
                 if !record.rat_tag.is_empty() {
-                    rats.insert(record.rat_tag.as_slice(), record.client_id.as_bytes())?;
+                    rats.insert(record.rat_tag.as_slice(), id)?;
                 }
                 Ok(())
             })
-            .map_err(tx_error)
+        })
     }
 
     fn replace(&self, old: &ClientRecord, new: &ClientRecord) -> Result<(), StoreError> {
@@ -160,41 +593,81 @@ impl ClientStore for SledStore {
         }
         let old_bytes = old.encode()?;
         let new_bytes = new.encode()?;
-        (&self.clients, &self.rats)
-            .transaction(|(clients, rats)| {
-                let current = clients.get(old.client_id.as_bytes())?;
+        let id = old.client_id.as_bytes();
+        let rotated = old.rat_tag != new.rat_tag;
+        let mut before = vec![(TreeId::Clients, id.to_vec(), Some(old_bytes.clone()))];
+        if rotated {
+            if !old.rat_tag.is_empty() {
+                before.push((TreeId::Rats, old.rat_tag.clone(), Some(id.to_vec())));
+            }
+            if !new.rat_tag.is_empty() {
+                before.push((TreeId::Rats, new.rat_tag.clone(), None));
+            }
+        }
+        self.shared.write(before, |h| {
+            (&h.clients, &h.rats).transaction(|(clients, rats)| {
+                let current = clients.get(id)?;
                 if current.as_deref() != Some(old_bytes.as_slice()) {
                     return Err(ConflictableTransactionError::Abort(StoreError::Conflict));
                 }
-                clients.insert(new.client_id.as_bytes(), new_bytes.as_slice())?;
-                if old.rat_tag != new.rat_tag {
+                clients.insert(id, new_bytes.as_slice())?;
+                if rotated {
                     if !old.rat_tag.is_empty() {
                         rats.remove(old.rat_tag.as_slice())?;
                     }
                     if !new.rat_tag.is_empty() {
-                        rats.insert(new.rat_tag.as_slice(), new.client_id.as_bytes())?;
+                        rats.insert(new.rat_tag.as_slice(), id)?;
                     }
                 }
                 Ok(())
             })
-            .map_err(tx_error)
+        })
     }
 
     fn remove(&self, old: &ClientRecord) -> Result<(), StoreError> {
         let old_bytes = old.encode()?;
-        (&self.clients, &self.rats)
-            .transaction(|(clients, rats)| {
-                let current = clients.get(old.client_id.as_bytes())?;
+        let id = old.client_id.as_bytes();
+        let mut before = vec![(TreeId::Clients, id.to_vec(), Some(old_bytes.clone()))];
+        if !old.rat_tag.is_empty() {
+            before.push((TreeId::Rats, old.rat_tag.clone(), Some(id.to_vec())));
+        }
+        self.shared.write(before, |h| {
+            (&h.clients, &h.rats).transaction(|(clients, rats)| {
+                let current = clients.get(id)?;
                 if current.as_deref() != Some(old_bytes.as_slice()) {
                     return Err(ConflictableTransactionError::Abort(StoreError::Conflict));
                 }
-                clients.remove(old.client_id.as_bytes())?;
+                clients.remove(id)?;
                 if !old.rat_tag.is_empty() {
                     rats.remove(old.rat_tag.as_slice())?;
                 }
                 Ok(())
             })
-            .map_err(tx_error)
+        })
+    }
+
+    fn increment_counter(&self, key: &str, limit: u64) -> Result<bool, StoreError> {
+        self.update_counter(key, |value| (value < limit).then(|| value + 1))
+    }
+
+    fn decrement_counter(&self, key: &str) -> Result<(), StoreError> {
+        self.update_counter(key, |value| value.checked_sub(1))
+            .map(|_| ())
+    }
+
+    fn counter(&self, key: &str) -> Result<u64, StoreError> {
+        let k = key.as_bytes();
+        let bytes = match self.shared.durable_override(TreeId::Counters, k) {
+            Some(durable) => durable,
+            None => self
+                .shared
+                .handles()?
+                .counters
+                .get(k)
+                .map_err(io)?
+                .map(|v| v.to_vec()),
+        };
+        Ok(counter_value(bytes.as_deref()))
     }
 
     fn durable(&self) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -213,13 +686,19 @@ impl ClientStore for SledStore {
     }
 
     fn len(&self) -> usize {
-        self.clients.len()
+        self.shared.handles().map_or(0, |h| h.clients.len())
+    }
+
+    fn writable(&self) -> bool {
+        !self.shared.is_failed()
     }
 }
 
 impl Drop for SledStore {
     fn drop(&mut self) {
-        let _ = self.db.flush();
+        if !self.shared.is_failed() {
+            let _ = self.shared.flush();
+        }
         // Closing the channel ends the flusher; joining it releases its handle on the database,
         // so the directory can be opened again at once (a restart in the same process).
         self.flush_tx.take();
@@ -231,6 +710,7 @@ impl Drop for SledStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::contract::record;
     use super::*;
 
     #[tokio::test]
@@ -238,6 +718,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         super::super::contract::holds(&store).await;
+        super::super::contract::counts(&store).await;
     }
 
     #[tokio::test]
@@ -245,12 +726,113 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = SledStore::open(dir.path(), 1 << 20).unwrap();
-            store
-                .insert(&super::super::contract::record("k", 3))
-                .unwrap();
+            store.insert(&record("k", 3)).unwrap();
             store.durable().await.unwrap();
         }
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.get("k").unwrap().unwrap().rat_tag, vec![3; 32]);
+    }
+
+    #[test]
+    fn the_undo_log_keeps_the_oldest_unflushed_before_image() {
+        let mut log = UndoLog::default();
+        log.record(vec![(TreeId::Clients, b"a".to_vec(), None)]);
+        let first = log.last;
+        log.record(vec![(TreeId::Clients, b"a".to_vec(), Some(b"v1".to_vec()))]);
+        log.record(vec![(TreeId::Rats, b"t".to_vec(), Some(b"a".to_vec()))]);
+        assert_eq!(log.durable_value(TreeId::Clients, b"a"), Some(None));
+        assert_eq!(log.durable_value(TreeId::Clients, b"b"), None);
+        log.forget_through(first);
+        assert_eq!(
+            log.durable_value(TreeId::Clients, b"a"),
+            Some(Some(b"v1".to_vec()))
+        );
+        assert_eq!(
+            log.durable_value(TreeId::Rats, b"t"),
+            Some(Some(b"a".to_vec()))
+        );
+        log.forget_through(log.last);
+        assert!(log.entries.is_empty());
+    }
+
+    #[tokio::test]
+    async fn verify_accepts_a_consistent_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        store.insert(&record("v", 4)).unwrap();
+        store.durable().await.unwrap();
+        assert_eq!(store.verify().unwrap(), 1);
+        assert!(store.writable());
+    }
+
+    #[tokio::test]
+    async fn a_failed_store_refuses_writes_reads_the_durable_state_and_reopens_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let a = record("a", 1);
+        store.insert(&a).unwrap();
+        store.durable().await.unwrap();
+        // An update that reached sled's memory but whose flush then fails.
+        let mut b = a.clone();
+        b.rat_tag = vec![2; 32];
+        b.metadata.insert("client_name".into(), "new".into());
+        store.replace(&a, &b).unwrap();
+        store
+            .shared
+            .fail(&StoreError::Io("simulated: no space left".into()));
+
+        assert!(!store.writable());
+        assert_eq!(
+            store.get("a").unwrap(),
+            Some(a.clone()),
+            "the durable state"
+        );
+        assert_eq!(
+            store.client_for_rat(&[1; 32]).unwrap().as_deref(),
+            Some("a")
+        );
+        assert_eq!(store.client_for_rat(&[2; 32]).unwrap(), None);
+        assert!(matches!(
+            store.insert(&record("c", 3)),
+            Err(StoreError::Io(_))
+        ));
+        assert!(matches!(store.replace(&a, &b), Err(StoreError::Io(_))));
+        assert!(matches!(store.remove(&a), Err(StoreError::Io(_))));
+        assert!(matches!(store.durable().await, Err(StoreError::Io(_))));
+
+        // This disk has room, so the flusher's probe passes and it reopens the database.
+        for _ in 0..250 {
+            if store.writable() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(store.writable(), "the store did not reopen");
+        // Nothing really failed here, so the update's bytes reached the disk and it is whole.
+        assert_eq!(store.get("a").unwrap(), Some(b));
+        assert_eq!(
+            store.client_for_rat(&[2; 32]).unwrap().as_deref(),
+            Some("a")
+        );
+        assert_eq!(store.client_for_rat(&[1; 32]).unwrap(), None);
+        assert_eq!(store.verify().unwrap(), 1);
+        store.insert(&record("c", 3)).unwrap();
+        store.durable().await.unwrap();
+        assert_eq!(store.len(), 2);
+        assert!(!dir.path().join(PROBE_FILE).exists());
+    }
+
+    #[tokio::test]
+    async fn verify_reports_a_token_index_that_disagrees_with_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        store.insert(&record("a", 1)).unwrap();
+        // An index entry pointing at a client whose record carries another tag.
+        let handles = store.shared.handles().unwrap();
+        handles.rats.insert([9u8; 32], "a".as_bytes()).unwrap();
+        assert!(matches!(store.verify(), Err(StoreError::Corrupt(_))));
+        handles.rats.remove([9u8; 32]).unwrap();
+        handles.rats.remove([1u8; 32]).unwrap();
+        assert!(matches!(store.verify(), Err(StoreError::Corrupt(_))));
     }
 }

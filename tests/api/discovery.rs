@@ -76,3 +76,21 @@ async fn operator_additions_cannot_override_enforced_members() {
         .unwrap();
     assert_eq!(doc["registration_endpoint"], app.endpoint);
 }
+
+#[tokio::test]
+async fn head_is_served_where_allow_says_so() {
+    let app = spawn_app().await;
+    for path in ["/.well-known/openid-configuration", "/healthz"] {
+        let r = app
+            .client
+            .head(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(
+            r.bytes().await.unwrap().is_empty(),
+            "{path}: HEAD has no body"
+        );
+    }
+}

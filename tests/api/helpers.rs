@@ -16,7 +16,7 @@ pub struct TestApp {
 }
 
 /// Test defaults: port 0, a fresh data directory, cheap argon2 (the default parameters are
-/// covered by their own test).
+/// covered by their own test), no `jwks_uri` fetching.
 pub fn test_settings(dir: &std::path::Path) -> Settings {
     Settings::defaults()
         .unwrap()
@@ -29,6 +29,10 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
         .with("credentials.argon2_memory_kib", 64)
         .unwrap()
         .with("credentials.argon2_iterations", 1)
+        .unwrap()
+        // Hermetic: a test that registers a jwks_uri must not dial the internet. The fetch tests
+        // (tests/api/fetch.rs) switch it back on against their local HTTPS server.
+        .with("fetch.fetch_jwks_uri", false)
         .unwrap()
 }
 

@@ -1,8 +1,16 @@
 //! Black-box API tests: each starts the registrar on port 0 with its own data directory.
 
+mod concurrency;
 mod discovery;
+mod disk_full;
+mod fetch;
 mod helpers;
+mod hostile;
 mod hygiene;
 mod management;
+mod metadata;
 mod persistence;
+mod policy;
+mod properties;
 mod registration;
+mod tls;

@@ -51,3 +51,45 @@ fn a_second_instance_on_the_same_data_directory_fails_with_a_clear_message() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[tokio::test]
+async fn an_unreadable_record_gives_a_generic_500_and_the_server_keeps_serving() {
+    let app = spawn_app().await;
+    let a = app.register(&web_client()).await;
+    let b = app.register(&web_client()).await;
+    let dir = app.stop().await;
+    {
+        // Fault injection below the store's API: overwrite one record with bytes that do not
+        // decode (right version byte, broken JSON).
+        let db = sled::open(dir.path()).unwrap();
+        let clients = db.open_tree("clients").unwrap();
+        clients
+            .insert(
+                a["client_id"].as_str().unwrap(),
+                &b"\x01{\"client_id\":"[..],
+            )
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let app = spawn_in(dir, |s| s).await;
+    // The restarted server has another port: build the URIs from its endpoint.
+    let uri = |c: &Value| format!("{}/{}", app.endpoint, c["client_id"].as_str().unwrap());
+    let rat = |c: &Value| c["registration_access_token"].as_str().unwrap().to_owned();
+
+    let r = app.get_client(&uri(&a), &rat(&a)).await;
+    let description = assert_error(r, 500, "server_error").await;
+    assert!(
+        !description.contains("client_id"),
+        "no internals leak: {description}"
+    );
+    // Every other client and every other operation keeps working.
+    assert_eq!(app.get_client(&uri(&b), &rat(&b)).await.status(), 200);
+    app.register(&web_client()).await;
+    let r = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

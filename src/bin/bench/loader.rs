@@ -80,6 +80,9 @@ pub fn populate(dir: &Path, n: usize, sample: usize, pool: &Path) -> Res<Loaded>
                     rat_tag: rat_key.tag(&rat).to_vec(),
                     metadata: metadata.clone(),
                     updated_at: now,
+                    policy: None,
+                    tier: Some(registrar::policy::tier::ANONYMOUS.to_owned()),
+                    software_statement: None,
                 };
                 store.insert(&record).map_err(|e| e.to_string())?;
                 if i % every == 0 {

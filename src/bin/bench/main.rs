@@ -387,6 +387,21 @@ fn main() -> ExitCode {
     // `bench --populate DIR N`: only fill a data directory with N clients (pool in DIR.pool), for
     // looking at a large store by hand.
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--bound") {
+        // `bench --bound SECS`: only the argon2 bound with the default parameters, on all cores.
+        let secs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5.0);
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        return match loader::argon2_rate(19456, 2, 1, cores, secs) {
+            Ok(rate) => {
+                println!("{rate:.1} hashes/s on {cores} threads");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.get(1).map(String::as_str) == Some("--populate") {
         let (Some(dir), Some(Ok(n))) = (args.get(2), args.get(3).map(|n| n.parse::<usize>()))
         else {

@@ -1,0 +1,706 @@
+//! Who may register, and with what (RFC 7591 §3, §2.3, §3.1.1; security.md §5).
+//!
+//! Framework-free. The engine decides admission (open, initial access token, software statement,
+//! or combinations), picks the policy of the admitting tier, applies it around the metadata
+//! engine, and consumes durable counters (token use counts, `jti` replay, client quotas) only
+//! once a request is otherwise valid, so a refused request does not burn a use.
+
+pub mod config;
+pub mod jwt;
+pub mod ratelimit;
+pub mod rules;
+
+use crate::credentials::{find_token_digest, token_digest};
+use crate::error::{RegistrationError, Result};
+use crate::settings::{MetadataSettings, Settings};
+use crate::store::{ClientStore, StoreError};
+use config::{AccessMode, AnonymousKind};
+use jwt::{Issuer, JwtError};
+use ratelimit::{ClientIpResolver, RegistrationLimiter};
+use rules::{Policy, Violation, ViolationKind};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// What the HTTP layer hands the service about a registration request besides its body.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrationContext {
+    /// The bearer token of the request (RFC 7591 §3 initial access token), if any.
+    pub initial_access_token: Option<String>,
+    /// The client address (socket peer, or from a trusted proxy's header).
+    pub client_ip: Option<IpAddr>,
+}
+
+/// The tier that admitted a client; stored with it so updates are judged the same way.
+pub mod tier {
+    /// No credential, in open mode.
+    pub const ANONYMOUS: &str = "anonymous";
+    /// No credential, let in by `access.anonymous_allowed_for` although the mode wants one;
+    /// updates must keep fitting that exception.
+    pub const ANONYMOUS_EXCEPTION: &str = "anonymous_exception";
+    /// An initial access token (static or JWT).
+    pub const INITIAL_ACCESS_TOKEN: &str = "initial_access_token";
+    /// A software statement without a token.
+    pub const SOFTWARE_STATEMENT: &str = "software_statement";
+}
+
+/// A software statement whose signature and claims verified (RFC 7591 §2.3).
+#[derive(Debug, Clone)]
+pub struct VerifiedStatement {
+    /// The statement exactly as presented; echoed unmodified in responses.
+    pub raw: String,
+    /// Its claims.
+    pub claims: Map<String, Value>,
+}
+
+/// The outcome of admission: who came in, under which policy, with which counters to consume.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// One of the [`tier`] names.
+    pub tier: &'static str,
+    /// The policy to apply, if any.
+    pub policy: Option<Arc<Policy>>,
+    /// The verified software statement, if one was presented.
+    pub statement: Option<VerifiedStatement>,
+    /// Durable counters to take one from once the request is valid: (key, limit, error).
+    counters: Vec<(String, u64, CounterRefusal)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum CounterRefusal {
+    TokenUsedUp,
+    StatementReplayed,
+}
+
+struct StaticToken {
+    policy: Option<String>,
+    max_uses: u64,
+    key: String,
+}
+
+/// The compiled `[access]`, `[policies]` and `[rate_limit]` configuration.
+pub struct PolicyEngine {
+    mode: AccessMode,
+    anonymous_allowed_for: Vec<AnonymousKind>,
+    anonymous_policy: Option<Arc<Policy>>,
+    digests: Vec<[u8; 32]>,
+    static_tokens: Vec<StaticToken>,
+    token_issuers: Vec<Issuer>,
+    statement_issuers: Vec<Issuer>,
+    policies: BTreeMap<String, Arc<Policy>>,
+    leeway: i64,
+    max_statement_bytes: usize,
+    limiter: Option<RegistrationLimiter>,
+    resolver: ClientIpResolver,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("mode", &self.mode)
+            .field("static_tokens", &self.static_tokens.len())
+            .field("token_issuers", &self.token_issuers)
+            .field("statement_issuers", &self.statement_issuers)
+            .field("policies", &self.policies.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Claims of a software statement that describe the JWT, not the client.
+const JWT_CLAIMS: &[&str] = &["iss", "sub", "aud", "exp", "iat", "nbf", "jti"];
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+fn store_error(e: StoreError) -> RegistrationError {
+    match e {
+        StoreError::Io(_) => RegistrationError::Unavailable,
+        other => RegistrationError::Internal(format!("store: {other}")),
+    }
+}
+
+impl PolicyEngine {
+    /// Compile the settings; any mistake is reported at start-up, not at the first request.
+    pub fn from_settings(settings: &Settings) -> std::result::Result<Self, String> {
+        let access = &settings.access;
+        let mut policies = BTreeMap::new();
+        for (name, p) in &settings.policies {
+            policies.insert(
+                name.clone(),
+                Arc::new(Policy::compile(name, p, &settings.metadata)?),
+            );
+        }
+        let lookup =
+            |name: &str, place: &str| -> std::result::Result<Option<Arc<Policy>>, String> {
+                if name.is_empty() {
+                    return Ok(None);
+                }
+                policies
+                    .get(name)
+                    .cloned()
+                    .map(Some)
+                    .ok_or_else(|| format!("{place}: no policy named {name:?} in [policies]"))
+            };
+        let anonymous_policy = lookup(&access.anonymous_policy, "access.anonymous_policy")?;
+        let mut digests = Vec::new();
+        let mut static_tokens = Vec::new();
+        for (i, t) in access.static_tokens.iter().enumerate() {
+            let digest = match (t.sha256.is_empty(), t.token.is_empty()) {
+                (false, true) => unhex(&t.sha256).ok_or_else(|| {
+                    format!("access.static_tokens[{i}].sha256 must be 64 hex digits")
+                })?,
+                (true, false) if t.token.len() >= 16 => token_digest(&t.token),
+                (true, false) => {
+                    return Err(format!(
+                        "access.static_tokens[{i}].token is too short (at least 16 characters; use 32 random bytes)"
+                    ))
+                }
+                _ => {
+                    return Err(format!(
+                        "access.static_tokens[{i}]: set exactly one of `sha256` and `token`"
+                    ))
+                }
+            };
+            lookup(&t.policy, &format!("access.static_tokens[{i}].policy"))?;
+            static_tokens.push(StaticToken {
+                policy: (!t.policy.is_empty()).then(|| t.policy.clone()),
+                max_uses: t.max_uses,
+                key: format!("iat:static:{}", hex(&digest)),
+            });
+            digests.push(digest);
+        }
+        let compile = |list: &[config::TrustedIssuer], place: &str| {
+            list.iter()
+                .map(|c| {
+                    lookup(&c.policy, &format!("{place} {}", c.issuer))?;
+                    Issuer::compile(c).map_err(|e| format!("{place}: {e}"))
+                })
+                .collect::<std::result::Result<Vec<_>, String>>()
+        };
+        let token_issuers = compile(&access.token_issuers, "access.token_issuers")?;
+        let statement_issuers = compile(&access.statement_issuers, "access.statement_issuers")?;
+        let needs_token = matches!(
+            access.mode,
+            AccessMode::Token | AccessMode::TokenAndStatement
+        );
+        if needs_token && digests.is_empty() && token_issuers.is_empty() {
+            return Err("access.mode requires an initial access token, but no static_tokens or token_issuers are configured".into());
+        }
+        let needs_statement = matches!(
+            access.mode,
+            AccessMode::Statement | AccessMode::TokenAndStatement
+        );
+        if needs_statement && statement_issuers.is_empty() {
+            return Err("access.mode requires a software statement, but no statement_issuers are configured".into());
+        }
+        Ok(Self {
+            mode: access.mode,
+            anonymous_allowed_for: access.anonymous_allowed_for.clone(),
+            anonymous_policy,
+            digests,
+            static_tokens,
+            token_issuers,
+            statement_issuers,
+            policies,
+            leeway: i64::try_from(access.leeway_secs).unwrap_or(i64::MAX),
+            max_statement_bytes: access.max_statement_bytes,
+            limiter: RegistrationLimiter::new(&settings.rate_limit)?,
+            resolver: ClientIpResolver::new(&settings.rate_limit)?,
+        })
+    }
+
+    /// How client addresses are found.
+    pub fn client_ip_resolver(&self) -> &ClientIpResolver {
+        &self.resolver
+    }
+
+    /// Take one registration from `ip`'s bucket; `TooManyRequests` when it is empty.
+    pub fn check_rate_limit(&self, ip: Option<IpAddr>) -> Result<()> {
+        match (&self.limiter, ip) {
+            (Some(limiter), Some(ip)) => limiter
+                .check(ip)
+                .map_err(|secs| RegistrationError::TooManyRequests(secs.max(1))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The policy called `name` (`None` = no policy). A stored client naming a policy that was
+    /// since removed from the configuration cannot be judged, so its updates are refused.
+    pub fn policy_named(&self, name: Option<&str>) -> Result<Option<Arc<Policy>>> {
+        match name {
+            None => Ok(None),
+            Some(n) => self.policies.get(n).cloned().map(Some).ok_or_else(|| {
+                RegistrationError::InvalidRequest(format!(
+                    "this client was registered under policy '{n}', which is no longer configured; ask the operator"
+                ))
+            }),
+        }
+    }
+
+    fn anonymous_allowed(&self, request: &Map<String, Value>) -> bool {
+        let auth_none = request.get("token_endpoint_auth_method") == Some(&Value::from("none"));
+        let native = request.get("application_type") == Some(&Value::from("native"));
+        self.anonymous_allowed_for.iter().any(|k| match k {
+            AnonymousKind::Public => auth_none,
+            AnonymousKind::PublicNative => auth_none && native,
+        })
+    }
+
+    /// Whether a client admitted under `tier` may be updated with `request` in the current mode:
+    /// one admitted anonymously by an exception (e.g. public native) must still fit it, so a
+    /// PUT cannot turn it into a client the mode would have refused (security.md B34).
+    pub fn check_update_tier(
+        &self,
+        tier: Option<&str>,
+        request: &Map<String, Value>,
+    ) -> Result<()> {
+        if tier == Some(tier::ANONYMOUS_EXCEPTION)
+            && self.mode != AccessMode::Open
+            && !self.anonymous_allowed(request)
+        {
+            return Err(RegistrationError::InvalidClientMetadata(
+                "this client was registered without credentials as a public client and must stay one (token_endpoint_auth_method 'none'; see access.anonymous_allowed_for)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// RFC 7591 §3: decide whether the request may register, verifying every credential it
+    /// presents (a bad one is refused even where none is required).
+    pub fn admit(
+        &self,
+        initial_access_token: Option<&str>,
+        request: &Map<String, Value>,
+        now: i64,
+    ) -> Result<Admission> {
+        let mut counters = Vec::new();
+        let statement = match request.get("software_statement") {
+            None | Some(Value::Null) => None,
+            // RFC 7591 §3.1.1: a server that does not support software statements MAY ignore
+            // them; with no trusted issuer configured, this one does (it is then dropped like
+            // any unknown member, and not echoed).
+            Some(_) if self.statement_issuers.is_empty() => None,
+            Some(Value::String(s)) => Some(self.verify_statement(s, now, &mut counters)?),
+            Some(_) => {
+                return Err(RegistrationError::InvalidSoftwareStatement(
+                    "software_statement must be a string (a JWT, RFC 7591 §2.3)".into(),
+                ))
+            }
+        };
+        let token_policy = match initial_access_token {
+            Some(t) => Some(self.verify_token(t, now, &mut counters)?),
+            None => None,
+        };
+        let has_token = token_policy.is_some();
+        let has_statement = statement.is_some();
+        let exempt = self.anonymous_allowed(request);
+        let missing_token = || {
+            tracing::info!("registration refused: initial access token required");
+            RegistrationError::InvalidToken
+        };
+        let missing_statement = || {
+            RegistrationError::InvalidSoftwareStatement(
+                "software_statement is required by this server (RFC 7591 §3.1.1)".into(),
+            )
+        };
+        // An exempt request (e.g. a public native app) needs nothing; credentials it does send
+        // were verified above and still choose its tier and policy.
+        if !exempt {
+            match self.mode {
+                AccessMode::Open => {}
+                AccessMode::Token if !has_token => return Err(missing_token()),
+                AccessMode::Statement if !has_statement => return Err(missing_statement()),
+                AccessMode::TokenOrStatement if !has_token && !has_statement => {
+                    return Err(missing_token())
+                }
+                AccessMode::TokenAndStatement if !has_token => return Err(missing_token()),
+                AccessMode::TokenAndStatement if !has_statement => return Err(missing_statement()),
+                _ => {}
+            }
+        }
+        let statement_policy = statement.as_ref().and_then(|s| {
+            let iss = s.claims.get("iss").and_then(Value::as_str)?;
+            self.statement_issuers
+                .iter()
+                .find(|i| i.issuer == iss)
+                .and_then(|i| i.policy.clone())
+        });
+        let (tier, policy_name) = match (token_policy, &statement) {
+            // A token's policy wins: the operator issued it for this registrant specifically.
+            (Some(p), _) => (tier::INITIAL_ACCESS_TOKEN, p.or(statement_policy)),
+            (None, Some(_)) => (tier::SOFTWARE_STATEMENT, statement_policy),
+            (None, None) => (
+                if self.mode == AccessMode::Open {
+                    tier::ANONYMOUS
+                } else {
+                    tier::ANONYMOUS_EXCEPTION
+                },
+                self.anonymous_policy.as_ref().map(|p| p.name.clone()),
+            ),
+        };
+        let policy =
+            match policy_name {
+                Some(name) => Some(self.policies.get(&name).cloned().ok_or_else(|| {
+                    RegistrationError::Internal(format!("policy {name} vanished"))
+                })?),
+                None => None,
+            };
+        Ok(Admission {
+            tier,
+            policy,
+            statement,
+            counters,
+        })
+    }
+
+    /// Static token (hash compare) or JWT from a trusted issuer. Returns the token's policy.
+    fn verify_token(
+        &self,
+        token: &str,
+        now: i64,
+        counters: &mut Vec<(String, u64, CounterRefusal)>,
+    ) -> Result<Option<String>> {
+        if let Some(i) = find_token_digest(token, &self.digests) {
+            let t = &self.static_tokens[i];
+            if t.max_uses > 0 {
+                counters.push((t.key.clone(), t.max_uses, CounterRefusal::TokenUsedUp));
+            }
+            return Ok(t.policy.clone());
+        }
+        let refuse = |why: &dyn std::fmt::Display| {
+            tracing::info!(reason = %why, "initial access token refused");
+            RegistrationError::InvalidToken
+        };
+        let iss = jwt::peek_issuer(token).map_err(|e| refuse(&e))?;
+        let issuer = self
+            .token_issuers
+            .iter()
+            .find(|i| i.issuer == iss)
+            .ok_or_else(|| refuse(&"unknown issuer"))?;
+        let claims = issuer
+            .verify(token, now, self.leeway, true)
+            .map_err(|e| refuse(&e))?;
+        let policy = match claims.get("policy") {
+            None => issuer.policy.clone(),
+            Some(Value::String(p)) if self.policies.contains_key(p) => Some(p.clone()),
+            Some(_) => return Err(refuse(&"policy claim names no configured policy")),
+        };
+        if let Some(max) = claims.get("max_uses") {
+            let max = max
+                .as_u64()
+                .ok_or_else(|| refuse(&"max_uses is not a non-negative integer"))?;
+            let jti = claims
+                .get("jti")
+                .and_then(Value::as_str)
+                .filter(|j| !j.is_empty())
+                .ok_or_else(|| refuse(&"max_uses needs a jti"))?;
+            counters.push((
+                format!("iat:jwt:{}:{jti}", issuer.issuer),
+                max,
+                CounterRefusal::TokenUsedUp,
+            ));
+        }
+        Ok(policy)
+    }
+
+    /// RFC 7591 §2.3 / §3.1.1: a signed JWT from a trusted issuer.
+    fn verify_statement(
+        &self,
+        raw: &str,
+        now: i64,
+        counters: &mut Vec<(String, u64, CounterRefusal)>,
+    ) -> Result<VerifiedStatement> {
+        let invalid = |m: String| RegistrationError::InvalidSoftwareStatement(m);
+        if raw.len() > self.max_statement_bytes {
+            return Err(invalid(format!(
+                "software_statement is longer than {} bytes",
+                self.max_statement_bytes
+            )));
+        }
+        let iss = jwt::peek_issuer(raw).map_err(|e| match e {
+            JwtError::UntrustedIssuer(m) => invalid(format!("software_statement: {m}")),
+            other => invalid(format!("software_statement: {other}")),
+        })?;
+        let Some(issuer) = self.statement_issuers.iter().find(|i| i.issuer == iss) else {
+            return Err(RegistrationError::UnapprovedSoftwareStatement(format!(
+                "software_statement issuer '{iss}' is not trusted by this server"
+            )));
+        };
+        let claims = issuer
+            .verify(raw, now, self.leeway, false)
+            .map_err(|e| invalid(format!("software_statement: {e}")))?;
+        if issuer.reject_replayed_jti {
+            let jti = claims
+                .get("jti")
+                .and_then(Value::as_str)
+                .filter(|j| !j.is_empty())
+                .ok_or_else(|| invalid("software_statement: a jti claim is required".into()))?;
+            counters.push((
+                format!("ssa-jti:{iss}:{jti}"),
+                1,
+                CounterRefusal::StatementReplayed,
+            ));
+        }
+        Ok(VerifiedStatement {
+            raw: raw.to_owned(),
+            claims,
+        })
+    }
+
+    /// Claims of a statement stored with a client at registration (verified then), for updates.
+    /// A statement different from the stored one is refused: the tier and policy of a client
+    /// are bound to the statement it registered with.
+    pub fn stored_statement_claims(
+        &self,
+        stored: Option<&str>,
+        request: &Map<String, Value>,
+    ) -> Result<Option<Map<String, Value>>> {
+        let presented = match request.get("software_statement") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v),
+        };
+        match (presented, stored) {
+            (None, None) => Ok(None),
+            (Some(Value::String(p)), Some(s)) if p == s => jwt::unverified_claims(s).map(Some),
+            (None, Some(s)) => jwt::unverified_claims(s).map(Some),
+            // Statements are not supported (no trusted issuer): ignored, as on registration.
+            (Some(_), None) if self.statement_issuers.is_empty() => Ok(None),
+            (Some(_), _) => Err(RegistrationError::InvalidRequest(
+                "software_statement cannot be added or changed by an update; register again with the new statement".into(),
+            )),
+        }
+    }
+
+    /// The request the metadata engine sees, and the metadata settings it runs with:
+    /// statement claims over the JSON members (RFC 7591 §2.3: the statement takes precedence),
+    /// then the policy's forced values.
+    pub fn prepare<'a>(
+        &'a self,
+        policy: Option<&'a Policy>,
+        statement_claims: Option<&Map<String, Value>>,
+        request: &Map<String, Value>,
+        global: &'a MetadataSettings,
+    ) -> Result<(Map<String, Value>, &'a MetadataSettings)> {
+        let mut merged = request.clone();
+        merged.remove("software_statement");
+        if let Some(claims) = statement_claims {
+            for (k, v) in claims {
+                if !JWT_CLAIMS.contains(&k.as_str()) {
+                    merged.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        match policy {
+            Some(p) => {
+                p.prepare(&mut merged)
+                    .map_err(|v| violation_error(v, statement_claims))?;
+                Ok((merged, p.metadata_settings()))
+            }
+            None => Ok((merged, global)),
+        }
+    }
+
+    /// The policy's allow-lists on validated metadata.
+    pub fn check(
+        &self,
+        policy: Option<&Policy>,
+        statement_claims: Option<&Map<String, Value>>,
+        metadata: &Map<String, Value>,
+    ) -> Result<()> {
+        match policy {
+            Some(p) => p
+                .check(metadata)
+                .map_err(|v| violation_error(v, statement_claims)),
+            None => Ok(()),
+        }
+    }
+
+    /// Take the admission's counters (token uses, `jti`) and a place in the policy's quota.
+    /// All or nothing: on refusal the counters taken so far are given back. Returns the keys
+    /// taken, for [`PolicyEngine::release`] if the registration then fails.
+    pub fn consume(&self, store: &dyn ClientStore, admission: &Admission) -> Result<Vec<String>> {
+        let mut taken: Vec<String> = Vec::new();
+        let mut wanted: Vec<(String, u64, Option<CounterRefusal>)> = admission
+            .counters
+            .iter()
+            .map(|(k, l, r)| (k.clone(), *l, Some(*r)))
+            .collect();
+        if let Some(p) = &admission.policy {
+            // Counted even when unlimited, so a quota added later starts from the true number.
+            let limit = match p.max_clients() {
+                0 => u64::MAX,
+                n => n,
+            };
+            wanted.push((policy_counter(&p.name), limit, None));
+        }
+        for (key, limit, refusal) in wanted {
+            match store.increment_counter(&key, limit) {
+                Ok(true) => taken.push(key),
+                Ok(false) => {
+                    self.release(store, &taken);
+                    return Err(match (refusal, &admission.policy) {
+                        (Some(CounterRefusal::TokenUsedUp), _) => {
+                            tracing::info!("initial access token used up");
+                            RegistrationError::InvalidToken
+                        }
+                        (Some(CounterRefusal::StatementReplayed), _) => {
+                            RegistrationError::InvalidSoftwareStatement(
+                                "software_statement: this jti was already used (replay)".into(),
+                            )
+                        }
+                        (None, Some(p)) => violation_error(
+                            p.quota_exceeded(),
+                            admission.statement.as_ref().map(|s| &s.claims),
+                        ),
+                        (None, None) => RegistrationError::Internal("quota without policy".into()),
+                    });
+                }
+                Err(e) => {
+                    self.release(store, &taken);
+                    return Err(store_error(e));
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Give counters back (a registration failed after `consume`, or a client was deleted).
+    pub fn release(&self, store: &dyn ClientStore, keys: &[String]) {
+        for key in keys {
+            if let Err(e) = store.decrement_counter(key) {
+                tracing::warn!(error = %e, "could not release a registration counter");
+            }
+        }
+    }
+
+    /// A client under `policy` was deleted: free its place in the quota.
+    pub fn client_deleted(&self, store: &dyn ClientStore, policy: Option<&str>) {
+        if let Some(name) = policy {
+            self.release(store, &[policy_counter(name)]);
+        }
+    }
+}
+
+fn policy_counter(name: &str) -> String {
+    format!("policy-clients:{name}")
+}
+
+/// A policy refusal as an RFC 7591 error. A refusal of a value the software statement asserted
+/// is `unapproved_software_statement` (RFC 7591 §3.2.2: "not approved for use"); others keep
+/// the code of the member at fault.
+fn violation_error(
+    v: Violation,
+    statement_claims: Option<&Map<String, Value>>,
+) -> RegistrationError {
+    let from_statement = match (&v.member, statement_claims) {
+        (Some(member), Some(claims)) => claims.contains_key(member),
+        (None, Some(_)) => true,
+        _ => false,
+    };
+    if from_statement {
+        return RegistrationError::UnapprovedSoftwareStatement(v.message);
+    }
+    match v.kind {
+        ViolationKind::RedirectUri => RegistrationError::InvalidRedirectUri(v.message),
+        ViolationKind::Metadata => RegistrationError::InvalidClientMetadata(v.message),
+        ViolationKind::Quota => RegistrationError::InvalidRequest(v.message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips() {
+        let d = token_digest("x");
+        assert_eq!(unhex(&hex(&d)), Some(d));
+        assert_eq!(unhex("zz"), None);
+    }
+
+    /// An Ed25519 key pair made for the test: (signing key, public JWK Set).
+    fn key_pair() -> (jsonwebtoken::EncodingKey, Value) {
+        use ring::signature::{Ed25519KeyPair, KeyPair};
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let x = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            pair.public_key().as_ref(),
+        );
+        (
+            jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref()),
+            serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x}]}),
+        )
+    }
+
+    #[test]
+    fn token_expiry_is_judged_by_the_injected_clock_not_the_system_clock() {
+        let (key, jwks) = key_pair();
+        let s = Settings::defaults()
+            .unwrap()
+            .with("access.mode", "token")
+            .unwrap()
+            .with(
+                "access.token_issuers",
+                serde_json::json!([{"issuer": "https://iss", "jwks": jwks}]),
+            )
+            .unwrap()
+            .with("access.leeway_secs", 0)
+            .unwrap();
+        let engine = PolicyEngine::from_settings(&s).unwrap();
+        // exp = 1000: long past by the system clock, in the future at "now" = 900.
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+            &serde_json::json!({"iss": "https://iss", "exp": 1000, "nbf": 800}),
+            &key,
+        )
+        .unwrap();
+        let request = Map::new();
+        let admitted = engine.admit(Some(&token), &request, 900).unwrap();
+        assert_eq!(admitted.tier, tier::INITIAL_ACCESS_TOKEN);
+        assert!(matches!(
+            engine.admit(Some(&token), &request, 1000),
+            Err(RegistrationError::InvalidToken)
+        ));
+        assert!(matches!(
+            engine.admit(Some(&token), &request, 700),
+            Err(RegistrationError::InvalidToken)
+        ));
+        assert!(matches!(
+            engine.admit(None, &request, 900),
+            Err(RegistrationError::InvalidToken)
+        ));
+    }
+
+    #[test]
+    fn modes_that_need_credentials_need_them_configured() {
+        let s = Settings::defaults()
+            .unwrap()
+            .with("access.mode", "token")
+            .unwrap();
+        assert!(PolicyEngine::from_settings(&s)
+            .unwrap_err()
+            .contains("initial access token"));
+        let s = Settings::defaults()
+            .unwrap()
+            .with("access.anonymous_policy", "nope")
+            .unwrap();
+        assert!(PolicyEngine::from_settings(&s)
+            .unwrap_err()
+            .contains("nope"));
+    }
+}

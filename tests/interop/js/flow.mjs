@@ -1,0 +1,112 @@
+// The round trip every JavaScript interop driver performs, written once:
+// register -> read -> update -> read -> delete -> read-after-delete (must fail),
+// plus one invalid registration (must fail with invalid_redirect_uri).
+// A driver supplies `register(metadata)` (returns the client information response),
+// `call(method, url, token, body)` (returns a fetch Response) and `describeError(err)`.
+// Any deviation throws; main() prints it and exits 1.
+
+export class Deviation extends Error {}
+
+export function check(condition, message) {
+  if (!condition) throw new Deviation(message);
+}
+
+function log(lib, message) {
+  console.log(`[${lib}] ${message}`);
+}
+
+// RFC 7592 §2.2: the update carries every registered member except the four read-only ones.
+const READ_ONLY = ['registration_access_token', 'registration_client_uri', 'client_secret_expires_at', 'client_id_issued_at'];
+
+async function json(response, expectedStatus, what) {
+  const text = await response.text();
+  check(response.status === expectedStatus, `${what}: expected HTTP ${expectedStatus}, got ${response.status}: ${text}`);
+  const type = response.headers.get('content-type') ?? '';
+  check(/^application\/(.+\+)?json/i.test(type), `${what}: expected a JSON content type, got ${JSON.stringify(type)}`);
+  check(response.headers.get('cache-control')?.includes('no-store'), `${what}: expected Cache-Control: no-store`);
+  return JSON.parse(text);
+}
+
+export async function roundTrip(lib, driver) {
+  const redirect = `https://client.example.org/${lib}/cb`;
+  const registered = await driver.register({
+    redirect_uris: [redirect],
+    client_name: `${lib} interop`,
+    token_endpoint_auth_method: 'client_secret_basic',
+    contacts: ['ops@client.example.org'],
+  });
+  check(typeof registered.client_id === 'string' && registered.client_id.length > 0, 'register: no client_id');
+  check(typeof registered.client_secret === 'string', 'register: client_secret_basic client got no client_secret');
+  check(typeof registered.client_secret_expires_at === 'number', 'register: client_secret_expires_at is not a number');
+  check(typeof registered.registration_access_token === 'string', 'register: no registration_access_token');
+  check(typeof registered.registration_client_uri === 'string', 'register: no registration_client_uri');
+  check(registered.client_name === `${lib} interop`, 'register: client_name not echoed');
+  check(JSON.stringify(registered.redirect_uris) === JSON.stringify([redirect]), 'register: redirect_uris not echoed');
+  const uri = registered.registration_client_uri;
+  let token = registered.registration_access_token;
+  log(lib, `registered ${registered.client_id}`);
+
+  const read = await json(await driver.call('GET', uri, token), 200, 'read');
+  check(read.client_id === registered.client_id, 'read: another client_id');
+  check(read.client_name === `${lib} interop`, 'read: client_name differs');
+  check(typeof read.registration_access_token === 'string', 'read: no registration_access_token (RFC 7592 §3)');
+  check(read.registration_client_uri === uri, 'read: registration_client_uri differs');
+  token = read.registration_access_token;
+  log(lib, 'read ok');
+
+  const update = { ...read, client_name: `${lib} interop (updated)`, redirect_uris: [redirect, `${redirect}2`] };
+  for (const member of READ_ONLY) delete update[member];
+  const updated = await json(await driver.call('PUT', uri, token, update), 200, 'update');
+  check(updated.client_id === registered.client_id, 'update: another client_id');
+  check(updated.client_name === `${lib} interop (updated)`, 'update: client_name not updated');
+  check(JSON.stringify(updated.redirect_uris) === JSON.stringify([redirect, `${redirect}2`]), 'update: redirect_uris not updated');
+  check(typeof updated.registration_access_token === 'string', 'update: no registration_access_token');
+  token = updated.registration_access_token;
+  log(lib, `updated (token ${token === read.registration_access_token ? 'kept' : 'rotated'})`);
+
+  const reread = await json(await driver.call('GET', uri, token), 200, 'read after update');
+  check(reread.client_name === `${lib} interop (updated)`, 'read after update: old client_name');
+  check(reread.redirect_uris.length === 2, 'read after update: old redirect_uris');
+  log(lib, 'read after update ok');
+
+  const deleted = await driver.call('DELETE', uri, token);
+  check(deleted.status === 204, `delete: expected HTTP 204, got ${deleted.status}`);
+  log(lib, 'deleted');
+
+  let afterDelete;
+  try {
+    afterDelete = await driver.call('GET', uri, token);
+  } catch (err) {
+    afterDelete = err;
+  }
+  const failure = driver.describeError(afterDelete);
+  check(failure.status === 401, `read after delete: expected a 401 failure, got ${JSON.stringify(failure)}`);
+  log(lib, `read after delete refused: ${JSON.stringify(failure)}`);
+
+  let invalid;
+  try {
+    invalid = await driver.register({ redirect_uris: ['https://client.example.org/cb#fragment'], client_name: `${lib} invalid` });
+  } catch (err) {
+    invalid = err;
+  }
+  const refused = driver.describeError(invalid);
+  check(refused.status === 400 && refused.error === 'invalid_redirect_uri',
+    `invalid registration: expected 400 invalid_redirect_uri, got ${JSON.stringify(refused)}`);
+  log(lib, `invalid registration refused: ${JSON.stringify(refused)}`);
+}
+
+export async function main(lib, run) {
+  const issuer = process.argv[2];
+  if (!issuer) {
+    console.error(`usage: node ${lib}.mjs <issuer URL>`);
+    process.exit(2);
+  }
+  try {
+    await run(new URL(issuer));
+    console.log(`[${lib}] PASS`);
+  } catch (err) {
+    console.error(`[${lib}] FAIL: ${err instanceof Deviation ? err.message : err?.stack ?? err}`);
+    if (err?.cause) console.error(`[${lib}] cause: ${JSON.stringify(err.cause)}`);
+    process.exit(1);
+  }
+}
