@@ -390,7 +390,9 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some("--bound") {
         // `bench --bound SECS`: only the argon2 bound with the default parameters, on all cores.
         let secs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5.0);
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         return match loader::argon2_rate(19456, 2, 1, cores, secs) {
             Ok(rate) => {
                 println!("{rate:.1} hashes/s on {cores} threads");
