@@ -750,12 +750,12 @@ fn profile(b: &mut Bench, server: &Server, pool: &Path) -> Res<()> {
         let run = w.run()?;
         let _ = perf.wait_with_output();
         let cmd = format!(
-            "perf report -i {} --stdio --no-children --sort dso,symbol --percent-limit 1.2 2>/dev/null | grep -v '^#' | grep -v '^$' | sed 's/^ *//; s/ *$//' | head -25",
+            "perf report -i {} --stdio --no-children --sort dso,symbol --percent-limit 1.2 2>/dev/null | grep -v '^#' | grep -v '^$' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/^[[:space:]]+//; s/[[:space:]]+$//; s/[[:space:]]{{2,}}/  /g' | head -25",
             data.display()
         );
         let top = tools::sh(&cmd).unwrap_or_else(|e| e);
         let cmd_dso = format!(
-            "perf report -i {} --stdio --no-children --sort dso 2>/dev/null | grep -v '^#' | grep -v '^$' | sed 's/^ *//; s/ *$//' | head -8",
+            "perf report -i {} --stdio --no-children --sort dso 2>/dev/null | grep -v '^#' | grep -v '^$' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/^[[:space:]]+//; s/[[:space:]]+$//; s/[[:space:]]{{2,}}/  /g' | head -8",
             data.display()
         );
         let dso = tools::sh(&cmd_dso).unwrap_or_else(|e| e);
