@@ -884,7 +884,7 @@ fn scale(b: &mut Bench) -> Res<()> {
             num(hwm, 1)
         ));
     }
-    // Restart the largest a few times: time from spawn to the first 200 on /healthz.
+    // Restart the largest a few times: time from spawn to the first 200 on /readyz (store open and writable).
     let mut rows = Vec::new();
     for (n, _, _, server, loaded, _) in servers.iter().take(2) {
         rows.push(format!(
@@ -1058,7 +1058,7 @@ fn render(
     w(&mut t, "");
     w(
         &mut t,
-        "| clients | load time | on disk | start → first 200 on /healthz |",
+        "| clients | load time | on disk | start → first 200 on /readyz |",
     );
     w(&mut t, "| --- | --- | --- | --- |");
     for row in &r.scale {

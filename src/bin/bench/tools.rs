@@ -239,7 +239,7 @@ pub fn start_registrar(
         .stderr(log_file)
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-    let (child, ready_s) = wait_ready(child, name, port, "/healthz", started)?;
+    let (child, ready_s) = wait_ready(child, name, port, "/readyz", started)?;
     Ok(Server {
         name: name.into(),
         child,
