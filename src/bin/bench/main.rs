@@ -800,6 +800,12 @@ fn durability(b: &mut Bench, reg_min: Server, acked_before: u64) -> Res<()> {
         stored as i64 - acked as i64,
         num(acked_before as f64, 0),
     ));
+    b.report.ratio(
+        "durability: clients in the store after SIGKILL ÷ registrations acknowledged with 201",
+        stored as f64 / (acked.max(1)) as f64,
+        Some((true, 1.0)),
+        "×",
+    );
     if (stored as u64) < acked {
         return Err(format!(
             "durability check failed: {acked} acknowledged, {stored} stored"
