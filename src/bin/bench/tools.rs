@@ -372,7 +372,8 @@ impl Wrk {
                     Path::new(v)
                         .file_name()
                         .map(|f| f.to_string_lossy().into_owned())
-                        .filter(|_| v.contains('/'))
+                        // Only file arguments are shortened to their name (BASE is a URL path).
+                        .filter(|_| k == "POOL")
                         .unwrap_or_else(|| v.clone())
                 )
             })
