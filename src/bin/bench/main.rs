@@ -1081,7 +1081,7 @@ fn render(
     w(&mut t, "");
     w(&mut t, "## Durability");
     w(&mut t, "");
-    w(&mut t, "Every figure above ran with durability on: the registrar answers 201/200/204 only after the write is flushed to disk (sled `flush`: the log is written and synced, in strace: one `sync_file_range` per flush and an occasional `fsync`), concurrent writers sharing one flush (group commit). node-oidc-provider keeps its clients in memory (`STORE=map`) and persists nothing.");
+    w(&mut t, "Every figure above ran with durability on: the registrar answers 201/200/204 only after the write is flushed to disk (sled `flush`: the log is written and synced, in strace: `sync_file_range` calls and an occasional `fsync`), concurrent writers sharing one flush (group commit). node-oidc-provider keeps its clients in memory (`STORE=map`) and persists nothing.");
     w(&mut t, "");
     for d in r.durability.iter().filter(|d| !d.is_empty()) {
         w(&mut t, d);
