@@ -12,8 +12,8 @@
 //! [`SecretHasher::recover`].
 
 use crate::error::{RegistrationError, Result};
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, SaltString};
-use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use argon2::password_hash::{rand_core::OsRng, Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordVerifier, Version};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -233,12 +233,12 @@ impl SecretHasher {
     pub async fn hash(&self, secret: &Plaintext) -> Result<String> {
         let _permit = self.permit().await?;
         let argon2 = self.argon2();
+        let params = self.params.clone();
         let secret = secret.clone();
         tokio::task::spawn_blocking(move || {
+            lower_hashing_thread_priority();
             let salt = SaltString::generate(&mut OsRng);
-            argon2
-                .hash_password(secret.expose().as_bytes(), &salt)
-                .map(|h| h.to_string())
+            hash_reusing_memory(&argon2, &params, secret.expose().as_bytes(), &salt)
                 .map_err(|e| RegistrationError::Internal(format!("argon2 hash: {e}")))
         })
         .await
@@ -257,6 +257,7 @@ impl SecretHasher {
         let presented = presented.to_owned();
         let phc = phc.to_owned();
         tokio::task::spawn_blocking(move || {
+            lower_hashing_thread_priority();
             let parsed = PasswordHash::new(&phc)
                 .map_err(|e| RegistrationError::Internal(format!("stored hash: {e}")))?;
             Ok(argon2
@@ -265,6 +266,66 @@ impl SecretHasher {
         })
         .await
         .map_err(|e| RegistrationError::Internal(format!("verify task: {e}")))?
+    }
+}
+
+/// The PHC string of argon2id(`secret`, `salt`), computed in this thread's reused block memory.
+///
+/// `hash_password` allocates (and zeroes) `m` KiB per hash; the allocator hands much of it back
+/// to the kernel in between, so every hash paid for thousands of page faults again: about a
+/// fifth of its CPU time (BENCHMARKS.md). The hash overwrites every block before reading it, so
+/// reuse needs no clearing; the memory goes away with the blocking thread.
+fn hash_reusing_memory(
+    argon2: &Argon2<'_>,
+    params: &Params,
+    secret: &[u8],
+    salt: &SaltString,
+) -> std::result::Result<String, argon2::password_hash::Error> {
+    thread_local!(static BLOCKS: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) });
+    let salt = salt.as_salt();
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_buf)?;
+    let len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+    let output = BLOCKS.with(|blocks| {
+        let mut blocks = blocks.borrow_mut();
+        blocks.resize(params.block_count(), Block::default());
+        Output::init_with(len, |out| {
+            argon2
+                .hash_password_into_with_memory(secret, salt_bytes, out, &mut blocks[..])
+                .map_err(Into::into)
+        })
+    })?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params)?,
+        salt: Some(salt),
+        hash: Some(output),
+    };
+    Ok(phc.to_string())
+}
+
+/// Nice value of the threads that run argon2 (the blocking pool runs nothing else).
+const HASHING_NICE: libc::c_int = 10;
+
+/// Run the calling (blocking-pool) thread at a lower CPU priority, once per thread, so that when
+/// the cores are saturated the HTTP workers win them: a burst of registrations slows other
+/// registrations, never reads (measured in BENCHMARKS.md). When the cores are otherwise idle the
+/// hashes still get all of them, so the registration rate is unchanged.
+fn lower_hashing_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        thread_local!(static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+        LOWERED.with(|lowered| {
+            if !lowered.replace(true) {
+                // SAFETY: plain syscall wrapper touching no memory. On Linux the nice value is
+                // per thread, and `who = 0` with PRIO_PROCESS names the calling thread only.
+                // Failure (e.g. a seccomp filter) just leaves the priority as it was.
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, 0, HASHING_NICE);
+                }
+            }
+        });
     }
 }
 
