@@ -6,11 +6,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc instead of glibc malloc: allocation was about a sixth of the read path's CPU in the
-/// profile (BENCHMARKS.md), and mimalloc's thread-local free lists make it cheaper.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const USAGE: &str = "usage: registrar [--config FILE]\n\
   Starts the registration server. Settings come from the embedded config/default.toml,\n\
   then FILE, then REGISTRAR_* environment variables (see README).";
