@@ -120,21 +120,13 @@ async fn healthz() -> HttpResponse {
 /// GET /readyz: 200 while the store accepts writes; 503 while it is recovering from a storage
 /// failure (disk full). Liveness stays on /healthz: restarting a server whose disk is full would
 /// not help and would stop the reads it still serves.
-async fn readyz(state: State) -> HttpResponse {
-    if state.registrar.store_writable() {
-        HttpResponse::Ok()
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(serde_json::json!({"status": "ready"}))
-    } else {
-        HttpResponse::ServiceUnavailable()
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .insert_header((header::RETRY_AFTER, "5"))
-            .json(serde_json::json!({
-                "status": "read_only",
-                "error": "temporarily_unavailable",
-                "error_description": "the store refuses writes after a storage error (e.g. disk full); reads still work and writes resume by themselves once storage recovers",
-            }))
+async fn readyz(state: State) -> Response {
+    if !state.registrar.store_writable() {
+        return Err(RegistrationError::Unavailable);
     }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({"status": "ready"})))
 }
 
 async fn not_found() -> Response {
@@ -218,6 +210,7 @@ pub fn routes(registration_path: &str) -> impl FnOnce(&mut web::ServiceConfig) +
         .service(
             web::resource("/readyz")
                 .route(web::get().to(readyz))
+                .route(web::head().to(readyz))
                 .default_service(web::to(method_not_allowed("GET, HEAD"))),
         );
     }
