@@ -179,32 +179,41 @@ pub fn jwks_xor_jwks_uri(m: &mut Map<String, Value>, _: &MetadataSettings) -> Re
     Ok(())
 }
 
-/// Response encryption pairs: `*_enc` needs `*_alg`; a present `*_alg` gets `*_enc`
-/// `A128CBC-HS256` by default (OIDC Registration §2, JARM §3, RFC 9701 §6).
+/// `(alg, enc)` members of the responses encrypted *to the client* (OIDC Registration §2,
+/// JARM §3, RFC 9701 §6): RSA/ECDH algorithms there need the client's keys (`keys_required`).
+const RESPONSE_ENCRYPTION: &[(&str, &str)] = &[
+    (
+        "id_token_encrypted_response_alg",
+        "id_token_encrypted_response_enc",
+    ),
+    (
+        "userinfo_encrypted_response_alg",
+        "userinfo_encrypted_response_enc",
+    ),
+    (
+        "authorization_encrypted_response_alg",
+        "authorization_encrypted_response_enc",
+    ),
+    (
+        "introspection_encrypted_response_alg",
+        "introspection_encrypted_response_enc",
+    ),
+];
+
+/// The request object is encrypted *to the server* (OIDC Registration §2), so it has the same
+/// `alg`/`enc` pairing but needs no client keys.
+const REQUEST_OBJECT_ENCRYPTION: (&str, &str) = (
+    "request_object_encryption_alg",
+    "request_object_encryption_enc",
+);
+
+/// Encryption pairs: `*_enc` needs `*_alg`; a present `*_alg` gets `*_enc` `A128CBC-HS256` by
+/// default (OIDC Registration §2, JARM §3, RFC 9701 §6).
 pub fn encryption_enc_needs_alg(m: &mut Map<String, Value>, _: &MetadataSettings) -> Result<()> {
-    const PAIRS: &[(&str, &str)] = &[
-        (
-            "id_token_encrypted_response_alg",
-            "id_token_encrypted_response_enc",
-        ),
-        (
-            "userinfo_encrypted_response_alg",
-            "userinfo_encrypted_response_enc",
-        ),
-        (
-            "request_object_encryption_alg",
-            "request_object_encryption_enc",
-        ),
-        (
-            "authorization_encrypted_response_alg",
-            "authorization_encrypted_response_enc",
-        ),
-        (
-            "introspection_encrypted_response_alg",
-            "introspection_encrypted_response_enc",
-        ),
-    ];
-    for (alg, enc) in PAIRS {
+    for (alg, enc) in RESPONSE_ENCRYPTION
+        .iter()
+        .chain(std::iter::once(&REQUEST_OBJECT_ENCRYPTION))
+    {
         match (m.contains_key(*alg), m.contains_key(*enc)) {
             (false, true) => {
                 return Err(RegistrationError::metadata(format!(
@@ -235,14 +244,6 @@ fn is_public_key_enc_alg(alg: &str) -> bool {
     alg.starts_with("RSA") || alg.starts_with("ECDH")
 }
 
-/// Fields whose JWE `alg` encrypts a response to the client (so RSA/ECDH need its keys).
-const RESPONSE_ENCRYPTION_ALGS: &[&str] = &[
-    "id_token_encrypted_response_alg",
-    "userinfo_encrypted_response_alg",
-    "authorization_encrypted_response_alg",
-    "introspection_encrypted_response_alg",
-];
-
 /// Keys are required where the server must verify the client's signatures or encrypt to it:
 /// `private_key_jwt` and `self_signed_tls_client_auth` (RFC 8705 §2.2), asymmetric
 /// `request_object_signing_alg` and `backchannel_authentication_request_signing_alg`, and
@@ -269,7 +270,7 @@ pub fn keys_required(m: &mut Map<String, Value>, _: &MetadataSettings) -> Result
             return need(format!("{field} is the asymmetric algorithm {alg:?}"));
         }
     }
-    for field in RESPONSE_ENCRYPTION_ALGS {
+    for (field, _) in RESPONSE_ENCRYPTION {
         if let Some(alg) = text(m, field).filter(|a| is_public_key_enc_alg(a)) {
             return need(format!(
                 "{field} {alg:?} encrypts to the client's public key"

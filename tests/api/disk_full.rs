@@ -176,12 +176,7 @@ async fn a_full_disk_refuses_writes_with_503_serves_reads_and_recovers_when_spac
     assert_eq!(r.status(), 503);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "temporarily_unavailable");
-    let r = app
-        .client
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let r = app.healthz().await;
     assert_eq!(r.status(), 200);
     // ... and reads show the last acknowledged state, including for the client whose update was
     // refused after it reached sled's memory: its old token still works, its old name is shown.

@@ -75,6 +75,15 @@ impl TestApp {
         self.dir
     }
 
+    /// GET /healthz (liveness).
+    pub async fn healthz(&self) -> reqwest::Response {
+        self.client
+            .get(format!("{}/healthz", self.address))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn post(&self, body: &Value) -> reqwest::Response {
         self.client
             .post(&self.endpoint)

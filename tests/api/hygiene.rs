@@ -216,12 +216,7 @@ async fn cors_can_be_limited_to_configured_origins() {
 #[tokio::test]
 async fn healthz_answers() {
     let app = spawn_app().await;
-    let r = app
-        .client
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let r = app.healthz().await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body, json!({"status": "ok"}));
