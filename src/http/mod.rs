@@ -1,10 +1,12 @@
 //! HTTP: routes and thin handlers. Each handler extracts, calls one `Registrar` method and builds
 //! the response; decisions live in the service, error mapping in `error.rs`.
 
-mod auth;
-mod body;
+pub(crate) mod auth;
+pub(crate) mod body;
+pub mod error;
 
 pub use body::{parse_object, BodyLimits};
+pub use error::PublicError;
 
 use crate::error::RegistrationError;
 use crate::policy::RegistrationContext;
@@ -28,7 +30,7 @@ pub struct AppState {
 }
 
 type State = web::Data<AppState>;
-type Response = Result<HttpResponse, RegistrationError>;
+type Response = Result<HttpResponse, PublicError>;
 
 fn json(status: actix_web::http::StatusCode, body: &Map<String, Value>) -> HttpResponse {
     HttpResponse::build(status)
@@ -122,7 +124,7 @@ async fn healthz() -> HttpResponse {
 /// not help and would stop the reads it still serves.
 async fn readyz(state: State) -> Response {
     if !state.registrar.store_writable() {
-        return Err(RegistrationError::Unavailable);
+        return Err(RegistrationError::Unavailable.into());
     }
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -130,11 +132,11 @@ async fn readyz(state: State) -> Response {
 }
 
 async fn not_found() -> Response {
-    Err(RegistrationError::NotFound)
+    Err(RegistrationError::NotFound.into())
 }
 
 fn method_not_allowed(allow: &'static str) -> impl Fn() -> std::future::Ready<Response> + Clone {
-    move || std::future::ready(Err(RegistrationError::MethodNotAllowed(allow)))
+    move || std::future::ready(Err(RegistrationError::MethodNotAllowed(allow).into()))
 }
 
 /// The CORS policy for browser-based registrants (e.g. MCP inspectors).
