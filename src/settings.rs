@@ -40,6 +40,8 @@ pub struct Settings {
     /// Extra members merged into both discovery documents (e.g. `authorization_endpoint`).
     #[serde(default)]
     pub discovery: serde_json::Map<String, serde_json::Value>,
+    /// The admin listener (`crate::admin`).
+    pub admin: crate::admin::config::AdminSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -315,6 +317,9 @@ impl Settings {
             return Err(SettingsError("server.body_limit_bytes must be > 0".into()));
         }
         self.fetch.check()?;
+        self.admin
+            .check(&self.server.host, self.server.port)
+            .map_err(SettingsError)?;
         Ok(())
     }
 }

@@ -69,10 +69,7 @@ pub fn status(e: &RegistrationError) -> StatusCode {
 /// A response builder with the headers every error carries: `no-store` (RFC 6749 §5.1), and
 /// `Allow` / `Retry-After` where the error calls for them.
 pub fn builder(e: &RegistrationError, status: StatusCode) -> HttpResponseBuilder {
-    let mut response = HttpResponse::build(status);
-    response
-        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .insert_header((header::PRAGMA, HeaderValue::from_static("no-cache")));
+    let mut response = no_store(status);
     match e {
         RegistrationError::MethodNotAllowed(allow) => {
             response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
@@ -88,6 +85,15 @@ pub fn builder(e: &RegistrationError, status: StatusCode) -> HttpResponseBuilder
         }
         _ => {}
     }
+    response
+}
+
+/// A response builder with `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1).
+pub fn no_store(status: StatusCode) -> HttpResponseBuilder {
+    let mut response = HttpResponse::build(status);
+    response
+        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .insert_header((header::PRAGMA, HeaderValue::from_static("no-cache")));
     response
 }
 

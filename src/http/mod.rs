@@ -15,7 +15,7 @@ use crate::settings::CorsSettings;
 use actix_cors::Cors;
 use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{Map, Value};
+
 use std::sync::Arc;
 
 /// The fixed registration path of Ory Hydra's SDK (`OidcApi`), always served as an alias.
@@ -32,11 +32,12 @@ pub struct AppState {
 type State = web::Data<AppState>;
 type Response = Result<HttpResponse, PublicError>;
 
-fn json(status: actix_web::http::StatusCode, body: &Map<String, Value>) -> HttpResponse {
-    HttpResponse::build(status)
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((header::PRAGMA, "no-cache"))
-        .json(body)
+/// A JSON response that no cache may keep (it may carry credentials).
+pub(crate) fn json(
+    status: actix_web::http::StatusCode,
+    body: &impl serde::Serialize,
+) -> HttpResponse {
+    error::no_store(status).json(body)
 }
 
 /// POST {registration_path}: RFC 7591 §3.1.

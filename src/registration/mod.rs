@@ -9,8 +9,9 @@ use crate::error::{RegistrationError, Result};
 use crate::fetch::RemoteMetadata;
 use crate::metadata::{self, uses_client_secret};
 use crate::policy::{PolicyEngine, RegistrationContext};
+use crate::settings::MetadataSettings;
 use crate::settings::Settings;
-use crate::store::{ClientRecord, ClientStore, StoreError};
+use crate::store::{source, ClientRecord, ClientStore, StoreError};
 use crate::tokens::{TokenGenerator, CLIENT_ID_BYTES, SECRET_BYTES};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub struct Registrar {
 }
 
 /// The pieces a `Registrar` is built from; `settings.issuer` must already be resolved.
+#[derive(Clone)]
 pub struct Parts {
     pub store: Arc<dyn ClientStore>,
     pub clock: Arc<dyn Clock>,
@@ -46,7 +48,8 @@ pub struct Parts {
     pub policy: Arc<PolicyEngine>,
 }
 
-fn store_error(e: StoreError) -> RegistrationError {
+/// A store failure as the service reports it.
+pub(crate) fn store_error(e: StoreError) -> RegistrationError {
     match e {
         StoreError::Io(cause) => {
             tracing::error!(%cause, "store write failed");
@@ -55,6 +58,22 @@ fn store_error(e: StoreError) -> RegistrationError {
         StoreError::Corrupt(cause) => RegistrationError::Internal(format!("store: {cause}")),
         StoreError::Conflict => {
             RegistrationError::Internal("store: unresolved write conflict".into())
+        }
+    }
+}
+
+/// The metadata engine, with the allowed privileged fields replaced when `privileged` is given.
+fn validate_with(
+    prepared: &Map<String, Value>,
+    settings: &MetadataSettings,
+    privileged: Option<&[String]>,
+) -> Result<Map<String, Value>> {
+    match privileged {
+        None => metadata::validate(prepared, settings),
+        Some(fields) => {
+            let mut settings = settings.clone();
+            settings.allowed_privileged_fields = fields.to_vec();
+            metadata::validate(prepared, &settings)
         }
     }
 }
@@ -112,7 +131,8 @@ impl Registrar {
         self.store.writable()
     }
 
-    fn client_uri(&self, client_id: &str) -> String {
+    /// The RFC 7592 registration client URI of `client_id`.
+    pub(crate) fn client_uri(&self, client_id: &str) -> String {
         format!("{}/{}", self.registration_endpoint, client_id)
     }
 
@@ -131,16 +151,34 @@ impl Registrar {
         let admission = self
             .policy
             .admit(context.initial_access_token.as_deref(), request, now)?;
+        self.register_admitted(request, &admission, None, source::REGISTRATION)
+            .await
+    }
+
+    /// Everything of a registration after admission: the policy around the metadata engine,
+    /// the counters, the credentials and the store. Registration and operator creation (the
+    /// admin API) both come through here, so they obey the same rules. `privileged` replaces
+    /// the allowed privileged fields (the admin API's `admin.allowed_privileged_fields`).
+    pub(crate) async fn register_admitted(
+        &self,
+        request: &Map<String, Value>,
+        admission: &crate::policy::Admission,
+        privileged: Option<&[String]>,
+        source: &str,
+    ) -> Result<Map<String, Value>> {
+        let now = self.clock.now();
         let claims = admission.statement.as_ref().map(|s| &s.claims);
         let policy = admission.policy.as_deref();
         let (prepared, metadata_settings) =
             self.policy
                 .prepare(policy, claims, request, &self.settings.metadata)?;
-        let metadata = metadata::validate(&prepared, metadata_settings)?;
+        let metadata = validate_with(&prepared, metadata_settings, privileged)?;
         self.remote.check(&metadata).await?;
         self.policy.check(policy, claims, &metadata)?;
-        let counters = self.policy.consume(self.store.as_ref(), &admission)?;
-        let result = self.store_new_client(metadata, &admission, now).await;
+        let counters = self.policy.consume(self.store.as_ref(), admission)?;
+        let result = self
+            .store_new_client(metadata, admission, now, source)
+            .await;
         if result.is_err() {
             self.policy.release(self.store.as_ref(), &counters);
         }
@@ -152,6 +190,7 @@ impl Registrar {
         metadata: Map<String, Value>,
         admission: &crate::policy::Admission,
         now: i64,
+        source: &str,
     ) -> Result<Map<String, Value>> {
         let client_id = self.tokens.token(CLIENT_ID_BYTES);
         // A derived (recoverable) secret is bound to the client_id, so it is issued after it.
@@ -168,6 +207,9 @@ impl Registrar {
             policy: admission.policy.as_ref().map(|p| p.name.clone()),
             tier: Some(admission.tier.to_owned()),
             software_statement: admission.statement.as_ref().map(|s| s.raw.clone()),
+            created_at: now,
+            source: Some(source.to_owned()),
+            ..Default::default()
         };
         let mut attempts = 0;
         loop {
@@ -224,55 +266,18 @@ impl Registrar {
     ) -> Result<Map<String, Value>> {
         for _ in 0..MAX_RETRIES {
             let current = self.authenticate(client_id, rat).await?;
+            if current.disabled {
+                return Err(RegistrationError::ClientDisabled);
+            }
             self.check_update_request(&current, rat.unwrap_or_default(), request)
                 .await?;
-            // The admitting tier's policy is re-applied on every update (security.md B34).
-            let policy = self.policy.policy_named(current.policy.as_deref())?;
-            self.policy
-                .check_update_tier(current.tier.as_deref(), request)?;
-            let claims = self
-                .policy
-                .stored_statement_claims(current.software_statement.as_deref(), request)?;
-            let (prepared, metadata_settings) = self.policy.prepare(
-                policy.as_deref(),
-                claims.as_ref(),
-                request,
-                &self.settings.metadata,
-            )?;
-            let metadata = metadata::validate(&prepared, metadata_settings)?;
-            self.remote.check(&metadata).await?;
-            self.policy
-                .check(policy.as_deref(), claims.as_ref(), &metadata)?;
-            let now = self.clock.now();
-            let mut updated = current.clone();
-            let mut issued_secret = None;
-            let method = metadata
-                .get("token_endpoint_auth_method")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if !uses_client_secret(method) {
-                updated.client_secret_hash = None;
-                updated.client_secret_expires_at = None;
-            } else if current.client_secret_hash.as_deref().is_none_or(|stored| {
-                metadata::needs_recoverable_secret(&metadata) && !is_recoverable(stored)
-            }) {
-                // Changing to a secret-based method, or to one that needs a recoverable secret
-                // while the current one is only a hash: issue a new secret, shown in this
-                // response only.
-                if let Some((secret, hash)) = self.new_secret(&metadata, client_id).await? {
-                    updated.client_secret_hash = Some(hash);
-                    updated.client_secret_expires_at = Some(self.secret_expiry(now));
-                    issued_secret = Some(secret);
-                }
-            }
+            let (mut updated, issued_secret) = self.revalidate(&current, request, None).await?;
             let token = if self.settings.registration.rotate_rat_on_update {
                 Plaintext::new(self.tokens.token(SECRET_BYTES))
             } else {
                 Plaintext::new(rat.unwrap_or_default().to_owned())
             };
             updated.rat_tag = self.rat_key.tag(token.expose()).to_vec();
-            updated.metadata = metadata;
-            updated.updated_at = now;
             match self.store.replace(&current, &updated) {
                 Ok(()) => {
                     self.store.durable().await.map_err(store_error)?;
@@ -288,25 +293,93 @@ impl Registrar {
         ))
     }
 
+    /// The metadata of `request` judged as an update of `current` (RFC 7592 §2.2: the same
+    /// validation as registration, under the policy and tier the client was admitted with), and
+    /// the credential changes its auth method calls for. Returns the updated record (token
+    /// untouched) and the new `client_secret` if one was issued. Used by RFC 7592 PUT and by the
+    /// admin API's PATCH; `privileged` as in `register_admitted`.
+    pub(crate) async fn revalidate(
+        &self,
+        current: &ClientRecord,
+        request: &Map<String, Value>,
+        privileged: Option<&[String]>,
+    ) -> Result<(ClientRecord, Option<Plaintext>)> {
+        // The admitting tier's policy is re-applied on every update (security.md B34).
+        let policy = self.policy.policy_named(current.policy.as_deref())?;
+        self.policy
+            .check_update_tier(current.tier.as_deref(), request)?;
+        let claims = self
+            .policy
+            .stored_statement_claims(current.software_statement.as_deref(), request)?;
+        let (prepared, metadata_settings) = self.policy.prepare(
+            policy.as_deref(),
+            claims.as_ref(),
+            request,
+            &self.settings.metadata,
+        )?;
+        let metadata = validate_with(&prepared, metadata_settings, privileged)?;
+        self.remote.check(&metadata).await?;
+        self.policy
+            .check(policy.as_deref(), claims.as_ref(), &metadata)?;
+        let now = self.clock.now();
+        let mut updated = current.clone();
+        let mut issued_secret = None;
+        let method = metadata
+            .get("token_endpoint_auth_method")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !uses_client_secret(method) {
+            updated.client_secret_hash = None;
+            updated.client_secret_expires_at = None;
+            updated.previous_secret_hash = None;
+            updated.previous_secret_expires_at = None;
+        } else if current.client_secret_hash.as_deref().is_none_or(|stored| {
+            metadata::needs_recoverable_secret(&metadata) && !is_recoverable(stored)
+        }) {
+            // Changing to a secret-based method, or to one that needs a recoverable secret
+            // while the current one is only a hash: issue a new secret, shown in this
+            // response only.
+            if let Some((secret, hash)) = self.new_secret(&metadata, &current.client_id).await? {
+                updated.client_secret_hash = Some(hash);
+                updated.client_secret_expires_at = Some(self.secret_expiry(now));
+                issued_secret = Some(secret);
+            }
+        }
+        updated.metadata = metadata;
+        updated.updated_at = now;
+        Ok((updated, issued_secret))
+    }
+
     /// RFC 7592 §2.3: delete the registration; its token dies with it.
     pub async fn delete_client(&self, client_id: &str, rat: Option<&str>) -> Result<()> {
         for _ in 0..MAX_RETRIES {
             let current = self.authenticate(client_id, rat).await?;
-            match self.store.remove(&current) {
-                Ok(()) => {
-                    self.policy
-                        .client_deleted(self.store.as_ref(), current.policy.as_deref());
-                    self.store.durable().await.map_err(store_error)?;
-                    tracing::info!(client_id = %client_id, "client deleted");
-                    return Ok(());
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(store_error(e)),
+            if current.disabled {
+                return Err(RegistrationError::ClientDisabled);
+            }
+            if self.remove_record(&current).await? {
+                return Ok(());
             }
         }
         Err(RegistrationError::Internal(
             "delete kept losing races".into(),
         ))
+    }
+
+    /// Delete `current` if it is still the stored record, freeing its place in its policy's
+    /// quota; `Ok(false)` when another writer changed it first (re-read and decide again).
+    pub(crate) async fn remove_record(&self, current: &ClientRecord) -> Result<bool> {
+        match self.store.remove(current) {
+            Ok(()) => {
+                self.policy
+                    .client_deleted(self.store.as_ref(), current.policy.as_deref());
+                self.store.durable().await.map_err(store_error)?;
+                tracing::info!(client_id = %current.client_id, "client deleted");
+                Ok(true)
+            }
+            Err(StoreError::Conflict) => Ok(false),
+            Err(e) => Err(store_error(e)),
+        }
     }
 
     /// The discovery document (RFC 8414 §2 / OpenID Connect Discovery §3).
@@ -420,7 +493,7 @@ impl Registrar {
     /// A new `client_secret` and its stored form, if the auth method uses one: an argon2id hash,
     /// or, for `client_secret_jwt` and secret-keyed algorithms, a recoverable derived secret
     /// (refused unless the operator enabled them; see `credentials`).
-    async fn new_secret(
+    pub(crate) async fn new_secret(
         &self,
         metadata: &Map<String, Value>,
         client_id: &str,
@@ -441,7 +514,7 @@ impl Registrar {
         Ok(Some((secret, hash)))
     }
 
-    fn secret_expiry(&self, now: i64) -> i64 {
+    pub(crate) fn secret_expiry(&self, now: i64) -> i64 {
         match self.settings.credentials.client_secret_lifetime_secs {
             0 => 0,
             secs => now.saturating_add(secs as i64),

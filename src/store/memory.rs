@@ -104,6 +104,21 @@ impl ClientStore for MemoryStore {
     fn counter(&self, key: &str) -> Result<u64, StoreError> {
         Ok(self.lock().counters.get(key).copied().unwrap_or(0))
     }
+
+    fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<ClientRecord>, StoreError> {
+        let inner = self.lock();
+        let mut ids: Vec<&String> = inner
+            .clients
+            .keys()
+            .filter(|id| after.is_none_or(|a| id.as_str() > a))
+            .collect();
+        ids.sort();
+        Ok(ids
+            .into_iter()
+            .take(limit)
+            .filter_map(|id| inner.clients.get(id).cloned())
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -112,5 +127,6 @@ mod tests {
     async fn memory_store_meets_the_contract() {
         super::super::contract::holds(&super::MemoryStore::new()).await;
         super::super::contract::counts(&super::MemoryStore::new()).await;
+        super::super::contract::scans(&super::MemoryStore::new()).await;
     }
 }

@@ -19,7 +19,7 @@ const RECORD_VERSION: u8 = 1;
 
 /// One registered client as stored: its validated metadata plus the server-side credential
 /// material. Plaintext secrets are never part of it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClientRecord {
     /// RFC 7591 §3.2.1 `client_id`.
     pub client_id: String,
@@ -48,6 +48,28 @@ pub struct ClientRecord {
     /// is echoed unmodified and its claims keep precedence on update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub software_statement: Option<String>,
+    /// Seconds since the epoch of the creation; 0 in records written before it was kept (the
+    /// directory then reports `client_id_issued_at`).
+    #[serde(default)]
+    pub created_at: i64,
+    /// Seconds since the epoch of the last successful client authentication through the admin
+    /// API, coarsened to `admin.last_used_resolution_secs`; `None` until first used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<i64>,
+    /// Disabled by the operator: cannot authenticate, cannot change or delete itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// How the client arrived: `registration` (RFC 7591) or `admin`; `None` (older records)
+    /// means `registration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The secret replaced by a rotation with grace, still accepted until
+    /// `previous_secret_expires_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_hash: Option<String>,
+    /// End of the grace period of `previous_secret_hash` (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<i64>,
 }
 
 impl ClientRecord {
@@ -68,6 +90,14 @@ impl ClientRecord {
             None => Err(StoreError::Corrupt("empty record".into())),
         }
     }
+}
+
+/// Values of [`ClientRecord::source`]: how a client arrived.
+pub mod source {
+    /// RFC 7591 dynamic registration.
+    pub const REGISTRATION: &str = "registration";
+    /// Created by an operator through the admin API.
+    pub const ADMIN: &str = "admin";
 }
 
 /// What can go wrong in a store.
@@ -112,6 +142,10 @@ pub trait ClientStore: Send + Sync + 'static {
     fn decrement_counter(&self, key: &str) -> Result<(), StoreError>;
     /// The value of the counter `key` (0 when it was never incremented).
     fn counter(&self, key: &str) -> Result<u64, StoreError>;
+    /// Up to `limit` clients in `client_id` order, starting after `after` (keyset pagination:
+    /// a client present for a whole walk is returned exactly once, whatever is inserted or
+    /// deleted meanwhile). `WHERE client_id > $1 ORDER BY client_id LIMIT $2` in SQL.
+    fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<ClientRecord>, StoreError>;
     /// Whether the store accepts writes. False after a storage failure (disk full, I/O error)
     /// until the store has recovered; reads keep working meanwhile.
     fn writable(&self) -> bool {
@@ -142,7 +176,23 @@ pub(crate) mod contract {
             policy: None,
             tier: None,
             software_statement: None,
+            created_at: 1,
+            ..Default::default()
         }
+    }
+
+    pub async fn scans(store: &dyn ClientStore) {
+        for id in ["c", "a", "e", "b", "d"] {
+            store.insert(&record(id, id.as_bytes()[0])).unwrap();
+        }
+        let ids = |v: Vec<ClientRecord>| v.into_iter().map(|r| r.client_id).collect::<Vec<_>>();
+        assert_eq!(ids(store.scan(None, 2).unwrap()), ["a", "b"]);
+        assert_eq!(ids(store.scan(Some("b"), 2).unwrap()), ["c", "d"]);
+        // The cursor need not exist any more.
+        assert_eq!(ids(store.scan(Some("bb"), 10).unwrap()), ["c", "d", "e"]);
+        assert!(store.scan(Some("e"), 10).unwrap().is_empty());
+        assert!(store.scan(None, 0).unwrap().is_empty());
+        store.durable().await.unwrap();
     }
 
     pub async fn holds(store: &dyn ClientStore) {

@@ -670,6 +670,32 @@ impl ClientStore for SledStore {
         Ok(counter_value(bytes.as_deref()))
     }
 
+    fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<ClientRecord>, StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) => Bound::Excluded(a.as_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        let handles = self.shared.handles()?;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for entry in handles
+            .clients
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take(limit)
+        {
+            let (key, value) = entry.map_err(io)?;
+            // While failed, a key written since the last flush reads as its durable value, as
+            // `get` does (a client created since then is then absent).
+            let bytes = match self.shared.durable_override(TreeId::Clients, &key) {
+                Some(Some(durable)) => durable,
+                Some(None) => continue,
+                None => value.to_vec(),
+            };
+            out.push(ClientRecord::decode(&bytes)?);
+        }
+        Ok(out)
+    }
+
     fn durable(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         let (tx, rx) = oneshot::channel();
         let sent = match &self.flush_tx {
@@ -719,6 +745,8 @@ mod tests {
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         super::super::contract::holds(&store).await;
         super::super::contract::counts(&store).await;
+        let dir = tempfile::tempdir().unwrap();
+        super::super::contract::scans(&SledStore::open(dir.path(), 1 << 20).unwrap()).await;
     }
 
     #[tokio::test]

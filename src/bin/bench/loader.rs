@@ -83,6 +83,8 @@ pub fn populate(dir: &Path, n: usize, sample: usize, pool: &Path) -> Res<Loaded>
                     policy: None,
                     tier: Some(registrar::policy::tier::ANONYMOUS.to_owned()),
                     software_statement: None,
+                    created_at: now,
+                    ..Default::default()
                 };
                 store.insert(&record).map_err(|e| e.to_string())?;
                 if i % every == 0 {
