@@ -3,6 +3,7 @@
 //! metadata, on an embedded sled store.
 
 pub mod admin;
+pub mod cli;
 pub mod clock;
 pub mod conformance;
 pub mod credentials;
