@@ -9,6 +9,8 @@ use tempfile::TempDir;
 
 pub struct TestApp {
     pub address: String,
+    /// Base URL of the admin listener, when it runs (admin tokens configured).
+    pub admin: Option<String>,
     pub endpoint: String,
     pub client: reqwest::Client,
     pub dir: TempDir,
@@ -47,13 +49,34 @@ pub async fn spawn_app_with(tweak: impl FnOnce(Settings) -> Settings) -> TestApp
 
 pub async fn spawn_in(dir: TempDir, tweak: impl FnOnce(Settings) -> Settings) -> TestApp {
     let settings = tweak(test_settings(dir.path()));
-    let app = Application::build(settings).expect("app builds");
+    start(Application::build(settings).expect("app builds"), dir)
+}
+
+/// Like `spawn_app_with`, on an injected clock (and OS randomness).
+pub async fn spawn_app_with_clock(
+    clock: std::sync::Arc<registrar::clock::FixedClock>,
+    tweak: impl FnOnce(Settings) -> Settings,
+) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = tweak(test_settings(dir.path()));
+    let app = Application::build_with(
+        settings,
+        clock,
+        std::sync::Arc::new(registrar::tokens::OsTokens),
+    )
+    .expect("app builds");
+    start(app, dir)
+}
+
+fn start(app: Application, dir: TempDir) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
+    let admin = app.admin_port().map(|p| format!("http://127.0.0.1:{p}"));
     let endpoint = app.registration_endpoint();
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
+        admin,
         endpoint,
         client: reqwest::Client::new(),
         dir,
