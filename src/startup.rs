@@ -241,7 +241,7 @@ fn admin_server(
     .listen(listener)
     .map_err(|e| StartupError::Bind(address, e))?
     .run();
-    tracing::info!(port, "admin API listening");
+    tracing::info!(address = %format!("{}:{port}", settings.admin.host), "admin API listening");
     Ok((server, port))
 }
 

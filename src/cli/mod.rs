@@ -26,7 +26,7 @@ pub enum Command {
     /// Run the registration server (the default).
     Serve,
     /// Operator commands on the registered clients, through the admin API.
-    Clients(clients::ClientsArgs),
+    Clients(Box<clients::ClientsArgs>),
 }
 
 /// Parse the arguments and run the command.
@@ -34,6 +34,6 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None | Some(Command::Serve) => serve::run(cli.config.as_deref()),
-        Some(Command::Clients(args)) => clients::run(args),
+        Some(Command::Clients(args)) => clients::run(*args),
     }
 }
