@@ -167,12 +167,15 @@ async fn reissue_token(state: State, req: HttpRequest, client_id: web::Path<Stri
     Ok(json(StatusCode::OK, &issued))
 }
 
-async fn not_found() -> Response {
-    Err(RegistrationError::NotFound.into())
+fn method_not_allowed(allow: &'static str) -> impl Fn() -> std::future::Ready<Response> + Clone {
+    crate::http::method_not_allowed::<AdminError>(allow)
 }
 
-fn method_not_allowed(allow: &'static str) -> impl Fn() -> std::future::Ready<Response> + Clone {
-    move || std::future::ready(Err(RegistrationError::MethodNotAllowed(allow).into()))
+/// A path that takes only POST.
+fn post_only(path: &str, route: actix_web::Route) -> actix_web::Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(method_not_allowed("POST")))
 }
 
 /// Mount the admin routes.
@@ -191,20 +194,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(delete))
             .default_service(web::to(method_not_allowed("GET, PATCH, DELETE"))),
     )
-    .service(
-        web::resource("/admin/clients/{client_id}/authenticate")
-            .route(web::post().to(authenticate))
-            .default_service(web::to(method_not_allowed("POST"))),
-    )
-    .service(
-        web::resource("/admin/clients/{client_id}/client_secret")
-            .route(web::post().to(rotate_secret))
-            .default_service(web::to(method_not_allowed("POST"))),
-    )
-    .service(
-        web::resource("/admin/clients/{client_id}/registration_access_token")
-            .route(web::post().to(reissue_token))
-            .default_service(web::to(method_not_allowed("POST"))),
-    )
-    .default_service(web::to(not_found));
+    .service(post_only(
+        "/admin/clients/{client_id}/authenticate",
+        web::post().to(authenticate),
+    ))
+    .service(post_only(
+        "/admin/clients/{client_id}/client_secret",
+        web::post().to(rotate_secret),
+    ))
+    .service(post_only(
+        "/admin/clients/{client_id}/registration_access_token",
+        web::post().to(reissue_token),
+    ))
+    .default_service(web::to(crate::http::not_found::<AdminError>));
 }

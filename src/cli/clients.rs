@@ -345,13 +345,7 @@ async fn execute(args: ClientsArgs) -> Result<(), Failure> {
         ClientsCommand::Authenticate { client_id, secret } => {
             let secret = match secret {
                 Some(s) => s,
-                None => {
-                    let mut s = String::new();
-                    std::io::stdin()
-                        .read_to_string(&mut s)
-                        .map_err(|e| Failure::Usage(format!("reading the secret: {e}")))?;
-                    s.trim_end_matches(['\r', '\n']).to_owned()
-                }
+                None => read_stdin()?.trim_end_matches(['\r', '\n']).to_owned(),
             };
             let result = admin
                 .call(
@@ -400,13 +394,7 @@ async fn set_disabled(
 
 fn read_metadata(arg: &str) -> Result<Map<String, Value>, Failure> {
     let text = match arg.strip_prefix('@') {
-        Some("-") => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(|e| Failure::Usage(format!("reading standard input: {e}")))?;
-            s
-        }
+        Some("-") => read_stdin()?,
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| Failure::Usage(format!("reading {path}: {e}")))?,
         None => arg.to_owned(),
@@ -416,6 +404,14 @@ fn read_metadata(arg: &str) -> Result<Map<String, Value>, Failure> {
         Ok(_) => Err(Failure::Usage("the metadata must be a JSON object".into())),
         Err(e) => Err(Failure::Usage(format!("the metadata is not JSON: {e}"))),
     }
+}
+
+fn read_stdin() -> Result<String, Failure> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(|e| Failure::Usage(format!("reading standard input: {e}")))?;
+    Ok(s)
 }
 
 fn print_json(value: &Value) {

@@ -34,14 +34,9 @@ const MAX_RETRIES: usize = 8;
 const MAX_EXAMINED: usize = 10_000;
 /// Longest grace period of a rotated secret: 90 days.
 pub const MAX_GRACE_SECS: i64 = 90 * 24 * 3600;
-/// Members of a PATCH or create body that the server owns (or that have their own endpoint).
-const READ_ONLY: &[&str] = &[
-    "client_id",
-    "client_secret",
-    "client_id_issued_at",
-    "client_secret_expires_at",
-    "registration_access_token",
-    "registration_client_uri",
+/// Members of a PATCH or create body that the directory owns, besides the server-managed
+/// metadata of RFC 7591 §3.2.1 (`metadata::schema::SERVER_MANAGED`).
+const DIRECTORY_MANAGED: &[&str] = &[
     "software_statement",
     "created_at",
     "updated_at",
@@ -49,6 +44,16 @@ const READ_ONLY: &[&str] = &[
     "tier",
     "source",
 ];
+
+/// The first member of `body` among the read-only ones and `extra`.
+fn read_only_member<'a>(body: &Map<String, Value>, extra: &'a str) -> Option<&'a str> {
+    crate::metadata::schema::SERVER_MANAGED
+        .iter()
+        .chain(DIRECTORY_MANAGED)
+        .copied()
+        .chain([extra])
+        .find(|n| body.contains_key(*n))
+}
 
 /// The client directory service behind the admin API.
 pub struct Directory {
@@ -240,14 +245,10 @@ impl Directory {
                 ))
             }
         };
-        if let Some(name) = READ_ONLY
-            .iter()
-            .chain(&["disabled"])
-            .find(|n| request.contains_key(**n))
-        {
+        if let Some(name) = read_only_member(&request, "disabled") {
             return Err(RegistrationError::InvalidRequest(format!(
                 "{name} cannot be set when creating a client{}",
-                if *name == "disabled" {
+                if name == "disabled" {
                     "; disable it afterwards with PATCH"
                 } else {
                     ""
@@ -299,14 +300,10 @@ impl Directory {
                 ))
             }
         };
-        if let Some(name) = READ_ONLY
-            .iter()
-            .chain(&["policy"])
-            .find(|n| metadata_patch.contains_key(**n))
-        {
+        if let Some(name) = read_only_member(&metadata_patch, "policy") {
             return Err(RegistrationError::InvalidRequest(format!(
                 "{name} is read-only and cannot be patched{}",
-                match *name {
+                match name {
                     "client_secret" => "; rotate it with POST /admin/clients/{client_id}/client_secret",
                     "registration_access_token" => "; issue a new one with POST /admin/clients/{client_id}/registration_access_token",
                     _ => "",

@@ -132,11 +132,15 @@ async fn readyz(state: State) -> Response {
         .json(serde_json::json!({"status": "ready"})))
 }
 
-async fn not_found() -> Response {
+/// The handler of unknown paths, for either listener's error type.
+pub(crate) async fn not_found<E: From<RegistrationError>>() -> Result<HttpResponse, E> {
     Err(RegistrationError::NotFound.into())
 }
 
-fn method_not_allowed(allow: &'static str) -> impl Fn() -> std::future::Ready<Response> + Clone {
+/// The handler of a known path with another method, for either listener's error type.
+pub(crate) fn method_not_allowed<E: From<RegistrationError> + 'static>(
+    allow: &'static str,
+) -> impl Fn() -> std::future::Ready<Result<HttpResponse, E>> + Clone {
     move || std::future::ready(Err(RegistrationError::MethodNotAllowed(allow).into()))
 }
 
@@ -183,14 +187,16 @@ pub fn routes(registration_path: &str) -> impl FnOnce(&mut web::ServiceConfig) +
             cfg.service(
                 web::resource(path.clone())
                     .route(web::post().to(register))
-                    .default_service(web::to(method_not_allowed("POST, OPTIONS"))),
+                    .default_service(web::to(method_not_allowed::<PublicError>("POST, OPTIONS"))),
             )
             .service(
                 web::resource(format!("{path}/{{client_id}}"))
                     .route(web::get().to(read))
                     .route(web::put().to(update))
                     .route(web::delete().to(delete))
-                    .default_service(web::to(method_not_allowed("GET, PUT, DELETE, OPTIONS"))),
+                    .default_service(web::to(method_not_allowed::<PublicError>(
+                        "GET, PUT, DELETE, OPTIONS",
+                    ))),
             );
         }
         for path in [
@@ -201,25 +207,27 @@ pub fn routes(registration_path: &str) -> impl FnOnce(&mut web::ServiceConfig) +
                 web::resource(path)
                     .route(web::get().to(discovery))
                     .route(web::head().to(discovery))
-                    .default_service(web::to(method_not_allowed("GET, HEAD, OPTIONS"))),
+                    .default_service(web::to(method_not_allowed::<PublicError>(
+                        "GET, HEAD, OPTIONS",
+                    ))),
             );
         }
         cfg.service(
             web::resource("/healthz")
                 .route(web::get().to(healthz))
                 .route(web::head().to(healthz))
-                .default_service(web::to(method_not_allowed("GET, HEAD"))),
+                .default_service(web::to(method_not_allowed::<PublicError>("GET, HEAD"))),
         )
         .service(
             web::resource("/readyz")
                 .route(web::get().to(readyz))
                 .route(web::head().to(readyz))
-                .default_service(web::to(method_not_allowed("GET, HEAD"))),
+                .default_service(web::to(method_not_allowed::<PublicError>("GET, HEAD"))),
         );
     }
 }
 
 /// The handler for every unknown path.
 pub fn default_service() -> actix_web::Route {
-    web::to(not_found)
+    web::to(not_found::<PublicError>)
 }

@@ -82,6 +82,36 @@ async fn authenticate(app: &TestApp, id: &str, secret: &str) -> reqwest::Respons
     .await
 }
 
+/// The client view, asserting 200.
+async fn view(app: &TestApp, id: &str) -> Value {
+    let r = call(
+        app,
+        Method::GET,
+        &format!("/admin/clients/{id}"),
+        Some(READ),
+        None,
+    )
+    .await;
+    ok_json(r, 200).await
+}
+
+/// PATCH with a raw body and content type.
+async fn patch_raw(
+    app: &TestApp,
+    path: &str,
+    content_type: &str,
+    body: &'static str,
+) -> reqwest::Response {
+    app.client
+        .patch(format!("{}{path}", app.admin.as_ref().unwrap()))
+        .header(AUTHORIZATION, format!("Bearer {WRITE}"))
+        .header(CONTENT_TYPE, content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn id_of(v: &Value) -> String {
     v["client_id"].as_str().unwrap().to_owned()
 }
@@ -241,18 +271,7 @@ async fn every_endpoint_demands_its_scope() {
         }
     }
     // Nothing was changed by the refused calls.
-    let view = ok_json(
-        call(
-            &app,
-            Method::GET,
-            &format!("/admin/clients/{id}"),
-            Some(READ),
-            None,
-        )
-        .await,
-        200,
-    )
-    .await;
+    let view = view(&app, &id).await;
     assert_eq!(view["client_id"], id.as_str());
 }
 
@@ -319,18 +338,7 @@ async fn authentication_returns_the_view_and_records_the_use() {
     assert_eq!(body["client"]["client_id"], id.as_str());
     assert!(body["client"]["last_used_at"].is_i64());
     assert!(body["client"].get("client_secret").is_none());
-    let view = ok_json(
-        call(
-            &app,
-            Method::GET,
-            &format!("/admin/clients/{id}"),
-            Some(READ),
-            None,
-        )
-        .await,
-        200,
-    )
-    .await;
+    let view = view(&app, &id).await;
     assert_eq!(view["last_used_at"], body["client"]["last_used_at"]);
 }
 
@@ -712,15 +720,13 @@ async fn a_merge_patch_changes_metadata_and_is_validated_like_a_put() {
     let app = admin_app().await;
     let client = app.register(&json!({"redirect_uris": ["https://a.example/cb"], "client_name": "Old", "client_uri": "https://a.example"})).await;
     let path = format!("/admin/clients/{}", id_of(&client));
-    let r = app
-        .client
-        .patch(format!("{}{path}", app.admin.as_ref().unwrap()))
-        .header(AUTHORIZATION, format!("Bearer {WRITE}"))
-        .header(CONTENT_TYPE, "application/merge-patch+json")
-        .body(r#"{"client_name": "New", "client_uri": null}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = patch_raw(
+        &app,
+        &path,
+        "application/merge-patch+json",
+        r#"{"client_name": "New", "client_uri": null}"#,
+    )
+    .await;
     let view = ok_json(r, 200).await;
     assert_eq!(view["client_name"], "New");
     assert!(view.get("client_uri").is_none());
@@ -773,25 +779,9 @@ async fn a_merge_patch_changes_metadata_and_is_validated_like_a_put() {
         let d = assert_error(r, status, code).await;
         assert!(d.contains(names), "{patch}: {d}");
     }
-    let r = app
-        .client
-        .patch(format!("{}{path}", app.admin.as_ref().unwrap()))
-        .header(AUTHORIZATION, format!("Bearer {WRITE}"))
-        .header(CONTENT_TYPE, "text/plain")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = patch_raw(&app, &path, "text/plain", "{}").await;
     assert_error(r, 415, "invalid_request").await;
-    let r = app
-        .client
-        .patch(format!("{}{path}", app.admin.as_ref().unwrap()))
-        .header(AUTHORIZATION, format!("Bearer {WRITE}"))
-        .header(CONTENT_TYPE, "application/json")
-        .body("[1]")
-        .send()
-        .await
-        .unwrap();
+    let r = patch_raw(&app, &path, "application/json", "[1]").await;
     assert_error(r, 400, "invalid_client_metadata").await;
     let r = call(
         &app,

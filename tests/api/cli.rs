@@ -44,6 +44,15 @@ async fn registrar(app: &TestApp, token: &str, args: &[&str], stdin: Option<&str
     .unwrap()
 }
 
+async fn authenticate(app: &TestApp, id: &str, secret: &str) -> Output {
+    let args = ["clients", "authenticate", id, "--secret", secret];
+    registrar(app, ALL, &args, None).await
+}
+
+async fn registrar_json(app: &TestApp, token: &str, args: &[&str]) -> Value {
+    json_of(&registrar(app, token, args, None).await)
+}
+
 fn json_of(out: &Output) -> Value {
     assert_eq!(out.code, 0, "stderr: {}", out.stderr);
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
@@ -96,31 +105,20 @@ async fn list_and_show_print_a_table_or_json() {
     }
     assert!(out.stdout.contains("Example") && out.stdout.contains("anonymous"));
 
-    let listed = json_of(
-        &registrar(
-            &app,
-            READ,
-            &["clients", "list", "--json", "--client-name", "Oth"],
-            None,
-        )
-        .await,
-    );
+    let listed = registrar_json(
+        &app,
+        READ,
+        &["clients", "list", "--json", "--client-name", "Oth"],
+    )
+    .await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["client_id"], b["client_id"]);
     // --limit caps the total the CLI pages through.
-    let limited = json_of(
-        &registrar(
-            &app,
-            READ,
-            &["clients", "list", "--json", "--limit", "1"],
-            None,
-        )
-        .await,
-    );
+    let limited = registrar_json(&app, READ, &["clients", "list", "--json", "--limit", "1"]).await;
     assert_eq!(limited.as_array().unwrap().len(), 1);
 
     let id = a["client_id"].as_str().unwrap();
-    let shown = json_of(&registrar(&app, READ, &["clients", "show", id, "--json"], None).await);
+    let shown = registrar_json(&app, READ, &["clients", "show", id, "--json"]).await;
     assert_eq!(shown["client_id"], id);
     let out = registrar(&app, READ, &["clients", "show", id], None).await;
     assert!(
@@ -163,35 +161,17 @@ async fn create_disable_enable_authenticate_delete() {
     let out = registrar(&app, ALL, &["clients", "authenticate", id], Some(secret)).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("authenticated"));
-    let out = registrar(
-        &app,
-        ALL,
-        &["clients", "authenticate", id, "--secret", "wrong"],
-        None,
-    )
-    .await;
+    let out = authenticate(&app, id, "wrong").await;
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("invalid_client"), "{}", out.stderr);
 
     let out = registrar(&app, ALL, &["clients", "disable", id], None).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let out = registrar(
-        &app,
-        ALL,
-        &["clients", "authenticate", id, "--secret", secret],
-        None,
-    )
-    .await;
+    let out = authenticate(&app, id, secret).await;
     assert_eq!(out.code, 1, "a disabled client does not authenticate");
-    let view = json_of(&registrar(&app, ALL, &["clients", "enable", id, "--json"], None).await);
+    let view = registrar_json(&app, ALL, &["clients", "enable", id, "--json"]).await;
     assert_eq!(view["disabled"], false);
-    let out = registrar(
-        &app,
-        ALL,
-        &["clients", "authenticate", id, "--secret", secret],
-        None,
-    )
-    .await;
+    let out = authenticate(&app, id, secret).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
 
     let out = registrar(&app, ALL, &["clients", "delete", id], None).await;
@@ -233,7 +213,7 @@ async fn prune_counts_with_dry_run_then_deletes_the_matches() {
     )
     .await;
     assert_eq!(out.stdout.trim(), "deleted 3", "{}", out.stderr);
-    let left = json_of(&registrar(&app, ALL, &["clients", "list", "--json"], None).await);
+    let left = registrar_json(&app, ALL, &["clients", "list", "--json"]).await;
     assert_eq!(left.as_array().unwrap().len(), 1);
     assert_eq!(left[0]["client_id"], keep["client_id"]);
     let out = registrar(&app, ALL, &["clients", "prune"], None).await;
