@@ -176,8 +176,13 @@ pub struct MetadataSettings {
     pub authorization_details_types_supported: Vec<String>,
     /// Scope registered when the client sends none. Empty: no `scope` member.
     pub default_scope: String,
-    /// Allow `http` redirect URIs on loopback IP literals for `web` clients (development).
+    /// Allow `http` redirect URIs on `localhost`, `127.0.0.0/8` and `[::1]` (any port) for `web`
+    /// clients that do not use the implicit grant (OIDC Registration §2 leaves them to the
+    /// server; RFC 8252 §7.3). MCP hosts register this way without `application_type`.
     pub allow_http_loopback_redirects_for_web: bool,
+    /// Allow private-use URI schemes (RFC 8252 §7.1, `cursor://…`) for `web` clients that do not
+    /// use the implicit grant. The forbidden schemes stay refused either way.
+    pub allow_private_use_schemes_for_web: bool,
     /// Unknown metadata names kept and echoed (all other unknown names are dropped, RFC 7591 §2).
     pub extension_fields: Vec<String>,
     /// Hydra extension fields (`metadata`, `skip_consent`, lifespans, ...) that an anonymous
