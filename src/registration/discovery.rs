@@ -17,6 +17,15 @@ use std::sync::{Arc, RwLock};
 /// §2.1) would assert values the documents no longer carry.
 const NEVER_COPIED: &[&str] = &["issuer", "registration_endpoint", "signed_metadata"];
 
+/// Lists where an empty `metadata.*_supported` means "any value" rather than "none": the
+/// authorization server's list may be published for them (it restricts nothing the registrar
+/// enforces).
+const OPEN_WHEN_EMPTY: &[&str] = &[
+    "scopes_supported",
+    "acr_values_supported",
+    "authorization_details_types_supported",
+];
+
 /// The PKCE member (RFC 8414 §2; RFC 7636). MCP requires it of the authorization server.
 const PKCE: &str = "code_challenge_methods_supported";
 
@@ -97,8 +106,13 @@ pub fn document(
     }
     let mut added = Map::new();
     for (name, value) in upstream.into_iter().flatten() {
+        let open = OPEN_WHEN_EMPTY.contains(&name.as_str())
+            && enforced
+                .get(name)
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.is_empty());
         let ours = NEVER_COPIED.contains(&name.as_str())
-            || enforced.contains_key(name)
+            || (enforced.contains_key(name) && !open)
             || doc.contains_key(name);
         if !ours {
             added.insert(name.clone(), value.clone());
@@ -281,6 +295,8 @@ mod tests {
             "response_types_supported": ["code", "id_token"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic"],
             "claims_supported": ["sub", "email"],
+            "scopes_supported": ["openid", "mcp"],
+            "id_token_encryption_alg_values_supported": ["RSA-OAEP"],
             "code_challenge_methods_supported": ["S256", "plain"]
         })
         .as_object()
@@ -306,6 +322,13 @@ mod tests {
             "the AS's PKCE list wins"
         );
         assert!(!doc.contains_key("signed_metadata"));
+        // An empty scope list restricts nothing, so the AS's is published; an alg list is
+        // the registrar's (the default one here).
+        assert_eq!(doc["scopes_supported"], json!(["openid", "mcp"]));
+        assert_eq!(
+            doc["id_token_encryption_alg_values_supported"],
+            json!(s.metadata.id_token_encryption_alg_values_supported)
+        );
         assert_eq!(
             doc["token_endpoint_auth_methods_supported"],
             json!(s.metadata.token_endpoint_auth_methods_supported),
