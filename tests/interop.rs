@@ -345,12 +345,21 @@ async fn openidconnect_rs_discovers_registers_and_manages() {
     use openidconnect::registration::{ClientRegistrationError, EmptyAdditionalClientMetadata};
     use openidconnect::{ClientName, IssuerUrl, RedirectUrl, ResponseTypes};
 
-    let authorization_server = jwks_server().await;
-    let app = helpers::spawn_app_with(|s| mcp_recipe(s, &authorization_server)).await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    // What the start-up warning says: the default documents lack the authorization server's
+    // members, and the library refuses them.
+    let bare = helpers::spawn_app().await;
+    let refused =
+        CoreProviderMetadata::discover_async(IssuerUrl::new(bare.address.clone()).unwrap(), &http)
+            .await;
+    assert!(refused.is_err(), "discovery without AS endpoints accepted");
+    bare.stop().await;
+
+    let authorization_server = jwks_server().await;
+    let app = helpers::spawn_app_with(|s| mcp_recipe(s, &authorization_server)).await;
     let issuer = IssuerUrl::new(app.address.clone()).unwrap();
     let provider = CoreProviderMetadata::discover_async(issuer, &http)
         .await
