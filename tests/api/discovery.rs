@@ -24,14 +24,7 @@ async fn both_discovery_documents_publish_the_registration_endpoint_and_enforced
         "/.well-known/openid-configuration",
         "/.well-known/oauth-authorization-server",
     ] {
-        let r = app
-            .client
-            .get(format!("{}{path}", app.address))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let doc: Value = r.json().await.unwrap();
+        let doc = document(&app, path).await;
         assert_eq!(doc["issuer"], app.address);
         assert_eq!(doc["registration_endpoint"], app.endpoint);
         assert_eq!(
@@ -67,15 +60,7 @@ async fn operator_additions_cannot_override_enforced_members() {
         .unwrap()
     })
     .await;
-    let doc: Value = app
-        .client
-        .get(format!("{}/.well-known/openid-configuration", app.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = document(&app, "/.well-known/openid-configuration").await;
     assert_eq!(doc["registration_endpoint"], app.endpoint);
 }
 

@@ -32,23 +32,13 @@ from mcp.client.auth.utils import (
 )
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata
 
+from interop_driver import Deviation, check, logger
+
 LIB = "mcp-python"
 # The SDK logs the exception that stops the flow at the redirect (StopAtRedirect) with a
 # traceback; it is the expected end of step 3, not a failure.
 logging.getLogger("mcp.client.auth").setLevel(logging.CRITICAL)
-
-
-class Deviation(Exception):
-    pass
-
-
-def check(condition, message):
-    if not condition:
-        raise Deviation(message)
-
-
-def log(message):
-    print(f"[{LIB}] {message}", flush=True)
+log = logger(LIB)
 
 
 class StopAtRedirect(Exception):
