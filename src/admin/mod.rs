@@ -92,7 +92,10 @@ async fn delete_matching(state: State, req: HttpRequest) -> Response {
 /// GET /admin/clients/{client_id}: the client view.
 async fn show(state: State, req: HttpRequest, client_id: web::Path<String>) -> Response {
     state.tokens.authorize(&req, Scope::ClientsRead)?;
-    Ok(json(StatusCode::OK, &state.directory.get(&client_id)?))
+    Ok(json(
+        StatusCode::OK,
+        &state.directory.get(&client_id).await?,
+    ))
 }
 
 /// PATCH /admin/clients/{client_id}: RFC 7396 merge patch of the metadata and `disabled`.

@@ -266,7 +266,7 @@ fn merge_patch_follows_rfc_7396_appendix_a() {
 async fn the_view_shows_no_credential_material() {
     let f = fixture();
     let (id, secret) = register(&f, web()).await;
-    let v = Value::Object(f.directory.get(&id).unwrap()).to_string();
+    let v = Value::Object(f.directory.get(&id).await.unwrap()).to_string();
     assert!(!v.contains(&secret));
     assert!(!v.contains("argon2"));
     assert!(!v.contains("rat_tag"));

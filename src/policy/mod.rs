@@ -45,6 +45,8 @@ pub mod tier {
     pub const SOFTWARE_STATEMENT: &str = "software_statement";
     /// Created by an operator through the admin API.
     pub const ADMIN: &str = "admin";
+    /// An https `client_id` resolved from its metadata document (`crate::directory::cimd`).
+    pub const METADATA_DOCUMENT: &str = "metadata_document";
 }
 
 /// A software statement whose signature and claims verified (RFC 7591 §2.3).

@@ -176,12 +176,7 @@ impl Registrar {
         let now = self.clock.now();
         let claims = admission.statement.as_ref().map(|s| &s.claims);
         let policy = admission.policy.as_deref();
-        let (prepared, metadata_settings) =
-            self.policy
-                .prepare(policy, claims, request, &self.settings.metadata)?;
-        let metadata = validate_with(&prepared, metadata_settings, privileged)?;
-        self.remote.check(&metadata).await?;
-        self.policy.check(policy, claims, &metadata)?;
+        let metadata = self.judge(policy, claims, request, privileged).await?;
         let counters = self.policy.consume(self.store.as_ref(), admission)?;
         let result = self
             .store_new_client(metadata, admission, now, source)
@@ -190,6 +185,32 @@ impl Registrar {
             self.policy.release(self.store.as_ref(), &counters);
         }
         result
+    }
+
+    /// The one path from a request to registered metadata: the policy's preparation
+    /// (statement claims, forced values), the metadata engine (`metadata::validate`), the
+    /// network checks (`sector_identifier_uri`, `jwks_uri`) and the policy's allow-lists.
+    /// Registration, RFC 7592 updates, operator writes and client ID metadata documents
+    /// (`crate::directory::cimd`) all end here; only their admission differs.
+    pub(crate) async fn judge(
+        &self,
+        policy: Option<&crate::policy::rules::Policy>,
+        claims: Option<&Map<String, Value>>,
+        request: &Map<String, Value>,
+        privileged: Option<&[String]>,
+    ) -> Result<Map<String, Value>> {
+        let (prepared, metadata_settings) =
+            self.policy
+                .prepare(policy, claims, request, &self.settings.metadata)?;
+        let metadata = validate_with(&prepared, metadata_settings, privileged)?;
+        self.remote.check(&metadata).await?;
+        self.policy.check(policy, claims, &metadata)?;
+        Ok(metadata)
+    }
+
+    /// The network checks' fetcher (`crate::fetch`), shared with client ID metadata documents.
+    pub(crate) fn fetcher(&self) -> &crate::fetch::Fetcher {
+        self.remote.fetcher()
     }
 
     async fn store_new_client(
@@ -318,16 +339,9 @@ impl Registrar {
         let claims = self
             .policy
             .stored_statement_claims(current.software_statement.as_deref(), request)?;
-        let (prepared, metadata_settings) = self.policy.prepare(
-            policy.as_deref(),
-            claims.as_ref(),
-            request,
-            &self.settings.metadata,
-        )?;
-        let metadata = validate_with(&prepared, metadata_settings, privileged)?;
-        self.remote.check(&metadata).await?;
-        self.policy
-            .check(policy.as_deref(), claims.as_ref(), &metadata)?;
+        let metadata = self
+            .judge(policy.as_deref(), claims.as_ref(), request, privileged)
+            .await?;
         let now = self.clock.now();
         let mut updated = current.clone();
         let mut issued_secret = None;
