@@ -235,12 +235,14 @@ pub fn document_request(client_id: &str, document: Value) -> Result<Map<String, 
                 format!("the metadata document's client_id {shown:?} is not the URL it was fetched from; they must be equal as strings ({DRAFT} §4)"),
             ));
         }
-        _ => return Err(invalid(
-            client_id,
-            format!(
+        _ => {
+            return Err(invalid(
+                client_id,
+                format!(
                 "the metadata document must have a client_id string equal to its URL ({DRAFT} §4)"
             ),
-        )),
+            ))
+        }
     }
     for member in ["client_secret", "client_secret_expires_at"] {
         if doc.contains_key(member) {
