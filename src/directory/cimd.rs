@@ -424,20 +424,20 @@ impl Resolver {
             .entry(client_id.to_owned())
             .or_default()
             .clone();
+        // Landed or abandoned, the flight leaves the table, so later callers start afresh
+        // (a result is reused only through `fresh`) and cancelled flights do not pile up.
+        let landing = Landing {
+            flights: &self.flights,
+            client_id,
+            flight,
+        };
         // Every concurrent caller awaits the same cell: one fetch. If the caller running it is
         // cancelled (its request dropped), the next waiter runs it instead.
-        let result = flight
+        landing
+            .flight
             .get_or_init(|| self.fetch_and_store(client_id, url))
             .await
-            .clone();
-        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-        if flights
-            .get(client_id)
-            .is_some_and(|f| Arc::ptr_eq(f, &flight))
-        {
-            flights.remove(client_id);
-        }
-        result
+            .clone()
     }
 
     async fn fetch_and_store(&self, client_id: &str, url: Url) -> Result<ClientRecord> {
@@ -543,6 +543,29 @@ impl Resolver {
 
     fn find(&self, client_id: &str) -> Result<Option<ClientRecord>> {
         self.store.get(client_id).map_err(store_error)
+    }
+}
+
+/// Removes a flight from the table once it has landed, or when its last caller gave up.
+struct Landing<'a> {
+    flights: &'a Mutex<HashMap<String, Flight>>,
+    client_id: &'a str,
+    flight: Flight,
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        // An abandoned flight others still wait on stays: one of them runs it. (Two handles
+        // are the table's and this guard's.)
+        let done = self.flight.initialized() || Arc::strong_count(&self.flight) <= 2;
+        if done
+            && flights
+                .get(self.client_id)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+        {
+            flights.remove(self.client_id);
+        }
     }
 }
 
