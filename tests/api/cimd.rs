@@ -454,11 +454,8 @@ async fn a_document_that_turns_invalid_is_refused_and_not_served_from_the_cache(
 #[tokio::test]
 async fn a_jwks_uri_in_the_document_is_fetched_and_checked_as_for_registrations() {
     let body = doc();
-    let server = TlsServer::start(vec![
-        ("/c", served("", &body)),
-        ("/jwks", Reply::Json(r#"{"keys": []}"#.into())),
-    ])
-    .await;
+    let server = TlsServer::start(vec![("/c", served("", &body))]).await;
+    server.route("/jwks", Reply::Json(r#"{"keys": []}"#.into()));
     let id = server.url("/c");
     let mut d = minimal(&id);
     d["token_endpoint_auth_method"] = json!("private_key_jwt");

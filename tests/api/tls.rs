@@ -46,13 +46,17 @@ pub(crate) struct TlsServer {
     requested: Arc<Mutex<Vec<String>>>,
     in_flight: Arc<AtomicUsize>,
     pub(crate) max_in_flight: Arc<AtomicUsize>,
+    routes: Routes,
     _dir: tempfile::TempDir,
 }
 
+type Routes = Arc<Mutex<HashMap<String, Reply>>>;
+
 impl TlsServer {
     pub(crate) async fn start(routes: Vec<(&str, Reply)>) -> Self {
-        let routes: Arc<HashMap<String, Reply>> =
-            Arc::new(routes.into_iter().map(|(p, r)| (p.to_owned(), r)).collect());
+        let routes: Routes = Arc::new(Mutex::new(
+            routes.into_iter().map(|(p, r)| (p.to_owned(), r)).collect(),
+        ));
         // A CA, and a server certificate for 127.0.0.1 and localhost signed by it.
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -91,6 +95,7 @@ impl TlsServer {
             requested: Arc::default(),
             in_flight: Arc::default(),
             max_in_flight: Arc::default(),
+            routes: routes.clone(),
             _dir: dir,
         };
         let (connections, requested) = (server.connections.clone(), server.requested.clone());
@@ -115,6 +120,11 @@ impl TlsServer {
             }
         });
         server
+    }
+
+    /// Answer `path` with `reply` from now on (replacing what it answered before).
+    pub(crate) fn route(&self, path: &str, reply: Reply) {
+        self.routes.lock().unwrap().insert(path.to_owned(), reply);
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -170,7 +180,7 @@ impl TlsServer {
 
 async fn serve(
     mut tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-    routes: &HashMap<String, Reply>,
+    routes: &Mutex<HashMap<String, Reply>>,
     requested: &Mutex<Vec<String>>,
 ) {
     let mut head = Vec::new();
@@ -184,11 +194,12 @@ async fn serve(
     let head = String::from_utf8_lossy(&head);
     let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
     requested.lock().unwrap().push(path.clone());
-    let reply =
-        routes
-            .get(&path)
-            .cloned()
-            .unwrap_or(Reply::Raw(404, "application/json", "{}".into()));
+    let reply = routes
+        .lock()
+        .unwrap()
+        .get(&path)
+        .cloned()
+        .unwrap_or(Reply::Raw(404, "application/json", "{}".into()));
     let respond = |status: u16, ct: &str, extra: &str, body: &str| {
         format!(
             "HTTP/1.1 {status} X\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
