@@ -47,8 +47,8 @@ pub enum StartupError {
 pub struct Application {
     server: Server,
     port: u16,
-    /// The admin listener and its port.
-    admin: Option<(Server, u16)>,
+    /// The admin listener, its port and its service.
+    admin: Option<(Server, u16, Arc<Directory>)>,
     store: Arc<SledStore>,
     registrar: Arc<Registrar>,
 }
@@ -156,7 +156,8 @@ impl Application {
             None
         } else {
             let directory = Arc::new(Directory::new(parts, registrar.clone()));
-            Some(admin_server(&settings, directory, admin_tokens)?)
+            let server = admin_server(&settings, directory.clone(), admin_tokens)?;
+            Some((server.0, server.1, directory))
         };
         Ok(Self {
             server,
@@ -169,7 +170,7 @@ impl Application {
 
     /// The bound port of the admin listener, when it runs (at least one admin token).
     pub fn admin_port(&self) -> Option<u16> {
-        self.admin.as_ref().map(|(_, port)| *port)
+        self.admin.as_ref().map(|(_, port, _)| *port)
     }
 
     /// The bound port.
@@ -191,7 +192,12 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         // The admin listener lives as long as the public one: stopping the public server (a
         // signal, or `handle().stop()`) stops it too.
-        let admin = self.admin.map(|(server, _)| {
+        let admin = self.admin.map(|(server, _, directory)| {
+            tokio::spawn(async move {
+                if let Err(e) = directory.warm().await {
+                    tracing::warn!(error = %e, "could not prepare the dummy client secret hash");
+                }
+            });
             let handle = server.handle();
             (tokio::spawn(server), handle)
         });
