@@ -8,6 +8,7 @@ use crate::directory::Directory;
 use crate::fetch::{Fetcher, RemoteMetadata};
 use crate::http::{self, AppState, BodyLimits};
 use crate::policy::PolicyEngine;
+use crate::registration::upstream::{Schedule, UpstreamTask};
 use crate::registration::{Parts, Registrar};
 use crate::settings::Settings;
 use crate::store::{ClientStore, OpenError, SledStore};
@@ -51,6 +52,8 @@ pub struct Application {
     admin: Option<(Server, u16, Arc<Directory>)>,
     store: Arc<SledStore>,
     registrar: Arc<Registrar>,
+    /// Keeps the authorization server's metadata in discovery (`[discovery]`), if configured.
+    upstream: Option<UpstreamTask>,
 }
 
 impl Application {
@@ -116,6 +119,7 @@ impl Application {
             policy,
         };
         let registrar = Arc::new(Registrar::new(parts.clone()));
+        let upstream = start_upstream(&settings, &registrar)?;
         let state = web::Data::new(AppState {
             registrar: registrar.clone(),
             limits: BodyLimits {
@@ -139,7 +143,10 @@ impl Application {
                         .exclude("/healthz")
                         .exclude("/readyz"),
                 ))
-                .configure(http::routes(&app_settings.registration_path))
+                .configure(http::routes(
+                    &app_settings.registration_path,
+                    &app_settings.issuer,
+                ))
                 .default_service(http::default_service())
         })
         .client_request_timeout(Duration::from_millis(settings.server.head_timeout_ms))
@@ -165,6 +172,7 @@ impl Application {
             admin,
             store,
             registrar,
+            upstream,
         })
     }
 
@@ -205,6 +213,9 @@ impl Application {
         if let Some((task, handle)) = admin {
             handle.stop(true).await;
             let _ = task.await;
+        }
+        if let Some(upstream) = self.upstream {
+            upstream.stop().await;
         }
         match self.store.flush() {
             Ok(()) => tracing::info!("store flushed; stopped"),
@@ -249,6 +260,38 @@ fn admin_server(
     .run();
     tracing::info!(address = %format!("{}:{port}", settings.admin.host), "admin API listening");
     Ok((server, port))
+}
+
+/// Start the task that fetches `discovery.authorization_server_metadata_url`; without one, warn
+/// now if the documents lack members client libraries require (RFC 8414 §2, OIDC Discovery §3).
+fn start_upstream(
+    settings: &Settings,
+    registrar: &Registrar,
+) -> Result<Option<UpstreamTask>, StartupError> {
+    let d = &settings.discovery;
+    if d.authorization_server_metadata_url.is_empty() {
+        if let Some(warning) = registrar.discovery_service().incomplete_warning() {
+            tracing::warn!("{warning}");
+        }
+        return Ok(None);
+    }
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+        StartupError::Other("the server must be built inside a Tokio runtime".into())
+    })?;
+    // A fetcher of its own: the authorization server's metadata neither waits for the slots of
+    // client-triggered fetches nor shares their negative cache.
+    let fetcher = Fetcher::new(&settings.fetch).map_err(|e| StartupError::Other(e.to_string()))?;
+    let schedule = Schedule {
+        refresh: Duration::from_secs(d.authorization_server_metadata_refresh_secs),
+        first_retry: Duration::from_millis(settings.fetch.failure_ttl_ms),
+    };
+    Ok(Some(UpstreamTask::spawn(
+        &runtime,
+        registrar.discovery_service().clone(),
+        fetcher,
+        d.authorization_server_metadata_url.clone(),
+        schedule,
+    )))
 }
 
 /// The RAT key: `credentials.server_key` if set, else the key file, created with 256 random bits
