@@ -60,7 +60,7 @@ async fn optional_body(
 async fn list(state: State, req: HttpRequest) -> Response {
     state.tokens.authorize(&req, Scope::ClientsRead)?;
     let query = ListQuery::parse(&query_pairs(&req), Purpose::List)?;
-    let page = state.directory.list(&query)?;
+    let page = state.directory.list(&query).await?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({"clients": page.clients, "next_cursor": page.next_cursor}),
@@ -92,7 +92,10 @@ async fn delete_matching(state: State, req: HttpRequest) -> Response {
 /// GET /admin/clients/{client_id}: the client view.
 async fn show(state: State, req: HttpRequest, client_id: web::Path<String>) -> Response {
     state.tokens.authorize(&req, Scope::ClientsRead)?;
-    Ok(json(StatusCode::OK, &state.directory.get(&client_id)?))
+    Ok(json(
+        StatusCode::OK,
+        &state.directory.get(&client_id).await?,
+    ))
 }
 
 /// PATCH /admin/clients/{client_id}: RFC 7396 merge patch of the metadata and `disabled`.
