@@ -289,3 +289,25 @@ async fn the_view_shows_no_credential_material() {
     }
     assert!(v.contains("\"source\":\"registration\""));
 }
+
+#[test]
+fn records_from_before_the_directory_fields_decode_and_view_sensibly() {
+    let old = br#"{"client_id":"a","client_id_issued_at":42,"rat_tag":[],"metadata":{"client_name":"Old"},"updated_at":43,"tier":"anonymous"}"#;
+    let mut bytes = vec![1u8];
+    bytes.extend_from_slice(old);
+    let record = ClientRecord::decode(&bytes).unwrap();
+    assert!(!record.disabled);
+    assert_eq!(record.last_used_at, None);
+    let v = view(record);
+    assert_eq!(v["created_at"], 42, "falls back to client_id_issued_at");
+    assert_eq!(v["source"], "registration");
+    assert_eq!(v["disabled"], false);
+    assert_eq!(v["last_used_at"], Value::Null);
+    let filter = ClientFilter {
+        source: Some("registration".into()),
+        created_before: Some(43),
+        unused_for_secs: Some(0),
+        ..Default::default()
+    };
+    assert!(filter.matches(&ClientRecord::decode(&bytes).unwrap(), NOW));
+}
