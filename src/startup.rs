@@ -48,22 +48,22 @@ pub enum StartupError {
 pub struct Application {
     server: Server,
     port: u16,
-    /// The admin listener and its port.
-    admin: Option<(Server, u16)>,
-    store: Arc<SledStore>,
+    /// The admin listener, its port and its service.
+    admin: Option<(Server, u16, Arc<Directory>)>,
     registrar: Arc<Registrar>,
     /// Keeps the authorization server's metadata in discovery (`[discovery]`), if configured.
     upstream: Option<UpstreamTask>,
 }
 
 impl Application {
-    /// Build with the system clock and the OS random generator.
-    pub fn build(settings: Settings) -> Result<Self, StartupError> {
-        Self::build_with(settings, Arc::new(SystemClock), Arc::new(OsTokens))
+    /// Build with the system clock and the OS random generator. Asynchronous because opening
+    /// the store may wait on disk or a database.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with(settings, Arc::new(SystemClock), Arc::new(OsTokens)).await
     }
 
     /// Build with an injected clock and token generator (tests).
-    pub fn build_with(
+    pub async fn build_with(
         mut settings: Settings,
         clock: Arc<dyn Clock>,
         tokens: Arc<dyn TokenGenerator>,
@@ -77,7 +77,7 @@ impl Application {
         if settings.issuer.is_empty() {
             settings.issuer = format!("http://{local}");
         }
-        let store = Arc::new(SledStore::open(
+        let store: Arc<dyn ClientStore> = Arc::new(SledStore::open(
             &settings.storage.data_dir,
             settings.storage.cache_capacity_bytes,
         )?);
@@ -109,7 +109,7 @@ impl Application {
             AdminTokens::compile(&settings.admin.tokens).map_err(StartupError::Other)?;
         let settings = Arc::new(settings);
         let parts = Parts {
-            store: store.clone() as Arc<dyn ClientStore>,
+            store,
             clock,
             tokens,
             hasher,
@@ -163,13 +163,13 @@ impl Application {
             None
         } else {
             let directory = Arc::new(Directory::new(parts, registrar.clone()));
-            Some(admin_server(&settings, directory, admin_tokens)?)
+            let server = admin_server(&settings, directory.clone(), admin_tokens)?;
+            Some((server.0, server.1, directory))
         };
         Ok(Self {
             server,
             port: local.port(),
             admin,
-            store,
             registrar,
             upstream,
         })
@@ -177,7 +177,7 @@ impl Application {
 
     /// The bound port of the admin listener, when it runs (at least one admin token).
     pub fn admin_port(&self) -> Option<u16> {
-        self.admin.as_ref().map(|(_, port)| *port)
+        self.admin.as_ref().map(|(_, port, _)| *port)
     }
 
     /// The bound port.
@@ -195,11 +195,18 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serve until SIGINT/SIGTERM (or `handle().stop()`), then flush the store.
+    /// Serve until SIGINT/SIGTERM (or `handle().stop()`). Every acknowledged write was durable
+    /// before its response (`ClientStore::commit`), so there is nothing left to flush; the store
+    /// closes when its last handle drops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         // The admin listener lives as long as the public one: stopping the public server (a
         // signal, or `handle().stop()`) stops it too.
-        let admin = self.admin.map(|(server, _)| {
+        let admin = self.admin.map(|(server, _, directory)| {
+            tokio::spawn(async move {
+                if let Err(e) = directory.warm().await {
+                    tracing::warn!(error = %e, "could not prepare the dummy client secret hash");
+                }
+            });
             let handle = server.handle();
             (tokio::spawn(server), handle)
         });
@@ -211,10 +218,8 @@ impl Application {
         if let Some(upstream) = self.upstream {
             upstream.stop().await;
         }
-        match self.store.flush() {
-            Ok(()) => tracing::info!("store flushed; stopped"),
-            Err(e) => tracing::error!(error = %e, "final store flush failed"),
-        }
+        drop(self.registrar);
+        tracing::info!("stopped");
         result
     }
 }

@@ -60,7 +60,7 @@ async fn optional_body(
 async fn list(state: State, req: HttpRequest) -> Response {
     state.tokens.authorize(&req, Scope::ClientsRead)?;
     let query = ListQuery::parse(&query_pairs(&req), Purpose::List)?;
-    let page = state.directory.list(&query)?;
+    let page = state.directory.list(&query).await?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({"clients": page.clients, "next_cursor": page.next_cursor}),

@@ -23,7 +23,7 @@ use crate::error::{RegistrationError, Result};
 use crate::fetch::{CachingHeaders, FetchError};
 use crate::metadata::uses_client_secret;
 use crate::registration::{store_error, Registrar};
-use crate::store::{source, ClientRecord, ClientStore, StoreError};
+use crate::store::{source, Change, ClientRecord, ClientStore, StoreError, WriteBatch};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -413,7 +413,7 @@ impl Resolver {
             .is_fresh(client_id, self.clock.now());
         if fresh {
             // A record deleted by an operator meanwhile is resolved again below.
-            if let Some(record) = self.find(client_id)? {
+            if let Some(record) = self.find(client_id).await? {
                 return Ok(record);
             }
         }
@@ -483,7 +483,7 @@ impl Resolver {
         let policy = self.settings.policy_name().map(str::to_owned);
         for _ in 0..MAX_RETRIES {
             let now = self.clock.now();
-            let written = match self.find(client_id)? {
+            let (change, record) = match self.find(client_id).await? {
                 None => {
                     let record = ClientRecord {
                         client_id: client_id.to_owned(),
@@ -494,13 +494,11 @@ impl Resolver {
                         policy: policy.clone(),
                         tier: Some(crate::policy::tier::METADATA_DOCUMENT.to_owned()),
                         source: Some(source::METADATA_DOCUMENT.to_owned()),
+                        revision: 1,
                         // No registration access token: RFC 7592 management does not apply.
                         ..Default::default()
                     };
-                    self.store.insert(&record).map(|()| {
-                        tracing::info!(client_id = %client_id, "client resolved from its metadata document");
-                        record
-                    })
+                    (Change::Insert(record.clone()), record)
                 }
                 Some(current) => {
                     if current.source.as_deref() != Some(source::METADATA_DOCUMENT) {
@@ -521,15 +519,22 @@ impl Resolver {
                     updated.metadata = metadata.clone();
                     updated.policy = policy.clone();
                     updated.updated_at = now;
-                    self.store.replace(&current, &updated).map(|()| {
-                        tracing::info!(client_id = %client_id, "client metadata document changed; client updated");
-                        updated
-                    })
+                    let change = Change::Update {
+                        expected_revision: current.revision,
+                        record: updated.clone(),
+                    };
+                    updated.revision = current.revision + 1;
+                    (change, updated)
                 }
             };
-            match written {
-                Ok(record) => {
-                    self.store.durable().await.map_err(store_error)?;
+            let created = matches!(change, Change::Insert(_));
+            match self.store.commit(WriteBatch::change(change)).await {
+                Ok(()) => {
+                    if created {
+                        tracing::info!(client_id = %client_id, "client resolved from its metadata document");
+                    } else {
+                        tracing::info!(client_id = %client_id, "client metadata document changed; client updated");
+                    }
                     return Ok(record);
                 }
                 Err(StoreError::Conflict) => continue,
@@ -541,8 +546,8 @@ impl Resolver {
         ))
     }
 
-    fn find(&self, client_id: &str) -> Result<Option<ClientRecord>> {
-        self.store.get(client_id).map_err(store_error)
+    async fn find(&self, client_id: &str) -> Result<Option<ClientRecord>> {
+        self.store.get(client_id).await.map_err(store_error)
     }
 }
 

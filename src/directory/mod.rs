@@ -7,8 +7,8 @@
 //! (`Registrar::register_admitted`, `Registrar::revalidate`), so a client an operator creates
 //! obeys the same metadata table and policies as one that registered itself.
 //!
-//! Every store access is in the small functions at the end of `impl Directory` (`load`,
-//! `save`, `page`), so moving to another store interface touches only them.
+//! Every store access is in the small functions at the end of `impl Directory` (`find`,
+//! `load`, `save`, `page`), so another store interface touches only them.
 
 pub mod cimd;
 mod query;
@@ -20,7 +20,7 @@ use crate::credentials::{Plaintext, SecretHasher};
 use crate::error::{RegistrationError, Result};
 use crate::metadata::uses_client_secret;
 use crate::registration::{store_error, Parts, Registrar};
-use crate::store::{source, ClientRecord, ClientStore, StoreError};
+use crate::store::{source, Change, ClientRecord, ClientStore, StoreError, WriteBatch};
 use crate::tokens::{TokenGenerator, SECRET_BYTES};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -112,9 +112,9 @@ impl Directory {
     pub async fn get(&self, client_id: &str) -> Result<Map<String, Value>> {
         if cimd::is_metadata_document_id(client_id) {
             let record = self.cimd.resolve(client_id).await?;
-            return Ok(view(self.touch(record, self.clock.now())));
+            return Ok(view(self.touch(record, self.clock.now()).await));
         }
-        Ok(view(self.load(client_id)?))
+        Ok(view(self.load(client_id).await?))
     }
 
     /// `POST /admin/clients/{client_id}/authenticate` (RFC 6749 §2.3.1 on behalf of the
@@ -130,7 +130,7 @@ impl Directory {
             self.cimd.resolve(client_id).await?;
         }
         let now = self.clock.now();
-        let Some(record) = self.find(client_id)? else {
+        let Some(record) = self.find(client_id).await? else {
             self.verify_dummy(secret).await?;
             return Err(RegistrationError::InvalidToken);
         };
@@ -168,18 +168,18 @@ impl Directory {
         if !valid || record.disabled {
             return Err(RegistrationError::InvalidToken);
         }
-        Ok(view(self.touch(record, now)))
+        Ok(view(self.touch(record, now).await))
     }
 
     /// `GET /admin/clients`: one page of the clients matching `query`.
-    pub fn list(&self, query: &ListQuery) -> Result<Page> {
+    pub async fn list(&self, query: &ListQuery) -> Result<Page> {
         let now = self.clock.now();
         let mut after = query.cursor.clone();
         let mut clients = Vec::new();
         let mut examined = 0;
         loop {
             let want = (query.limit - clients.len()).max(64);
-            let batch = self.page(after.as_deref(), want)?;
+            let batch = self.page(after.as_deref(), want).await?;
             let exhausted = batch.len() < want;
             for record in batch {
                 examined += 1;
@@ -212,7 +212,7 @@ impl Directory {
     /// `DELETE /admin/clients/{client_id}`.
     pub async fn delete(&self, client_id: &str) -> Result<()> {
         for _ in 0..MAX_RETRIES {
-            let current = self.load(client_id)?;
+            let current = self.load(client_id).await?;
             if self.registrar.remove_record(&current).await? {
                 return Ok(());
             }
@@ -229,7 +229,7 @@ impl Directory {
         let mut after: Option<String> = None;
         let mut count = 0;
         loop {
-            let batch = self.page(after.as_deref(), 500)?;
+            let batch = self.page(after.as_deref(), 500).await?;
             let Some(last) = batch.last() else {
                 return Ok(count);
             };
@@ -243,7 +243,7 @@ impl Directory {
                         count += 1;
                         break;
                     }
-                    match self.find(&record.client_id)? {
+                    match self.find(&record.client_id).await? {
                         Some(newer) => record = newer,
                         None => break,
                     }
@@ -288,7 +288,7 @@ impl Directory {
             .get("client_id")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let mut out = view(self.load(client_id)?);
+        let mut out = view(self.load(client_id).await?);
         for name in [
             "client_secret",
             "registration_access_token",
@@ -332,7 +332,7 @@ impl Directory {
             )));
         }
         for _ in 0..MAX_RETRIES {
-            let current = self.load(client_id)?;
+            let current = self.load(client_id).await?;
             if from_document(&current) && !metadata_patch.is_empty() {
                 return Err(RegistrationError::InvalidRequest(format!(
                     "the metadata of {client_id:?} comes from its client ID metadata document and is replaced on every fetch; only disabled can be patched"
@@ -346,9 +346,14 @@ impl Directory {
                 let Value::Object(request) = merged else {
                     unreachable!("a merge patch of an object with an object is an object")
                 };
-                self.registrar
-                    .revalidate(&current, &request, Some(&self.privileged))
-                    .await?
+                let plan = self
+                    .registrar
+                    .plan_change(&current, &request, Some(&self.privileged))
+                    .await?;
+                (
+                    plan.apply_to(&current, &self.rat_key),
+                    plan.issued_secret().cloned(),
+                )
             };
             if let Some(d) = disabled {
                 updated.disabled = d;
@@ -357,9 +362,9 @@ impl Directory {
                 return Ok(view(current));
             }
             updated.updated_at = self.clock.now();
-            if self.save(&current, &updated).await? {
+            if let Some(stored) = self.save(&current, updated).await? {
                 tracing::info!(client_id = %client_id, "client changed by an operator");
-                let mut out = view(updated);
+                let mut out = view(stored);
                 if let Some(secret) = secret {
                     out.insert("client_secret".into(), Value::from(secret.expose()));
                 }
@@ -395,7 +400,7 @@ impl Directory {
                 })?,
         };
         for _ in 0..MAX_RETRIES {
-            let current = self.load(client_id)?;
+            let current = self.load(client_id).await?;
             let method = auth_method(&current);
             let Some((secret, hash)) = self
                 .registrar
@@ -419,15 +424,13 @@ impl Directory {
             updated.client_secret_hash = Some(hash);
             updated.client_secret_expires_at = Some(self.registrar.secret_expiry(now));
             updated.updated_at = now;
-            if self.save(&current, &updated).await? {
+            let expires_at = updated.client_secret_expires_at;
+            if self.save(&current, updated).await?.is_some() {
                 tracing::info!(client_id = %client_id, grace_secs = grace, "client secret rotated by an operator");
                 let mut out = Map::new();
                 out.insert("client_id".into(), Value::from(client_id));
                 out.insert("client_secret".into(), Value::from(secret.expose()));
-                out.insert(
-                    "client_secret_expires_at".into(),
-                    Value::from(updated.client_secret_expires_at),
-                );
+                out.insert("client_secret_expires_at".into(), Value::from(expires_at));
                 if grace > 0 {
                     out.insert(
                         "previous_secret_expires_at".into(),
@@ -446,7 +449,7 @@ impl Directory {
     /// client that lost its own; the old one is dead at once.
     pub async fn reissue_registration_token(&self, client_id: &str) -> Result<Map<String, Value>> {
         for _ in 0..MAX_RETRIES {
-            let current = self.load(client_id)?;
+            let current = self.load(client_id).await?;
             if from_document(&current) {
                 // RFC 7592 manages what RFC 7591 registered; a document is managed by its host.
                 return Err(RegistrationError::InvalidRequest(format!(
@@ -457,7 +460,7 @@ impl Directory {
             let mut updated = current.clone();
             updated.rat_tag = self.rat_key.tag(token.expose()).to_vec();
             updated.updated_at = self.clock.now();
-            if self.save(&current, &updated).await? {
+            if self.save(&current, updated).await?.is_some() {
                 tracing::info!(client_id = %client_id, "registration access token reissued by an operator");
                 let mut out = Map::new();
                 out.insert("client_id".into(), Value::from(client_id));
@@ -477,21 +480,30 @@ impl Directory {
         ))
     }
 
-    async fn verify_dummy(&self, secret: &str) -> Result<()> {
-        let dummy = self
-            .dummy_hash
+    /// Compute the dummy hash now (at start-up), so that even the first unknown client costs
+    /// only one verification like every other failure.
+    pub async fn warm(&self) -> Result<()> {
+        self.dummy().await.map(|_| ())
+    }
+
+    async fn dummy(&self) -> Result<&String> {
+        self.dummy_hash
             .get_or_try_init(|| async {
                 let unknowable = Plaintext::new(self.tokens.token(SECRET_BYTES));
                 self.hasher.hash(&unknowable).await
             })
-            .await?;
+            .await
+    }
+
+    async fn verify_dummy(&self, secret: &str) -> Result<()> {
+        let dummy = self.dummy().await?;
         // The result is always false (nobody knows the dummy secret); only the work matters.
         self.hasher.verify(secret, dummy).await.map(|_| ())
     }
 
-    /// Record `last_used_at`, at most once per `admin.last_used_resolution_secs`. Not awaited
-    /// for durability: a use lost in a crash only makes the client look idle a little longer.
-    fn touch(&self, record: ClientRecord, now: i64) -> ClientRecord {
+    /// Record `last_used_at`, at most once per `admin.last_used_resolution_secs`, so a busy
+    /// token endpoint costs one write per client per resolution, not one per request.
+    async fn touch(&self, record: ClientRecord, now: i64) -> ClientRecord {
         if record
             .last_used_at
             .is_some_and(|at| now.saturating_sub(at) < self.last_used_resolution)
@@ -500,10 +512,12 @@ impl Directory {
         }
         let mut used = record.clone();
         used.last_used_at = Some(now);
-        match self.store.replace(&record, &used) {
-            Ok(()) => used,
+        match self.save(&record, used).await {
+            Ok(Some(stored)) => stored,
             // Another request recorded the use (or changed the client) first.
-            Err(StoreError::Conflict) => record,
+            Ok(None) => record,
+            // The authentication itself succeeded; a store that cannot write now must not
+            // turn it into a failure.
             Err(e) => {
                 tracing::warn!(error = %e, "could not record last_used_at");
                 record
@@ -513,29 +527,39 @@ impl Directory {
 
     // --- store access -----------------------------------------------------------------------
 
-    fn find(&self, client_id: &str) -> Result<Option<ClientRecord>> {
-        self.store.get(client_id).map_err(store_error)
+    async fn find(&self, client_id: &str) -> Result<Option<ClientRecord>> {
+        self.store.get(client_id).await.map_err(store_error)
     }
 
-    fn load(&self, client_id: &str) -> Result<ClientRecord> {
-        self.find(client_id)?
+    async fn load(&self, client_id: &str) -> Result<ClientRecord> {
+        self.find(client_id)
+            .await?
             .ok_or_else(|| RegistrationError::ClientNotFound(client_id.to_owned()))
     }
 
-    /// Replace `current` with `updated`, durably; `Ok(false)` if another writer won.
-    async fn save(&self, current: &ClientRecord, updated: &ClientRecord) -> Result<bool> {
-        match self.store.replace(current, updated) {
+    /// Replace `current` with `updated` if `current` is still the stored revision, durably;
+    /// the stored record, or `None` if another writer won.
+    async fn save(
+        &self,
+        current: &ClientRecord,
+        mut updated: ClientRecord,
+    ) -> Result<Option<ClientRecord>> {
+        let batch = WriteBatch::change(Change::Update {
+            expected_revision: current.revision,
+            record: updated.clone(),
+        });
+        match self.store.commit(batch).await {
             Ok(()) => {
-                self.store.durable().await.map_err(store_error)?;
-                Ok(true)
+                updated.revision = current.revision + 1;
+                Ok(Some(updated))
             }
-            Err(StoreError::Conflict) => Ok(false),
+            Err(StoreError::Conflict) => Ok(None),
             Err(e) => Err(store_error(e)),
         }
     }
 
-    fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<ClientRecord>> {
-        self.store.scan(after, limit).map_err(store_error)
+    async fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<ClientRecord>> {
+        self.store.scan(after, limit).await.map_err(store_error)
     }
 }
 

@@ -10,16 +10,17 @@ use crate::error::{RegistrationError, Result};
 use crate::fetch::RemoteMetadata;
 use crate::metadata::{self, uses_client_secret};
 use crate::policy::{PolicyEngine, RegistrationContext};
-use crate::settings::MetadataSettings;
-use crate::settings::Settings;
-use crate::store::{source, ClientRecord, ClientStore, StoreError};
+use crate::settings::{MetadataSettings, Settings};
+use crate::store::{source, Change, ClientRecord, ClientStore, CounterOp, StoreError, WriteBatch};
 use crate::tokens::{TokenGenerator, CLIENT_ID_BYTES, SECRET_BYTES};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// How many times a write that lost a race is retried before giving up.
-const MAX_RETRIES: usize = 8;
+/// How many times a write that lost a race is retried before giving up. Each round of a race
+/// has one winner, so N concurrent writers of one client need up to N rounds; a retry is only
+/// a re-read and a compare-and-swap (the expensive work is done once, before the loop).
+const MAX_RETRIES: usize = 64;
 
 /// The service behind every registration endpoint.
 pub struct Registrar {
@@ -50,21 +51,20 @@ pub struct Parts {
     pub policy: Arc<PolicyEngine>,
 }
 
-/// A store failure as the service reports it.
+/// The one mapping of store failures to the RFC error the caller sees. `Conflict` and
+/// `CounterExhausted` are handled where they can happen; reaching here they are bugs.
 pub(crate) fn store_error(e: StoreError) -> RegistrationError {
     match e {
-        StoreError::Io(cause) => {
-            tracing::error!(%cause, "store write failed");
+        StoreError::Unavailable(cause) => {
+            tracing::error!(%cause, "store unavailable");
             RegistrationError::Unavailable
         }
-        StoreError::Corrupt(cause) => RegistrationError::Internal(format!("store: {cause}")),
-        StoreError::Conflict => {
-            RegistrationError::Internal("store: unresolved write conflict".into())
-        }
+        other => RegistrationError::Internal(format!("store: {other}")),
     }
 }
 
-/// The metadata engine, with the allowed privileged fields replaced when `privileged` is given.
+/// The metadata engine, with the allowed privileged fields replaced when `privileged` is given
+/// (the admin API's `admin.allowed_privileged_fields`).
 fn validate_with(
     prepared: &Map<String, Value>,
     settings: &MetadataSettings,
@@ -76,6 +76,61 @@ fn validate_with(
             let mut settings = settings.clone();
             settings.allowed_privileged_fields = fields.to_vec();
             metadata::validate(prepared, &settings)
+        }
+    }
+}
+
+/// What an update changes, decided once (validation, outbound fetches, argon2) before the
+/// compare-and-swap loop, which only re-applies it to a fresher read of the record. RFC 7592
+/// PUT and the admin API's PATCH both make one.
+pub(crate) struct UpdatePlan {
+    metadata: Map<String, Value>,
+    secret: SecretChange,
+    /// The registration access token after the update; `None` keeps the stored one (admin).
+    token: Option<Plaintext>,
+    now: i64,
+}
+
+enum SecretChange {
+    Keep,
+    Clear,
+    Issue {
+        secret: Plaintext,
+        hash: String,
+        expires_at: i64,
+    },
+}
+
+impl UpdatePlan {
+    pub(crate) fn apply_to(&self, current: &ClientRecord, rat_key: &RatKey) -> ClientRecord {
+        let mut updated = current.clone();
+        match &self.secret {
+            SecretChange::Keep => {}
+            SecretChange::Clear => {
+                updated.client_secret_hash = None;
+                updated.client_secret_expires_at = None;
+                updated.previous_secret_hash = None;
+                updated.previous_secret_expires_at = None;
+            }
+            SecretChange::Issue {
+                hash, expires_at, ..
+            } => {
+                updated.client_secret_hash = Some(hash.clone());
+                updated.client_secret_expires_at = Some(*expires_at);
+            }
+        }
+        if let Some(token) = &self.token {
+            updated.rat_tag = rat_key.tag(token.expose()).to_vec();
+        }
+        updated.metadata = self.metadata.clone();
+        updated.updated_at = self.now;
+        updated
+    }
+
+    pub(crate) fn issued_secret(&self) -> Option<&Plaintext> {
+        match &self.secret {
+            SecretChange::Issue { secret, .. } => Some(secret),
+            _ => None,
         }
     }
 }
@@ -128,8 +183,8 @@ impl Registrar {
     }
 
     /// Number of registered clients.
-    pub fn client_count(&self) -> usize {
-        self.store.len()
+    pub async fn client_count(&self) -> Result<u64> {
+        self.store.count().await.map_err(store_error)
     }
 
     /// Whether registrations, updates and deletions can be stored right now. False while the
@@ -147,8 +202,9 @@ impl Registrar {
     /// credentials plus every registered metadata value with defaults applied.
     ///
     /// Admission first (initial access token, software statement; RFC 7591 §3, §3.1.1), then the
-    /// admitting tier's policy around the metadata engine; durable counters (token uses, `jti`,
-    /// policy quota) are taken only once the request is valid, and given back if storing fails.
+    /// admitting tier's policy around the metadata engine; the durable counters the policy asks
+    /// for (token uses, `jti`, policy quota) are taken in the same commit as the new client, so
+    /// they are taken only for a valid request that is stored.
     pub async fn register_client(
         &self,
         request: &Map<String, Value>,
@@ -177,14 +233,9 @@ impl Registrar {
         let claims = admission.statement.as_ref().map(|s| &s.claims);
         let policy = admission.policy.as_deref();
         let metadata = self.judge(policy, claims, request, privileged).await?;
-        let counters = self.policy.consume(self.store.as_ref(), admission)?;
-        let result = self
-            .store_new_client(metadata, admission, now, source)
-            .await;
-        if result.is_err() {
-            self.policy.release(self.store.as_ref(), &counters);
-        }
-        result
+        let counters = self.policy.registration_counters(admission);
+        self.store_new_client(metadata, admission, counters, now, source)
+            .await
     }
 
     /// The one path from a request to registered metadata: the policy's preparation
@@ -217,6 +268,7 @@ impl Registrar {
         &self,
         metadata: Map<String, Value>,
         admission: &crate::policy::Admission,
+        counters: Vec<CounterOp>,
         now: i64,
         source: &str,
     ) -> Result<Map<String, Value>> {
@@ -235,13 +287,16 @@ impl Registrar {
             policy: admission.policy.as_ref().map(|p| p.name.clone()),
             tier: Some(admission.tier.to_owned()),
             software_statement: admission.statement.as_ref().map(|s| s.raw.clone()),
+            revision: 1,
             created_at: now,
             source: Some(source.to_owned()),
             ..Default::default()
         };
         let mut attempts = 0;
         loop {
-            match self.store.insert(&record) {
+            let batch = WriteBatch::change(Change::Insert(record.clone()))
+                .with_counters(counters.iter().cloned());
+            match self.store.commit(batch).await {
                 Ok(()) => break,
                 // 128 random bits do not collide in practice; if they do, draw again.
                 Err(StoreError::Conflict) if attempts < MAX_RETRIES => {
@@ -252,10 +307,12 @@ impl Registrar {
                         record.client_secret_hash = secret.as_ref().map(|(_, h)| h.clone());
                     }
                 }
+                Err(StoreError::CounterExhausted(key)) => {
+                    return Err(self.policy.counter_refusal(admission, &key))
+                }
                 Err(e) => return Err(store_error(e)),
             }
         }
-        self.store.durable().await.map_err(store_error)?;
         tracing::info!(client_id = %record.client_id, "client registered");
         Ok(self.response(record, &rat, secret.as_ref().map(|(s, _)| s)))
     }
@@ -272,16 +329,21 @@ impl Registrar {
             return Ok(self.response(record, &presented, None));
         }
         let new_rat = Plaintext::new(self.tokens.token(SECRET_BYTES));
-        let mut updated = record.clone();
+        let expected_revision = record.revision;
+        let mut updated = record;
         updated.rat_tag = self.rat_key.tag(new_rat.expose()).to_vec();
-        match self.store.replace(&record, &updated) {
+        let batch = WriteBatch::change(Change::Update {
+            expected_revision,
+            record: updated.clone(),
+        });
+        match self.store.commit(batch).await {
             Ok(()) => {}
             // Someone else changed the client (and maybe the token) meanwhile: the token the
             // caller holds may be dead now, so answer as for any invalid token.
             Err(StoreError::Conflict) => return Err(RegistrationError::InvalidToken),
             Err(e) => return Err(store_error(e)),
         }
-        self.store.durable().await.map_err(store_error)?;
+        updated.revision = expected_revision + 1;
         Ok(self.response(updated, &new_rat, None))
     }
 
@@ -292,27 +354,38 @@ impl Registrar {
         rat: Option<&str>,
         request: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
+        let mut current = self.authenticate_enabled(client_id, rat).await?;
+        let mut plan = self.plan_update(&current, rat, request).await?;
+        let token = plan
+            .token
+            .clone()
+            .unwrap_or_else(|| Plaintext::new(rat.unwrap_or_default().to_owned()));
         for _ in 0..MAX_RETRIES {
-            let current = self.authenticate(client_id, rat).await?;
-            if current.disabled {
-                return Err(RegistrationError::ClientDisabled);
-            }
-            self.check_update_request(&current, rat.unwrap_or_default(), request)
-                .await?;
-            let (mut updated, issued_secret) = self.revalidate(&current, request, None).await?;
-            let token = if self.settings.registration.rotate_rat_on_update {
-                Plaintext::new(self.tokens.token(SECRET_BYTES))
-            } else {
-                Plaintext::new(rat.unwrap_or_default().to_owned())
-            };
-            updated.rat_tag = self.rat_key.tag(token.expose()).to_vec();
-            match self.store.replace(&current, &updated) {
+            let updated = plan.apply_to(&current, &self.rat_key);
+            let batch = WriteBatch::change(Change::Update {
+                expected_revision: current.revision,
+                record: updated.clone(),
+            });
+            match self.store.commit(batch).await {
                 Ok(()) => {
-                    self.store.durable().await.map_err(store_error)?;
                     tracing::info!(client_id = %client_id, "client updated");
-                    return Ok(self.response(updated, &token, issued_secret.as_ref()));
+                    let mut updated = updated;
+                    updated.revision = current.revision + 1;
+                    let secret = plan.issued_secret();
+                    return Ok(self.response(updated, &token, secret));
                 }
-                Err(StoreError::Conflict) => continue,
+                Err(StoreError::Conflict) => {
+                    // Lost a race: re-read. A concurrent update that rotated the token (or a
+                    // delete) leaves the caller's token dead, as for any invalid token.
+                    let fresh = self.authenticate_enabled(client_id, rat).await?;
+                    if fresh.client_secret_hash != current.client_secret_hash
+                        || fresh.client_secret_expires_at != current.client_secret_expires_at
+                    {
+                        // The plan's secret checks were made against the old secret.
+                        plan = self.plan_update(&fresh, rat, request).await?;
+                    }
+                    current = fresh;
+                }
                 Err(e) => return Err(store_error(e)),
             }
         }
@@ -321,17 +394,37 @@ impl Registrar {
         ))
     }
 
+    /// The expensive, race-independent part of an update (RFC 7592 §2.2): the request's
+    /// read-only members, the admitting tier's policy, the metadata engine, the outbound
+    /// checks, and the secret to issue, if any.
+    async fn plan_update(
+        &self,
+        current: &ClientRecord,
+        rat: Option<&str>,
+        request: &Map<String, Value>,
+    ) -> Result<UpdatePlan> {
+        self.check_update_request(current, rat.unwrap_or_default(), request)
+            .await?;
+        let mut plan = self.plan_change(current, request, None).await?;
+        plan.token = Some(if self.settings.registration.rotate_rat_on_update {
+            Plaintext::new(self.tokens.token(SECRET_BYTES))
+        } else {
+            Plaintext::new(rat.unwrap_or_default().to_owned())
+        });
+        Ok(plan)
+    }
+
     /// The metadata of `request` judged as an update of `current` (RFC 7592 §2.2: the same
     /// validation as registration, under the policy and tier the client was admitted with), and
-    /// the credential changes its auth method calls for. Returns the updated record (token
-    /// untouched) and the new `client_secret` if one was issued. Used by RFC 7592 PUT and by the
-    /// admin API's PATCH; `privileged` as in `register_admitted`.
-    pub(crate) async fn revalidate(
+    /// the secret change its auth method calls for; the token is left as it is. Used by RFC 7592
+    /// PUT (through `plan_update`) and by the admin API's PATCH; `privileged` as in
+    /// `register_admitted`.
+    pub(crate) async fn plan_change(
         &self,
         current: &ClientRecord,
         request: &Map<String, Value>,
         privileged: Option<&[String]>,
-    ) -> Result<(ClientRecord, Option<Plaintext>)> {
+    ) -> Result<UpdatePlan> {
         // The admitting tier's policy is re-applied on every update (security.md B34).
         let policy = self.policy.policy_named(current.policy.as_deref())?;
         self.policy
@@ -343,41 +436,42 @@ impl Registrar {
             .judge(policy.as_deref(), claims.as_ref(), request, privileged)
             .await?;
         let now = self.clock.now();
-        let mut updated = current.clone();
-        let mut issued_secret = None;
         let method = metadata
             .get("token_endpoint_auth_method")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if !uses_client_secret(method) {
-            updated.client_secret_hash = None;
-            updated.client_secret_expires_at = None;
-            updated.previous_secret_hash = None;
-            updated.previous_secret_expires_at = None;
+        let secret = if !uses_client_secret(method) {
+            SecretChange::Clear
         } else if current.client_secret_hash.as_deref().is_none_or(|stored| {
             metadata::needs_recoverable_secret(&metadata) && !is_recoverable(stored)
         }) {
             // Changing to a secret-based method, or to one that needs a recoverable secret
             // while the current one is only a hash: issue a new secret, shown in this
             // response only.
-            if let Some((secret, hash)) = self.new_secret(&metadata, &current.client_id).await? {
-                updated.client_secret_hash = Some(hash);
-                updated.client_secret_expires_at = Some(self.secret_expiry(now));
-                issued_secret = Some(secret);
+            match self.new_secret(&metadata, &current.client_id).await? {
+                Some((secret, hash)) => SecretChange::Issue {
+                    secret,
+                    hash,
+                    expires_at: self.secret_expiry(now),
+                },
+                None => SecretChange::Keep,
             }
-        }
-        updated.metadata = metadata;
-        updated.updated_at = now;
-        Ok((updated, issued_secret))
+        } else {
+            SecretChange::Keep
+        };
+        Ok(UpdatePlan {
+            metadata,
+            secret,
+            token: None,
+            now,
+        })
     }
 
-    /// RFC 7592 §2.3: delete the registration; its token dies with it.
+    /// RFC 7592 §2.3: delete the registration; its token dies with it, and its place in its
+    /// policy's quota is freed in the same commit.
     pub async fn delete_client(&self, client_id: &str, rat: Option<&str>) -> Result<()> {
         for _ in 0..MAX_RETRIES {
-            let current = self.authenticate(client_id, rat).await?;
-            if current.disabled {
-                return Err(RegistrationError::ClientDisabled);
-            }
+            let current = self.authenticate_enabled(client_id, rat).await?;
             if self.remove_record(&current).await? {
                 return Ok(());
             }
@@ -387,14 +481,17 @@ impl Registrar {
         ))
     }
 
-    /// Delete `current` if it is still the stored record, freeing its place in its policy's
-    /// quota; `Ok(false)` when another writer changed it first (re-read and decide again).
+    /// Delete `current` if it is still at its revision, freeing its place in its policy's
+    /// quota in the same commit; `Ok(false)` when another writer changed it first (re-read and
+    /// decide again). RFC 7592 DELETE and the admin API both delete through here.
     pub(crate) async fn remove_record(&self, current: &ClientRecord) -> Result<bool> {
-        match self.store.remove(current) {
+        let batch = WriteBatch::change(Change::Delete {
+            client_id: current.client_id.clone(),
+            expected_revision: current.revision,
+        })
+        .with_counters(self.policy.deletion_counters(current.policy.as_deref()));
+        match self.store.commit(batch).await {
             Ok(()) => {
-                self.policy
-                    .client_deleted(self.store.as_ref(), current.policy.as_deref());
-                self.store.durable().await.map_err(store_error)?;
                 tracing::info!(client_id = %current.client_id, "client deleted");
                 Ok(true)
             }
@@ -413,6 +510,20 @@ impl Registrar {
         &self.discovery
     }
 
+    /// `authenticate`, then refuse a client an operator disabled: it may read itself but not
+    /// change or delete itself (RFC 7592 §2.2, §2.3: 403).
+    async fn authenticate_enabled(
+        &self,
+        client_id: &str,
+        rat: Option<&str>,
+    ) -> Result<ClientRecord> {
+        let record = self.authenticate(client_id, rat).await?;
+        if record.disabled {
+            return Err(RegistrationError::ClientDisabled);
+        }
+        Ok(record)
+    }
+
     /// RFC 7592 §2: the client must exist and the token must be its current registration access
     /// token. Every failure is the same `InvalidToken`, so a caller cannot learn whether a
     /// `client_id` exists. A valid token presented for another (or an unknown) client is revoked
@@ -420,34 +531,42 @@ impl Registrar {
     async fn authenticate(&self, client_id: &str, rat: Option<&str>) -> Result<ClientRecord> {
         let rat = rat.ok_or(RegistrationError::InvalidToken)?;
         let tag = self.rat_key.tag(rat);
-        let record = self.store.get(client_id).map_err(store_error)?;
+        let record = self.store.get(client_id).await.map_err(store_error)?;
         if let Some(record) = record {
             if self.rat_key.matches(rat, &record.rat_tag) {
                 return Ok(record);
             }
         }
-        if let Some(owner) = self.store.client_for_rat(&tag).map_err(store_error)? {
-            if owner != client_id {
-                self.revoke(&owner, &tag).await?;
+        if let Some(owner) = self.store.get_by_rat(&tag).await.map_err(store_error)? {
+            if owner.client_id != client_id {
+                self.revoke(owner, &tag).await?;
             }
         }
         Err(RegistrationError::InvalidToken)
     }
 
-    async fn revoke(&self, client_id: &str, tag: &[u8]) -> Result<()> {
-        if let Some(record) = self.store.get(client_id).map_err(store_error)? {
-            if bool::from(record.rat_tag.as_slice().ct_eq(tag)) {
-                let mut revoked = record.clone();
-                revoked.rat_tag = Vec::new();
-                match self.store.replace(&record, &revoked) {
-                    Ok(()) | Err(StoreError::Conflict) => {}
-                    Err(e) => return Err(store_error(e)),
-                }
-                self.store.durable().await.map_err(store_error)?;
-                tracing::warn!(client_id = %client_id, "registration access token used for another client; revoked");
-            }
+    /// Revoke `record`'s token (RFC 7592 §2.1 SHOULD) if it still carries `tag`; a concurrent
+    /// change (a new token already) makes the revocation moot.
+    async fn revoke(&self, record: ClientRecord, tag: &[u8]) -> Result<()> {
+        if !bool::from(record.rat_tag.as_slice().ct_eq(tag)) {
+            return Ok(());
         }
-        Ok(())
+        let client_id = record.client_id.clone();
+        let expected_revision = record.revision;
+        let mut revoked = record;
+        revoked.rat_tag = Vec::new();
+        let batch = WriteBatch::change(Change::Update {
+            expected_revision,
+            record: revoked,
+        });
+        match self.store.commit(batch).await {
+            Ok(()) => {
+                tracing::warn!(client_id = %client_id, "registration access token used for another client; revoked");
+                Ok(())
+            }
+            Err(StoreError::Conflict) => Ok(()),
+            Err(e) => Err(store_error(e)),
+        }
     }
 
     /// RFC 7592 §2.2 rules on the members of an update request that the server owns.

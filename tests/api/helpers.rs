@@ -49,7 +49,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(Settings) -> Settings) -> TestApp
 
 pub async fn spawn_in(dir: TempDir, tweak: impl FnOnce(Settings) -> Settings) -> TestApp {
     let settings = tweak(test_settings(dir.path()));
-    start(Application::build(settings).expect("app builds"), dir)
+    start(Application::build(settings).await.expect("app builds"), dir)
 }
 
 /// Like `spawn_app_with`, on an injected clock (and OS randomness).
@@ -64,6 +64,7 @@ pub async fn spawn_app_with_clock(
         clock,
         std::sync::Arc::new(registrar::tokens::OsTokens),
     )
+    .await
     .expect("app builds");
     start(app, dir)
 }
