@@ -53,6 +53,38 @@ async fn app(server: &TlsServer, tweak: impl FnOnce(Settings) -> Settings) -> Te
     server.app_with(true, |s| tweak(with_admin(s))).await
 }
 
+/// One document at `/c` (the minimal one, served with the extra `headers`), its URL as the
+/// client_id, and the registrar (`tweak`ed) that resolves it.
+struct Fixture {
+    body: Doc,
+    server: TlsServer,
+    id: String,
+    app: TestApp,
+}
+
+async fn fixture(headers: &'static str, tweak: impl FnOnce(Settings) -> Settings) -> Fixture {
+    fixture_at("/c", headers, tweak).await
+}
+
+/// Like `fixture`, with the document at `path`.
+async fn fixture_at(
+    path: &str,
+    headers: &'static str,
+    tweak: impl FnOnce(Settings) -> Settings,
+) -> Fixture {
+    let body = doc();
+    let server = TlsServer::start(vec![(path, served(headers, &body))]).await;
+    let id = server.url(path);
+    set(&body, &minimal(&id));
+    let app = app(&server, tweak).await;
+    Fixture {
+        body,
+        server,
+        id,
+        app,
+    }
+}
+
 async fn lookup(app: &TestApp, id: &str) -> reqwest::Response {
     call(
         app,
@@ -84,11 +116,12 @@ fn fetches(server: &TlsServer, path: &str) -> usize {
 
 #[tokio::test]
 async fn an_https_client_id_is_resolved_into_a_persisted_client_view() {
-    let body = doc();
-    let server = TlsServer::start(vec![("/client.json", served("", &body))]).await;
-    let id = server.url("/client.json");
-    set(&body, &minimal(&id));
-    let app = app(&server, |s| s).await;
+    let Fixture {
+        body: _body,
+        server: _server,
+        id,
+        app,
+    } = fixture_at("/client.json", "", |s| s).await;
     let v = resolved(&app, &id).await;
     assert_eq!(v["client_id"], id.as_str());
     assert_eq!(v["source"], "metadata_document");
@@ -148,20 +181,23 @@ async fn every_client_id_url_rule_is_refused_by_name_without_a_connection() {
 
 #[tokio::test]
 async fn a_query_is_accepted_with_allow_query() {
-    let body = doc();
-    let server = TlsServer::start(vec![("/c?v=1", served("", &body))]).await;
-    let id = server.url("/c?v=1");
-    set(&body, &minimal(&id));
-    let app = app(&server, |s| s.with("cimd.allow_query", true).unwrap()).await;
+    let Fixture {
+        body: _body,
+        server: _server,
+        id,
+        app,
+    } = fixture_at("/c?v=1", "", |s| s.with("cimd.allow_query", true).unwrap()).await;
     assert_eq!(resolved(&app, &id).await["client_id"], id.as_str());
 }
 
 #[tokio::test]
 async fn each_document_rule_is_refused_with_its_message() {
-    let body = doc();
-    let server = TlsServer::start(vec![("/c", served("", &body))]).await;
-    let id = server.url("/c");
-    let app = app(&server, |s| s).await;
+    let Fixture {
+        body,
+        server: _server,
+        id,
+        app,
+    } = fixture("", |s| s).await;
     let with = |k: &str, v: Value| {
         let mut d = minimal(&id);
         d[k] = v;
@@ -364,11 +400,12 @@ async fn fifty_concurrent_resolutions_of_one_url_share_one_fetch() {
 
 #[tokio::test]
 async fn no_store_fetches_on_every_resolution_and_a_changed_document_updates_the_client() {
-    let body = doc();
-    let server = TlsServer::start(vec![("/c", served("Cache-Control: no-store\r\n", &body))]).await;
-    let id = server.url("/c");
-    set(&body, &minimal(&id));
-    let app = app(&server, |s| s).await;
+    let Fixture {
+        body,
+        server,
+        id,
+        app,
+    } = fixture("Cache-Control: no-store\r\n", |s| s).await;
     let first = resolved(&app, &id).await;
     resolved(&app, &id).await;
     resolved(&app, &id).await;
@@ -386,11 +423,12 @@ async fn no_store_fetches_on_every_resolution_and_a_changed_document_updates_the
 
 #[tokio::test]
 async fn a_disabled_client_stays_disabled_across_refetches_and_keeps_its_document_metadata() {
-    let body = doc();
-    let server = TlsServer::start(vec![("/c", served("Cache-Control: no-cache\r\n", &body))]).await;
-    let id = server.url("/c");
-    set(&body, &minimal(&id));
-    let app = app(&server, |s| s).await;
+    let Fixture {
+        body,
+        server: _server,
+        id,
+        app,
+    } = fixture("Cache-Control: no-cache\r\n", |s| s).await;
     resolved(&app, &id).await;
     let path = format!("/admin/clients/{}", enc(&id));
     let r = call(
@@ -434,11 +472,12 @@ async fn a_disabled_client_stays_disabled_across_refetches_and_keeps_its_documen
 
 #[tokio::test]
 async fn a_document_that_turns_invalid_is_refused_and_not_served_from_the_cache() {
-    let body = doc();
-    let server = TlsServer::start(vec![("/c", served("Cache-Control: no-store\r\n", &body))]).await;
-    let id = server.url("/c");
-    set(&body, &minimal(&id));
-    let app = app(&server, |s| s).await;
+    let Fixture {
+        body,
+        server,
+        id,
+        app,
+    } = fixture("Cache-Control: no-store\r\n", |s| s).await;
     resolved(&app, &id).await;
     set(
         &body,
@@ -469,11 +508,12 @@ async fn a_jwks_uri_in_the_document_is_fetched_and_checked_as_for_registrations(
 
 #[tokio::test]
 async fn same_origin_redirects_are_required_when_configured() {
-    let body = doc();
-    let server = TlsServer::start(vec![("/c", served("", &body))]).await;
-    let id = server.url("/c");
-    set(&body, &minimal(&id));
-    let app = app(&server, |s| {
+    let Fixture {
+        body,
+        server,
+        id,
+        app,
+    } = fixture("", |s| {
         s.with("cimd.require_same_origin_redirects", true).unwrap()
     })
     .await;
@@ -490,11 +530,12 @@ async fn same_origin_redirects_are_required_when_configured() {
 
 #[tokio::test]
 async fn authenticate_resolves_the_document_and_names_its_method() {
-    let body = doc();
-    let server = TlsServer::start(vec![("/c", served("", &body))]).await;
-    let id = server.url("/c");
-    set(&body, &minimal(&id));
-    let app = app(&server, |s| s).await;
+    let Fixture {
+        body: _body,
+        server,
+        id,
+        app,
+    } = fixture("", |s| s).await;
     let path = format!("/admin/clients/{}/authenticate", enc(&id));
     let secret = json!({"client_secret": "whatever"});
     let r = call(&app, Method::POST, &path, Some(AUTHN), Some(secret.clone())).await;
