@@ -651,3 +651,44 @@ async fn a_document_shaped_like_the_mcp_typescript_sdks_resolves() {
     );
     assert_eq!(v["scope"], "mcp:tools");
 }
+
+#[tokio::test]
+async fn documents_are_judged_under_cimd_policy() {
+    let Fixture {
+        body,
+        server: _server,
+        id,
+        app,
+    } = fixture("Cache-Control: no-store\r\n", |s| {
+        s.with(
+            "policies.documents",
+            json!({"allowed_scopes": ["mcp"], "force": {"client_uri": "https://forced.example"}}),
+        )
+        .unwrap()
+        .with("cimd.policy", "documents")
+        .unwrap()
+    })
+    .await;
+    let v = resolved(&app, &id).await;
+    assert_eq!(v["policy"], "documents");
+    assert_eq!(v["client_uri"], "https://forced.example");
+    let mut wide = minimal(&id);
+    wide["scope"] = json!("mcp admin");
+    set(&body, &wide);
+    let description = refused(&app, &id).await;
+    assert!(description.contains("admin"), "{description}");
+}
+
+#[test]
+fn settings_naming_an_unknown_cimd_policy_are_refused() {
+    let err = Settings::defaults()
+        .unwrap()
+        .with("cimd.policy", "missing")
+        .unwrap_err();
+    assert!(err.to_string().contains("cimd.policy"), "{err}");
+    let err = Settings::defaults()
+        .unwrap()
+        .with("cimd.cache_min_secs", 100_000)
+        .unwrap_err();
+    assert!(err.to_string().contains("cache_min_secs"), "{err}");
+}
