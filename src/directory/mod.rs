@@ -8,12 +8,13 @@
 //! obeys the same metadata table and policies as one that registered itself.
 //!
 //! Every store access is in the small functions at the end of `impl Directory` (`find`,
-//! `load`, `save`, `page`), so another store interface touches only them.
+//! `load`, `save`, `matching`), so another store interface touches only them.
 
 pub mod cimd;
 mod query;
 
-pub use query::{ClientFilter, ListQuery, Purpose, MAX_LIMIT};
+pub use crate::store::ClientFilter;
+pub use query::{ListQuery, Purpose, MAX_LIMIT};
 
 use crate::clock::Clock;
 use crate::credentials::{Plaintext, SecretHasher};
@@ -30,9 +31,6 @@ use tokio::sync::OnceCell;
 
 /// How many times a write that lost a race is retried before giving up.
 const MAX_RETRIES: usize = 8;
-/// Records examined per list request at most, so a filter matching little cannot make one
-/// request walk the whole store; the cursor then continues where it stopped.
-const MAX_EXAMINED: usize = 10_000;
 /// Longest grace period of a rotated secret: 90 days.
 pub const MAX_GRACE_SECS: i64 = 90 * 24 * 3600;
 /// Members of a PATCH or create body that the directory owns, besides the server-managed
@@ -174,39 +172,13 @@ impl Directory {
     /// `GET /admin/clients`: one page of the clients matching `query`.
     pub async fn list(&self, query: &ListQuery) -> Result<Page> {
         let now = self.clock.now();
-        let mut after = query.cursor.clone();
-        let mut clients = Vec::new();
-        let mut examined = 0;
-        loop {
-            let want = (query.limit - clients.len()).max(64);
-            let batch = self.page(after.as_deref(), want).await?;
-            let exhausted = batch.len() < want;
-            for record in batch {
-                examined += 1;
-                after = Some(record.client_id.clone());
-                if query.filter.matches(&record, now) {
-                    clients.push(view(record));
-                    if clients.len() == query.limit {
-                        return Ok(Page {
-                            clients,
-                            next_cursor: after.as_deref().map(encode_cursor),
-                        });
-                    }
-                }
-            }
-            if exhausted {
-                return Ok(Page {
-                    clients,
-                    next_cursor: None,
-                });
-            }
-            if examined >= MAX_EXAMINED {
-                return Ok(Page {
-                    clients,
-                    next_cursor: after.as_deref().map(encode_cursor),
-                });
-            }
-        }
+        let listing = self
+            .matching(query.cursor.as_deref(), query.limit, &query.filter, now)
+            .await?;
+        Ok(Page {
+            clients: listing.records.into_iter().map(view).collect(),
+            next_cursor: listing.next.as_deref().map(encode_cursor),
+        })
     }
 
     /// `DELETE /admin/clients/{client_id}`.
@@ -229,25 +201,23 @@ impl Directory {
         let mut after: Option<String> = None;
         let mut count = 0;
         loop {
-            let batch = self.page(after.as_deref(), 500).await?;
-            let Some(last) = batch.last() else {
-                return Ok(count);
-            };
-            after = Some(last.client_id.clone());
-            for mut record in batch {
+            let listing = self.matching(after.as_deref(), 500, filter, now).await?;
+            for mut record in listing.records {
                 for _ in 0..MAX_RETRIES {
-                    if !filter.matches(&record, now) {
-                        break;
-                    }
                     if dry_run || self.registrar.remove_record(&record).await? {
                         count += 1;
                         break;
                     }
+                    // Changed meanwhile: judged again on its new state.
                     match self.find(&record.client_id).await? {
-                        Some(newer) => record = newer,
-                        None => break,
+                        Some(newer) if filter.matches(&newer, now) => record = newer,
+                        _ => break,
                     }
                 }
+            }
+            match listing.next {
+                Some(next) => after = Some(next),
+                None => return Ok(count),
             }
         }
     }
@@ -558,8 +528,17 @@ impl Directory {
         }
     }
 
-    async fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<ClientRecord>> {
-        self.store.scan(after, limit).await.map_err(store_error)
+    async fn matching(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        filter: &ClientFilter,
+        now: i64,
+    ) -> Result<crate::store::Listing> {
+        self.store
+            .list(after, limit, filter, now)
+            .await
+            .map_err(store_error)
     }
 }
 
@@ -577,20 +556,11 @@ fn auth_method(record: &ClientRecord) -> String {
         .to_owned()
 }
 
-/// The creation time, for records written before it was kept.
-pub(crate) fn created_at(record: &ClientRecord) -> i64 {
-    if record.created_at == 0 {
-        record.client_id_issued_at
-    } else {
-        record.created_at
-    }
-}
-
 /// The admin view of a client: its registered metadata and the directory's own fields. Never a
 /// hash, a tag or a plaintext credential.
 pub fn view(record: ClientRecord) -> Map<String, Value> {
     let mut out = Map::with_capacity(record.metadata.len() + 11);
-    let created = created_at(&record);
+    let created = record.created();
     out.insert("client_id".into(), Value::from(record.client_id));
     out.extend(record.metadata);
     out.insert(
