@@ -161,6 +161,16 @@ pub fn check_client_id(client_id: &str, settings: &CimdSettings) -> Result<Url> 
     let Some(rest) = client_id.strip_prefix("https://") else {
         return fail("a client identifier URL must use the https scheme, written \"https://\"");
     };
+    // A URL parser would silently rewrite these (a backslash becomes a slash, spaces are
+    // trimmed or encoded), so the URL fetched would not be the string compared.
+    if client_id
+        .chars()
+        .any(|c| c == '\\' || c.is_whitespace() || c.is_control())
+    {
+        return fail(
+            "a client identifier URL must not contain backslashes, spaces or control characters",
+        );
+    }
     if client_id.contains('#') {
         return fail("a client identifier URL must not contain a fragment");
     }
@@ -660,7 +670,10 @@ mod tests {
             ("https://app.example/a/%2E%2e/c", "path segments"),
             ("https://app.example/..", "path segments"),
             ("https://app.example/c?x=1", "cimd.allow_query"),
-            ("https://exa mple/c", "is not a URL"),
+            ("https://exa mple/c", "spaces"),
+            ("https://app.example\\..\\c", "backslashes"),
+            ("https://app.example/c\t", "control characters"),
+            ("https://app.example:99999/c", "is not a URL"),
         ] {
             let m = rule_of(id, &s);
             assert!(m.contains(words), "{id}: {m}");
