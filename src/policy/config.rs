@@ -101,6 +101,11 @@ pub struct TrustedIssuer {
     /// token may name another configured policy in its `policy` claim.
     #[serde(default)]
     pub policy: String,
+    /// Required JWT header `typ` (RFC 7515 §4.1.9, compared case-insensitively, `application/`
+    /// optional); empty = not checked. An issuer listed both for tokens and for statements must
+    /// set two different values, so one kind of JWT cannot be used as the other.
+    #[serde(default)]
+    pub typ: String,
     /// Software statements: require a `jti` and refuse one seen before (durable replay cache).
     #[serde(default)]
     pub reject_replayed_jti: bool,

@@ -193,6 +193,7 @@ impl PolicyEngine {
         };
         let token_issuers = compile(&access.token_issuers, "access.token_issuers")?;
         let statement_issuers = compile(&access.statement_issuers, "access.statement_issuers")?;
+        separate_token_and_statement_issuers(access)?;
         let needs_token = matches!(
             access.mode,
             AccessMode::Token | AccessMode::TokenAndStatement
@@ -593,6 +594,32 @@ impl PolicyEngine {
             self.release(store, &[policy_counter(name)]);
         }
     }
+}
+
+/// An issuer trusted for both initial access tokens and software statements signs both with the
+/// same keys, so without a distinguishing `typ` a public statement would work as a bearer token
+/// (and pick the token tier's policy). Refused at start-up unless both entries require `typ`
+/// values that differ (issue #12 item 6).
+fn separate_token_and_statement_issuers(
+    access: &config::AccessSettings,
+) -> std::result::Result<(), String> {
+    for t in &access.token_issuers {
+        for s in access
+            .statement_issuers
+            .iter()
+            .filter(|s| s.issuer == t.issuer)
+        {
+            let distinct =
+                !t.typ.is_empty() && !s.typ.is_empty() && !t.typ.eq_ignore_ascii_case(&s.typ);
+            if !distinct {
+                return Err(format!(
+                    "issuer {:?} is in both access.token_issuers and access.statement_issuers; give the two entries different `typ` values (e.g. \"iat+jwt\" and \"software-statement+jwt\") so a software statement cannot be used as an initial access token",
+                    t.issuer
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn policy_counter(name: &str) -> String {
