@@ -316,21 +316,32 @@ impl Registrar {
 
     /// RFC 7592 §2: the client must exist and the token must be its current registration access
     /// token. Every failure is the same `InvalidToken`, so a caller cannot learn whether a
-    /// `client_id` exists. A valid token presented for another (or an unknown) client is revoked
-    /// (RFC 7592 §2.1 SHOULD; node-oidc-provider does the same).
+    /// `client_id` exists.
+    ///
+    /// The token's tag is looked up first: a token that belongs to no client ends here, having
+    /// done the same work whether `client_id` exists or not (no record is read or decoded, which
+    /// made the existing-client path measurably slower, issue #12 item 10).
+    ///
+    /// A valid token presented for another *existing* client is revoked (RFC 7592 §2.1 SHOULD;
+    /// node-oidc-provider does the same). One presented at a path that names no client (a typo,
+    /// `/register/<id>%20`) only gets the 401: revoking it would lock its client out for good
+    /// over a mistyped URL (item 12).
     async fn authenticate(&self, client_id: &str, rat: Option<&str>) -> Result<ClientRecord> {
         let rat = rat.ok_or(RegistrationError::InvalidToken)?;
         let tag = self.rat_key.tag(rat);
-        let record = self.store.get(client_id).map_err(store_error)?;
-        if let Some(record) = record {
-            if self.rat_key.matches(rat, &record.rat_tag) {
-                return Ok(record);
+        let Some(owner) = self.store.client_for_rat(&tag).map_err(store_error)? else {
+            return Err(RegistrationError::InvalidToken);
+        };
+        if owner == client_id {
+            if let Some(record) = self.store.get(client_id).map_err(store_error)? {
+                if self.rat_key.matches(rat, &record.rat_tag) {
+                    return Ok(record);
+                }
             }
+            return Err(RegistrationError::InvalidToken);
         }
-        if let Some(owner) = self.store.client_for_rat(&tag).map_err(store_error)? {
-            if owner != client_id {
-                self.revoke(&owner, &tag).await?;
-            }
+        if self.store.get(client_id).map_err(store_error)?.is_some() {
+            self.revoke(&owner, &tag).await?;
         }
         Err(RegistrationError::InvalidToken)
     }
