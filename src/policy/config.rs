@@ -151,7 +151,8 @@ pub struct PolicySettings {
     pub max_clients: u64,
 }
 
-/// `[rate_limit]`: per-source token bucket on POST /register.
+/// `[rate_limit]`: per-source token buckets on POST /register and on management calls, and a
+/// per-client one on management calls.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSettings {
@@ -161,8 +162,22 @@ pub struct RateLimitSettings {
     pub burst: u32,
     /// One more registration is allowed every `period_ms` milliseconds.
     pub period_ms: u64,
-    /// Most sources tracked at once; beyond it, new sources share one bucket.
+    /// Most sources tracked at once; beyond it, sources not yet tracked share one bucket.
     pub max_tracked_sources: usize,
+    /// PUT/DELETE on a registration a source may make in a burst (RFC 7592 §2.2, §2.3).
+    pub management_burst: u32,
+    /// One more management call per source every `management_period_ms` milliseconds.
+    pub management_period_ms: u64,
+    /// PUT/DELETE one client may make in a burst, counted once its token is verified.
+    pub client_burst: u32,
+    /// One more management call per client every `client_period_ms` milliseconds.
+    pub client_period_ms: u64,
+    /// Wrong `client_secret` values a client may send back on PUT before its secret checks are
+    /// blocked for a doubling time (1 s, 2 s, ...); 0 = no back-off. Applies even when
+    /// `enabled` is false: it only ever slows down wrong secrets.
+    pub secret_failures_before_backoff: u32,
+    /// Longest such block, in seconds.
+    pub secret_backoff_max_secs: u64,
     /// Peers (IP addresses or CIDR ranges) whose `client_ip_header` is believed.
     pub trusted_proxies: Vec<String>,
     /// Header naming the client address when the peer is a trusted proxy

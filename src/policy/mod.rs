@@ -5,6 +5,7 @@
 //! engine, and consumes durable counters (token use counts, `jti` replay, client quotas) only
 //! once a request is otherwise valid, so a refused request does not burn a use.
 
+pub mod backoff;
 pub mod config;
 pub mod jwt;
 pub mod ratelimit;
@@ -14,9 +15,10 @@ use crate::credentials::{find_token_digest, token_digest};
 use crate::error::{RegistrationError, Result};
 use crate::settings::{MetadataSettings, Settings};
 use crate::store::{ClientStore, StoreError};
+use backoff::FailureBackoff;
 use config::{AccessMode, AnonymousKind};
 use jwt::{Issuer, JwtError};
-use ratelimit::{ClientIpResolver, RegistrationLimiter};
+use ratelimit::{ClientIpResolver, KeyedLimiter, RegistrationLimiter};
 use rules::{Policy, Violation, ViolationKind};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -92,6 +94,9 @@ pub struct PolicyEngine {
     leeway: i64,
     max_statement_bytes: usize,
     limiter: Option<RegistrationLimiter>,
+    management_limiter: Option<RegistrationLimiter>,
+    client_limiter: Option<KeyedLimiter<String>>,
+    secret_backoff: FailureBackoff,
     resolver: ClientIpResolver,
 }
 
@@ -220,6 +225,21 @@ impl PolicyEngine {
             leeway: i64::try_from(access.leeway_secs).unwrap_or(i64::MAX),
             max_statement_bytes: access.max_statement_bytes,
             limiter: RegistrationLimiter::new(&settings.rate_limit)?,
+            management_limiter: RegistrationLimiter::management(&settings.rate_limit)?,
+            client_limiter: match settings.rate_limit.enabled {
+                true => Some(KeyedLimiter::new(
+                    settings.rate_limit.client_burst,
+                    settings.rate_limit.client_period_ms,
+                    settings.rate_limit.max_tracked_sources,
+                    String::new(),
+                    "rate_limit.client",
+                )?),
+                false => None,
+            },
+            secret_backoff: FailureBackoff::new(
+                settings.rate_limit.secret_failures_before_backoff,
+                settings.rate_limit.secret_backoff_max_secs,
+            ),
             resolver: ClientIpResolver::new(&settings.rate_limit)?,
         })
     }
@@ -237,6 +257,33 @@ impl PolicyEngine {
                 .map_err(|secs| RegistrationError::TooManyRequests(secs.max(1))),
             _ => Ok(()),
         }
+    }
+
+    /// Take one management call (PUT/DELETE, RFC 7592 §2.2–2.3) from `ip`'s bucket; call before
+    /// reading the body.
+    pub fn check_management_rate_limit(&self, ip: Option<IpAddr>) -> Result<()> {
+        match (&self.management_limiter, ip) {
+            (Some(limiter), Some(ip)) => limiter
+                .check(ip)
+                .map_err(|secs| RegistrationError::TooManyRequests(secs.max(1))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Take one management call from the bucket of `client_id`, whose token was verified (so a
+    /// stranger who knows a `client_id` cannot drain it).
+    pub fn check_client_rate_limit(&self, client_id: &str) -> Result<()> {
+        match &self.client_limiter {
+            Some(limiter) => limiter
+                .check(client_id.to_owned())
+                .map_err(|secs| RegistrationError::TooManyRequests(secs.max(1))),
+            None => Ok(()),
+        }
+    }
+
+    /// The per-client back-off of failed `client_secret` checks.
+    pub fn secret_backoff(&self) -> &FailureBackoff {
+        &self.secret_backoff
     }
 
     /// The policy called `name` (`None` = no policy). A stored client naming a policy that was

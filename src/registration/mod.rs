@@ -101,6 +101,12 @@ impl Registrar {
         self.policy.check_rate_limit(context.client_ip)
     }
 
+    /// Take one management call (PUT/DELETE) from the client address's bucket; call before
+    /// reading the body (issue #12 item 1).
+    pub fn check_management_rate_limit(&self, context: &RegistrationContext) -> Result<()> {
+        self.policy.check_management_rate_limit(context.client_ip)
+    }
+
     /// Number of registered clients.
     pub fn client_count(&self) -> usize {
         self.store.len()
@@ -222,8 +228,11 @@ impl Registrar {
         rat: Option<&str>,
         request: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
-        for _ in 0..MAX_RETRIES {
+        for attempt in 0..MAX_RETRIES {
             let current = self.authenticate(client_id, rat).await?;
+            if attempt == 0 {
+                self.policy.check_client_rate_limit(client_id)?;
+            }
             self.check_update_request(&current, rat.unwrap_or_default(), request)
                 .await?;
             // The admitting tier's policy is re-applied on every update (security.md B34).
@@ -240,7 +249,10 @@ impl Registrar {
                 &self.settings.metadata,
             )?;
             let metadata = metadata::validate(&prepared, metadata_settings)?;
-            self.remote.check(&metadata).await?;
+            // Only what changed is fetched again, so replaying an update cannot buy fetches.
+            self.remote
+                .check_changes(&metadata, Some(&current.metadata))
+                .await?;
             self.policy
                 .check(policy.as_deref(), claims.as_ref(), &metadata)?;
             let now = self.clock.now();
@@ -290,8 +302,11 @@ impl Registrar {
 
     /// RFC 7592 §2.3: delete the registration; its token dies with it.
     pub async fn delete_client(&self, client_id: &str, rat: Option<&str>) -> Result<()> {
-        for _ in 0..MAX_RETRIES {
+        for attempt in 0..MAX_RETRIES {
             let current = self.authenticate(client_id, rat).await?;
+            if attempt == 0 {
+                self.policy.check_client_rate_limit(client_id)?;
+            }
             match self.store.remove(&current) {
                 Ok(()) => {
                     self.policy
@@ -412,19 +427,33 @@ impl Registrar {
                 ))
             }
         }
+        let mismatch = || {
+            RegistrationError::InvalidRequest(
+                "client_secret does not match the current secret; a client cannot choose its secret (RFC 7592 §2.2)".into(),
+            )
+        };
         match (request.get("client_secret"), &current.client_secret_hash) {
             (None, _) => Ok(()),
-            (Some(Value::String(s)), Some(hash))
+            (Some(Value::String(s)), Some(hash)) => {
+                // Failed checks back off per client before any argon2 work (issue #12 item 1).
+                let backoff = self.policy.secret_backoff();
+                let now = self.clock.now();
+                backoff
+                    .check(&current.client_id, now)
+                    .map_err(|secs| RegistrationError::TooManyRequests(secs.max(1)))?;
                 if self
                     .hasher
                     .verify_client_secret(&current.client_id, s, hash)
-                    .await? =>
-            {
-                Ok(())
+                    .await?
+                {
+                    backoff.succeeded(&current.client_id);
+                    Ok(())
+                } else {
+                    backoff.failed(&current.client_id, now);
+                    Err(mismatch())
+                }
             }
-            (Some(_), _) => Err(RegistrationError::InvalidRequest(
-                "client_secret does not match the current secret; a client cannot choose its secret (RFC 7592 §2.2)".into(),
-            )),
+            (Some(_), _) => Err(mismatch()),
         }
     }
 

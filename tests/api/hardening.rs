@@ -193,3 +193,140 @@ async fn every_bad_token_gets_a_byte_identical_401() {
         200
     );
 }
+
+// Item 1: management calls have a cost bound.
+
+fn management_limited(s: registrar::settings::Settings) -> registrar::settings::Settings {
+    s.with("rate_limit.enabled", true)
+        .unwrap()
+        .with("rate_limit.burst", 100)
+        .unwrap()
+        .with("rate_limit.management_burst", 3)
+        .unwrap()
+        .with("rate_limit.management_period_ms", 60_000)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn put_and_delete_are_rate_limited_per_source_before_the_token_is_checked() {
+    let app = spawn_app_with(management_limited).await;
+    let c = app.register(&web_client()).await;
+    let uri = c["registration_client_uri"].as_str().unwrap();
+    for _ in 0..2 {
+        let r = app.put_client(uri, "wrong", &web_client()).await;
+        assert_error(r, 401, "invalid_token").await;
+    }
+    assert_error(app.delete_client(uri, "wrong").await, 401, "invalid_token").await;
+    for r in [
+        app.put_client(uri, "wrong", &web_client()).await,
+        app.delete_client(uri, "wrong").await,
+    ] {
+        assert!(r.headers().get("retry-after").is_some());
+        let d = assert_error(r, 429, "too_many_requests").await;
+        assert!(d.contains("retry after"), "{d}");
+    }
+    // Registration and reads have their own budgets.
+    app.register(&web_client()).await;
+    let rat = c["registration_access_token"].as_str().unwrap();
+    assert_eq!(app.get_client(uri, rat).await.status(), 200);
+}
+
+#[tokio::test]
+async fn put_and_delete_are_rate_limited_per_client_once_authenticated() {
+    let app = spawn_app_with(|s| {
+        management_limited(s)
+            .with("rate_limit.management_burst", 100)
+            .unwrap()
+            .with("rate_limit.client_burst", 2)
+            .unwrap()
+            .with("rate_limit.client_period_ms", 60_000)
+            .unwrap()
+            .with("registration.rotate_rat_on_update", false)
+            .unwrap()
+    })
+    .await;
+    let a = app.register(&web_client()).await;
+    let b = app.register(&web_client()).await;
+    let (uri, rat) = (
+        a["registration_client_uri"].as_str().unwrap(),
+        a["registration_access_token"].as_str().unwrap(),
+    );
+    let mut update = web_client();
+    update["client_id"] = a["client_id"].clone();
+    for _ in 0..2 {
+        assert_eq!(app.put_client(uri, rat, &update).await.status(), 200);
+    }
+    assert_error(
+        app.put_client(uri, rat, &update).await,
+        429,
+        "too_many_requests",
+    )
+    .await;
+    assert_error(app.delete_client(uri, rat).await, 429, "too_many_requests").await;
+    // Wrong tokens for a's URI do not count against a: they never got past authentication.
+    // Another client has its own bucket.
+    let (uri_b, rat_b) = (
+        b["registration_client_uri"].as_str().unwrap(),
+        b["registration_access_token"].as_str().unwrap(),
+    );
+    assert_eq!(app.delete_client(uri_b, rat_b).await.status(), 204);
+}
+
+#[tokio::test]
+async fn wrong_client_secrets_on_put_back_off_per_client_on_the_injected_clock() {
+    let clock = std::sync::Arc::new(registrar::clock::FixedClock::new(1_700_000_000));
+    let app = spawn_with_clock(clock.clone(), |s| {
+        s.with("rate_limit.secret_failures_before_backoff", 2)
+            .unwrap()
+            .with("registration.rotate_rat_on_update", false)
+            .unwrap()
+    })
+    .await;
+    let c = app.register(&web_client()).await;
+    let uri = c["registration_client_uri"].as_str().unwrap();
+    let rat = c["registration_access_token"].as_str().unwrap();
+    let mut update = web_client();
+    update["client_id"] = c["client_id"].clone();
+    update["client_secret"] = json!("wrong-secret");
+    // Two free failures, then the third blocks for 1 s.
+    for _ in 0..3 {
+        let d = assert_error(
+            app.put_client(uri, rat, &update).await,
+            400,
+            "invalid_request",
+        )
+        .await;
+        assert!(d.contains("client_secret"), "{d}");
+    }
+    // Blocked: refused before any hashing, even with the right secret.
+    let mut right = update.clone();
+    right["client_secret"] = c["client_secret"].clone();
+    let r = app.put_client(uri, rat, &right).await;
+    assert_eq!(r.headers().get("retry-after").unwrap(), "1");
+    assert_error(r, 429, "too_many_requests").await;
+    // Another client is not affected.
+    let other = app.register(&web_client()).await;
+    let mut other_update = web_client();
+    other_update["client_id"] = other["client_id"].clone();
+    other_update["client_secret"] = other["client_secret"].clone();
+    let r = app
+        .put_client(
+            other["registration_client_uri"].as_str().unwrap(),
+            other["registration_access_token"].as_str().unwrap(),
+            &other_update,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    // One failure later the block doubles.
+    clock.advance(1);
+    assert_error(
+        app.put_client(uri, rat, &update).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    let r = app.put_client(uri, rat, &right).await;
+    assert_eq!(r.headers().get("retry-after").unwrap(), "2");
+    clock.advance(2);
+    assert_eq!(app.put_client(uri, rat, &right).await.status(), 200);
+}
