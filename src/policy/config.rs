@@ -57,6 +57,10 @@ pub struct AccessSettings {
     pub statement_issuers: Vec<TrustedIssuer>,
     /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
     pub leeway_secs: u64,
+    /// Most clients registered without any credential (tiers `anonymous` and
+    /// `anonymous_exception`) that may exist at once; past it registration answers 503. Counted
+    /// durably from the first start of a version that has this setting. 0 = unlimited.
+    pub max_anonymous_clients: u64,
     /// Longest accepted software statement, in bytes.
     pub max_statement_bytes: usize,
 }

@@ -73,6 +73,14 @@ pub struct Admission {
 enum CounterRefusal {
     TokenUsedUp,
     StatementReplayed,
+    AnonymousCeiling,
+}
+
+/// The durable count of clients registered without credentials (`access.max_anonymous_clients`).
+const ANONYMOUS_COUNTER: &str = "anonymous-clients";
+
+fn is_anonymous(tier: Option<&str>) -> bool {
+    matches!(tier, Some(tier::ANONYMOUS | tier::ANONYMOUS_EXCEPTION))
 }
 
 struct StaticToken {
@@ -93,6 +101,7 @@ pub struct PolicyEngine {
     policies: BTreeMap<String, Arc<Policy>>,
     leeway: i64,
     max_statement_bytes: usize,
+    max_anonymous_clients: u64,
     limiter: Option<RegistrationLimiter>,
     management_limiter: Option<RegistrationLimiter>,
     client_limiter: Option<KeyedLimiter<String>>,
@@ -224,6 +233,7 @@ impl PolicyEngine {
             policies,
             leeway: i64::try_from(access.leeway_secs).unwrap_or(i64::MAX),
             max_statement_bytes: access.max_statement_bytes,
+            max_anonymous_clients: access.max_anonymous_clients,
             limiter: RegistrationLimiter::new(&settings.rate_limit)?,
             management_limiter: RegistrationLimiter::management(&settings.rate_limit)?,
             client_limiter: match settings.rate_limit.enabled {
@@ -587,6 +597,19 @@ impl PolicyEngine {
             .iter()
             .map(|(k, l, r)| (k.clone(), *l, Some(*r)))
             .collect();
+        if is_anonymous(Some(admission.tier)) {
+            // A global ceiling on clients nobody vouched for (issue #12 item 3); counted even
+            // when unlimited, like the policy quota below.
+            let limit = match self.max_anonymous_clients {
+                0 => u64::MAX,
+                n => n,
+            };
+            wanted.push((
+                ANONYMOUS_COUNTER.to_owned(),
+                limit,
+                Some(CounterRefusal::AnonymousCeiling),
+            ));
+        }
         if let Some(p) = &admission.policy {
             // Counted even when unlimited, so a quota added later starts from the true number.
             let limit = match p.max_clients() {
@@ -609,6 +632,16 @@ impl PolicyEngine {
                             RegistrationError::InvalidSoftwareStatement(
                                 "software_statement: this jti was already used (replay)".into(),
                             )
+                        }
+                        (Some(CounterRefusal::AnonymousCeiling), _) => {
+                            tracing::warn!(
+                                limit = self.max_anonymous_clients,
+                                "registration refused: access.max_anonymous_clients reached"
+                            );
+                            RegistrationError::CapacityReached(format!(
+                                "this server holds the most clients it accepts without an initial access token or software statement ({}); register with a credential or ask the operator",
+                                self.max_anonymous_clients
+                            ))
                         }
                         (None, Some(p)) => violation_error(
                             p.quota_exceeded(),
@@ -635,10 +668,18 @@ impl PolicyEngine {
         }
     }
 
-    /// A client under `policy` was deleted: free its place in the quota.
-    pub fn client_deleted(&self, store: &dyn ClientStore, policy: Option<&str>) {
+    /// A client under `policy`, admitted as `tier`, was deleted: free its place in the quotas.
+    pub fn client_deleted(
+        &self,
+        store: &dyn ClientStore,
+        policy: Option<&str>,
+        tier: Option<&str>,
+    ) {
         if let Some(name) = policy {
             self.release(store, &[policy_counter(name)]);
+        }
+        if is_anonymous(tier) {
+            self.release(store, &[ANONYMOUS_COUNTER.to_owned()]);
         }
     }
 }

@@ -309,8 +309,11 @@ impl Registrar {
             }
             match self.store.remove(&current) {
                 Ok(()) => {
-                    self.policy
-                        .client_deleted(self.store.as_ref(), current.policy.as_deref());
+                    self.policy.client_deleted(
+                        self.store.as_ref(),
+                        current.policy.as_deref(),
+                        current.tier.as_deref(),
+                    );
                     self.store.durable().await.map_err(store_error)?;
                     tracing::info!(client_id = %client_id, "client deleted");
                     return Ok(());

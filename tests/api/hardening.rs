@@ -46,7 +46,7 @@ fn median(samples: &mut [u128]) -> u128 {
 
 #[tokio::test]
 async fn a_wrong_token_takes_as_long_for_an_existing_client_as_for_a_missing_one() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.with("metadata.max_client_bytes", 0).unwrap()).await;
     // A large record makes the decode that only the existing-client path used to do visible
     // above the noise of an HTTP round trip.
     let contacts: Vec<String> = (0..28)
@@ -329,4 +329,235 @@ async fn wrong_client_secrets_on_put_back_off_per_client_on_the_injected_clock()
     assert_eq!(r.headers().get("retry-after").unwrap(), "2");
     clock.advance(2);
     assert_eq!(app.put_client(uri, rat, &right).await.status(), 200);
+}
+
+// Item 3: open registration is bounded by default.
+
+#[test]
+fn the_shipped_defaults_bound_open_registration() {
+    let s = registrar::settings::Settings::defaults().unwrap();
+    assert!(s.rate_limit.enabled);
+    assert!(s.rate_limit.burst > 0 && s.rate_limit.period_ms > 0);
+    assert!(s.metadata.max_client_bytes > 0);
+    assert!(s.access.max_anonymous_clients > 0);
+}
+
+#[tokio::test]
+async fn the_stored_size_of_one_client_is_bounded() {
+    let app = spawn_app_with(|s| s.with("metadata.max_client_bytes", 4096).unwrap()).await;
+    let mut body = web_client();
+    body["contacts"] = json!((0..4)
+        .map(|i| format!("{}{i}@example.org", "a".repeat(1000)))
+        .collect::<Vec<_>>());
+    let d = assert_error(app.post(&body).await, 400, "invalid_client_metadata").await;
+    assert!(d.contains("metadata.max_client_bytes"), "{d}");
+    // The same bound holds on update.
+    let c = app.register(&web_client()).await;
+    body["client_id"] = c["client_id"].clone();
+    let r = app
+        .put_client(
+            c["registration_client_uri"].as_str().unwrap(),
+            c["registration_access_token"].as_str().unwrap(),
+            &body,
+        )
+        .await;
+    assert_error(r, 400, "invalid_client_metadata").await;
+}
+
+#[tokio::test]
+async fn anonymous_clients_have_a_global_ceiling_freed_by_deletion() {
+    let app = spawn_app_with(|s| s.with("access.max_anonymous_clients", 2).unwrap()).await;
+    let a = app.register(&web_client()).await;
+    app.register(&web_client()).await;
+    let r = app.post(&web_client()).await;
+    assert_eq!(r.status(), 503);
+    let d = assert_error(r, 503, "temporarily_unavailable").await;
+    assert!(d.contains("without an initial access token"), "{d}");
+    let r = app
+        .delete_client(
+            a["registration_client_uri"].as_str().unwrap(),
+            a["registration_access_token"].as_str().unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    app.register(&web_client()).await;
+}
+
+// Item 4: URIs the AS or a browser dereferences may not name reserved IP literals.
+
+#[tokio::test]
+async fn dereferenced_uris_refuse_reserved_ip_literals_unless_private_addresses_are_allowed() {
+    let app = spawn_app().await;
+    let cases = [
+        (
+            "backchannel_logout_uri",
+            json!("https://169.254.169.254/latest/meta-data/"),
+        ),
+        ("request_uris", json!(["https://127.0.0.1:9200/r"])),
+        ("frontchannel_logout_uri", json!("https://10.0.0.1/logout")),
+        ("logo_uri", json!("http://[::1]:6379/")),
+        ("client_uri", json!("http://192.168.1.1/")),
+        ("policy_uri", json!("https://[::ffff:127.0.0.1]/p")),
+        ("tos_uri", json!("https://0x7f000001/tos")),
+        ("initiate_login_uri", json!("https://100.64.0.1/login")),
+    ];
+    for (field, value) in &cases {
+        let mut body = web_client();
+        body[*field] = value.clone();
+        let d = assert_error(app.post(&body).await, 400, "invalid_client_metadata").await;
+        assert!(
+            d.contains(field) && d.contains("reserved address"),
+            "{field}: {d}"
+        );
+    }
+    // A public address is fine, and loopback redirect URIs (RFC 8252) are not affected.
+    let mut body = web_client();
+    body["logo_uri"] = json!("https://93.184.216.34/logo.png");
+    app.register(&body).await;
+    app.register(&json!({
+        "redirect_uris": ["http://127.0.0.1:5000/cb"],
+        "application_type": "native",
+        "token_endpoint_auth_method": "none",
+    }))
+    .await;
+    let open = spawn_app_with(|s| s.with("fetch.allow_private_addresses", true).unwrap()).await;
+    for (field, value) in &cases {
+        let mut body = web_client();
+        body[*field] = value.clone();
+        open.register(&body).await;
+    }
+}
+
+#[tokio::test]
+async fn logout_and_ciba_notification_endpoints_must_be_https() {
+    let app = spawn_app().await;
+    for (field, extra) in [
+        ("backchannel_logout_uri", json!({})),
+        (
+            "backchannel_client_notification_endpoint",
+            json!({"grant_types": ["urn:openid:params:grant-type:ciba"], "backchannel_token_delivery_mode": "ping"}),
+        ),
+    ] {
+        let mut body = web_client();
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body[field] = json!("http://rp.example.org/endpoint");
+        let d = assert_error(app.post(&body).await, 400, "invalid_client_metadata").await;
+        assert!(d.contains(field) && d.contains("https"), "{field}: {d}");
+    }
+}
+
+// Item 8: Unicode spoofing.
+
+#[tokio::test]
+async fn client_name_refuses_invisible_characters_and_blank_names() {
+    let app = spawn_app().await;
+    for name in [
+        "Photos\u{202E}gpj.exe",
+        "Good\u{2067}App\u{2069}",
+        "zero\u{200B}width",
+        "\u{FEFF}BOM",
+        "tag\u{E0041}s",
+        "line\u{2028}break",
+        "para\u{2029}graph",
+        "   ",
+        "\u{3000}\u{00A0}",
+    ] {
+        let mut body = web_client();
+        body["client_name"] = json!(name);
+        let d = assert_error(app.post(&body).await, 400, "invalid_client_metadata").await;
+        assert!(d.contains("client_name"), "{name:?}: {d}");
+        let mut body = web_client();
+        body["client_name#fr"] = json!(name);
+        assert_error(app.post(&body).await, 400, "invalid_client_metadata").await;
+    }
+    let mut body = web_client();
+    body["client_name"] = json!("Приложение 写真 café");
+    app.register(&body).await;
+}
+
+#[tokio::test]
+async fn uris_are_ascii_and_internationalized_hosts_are_refused_by_default() {
+    let app = spawn_app().await;
+    for (uri, hint) in [
+        (
+            "https://accounts.google.com\u{2044}.evil.com/cb",
+            "accounts.google.xn--com-qt0a.evil.com",
+        ),
+        ("https://\u{0430}pple.com/cb", "xn--pple-43d.com"),
+        ("https://client.example.org/caf\u{e9}", "caf%C3%A9"),
+    ] {
+        let d = assert_error(
+            app.post(&json!({"redirect_uris": [uri]})).await,
+            400,
+            "invalid_redirect_uri",
+        )
+        .await;
+        assert!(d.contains("non-ASCII") && d.contains(hint), "{uri}: {d}");
+        let mut body = web_client();
+        body["client_uri"] = json!(uri);
+        assert_error(app.post(&body).await, 400, "invalid_client_metadata").await;
+    }
+    // The punycode form is refused too unless IDN hosts are allowed...
+    for uri in [
+        "https://accounts.google.xn--com-qt0a.evil.com/cb",
+        "https://xn--mnchen-3ya.de/cb",
+    ] {
+        let d = assert_error(
+            app.post(&json!({"redirect_uris": [uri]})).await,
+            400,
+            "invalid_redirect_uri",
+        )
+        .await;
+        assert!(d.contains("allow_idn_hosts"), "{d}");
+    }
+    // ...and then only single-script labels without delimiter look-alikes get through.
+    let idn = spawn_app_with(|s| s.with("metadata.allow_idn_hosts", true).unwrap()).await;
+    for (uri, why) in [
+        (
+            "https://accounts.google.xn--com-qt0a.evil.com/cb",
+            "delimiter",
+        ),
+        ("https://xn--pple-43d.com/cb", "mixes scripts"),
+    ] {
+        let d = assert_error(
+            idn.post(&json!({"redirect_uris": [uri]})).await,
+            400,
+            "invalid_redirect_uri",
+        )
+        .await;
+        assert!(d.contains(why), "{uri}: {d}");
+    }
+    let c = idn
+        .register(&json!({"redirect_uris": ["https://xn--mnchen-3ya.de/cb"]}))
+        .await;
+    assert_eq!(c["redirect_uris"][0], "https://xn--mnchen-3ya.de/cb");
+}
+
+// Item 13: localized variants are capped per field.
+
+#[tokio::test]
+async fn localized_variants_are_capped_per_field() {
+    let app = spawn_app_with(|s| {
+        s.with("server.body_limit_bytes", 1 << 20)
+            .unwrap()
+            .with("metadata.max_client_bytes", 0)
+            .unwrap()
+    })
+    .await;
+    let tags: Vec<String> = (0..2400).map(|i| format!("x-v{i}")).collect();
+    let mut body = web_client();
+    for t in &tags {
+        body[format!("client_name#{t}")] = json!("n");
+    }
+    let start = std::time::Instant::now();
+    let d = assert_error(app.post(&body).await, 400, "invalid_client_metadata").await;
+    assert!(d.contains("more than 100 localized variants"), "{d}");
+    eprintln!("2400 variants refused in {:?}", start.elapsed());
+    let mut body = web_client();
+    for t in tags.iter().take(100) {
+        body[format!("client_name#{t}")] = json!("n");
+    }
+    app.register(&body).await;
 }
