@@ -138,10 +138,14 @@ pub struct PolicySettings {
     /// `token_endpoint_auth_method` values a client may register; empty = any supported.
     #[serde(default)]
     pub allowed_auth_methods: Vec<String>,
-    /// Hosts that `redirect_uris` (and `post_logout_redirect_uris`) may use; a leading `*.`
-    /// matches any subdomain. Empty = any host.
+    /// Hosts that `http`/`https` `redirect_uris` (and `post_logout_redirect_uris`) may use; a
+    /// leading `*.` matches any subdomain. Empty = any host.
     #[serde(default)]
     pub allowed_redirect_hosts: Vec<String>,
+    /// Schemes other than `http`/`https` (private-use schemes of native apps, RFC 8252 §7.1)
+    /// that those URIs may use. When either list is set, a URI with another scheme is refused.
+    #[serde(default)]
+    pub allowed_redirect_schemes: Vec<String>,
     /// Metadata values set by the server whatever the client sent (RFC 7591 §3.2.1 allows
     /// substitution); they appear in the response.
     #[serde(default)]

@@ -777,6 +777,41 @@ async fn policy_refuses_redirect_uris_on_other_hosts() {
 }
 
 #[tokio::test]
+async fn policy_host_lists_do_not_admit_other_schemes_with_an_allowed_host() {
+    // Issue #12 item 9: the "host" of a private-use scheme means nothing.
+    let native = |uri: &str| json!({"redirect_uris": [uri], "application_type": "native", "token_endpoint_auth_method": "none"});
+    let app = anonymous_policy(json!({"allowed_redirect_hosts": ["localhost"]})).await;
+    let d = assert_error(
+        app.post(&native("com.evil.app://localhost/cb")).await,
+        400,
+        "invalid_redirect_uri",
+    )
+    .await;
+    assert!(d.contains("scheme 'com.evil.app' is not allowed"), "{d}");
+    app.register(&native("http://localhost:8080/cb")).await;
+    let app = anonymous_policy(json!({
+        "allowed_redirect_hosts": ["localhost"],
+        "allowed_redirect_schemes": ["com.example.app"],
+    }))
+    .await;
+    app.register(&native("com.example.app:/cb")).await;
+    app.register(&native("COM.EXAMPLE.APP:/cb")).await;
+    assert_error(
+        app.post(&native("com.evil.app:/cb")).await,
+        400,
+        "invalid_redirect_uri",
+    )
+    .await;
+    let d = assert_error(
+        app.post(&native("https://evil.example/cb")).await,
+        400,
+        "invalid_redirect_uri",
+    )
+    .await;
+    assert!(d.contains("host 'evil.example'"), "{d}");
+}
+
+#[tokio::test]
 async fn policy_forced_values_replace_the_request_and_show_in_the_response() {
     let app = anonymous_policy(
         json!({"force": {"skip_consent": false, "client_uri": "https://registered.example/"}}),
