@@ -133,7 +133,7 @@ impl ResponseError for RegistrationError {
     fn error_response(&self) -> HttpResponse {
         let description = match self {
             Self::Internal(cause) => {
-                tracing::error!(cause = %cause, "internal error");
+                tracing::error!(cause = %crate::logsafe::escaped(cause), "internal error");
                 "the server could not complete the request".to_owned()
             }
             other => other.to_string(),

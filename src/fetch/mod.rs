@@ -25,6 +25,7 @@ mod remote;
 
 pub use remote::RemoteMetadata;
 
+use crate::logsafe::escaped;
 use crate::settings::FetchSettings;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
@@ -220,7 +221,7 @@ impl Fetcher {
         if !self.allow_private {
             if let Some(why) = literal_reserved(&url) {
                 tracing::warn!(
-                    host = url.host_str(),
+                    host = %escaped(url.host_str().unwrap_or_default()),
                     reason = why,
                     "refused to fetch a reserved address"
                 );
@@ -309,20 +310,20 @@ impl Fetcher {
         while let Some(err) = source {
             if let Some(ReservedAddress(why)) = err.downcast_ref::<ReservedAddress>() {
                 tracing::warn!(
-                    host,
+                    host = %escaped(host),
                     reason = why,
                     "refused to fetch a name that resolves to a reserved address"
                 );
                 return FetchError::NoPublicAddress;
             }
             if err.downcast_ref::<NoAddress>().is_some() {
-                tracing::info!(host, "outbound fetch: the name does not resolve");
+                tracing::info!(host = %escaped(host), "outbound fetch: the name does not resolve");
                 return FetchError::NoPublicAddress;
             }
             source = err.source();
         }
         // Without the URL: it may carry a client's query parameters.
-        tracing::info!(host, error = %e.without_url(), "outbound fetch failed");
+        tracing::info!(host = %escaped(host), error = %escaped(e.without_url()), "outbound fetch failed");
         FetchError::Unreachable(self.timeout.as_millis() as u64)
     }
 

@@ -13,6 +13,7 @@ pub mod rules;
 
 use crate::credentials::{find_token_digest, token_digest};
 use crate::error::{RegistrationError, Result};
+use crate::logsafe::escaped;
 use crate::settings::{MetadataSettings, Settings};
 use crate::store::{ClientStore, StoreError};
 use backoff::FailureBackoff;
@@ -440,7 +441,7 @@ impl PolicyEngine {
             return Ok(t.policy.clone());
         }
         let refuse = |why: &dyn std::fmt::Display| {
-            tracing::info!(reason = %why, "initial access token refused");
+            tracing::info!(reason = %escaped(why), "initial access token refused");
             RegistrationError::InvalidToken
         };
         let iss = jwt::peek_issuer(token).map_err(|e| refuse(&e))?;
@@ -663,7 +664,7 @@ impl PolicyEngine {
     pub fn release(&self, store: &dyn ClientStore, keys: &[String]) {
         for key in keys {
             if let Err(e) = store.decrement_counter(key) {
-                tracing::warn!(error = %e, "could not release a registration counter");
+                tracing::warn!(error = %escaped(&e), "could not release a registration counter");
             }
         }
     }

@@ -7,6 +7,7 @@ use crate::clock::Clock;
 use crate::credentials::{is_recoverable, Plaintext, RatKey, SecretHasher};
 use crate::error::{RegistrationError, Result};
 use crate::fetch::RemoteMetadata;
+use crate::logsafe::escaped;
 use crate::metadata::{self, uses_client_secret};
 use crate::policy::{PolicyEngine, RegistrationContext};
 use crate::settings::Settings;
@@ -49,7 +50,7 @@ pub struct Parts {
 fn store_error(e: StoreError) -> RegistrationError {
     match e {
         StoreError::Io(cause) => {
-            tracing::error!(%cause, "store write failed");
+            tracing::error!(cause = %escaped(&cause), "store write failed");
             RegistrationError::Unavailable
         }
         StoreError::Corrupt(cause) => RegistrationError::Internal(format!("store: {cause}")),
@@ -192,7 +193,7 @@ impl Registrar {
             }
         }
         self.store.durable().await.map_err(store_error)?;
-        tracing::info!(client_id = %record.client_id, "client registered");
+        tracing::info!(client_id = %escaped(&record.client_id), "client registered");
         Ok(self.response(record, &rat, secret.as_ref().map(|(s, _)| s)))
     }
 
@@ -288,7 +289,7 @@ impl Registrar {
             match self.store.replace(&current, &updated) {
                 Ok(()) => {
                     self.store.durable().await.map_err(store_error)?;
-                    tracing::info!(client_id = %client_id, "client updated");
+                    tracing::info!(client_id = %escaped(client_id), "client updated");
                     return Ok(self.response(updated, &token, issued_secret.as_ref()));
                 }
                 Err(StoreError::Conflict) => continue,
@@ -315,7 +316,7 @@ impl Registrar {
                         current.tier.as_deref(),
                     );
                     self.store.durable().await.map_err(store_error)?;
-                    tracing::info!(client_id = %client_id, "client deleted");
+                    tracing::info!(client_id = %escaped(client_id), "client deleted");
                     return Ok(());
                 }
                 Err(StoreError::Conflict) => continue,
@@ -374,7 +375,7 @@ impl Registrar {
                     Err(e) => return Err(store_error(e)),
                 }
                 self.store.durable().await.map_err(store_error)?;
-                tracing::warn!(client_id = %client_id, "registration access token used for another client; revoked");
+                tracing::warn!(client_id = %escaped(client_id), "registration access token used for another client; revoked");
             }
         }
         Ok(())

@@ -561,3 +561,85 @@ async fn localized_variants_are_capped_per_field() {
     }
     app.register(&body).await;
 }
+
+// Item 5: request data never forges a log line.
+
+#[test]
+fn a_jwt_header_with_a_newline_cannot_forge_a_log_line() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    use std::io::{BufRead, BufReader, Write};
+
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[access]\nmode = \"token\"\n[[access.token_issuers]]\nissuer = \"https://iss.example\"\njwks = {{ keys = [{{ kty = \"OKP\", crv = \"Ed25519\", x = \"{x}\" }}] }}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_registrar"))
+        .args(["--config", config.to_str().unwrap()])
+        .env("REGISTRAR_SERVER__PORT", "0")
+        .env("REGISTRAR_ISSUER", "")
+        .env("REGISTRAR_STORAGE__DATA_DIR", dir.path().join("data"))
+        .env("REGISTRAR_SERVER__LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut endpoint = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some((_, e)) = line.split_once("registration endpoint: ") {
+            endpoint = Some(e.trim().to_owned());
+            break;
+        }
+    }
+    let endpoint = endpoint.expect("the server announces its endpoint");
+    let forged = "EdDSA\n2026-12-01T09:00:00.000000Z  INFO client registered client_id=forged";
+    let header = URL_SAFE_NO_PAD.encode(json!({"alg": forged}).to_string());
+    let payload = URL_SAFE_NO_PAD
+        .encode(json!({"iss": "https://iss.example", "exp": 4_000_000_000u64}).to_string());
+    let token = format!("{header}.{payload}.c2ln");
+    let authority = endpoint
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let body = web_client().to_string();
+    let mut stream = std::net::TcpStream::connect(&authority).unwrap();
+    write!(
+        stream,
+        "POST /register HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    // The refusal is logged before the response is sent; stop the server and read the rest.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("initial access token refused")),
+        "{log:#?}"
+    );
+    // The attacker's text may appear (escaped) inside the refusal's own line, never as a line.
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("client registered") && !l.contains("initial access token refused")),
+        "a forged line reached the log: {log:#?}"
+    );
+}
