@@ -262,34 +262,28 @@ impl PolicyEngine {
 
     /// Take one registration from `ip`'s bucket; `TooManyRequests` when it is empty.
     pub fn check_rate_limit(&self, ip: Option<IpAddr>) -> Result<()> {
-        match (&self.limiter, ip) {
-            (Some(limiter), Some(ip)) => limiter
-                .check(ip)
-                .map_err(|secs| RegistrationError::TooManyRequests(secs.max(1))),
-            _ => Ok(()),
-        }
+        take(self.limiter.as_ref().zip(ip).map(|(l, ip)| l.check(ip)))
     }
 
     /// Take one management call (PUT/DELETE, RFC 7592 §2.2–2.3) from `ip`'s bucket; call before
     /// reading the body.
     pub fn check_management_rate_limit(&self, ip: Option<IpAddr>) -> Result<()> {
-        match (&self.management_limiter, ip) {
-            (Some(limiter), Some(ip)) => limiter
-                .check(ip)
-                .map_err(|secs| RegistrationError::TooManyRequests(secs.max(1))),
-            _ => Ok(()),
-        }
+        take(
+            self.management_limiter
+                .as_ref()
+                .zip(ip)
+                .map(|(l, ip)| l.check(ip)),
+        )
     }
 
     /// Take one management call from the bucket of `client_id`, whose token was verified (so a
     /// stranger who knows a `client_id` cannot drain it).
     pub fn check_client_rate_limit(&self, client_id: &str) -> Result<()> {
-        match &self.client_limiter {
-            Some(limiter) => limiter
-                .check(client_id.to_owned())
-                .map_err(|secs| RegistrationError::TooManyRequests(secs.max(1))),
-            None => Ok(()),
-        }
+        take(
+            self.client_limiter
+                .as_ref()
+                .map(|l| l.check(client_id.to_owned())),
+        )
     }
 
     /// The per-client back-off of failed `client_secret` checks.
@@ -709,6 +703,14 @@ fn separate_token_and_statement_issuers(
         }
     }
     Ok(())
+}
+
+/// A bucket's verdict (`None`: no limiter applies) as the service's error: 429 with the wait.
+fn take(verdict: Option<std::result::Result<(), u64>>) -> Result<()> {
+    match verdict {
+        Some(Err(secs)) => Err(RegistrationError::TooManyRequests(secs.max(1))),
+        _ => Ok(()),
+    }
 }
 
 fn policy_counter(name: &str) -> String {

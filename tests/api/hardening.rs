@@ -55,7 +55,7 @@ async fn a_wrong_token_takes_as_long_for_an_existing_client_as_for_a_missing_one
     let mut body = web_client();
     body["contacts"] = json!(contacts);
     let c = app.register(&body).await;
-    let existing = c["registration_client_uri"].as_str().unwrap().to_owned();
+    let existing = client_uri(&c);
     let missing = format!("{}/{}", app.endpoint, "A".repeat(22));
     let wrong = "wrong-token-wrong-token-wrong-token-xx";
     let (mut hit, mut miss) = (Vec::new(), Vec::new());
@@ -88,15 +88,15 @@ async fn a_wrong_token_takes_as_long_for_an_existing_client_as_for_a_missing_one
 async fn a_token_presented_at_a_mistyped_client_path_keeps_working() {
     let app = spawn_app().await;
     let c = app.register(&web_client()).await;
-    let uri = c["registration_client_uri"].as_str().unwrap();
-    let rat = c["registration_access_token"].as_str().unwrap();
+    let uri = &client_uri(&c);
+    let rat = &client_rat(&c);
     for typo in [format!("{uri}%20"), format!("{uri}x"), format!("{uri}%0a")] {
         assert_error(app.get_client(&typo, rat).await, 401, "invalid_token").await;
     }
     assert_eq!(app.get_client(uri, rat).await.status(), 200);
     // Presented for another existing client, it is still revoked (RFC 7592 §2.1).
     let other = app.register(&web_client()).await;
-    let other_uri = other["registration_client_uri"].as_str().unwrap();
+    let other_uri = &client_uri(&other);
     assert_error(app.get_client(other_uri, rat).await, 401, "invalid_token").await;
     assert_error(app.get_client(uri, rat).await, 401, "invalid_token").await;
 }
@@ -211,7 +211,7 @@ fn management_limited(s: registrar::settings::Settings) -> registrar::settings::
 async fn put_and_delete_are_rate_limited_per_source_before_the_token_is_checked() {
     let app = spawn_app_with(management_limited).await;
     let c = app.register(&web_client()).await;
-    let uri = c["registration_client_uri"].as_str().unwrap();
+    let uri = &client_uri(&c);
     for _ in 0..2 {
         let r = app.put_client(uri, "wrong", &web_client()).await;
         assert_error(r, 401, "invalid_token").await;
@@ -227,7 +227,7 @@ async fn put_and_delete_are_rate_limited_per_source_before_the_token_is_checked(
     }
     // Registration and reads have their own budgets.
     app.register(&web_client()).await;
-    let rat = c["registration_access_token"].as_str().unwrap();
+    let rat = &client_rat(&c);
     assert_eq!(app.get_client(uri, rat).await.status(), 200);
 }
 
@@ -247,10 +247,7 @@ async fn put_and_delete_are_rate_limited_per_client_once_authenticated() {
     .await;
     let a = app.register(&web_client()).await;
     let b = app.register(&web_client()).await;
-    let (uri, rat) = (
-        a["registration_client_uri"].as_str().unwrap(),
-        a["registration_access_token"].as_str().unwrap(),
-    );
+    let (uri, rat) = (&client_uri(&a), &client_rat(&a));
     let mut update = web_client();
     update["client_id"] = a["client_id"].clone();
     for _ in 0..2 {
@@ -265,10 +262,7 @@ async fn put_and_delete_are_rate_limited_per_client_once_authenticated() {
     assert_error(app.delete_client(uri, rat).await, 429, "too_many_requests").await;
     // Wrong tokens for a's URI do not count against a: they never got past authentication.
     // Another client has its own bucket.
-    let (uri_b, rat_b) = (
-        b["registration_client_uri"].as_str().unwrap(),
-        b["registration_access_token"].as_str().unwrap(),
-    );
+    let (uri_b, rat_b) = (&client_uri(&b), &client_rat(&b));
     assert_eq!(app.delete_client(uri_b, rat_b).await.status(), 204);
 }
 
@@ -283,8 +277,8 @@ async fn wrong_client_secrets_on_put_back_off_per_client_on_the_injected_clock()
     })
     .await;
     let c = app.register(&web_client()).await;
-    let uri = c["registration_client_uri"].as_str().unwrap();
-    let rat = c["registration_access_token"].as_str().unwrap();
+    let uri = &client_uri(&c);
+    let rat = &client_rat(&c);
     let mut update = web_client();
     update["client_id"] = c["client_id"].clone();
     update["client_secret"] = json!("wrong-secret");
@@ -310,11 +304,7 @@ async fn wrong_client_secrets_on_put_back_off_per_client_on_the_injected_clock()
     other_update["client_id"] = other["client_id"].clone();
     other_update["client_secret"] = other["client_secret"].clone();
     let r = app
-        .put_client(
-            other["registration_client_uri"].as_str().unwrap(),
-            other["registration_access_token"].as_str().unwrap(),
-            &other_update,
-        )
+        .put_client(&client_uri(&other), &client_rat(&other), &other_update)
         .await;
     assert_eq!(r.status(), 200);
     // One failure later the block doubles.
@@ -355,11 +345,7 @@ async fn the_stored_size_of_one_client_is_bounded() {
     let c = app.register(&web_client()).await;
     body["client_id"] = c["client_id"].clone();
     let r = app
-        .put_client(
-            c["registration_client_uri"].as_str().unwrap(),
-            c["registration_access_token"].as_str().unwrap(),
-            &body,
-        )
+        .put_client(&client_uri(&c), &client_rat(&c), &body)
         .await;
     assert_error(r, 400, "invalid_client_metadata").await;
 }
@@ -373,12 +359,7 @@ async fn anonymous_clients_have_a_global_ceiling_freed_by_deletion() {
     assert_eq!(r.status(), 503);
     let d = assert_error(r, 503, "temporarily_unavailable").await;
     assert!(d.contains("without an initial access token"), "{d}");
-    let r = app
-        .delete_client(
-            a["registration_client_uri"].as_str().unwrap(),
-            a["registration_access_token"].as_str().unwrap(),
-        )
-        .await;
+    let r = app.delete_client(&client_uri(&a), &client_rat(&a)).await;
     assert_eq!(r.status(), 204);
     app.register(&web_client()).await;
 }

@@ -173,6 +173,16 @@ fn sled_unlocked(dir: PathBuf) -> bool {
     registrar::store::SledStore::open(&dir, 1 << 20).is_ok()
 }
 
+/// The `registration_client_uri` of a client information response.
+pub fn client_uri(c: &Value) -> String {
+    c["registration_client_uri"].as_str().unwrap().to_owned()
+}
+
+/// The `registration_access_token` of a client information response.
+pub fn client_rat(c: &Value) -> String {
+    c["registration_access_token"].as_str().unwrap().to_owned()
+}
+
 pub fn web_client() -> Value {
     json!({"redirect_uris": ["https://client.example.org/cb"], "client_name": "Example"})
 }
