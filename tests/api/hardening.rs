@@ -545,27 +545,15 @@ async fn localized_variants_are_capped_per_field() {
 
 // Item 5: request data never forges a log line.
 
-#[test]
-fn a_jwt_header_with_a_newline_cannot_forge_a_log_line() {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine;
-    use ring::signature::{Ed25519KeyPair, KeyPair};
-    use std::io::{BufRead, BufReader, Write};
-
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-    let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+/// Run the real binary with `config` (TOML) at log level info, call `drive` with its
+/// `host:port`, stop it and return its log lines.
+fn log_of_a_server_run(config: &str, drive: impl FnOnce(&str)) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[access]\nmode = \"token\"\n[[access.token_issuers]]\nissuer = \"https://iss.example\"\njwks = {{ keys = [{{ kty = \"OKP\", crv = \"Ed25519\", x = \"{x}\" }}] }}\n"
-        ),
-    )
-    .unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_registrar"))
-        .args(["--config", config.to_str().unwrap()])
+        .args(["--config", path.to_str().unwrap()])
         .env("REGISTRAR_SERVER__PORT", "0")
         .env("REGISTRAR_ISSUER", "")
         .env("REGISTRAR_STORAGE__DATA_DIR", dir.path().join("data"))
@@ -586,32 +574,58 @@ fn a_jwt_header_with_a_newline_cannot_forge_a_log_line() {
         }
     }
     let endpoint = endpoint.expect("the server announces its endpoint");
-    let forged = "EdDSA\n2026-12-01T09:00:00.000000Z  INFO client registered client_id=forged";
-    let header = URL_SAFE_NO_PAD.encode(json!({"alg": forged}).to_string());
-    let payload = URL_SAFE_NO_PAD
-        .encode(json!({"iss": "https://iss.example", "exp": 4_000_000_000u64}).to_string());
-    let token = format!("{header}.{payload}.c2ln");
     let authority = endpoint
         .trim_start_matches("http://")
         .split('/')
         .next()
         .unwrap()
         .to_owned();
-    let body = web_client().to_string();
-    let mut stream = std::net::TcpStream::connect(&authority).unwrap();
-    write!(
-        stream,
-        "POST /register HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
-    // The refusal is logged before the response is sent; stop the server and read the rest.
+    drive(&authority);
+    // Lines are logged before the response is sent; stop the server and read the rest.
     child.kill().unwrap();
     child.wait().unwrap();
-    let log: Vec<String> = lines.map_while(Result::ok).collect();
+    lines.map_while(Result::ok).collect()
+}
+
+/// Send raw bytes as one HTTP/1.1 exchange and return the response.
+fn exchange(authority: &str, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    stream.write_all(request).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[test]
+fn a_jwt_header_with_a_newline_cannot_forge_a_log_line() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+    let config = format!(
+        "[access]\nmode = \"token\"\n[[access.token_issuers]]\nissuer = \"https://iss.example\"\njwks = {{ keys = [{{ kty = \"OKP\", crv = \"Ed25519\", x = \"{x}\" }}] }}\n"
+    );
+    let log = log_of_a_server_run(&config, |authority| {
+        let forged = "EdDSA\n2026-12-01T09:00:00.000000Z  INFO client registered client_id=forged";
+        let header = URL_SAFE_NO_PAD.encode(json!({"alg": forged}).to_string());
+        let payload = URL_SAFE_NO_PAD
+            .encode(json!({"iss": "https://iss.example", "exp": 4_000_000_000u64}).to_string());
+        let token = format!("{header}.{payload}.c2ln");
+        let body = web_client().to_string();
+        let response = exchange(
+            authority,
+            format!(
+                "POST /register HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    });
     assert!(
         log.iter()
             .any(|l| l.contains("initial access token refused")),
@@ -619,8 +633,39 @@ fn a_jwt_header_with_a_newline_cannot_forge_a_log_line() {
     );
     // The attacker's text may appear (escaped) inside the refusal's own line, never as a line.
     assert!(
-        !log.iter()
-            .any(|l| l.contains("client registered") && !l.contains("initial access token refused")),
+        !log.iter().any(|l| l.contains("client registered")
+            && !l.contains("initial access token refused")),
         "a forged line reached the log: {log:#?}"
+    );
+}
+
+#[test]
+fn the_access_log_keeps_every_request_on_one_line() {
+    let log = log_of_a_server_run("", |authority| {
+        // A raw U+2028 (LINE SEPARATOR, which log viewers may break on) never reaches a
+        // handler: the HTTP parser refuses non-ASCII request targets.
+        let mut request = b"GET /nothing-here/a".to_vec();
+        request.extend_from_slice("\u{2028}".as_bytes());
+        request.extend_from_slice(
+            format!("b HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        let response = exchange(authority, &request);
+        assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+        // An encoded line break stays encoded in the access log.
+        let response = exchange(
+            authority,
+            format!("GET /nothing-here/a%0D%0AINFO%20forged HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+    });
+    let line = log
+        .iter()
+        .find(|l| l.contains("/nothing-here/a%0D%0AINFO%20forged"))
+        .unwrap_or_else(|| panic!("no access log line: {log:#?}"));
+    assert!(line.contains("404"), "{line}");
+    assert!(
+        !log.iter()
+            .any(|l| l.contains('\u{2028}') || l.starts_with("INFO forged")),
+        "{log:#?}"
     );
 }
