@@ -333,6 +333,27 @@ fn the_shipped_defaults_bound_open_registration() {
 }
 
 #[tokio::test]
+async fn with_the_shipped_limits_one_source_cannot_stream_registrations() {
+    // The test helpers switch the limit off; this test runs the shipped numbers.
+    let shipped = registrar::settings::Settings::defaults()
+        .unwrap()
+        .rate_limit;
+    let app = spawn_app_with(|s| s.with("rate_limit.enabled", true).unwrap()).await;
+    let body = json!({"redirect_uris": ["https://client.example.org/cb"], "token_endpoint_auth_method": "none"});
+    let attempts = shipped.burst as usize + 20;
+    let results = futures_util::future::join_all((0..attempts).map(|_| app.post(&body))).await;
+    let created = results.iter().filter(|r| r.status() == 201).count();
+    let limited = results.iter().filter(|r| r.status() == 429).count();
+    assert_eq!(created + limited, attempts);
+    // The burst, plus at most the few refills that fall within the run.
+    assert!(created >= shipped.burst as usize, "{created}");
+    assert!(
+        created < attempts,
+        "nothing was limited: {created} of {attempts} created"
+    );
+}
+
+#[tokio::test]
 async fn the_stored_size_of_one_client_is_bounded() {
     let app = spawn_app_with(|s| s.with("metadata.max_client_bytes", 4096).unwrap()).await;
     let mut body = web_client();
