@@ -321,6 +321,43 @@ async fn wrong_client_secrets_on_put_back_off_per_client_on_the_injected_clock()
     assert_eq!(app.put_client(uri, rat, &right).await.status(), 200);
 }
 
+// Item 7: the overflow bucket only takes sources the limiter does not track yet.
+
+#[tokio::test]
+async fn a_tracked_source_keeps_its_own_bucket_when_the_table_is_full() {
+    let app = spawn_app_with(|s| {
+        s.with("rate_limit.enabled", true)
+            .unwrap()
+            .with("rate_limit.burst", 2)
+            .unwrap()
+            .with("rate_limit.period_ms", 600_000)
+            .unwrap()
+            .with("rate_limit.max_tracked_sources", 2)
+            .unwrap()
+            .with("rate_limit.trusted_proxies", vec!["127.0.0.1"])
+            .unwrap()
+            .with("rate_limit.client_ip_header", "x-forwarded-for")
+            .unwrap()
+    })
+    .await;
+    let from = |ip: &str| {
+        app.client
+            .post(&app.endpoint)
+            .header("X-Forwarded-For", ip)
+            .json(&web_client())
+            .send()
+    };
+    assert_eq!(from("198.51.100.1").await.unwrap().status(), 201);
+    assert_eq!(from("198.51.100.2").await.unwrap().status(), 201);
+    // The table is full: newcomers share the overflow bucket and drain it.
+    assert_eq!(from("198.51.100.3").await.unwrap().status(), 201);
+    assert_eq!(from("198.51.100.4").await.unwrap().status(), 201);
+    assert_eq!(from("198.51.100.5").await.unwrap().status(), 429);
+    // The first source still has its own second token.
+    assert_eq!(from("198.51.100.1").await.unwrap().status(), 201);
+    assert_eq!(from("198.51.100.1").await.unwrap().status(), 429);
+}
+
 // Item 3: open registration is bounded by default.
 
 #[test]
