@@ -12,6 +12,7 @@
 
 use super::config::RateLimitSettings;
 use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::keyed::{HashMapStateStore, ShrinkableKeyedStateStore};
 use governor::state::StateStore;
@@ -67,10 +68,10 @@ impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for SharedStore<K> {
 /// swept every [`SWEEP_EVERY`] checks, and while `max_keys` keys are live, keys not yet tracked
 /// share the `overflow` bucket. Keys already tracked keep their own bucket, so a flood of new
 /// sources cannot push a known source into the shared (and by then empty) bucket.
-pub struct KeyedLimiter<K: Hash + Eq + Clone> {
-    limiter: RateLimiter<K, SharedStore<K>, DefaultClock>,
+pub struct KeyedLimiter<K: Hash + Eq + Clone, C: Clock = DefaultClock> {
+    limiter: RateLimiter<K, SharedStore<K>, C, NoOpMiddleware<C::Instant>>,
     table: Arc<HashMapStateStore<K>>,
-    clock: DefaultClock,
+    clock: C,
     max_keys: usize,
     overflow: K,
     checks: AtomicU64,
@@ -85,6 +86,27 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         overflow: K,
         what: &str,
     ) -> Result<Self, String> {
+        Self::with_clock(
+            burst,
+            period_ms,
+            max_keys,
+            overflow,
+            what,
+            DefaultClock::default(),
+        )
+    }
+}
+
+impl<K: Hash + Eq + Clone, C: Clock + Clone> KeyedLimiter<K, C> {
+    /// [`KeyedLimiter::new`] on another monotonic clock (tests move a fake one).
+    pub fn with_clock(
+        burst: u32,
+        period_ms: u64,
+        max_keys: usize,
+        overflow: K,
+        what: &str,
+        clock: C,
+    ) -> Result<Self, String> {
         let burst = NonZeroU32::new(burst).ok_or(format!("{what}: burst must be > 0"))?;
         let quota = Quota::with_period(Duration::from_millis(period_ms))
             .ok_or(format!("{what}: period_ms must be > 0"))?
@@ -93,7 +115,6 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             return Err(format!("{what}: max_tracked_sources must be > 0"));
         }
         let table = Arc::new(HashMapStateStore::default());
-        let clock = DefaultClock::default();
         Ok(Self {
             limiter: RateLimiter::new(quota, SharedStore(table.clone()), clock.clone()),
             table,
@@ -370,25 +391,35 @@ mod tests {
 
     #[test]
     fn a_flood_of_distinct_sources_stays_bounded_and_idle_ones_are_swept() {
-        let mut s = settings();
-        s.burst = 1;
-        s.period_ms = 10;
-        s.max_tracked_sources = 1000;
-        let limiter = RegistrationLimiter::new(&s).unwrap().unwrap();
+        let clock = governor::clock::FakeRelativeClock::default();
+        let limiter =
+            KeyedLimiter::with_clock(1, 10, 1000, OVERFLOW, "test", clock.clone()).unwrap();
         for i in 0..20_000u32 {
             let _ = limiter.check(IpAddr::from(i.to_be_bytes()));
-            assert!(limiter.tracked_sources() <= 1001);
+            assert!(limiter.tracked() <= 1001);
         }
         // Once their buckets have refilled, idle sources are forgotten at the next sweep.
-        std::thread::sleep(Duration::from_millis(30));
+        clock.advance(Duration::from_millis(30));
         for _ in 0..SWEEP_EVERY {
             let _ = limiter.check(ip("203.0.113.1"));
         }
-        assert!(
-            limiter.tracked_sources() <= 2,
-            "{}",
-            limiter.tracked_sources()
-        );
+        assert!(limiter.tracked() <= 2, "{}", limiter.tracked());
+    }
+
+    #[test]
+    fn an_empty_bucket_refills_after_its_period() {
+        let clock = governor::clock::FakeRelativeClock::default();
+        let limiter =
+            KeyedLimiter::with_clock(2, 60_000, 10, OVERFLOW, "test", clock.clone()).unwrap();
+        let a = ip("192.0.2.1");
+        assert!(limiter.check(a).is_ok());
+        assert!(limiter.check(a).is_ok());
+        assert_eq!(limiter.check(a), Err(60));
+        clock.advance(Duration::from_millis(59_500));
+        assert_eq!(limiter.check(a), Err(1));
+        clock.advance(Duration::from_millis(500));
+        assert!(limiter.check(a).is_ok());
+        assert!(limiter.check(a).is_err());
     }
 
     #[test]
