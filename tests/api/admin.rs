@@ -2,7 +2,7 @@
 //! view, authentication for the authorization server, listing, operator writes.
 
 use crate::helpers::{
-    assert_error, spawn_app, spawn_app_with, spawn_app_with_clock, web_client, TestApp,
+    assert_error, spawn_app, spawn_app_with, spawn_with_clock, web_client, TestApp,
 };
 use registrar::clock::FixedClock;
 use registrar::settings::Settings;
@@ -358,7 +358,7 @@ async fn snapshot(r: reqwest::Response) -> (u16, Vec<(String, Vec<u8>)>, Vec<u8>
 #[tokio::test]
 async fn the_four_authentication_failures_are_byte_identical() {
     let clock = Arc::new(FixedClock::new(1_700_000_000));
-    let app = spawn_app_with_clock(clock.clone(), |s| {
+    let app = spawn_with_clock(clock.clone(), |s| {
         with_admin(s)
             .with("credentials.client_secret_lifetime_secs", 100)
             .unwrap()
@@ -1042,7 +1042,7 @@ async fn a_reissued_registration_access_token_replaces_the_old_one_at_once() {
 #[tokio::test]
 async fn last_used_at_is_coalesced_to_the_resolution() {
     let clock = Arc::new(FixedClock::new(1_700_000_000));
-    let app = spawn_app_with_clock(clock.clone(), with_admin).await;
+    let app = spawn_with_clock(clock.clone(), with_admin).await;
     let client = app.register(&web_client()).await;
     let (id, secret) = (id_of(&client), client["client_secret"].as_str().unwrap());
     let first = ok_json(authenticate(&app, &id, secret).await, 200).await;
