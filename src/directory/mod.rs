@@ -247,7 +247,6 @@ impl Directory {
                 out.insert(name.into(), v.clone());
             }
         }
-        tracing::info!(client_id = %client_id, "client created by an operator");
         Ok(out)
     }
 
@@ -307,7 +306,6 @@ impl Directory {
             }
             updated.updated_at = self.clock.now();
             if let Some(stored) = self.save(&current, updated).await? {
-                tracing::info!(client_id = %client_id, "client changed by an operator");
                 let mut out = view(stored);
                 if let Some(secret) = secret {
                     out.insert("client_secret".into(), Value::from(secret.expose()));
@@ -370,7 +368,6 @@ impl Directory {
             updated.updated_at = now;
             let expires_at = updated.client_secret_expires_at;
             if self.save(&current, updated).await?.is_some() {
-                tracing::info!(client_id = %client_id, grace_secs = grace, "client secret rotated by an operator");
                 let mut out = Map::new();
                 out.insert("client_id".into(), Value::from(client_id));
                 out.insert("client_secret".into(), Value::from(secret.expose()));
@@ -399,7 +396,6 @@ impl Directory {
             updated.rat_tag = self.rat_key.tag(token.expose()).to_vec();
             updated.updated_at = self.clock.now();
             if self.save(&current, updated).await?.is_some() {
-                tracing::info!(client_id = %client_id, "registration access token reissued by an operator");
                 let mut out = Map::new();
                 out.insert("client_id".into(), Value::from(client_id));
                 out.insert(
