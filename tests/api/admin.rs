@@ -702,17 +702,30 @@ async fn an_operator_creates_under_a_named_policy() {
     )
     .await;
     assert_eq!(created["policy"], "partners");
-    let r = call(
-        &app,
-        Method::POST,
-        "/admin/clients",
-        Some(WRITE),
-        Some(body),
-    )
-    .await;
-    assert_error(r, 400, "invalid_request").await;
-    let r = call(&app, Method::POST, "/admin/clients", Some(WRITE), Some(json!({"redirect_uris": ["https://a.example/cb"], "scope": "email", "policy": "partners"}))).await;
-    assert_eq!(r.status(), 400);
+    let create = |body: Value| {
+        call(
+            &app,
+            Method::POST,
+            "/admin/clients",
+            Some(WRITE),
+            Some(body),
+        )
+    };
+    let d = assert_error(create(body.clone()).await, 400, "invalid_request").await;
+    assert!(d.contains("partners"), "the policy's quota: {d}");
+    // Deleting through the admin API frees the place in the quota.
+    let path = format!("/admin/clients/{}", id_of(&created));
+    assert_eq!(
+        call(&app, Method::DELETE, &path, Some(WRITE), None)
+            .await
+            .status(),
+        204
+    );
+    let email =
+        json!({"redirect_uris": ["https://a.example/cb"], "scope": "email", "policy": "partners"});
+    let d = assert_error(create(email).await, 400, "invalid_client_metadata").await;
+    assert!(d.contains("scope"), "the policy's rules: {d}");
+    ok_json(create(body).await, 201).await;
 }
 
 #[tokio::test]
