@@ -3,9 +3,10 @@
 //! keyset pagination, and operator writes. Framework-free like `registration`: it takes parsed
 //! JSON and query pairs, returns JSON maps or `RegistrationError`.
 //!
-//! Operator creation and changes go through the registration service's own paths
-//! (`Registrar::register_admitted`, `Registrar::revalidate`), so a client an operator creates
-//! obeys the same metadata table and policies as one that registered itself.
+//! Operator creation, changes and deletions go through the registration service's own paths
+//! (`Registrar::register_admitted`, `Registrar::plan_change`, `Registrar::remove_record`), so a
+//! client an operator creates obeys the same metadata table and policies as one that
+//! registered itself, and its quota counters move the same way.
 //!
 //! Every store access is in the small functions at the end of `impl Directory` (`find`,
 //! `load`, `save`, `matching`), so another store interface touches only them.
