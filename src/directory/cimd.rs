@@ -464,7 +464,8 @@ impl Resolver {
             .policy_named(self.settings.policy_name())?;
         let metadata = self
             .registrar
-            .judge(policy.as_deref(), None, &request, None)
+            // No previous metadata: a document's jwks_uri is checked on every fetch of it.
+            .judge(policy.as_deref(), None, &request, None, None)
             .await
             .map_err(|e| in_document(client_id, e))?;
         if self.settings.require_same_origin_redirects {

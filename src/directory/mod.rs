@@ -3,9 +3,10 @@
 //! keyset pagination, and operator writes. Framework-free like `registration`: it takes parsed
 //! JSON and query pairs, returns JSON maps or `RegistrationError`.
 //!
-//! Operator creation and changes go through the registration service's own paths
-//! (`Registrar::register_admitted`, `Registrar::revalidate`), so a client an operator creates
-//! obeys the same metadata table and policies as one that registered itself.
+//! Operator creation, changes and deletions go through the registration service's own paths
+//! (`Registrar::register_admitted`, `Registrar::plan_change`, `Registrar::remove_record`), so a
+//! client an operator creates obeys the same metadata table and policies as one that
+//! registered itself, and its quota counters move the same way.
 //!
 //! Every store access is in the small functions at the end of `impl Directory` (`find`,
 //! `load`, `save`, `matching`), so another store interface touches only them.
@@ -268,7 +269,6 @@ impl Directory {
                 out.insert(name.into(), v.clone());
             }
         }
-        tracing::info!(client_id = %client_id, "client created by an operator");
         Ok(out)
     }
 
@@ -333,7 +333,6 @@ impl Directory {
             }
             updated.updated_at = self.clock.now();
             if let Some(stored) = self.save(&current, updated).await? {
-                tracing::info!(client_id = %client_id, "client changed by an operator");
                 let mut out = view(stored);
                 if let Some(secret) = secret {
                     out.insert("client_secret".into(), Value::from(secret.expose()));
@@ -396,7 +395,6 @@ impl Directory {
             updated.updated_at = now;
             let expires_at = updated.client_secret_expires_at;
             if self.save(&current, updated).await?.is_some() {
-                tracing::info!(client_id = %client_id, grace_secs = grace, "client secret rotated by an operator");
                 let mut out = Map::new();
                 out.insert("client_id".into(), Value::from(client_id));
                 out.insert("client_secret".into(), Value::from(secret.expose()));
@@ -431,7 +429,6 @@ impl Directory {
             updated.rat_tag = self.rat_key.tag(token.expose()).to_vec();
             updated.updated_at = self.clock.now();
             if self.save(&current, updated).await?.is_some() {
-                tracing::info!(client_id = %client_id, "registration access token reissued by an operator");
                 let mut out = Map::new();
                 out.insert("client_id".into(), Value::from(client_id));
                 out.insert(

@@ -3,7 +3,7 @@
 //! proves which refusals happen before anything is sent.
 
 use crate::admin::{call, with_admin, ALL, AUTHN, READ, WRITE};
-use crate::helpers::{assert_error, spawn_app_with, spawn_app_with_clock, TestApp};
+use crate::helpers::{assert_error, spawn_app_with, spawn_with_clock, TestApp};
 use crate::tls::{Reply, TlsServer};
 use registrar::clock::FixedClock;
 use registrar::settings::Settings;
@@ -347,7 +347,7 @@ async fn max_age_is_honoured_and_clamped_on_the_injected_clock() {
     set(&short, &minimal(&short_id));
     let clock = Arc::new(FixedClock::new(1_800_000_000));
     let trusting = server.trusting(true);
-    let app = spawn_app_with_clock(clock.clone(), |s| {
+    let app = spawn_with_clock(clock.clone(), |s| {
         with_admin(trusting(s))
             .with("cimd.cache_max_secs", 300)
             .unwrap()
