@@ -490,7 +490,11 @@ impl Resolver {
     /// Create or update the persisted client. An operator's `disabled`, `last_used_at` and the
     /// creation time survive; a change of keys is logged at `warn` (a key swap is what a
     /// document takeover looks like).
-    async fn save(&self, client_id: &str, metadata: Map<String, Value>) -> Result<ClientRecord> {
+    pub(super) async fn save(
+        &self,
+        client_id: &str,
+        metadata: Map<String, Value>,
+    ) -> Result<ClientRecord> {
         let policy = self.settings.policy_name().map(str::to_owned);
         for _ in 0..MAX_RETRIES {
             let now = self.clock.now();
