@@ -431,6 +431,22 @@ async fn a_client_without_a_secret_is_told_which_method_it_uses() {
     .await;
     let d = assert_error(r, 400, "invalid_request").await;
     assert!(d.contains("client_secret"), "{d}");
+    for body in ["{", "[]", "{\"client_secret\": 1}"] {
+        let r = app
+            .client
+            .post(format!(
+                "{}/admin/clients/{}/authenticate",
+                app.admin.as_ref().unwrap(),
+                id_of(&client)
+            ))
+            .header(AUTHORIZATION, format!("Bearer {AUTHN}"))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, 400, "invalid_request").await;
+    }
 }
 
 async fn list(app: &TestApp, query: &str) -> reqwest::Response {
