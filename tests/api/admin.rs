@@ -2,7 +2,7 @@
 //! view, authentication for the authorization server, listing, operator writes.
 
 use crate::helpers::{
-    assert_error, spawn_app, spawn_app_with, spawn_with_clock, web_client, TestApp,
+    assert_error, snapshot, spawn_app, spawn_app_with, spawn_with_clock, web_client, TestApp,
 };
 use registrar::clock::FixedClock;
 use registrar::settings::Settings;
@@ -340,19 +340,6 @@ async fn authentication_returns_the_view_and_records_the_use() {
     assert!(body["client"].get("client_secret").is_none());
     let view = view(&app, &id).await;
     assert_eq!(view["last_used_at"], body["client"]["last_used_at"]);
-}
-
-/// Status, headers (but `date`, which is the second it was sent) and body, as bytes.
-async fn snapshot(r: reqwest::Response) -> (u16, Vec<(String, Vec<u8>)>, Vec<u8>) {
-    let status = r.status().as_u16();
-    let mut headers: Vec<(String, Vec<u8>)> = r
-        .headers()
-        .iter()
-        .filter(|(k, _)| k.as_str() != "date")
-        .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
-        .collect();
-    headers.sort();
-    (status, headers, r.bytes().await.unwrap().to_vec())
 }
 
 #[tokio::test]
