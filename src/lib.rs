@@ -2,9 +2,12 @@
 //! registration management (RFC 7592) and OpenID Connect Dynamic Client Registration 1.0
 //! metadata, on an embedded sled store.
 
+pub mod admin;
+pub mod cli;
 pub mod clock;
 pub mod conformance;
 pub mod credentials;
+pub mod directory;
 pub mod error;
 pub mod fetch;
 pub mod http;

@@ -41,6 +41,8 @@ pub struct Settings {
     /// extra members (e.g. `authorization_endpoint`).
     #[serde(default)]
     pub discovery: DiscoverySettings,
+    /// The admin listener (`crate::admin`).
+    pub admin: crate::admin::config::AdminSettings,
 }
 
 /// `[discovery]`: what the registrar publishes besides its own `registration_endpoint` and
@@ -401,6 +403,9 @@ impl Settings {
             return Err(SettingsError("server.body_limit_bytes must be > 0".into()));
         }
         self.fetch.check()?;
+        self.admin
+            .check(&self.server.host, self.server.port)
+            .map_err(SettingsError)?;
         self.discovery.check()?;
         Ok(())
     }

@@ -1,8 +1,10 @@
 //! Building and running the server: bind the listener (port 0 works), open the store, load the
 //! server key, mount the routes, stop gracefully and flush.
 
+use crate::admin::{self, auth::AdminTokens, AdminState};
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{RatKey, SecretHasher};
+use crate::directory::Directory;
 use crate::fetch::{Fetcher, RemoteMetadata};
 use crate::http::{self, AppState, BodyLimits};
 use crate::policy::PolicyEngine;
@@ -46,6 +48,8 @@ pub enum StartupError {
 pub struct Application {
     server: Server,
     port: u16,
+    /// The admin listener, its port and its service.
+    admin: Option<(Server, u16, Arc<Directory>)>,
     registrar: Arc<Registrar>,
     /// Keeps the authorization server's metadata in discovery (`[discovery]`), if configured.
     upstream: Option<UpstreamTask>,
@@ -101,8 +105,10 @@ impl Application {
         let remote = Arc::new(RemoteMetadata::new(fetcher, settings.fetch.fetch_jwks_uri));
         let policy =
             Arc::new(PolicyEngine::from_settings(&settings).map_err(StartupError::Policy)?);
+        let admin_tokens =
+            AdminTokens::compile(&settings.admin.tokens).map_err(StartupError::Other)?;
         let settings = Arc::new(settings);
-        let registrar = Arc::new(Registrar::new(Parts {
+        let parts = Parts {
             store,
             clock,
             tokens,
@@ -111,7 +117,8 @@ impl Application {
             settings: settings.clone(),
             remote,
             policy,
-        }));
+        };
+        let registrar = Arc::new(Registrar::new(parts.clone()));
         let upstream = start_upstream(&settings, &registrar)?;
         let state = web::Data::new(AppState {
             registrar: registrar.clone(),
@@ -163,12 +170,25 @@ impl Application {
             .listen(listener)
             .map_err(|e| StartupError::Bind(local.to_string(), e))?
             .run();
+        let admin = if admin_tokens.is_empty() {
+            None
+        } else {
+            let directory = Arc::new(Directory::new(parts, registrar.clone()));
+            let server = admin_server(&settings, directory.clone(), admin_tokens)?;
+            Some((server.0, server.1, directory))
+        };
         Ok(Self {
             server,
             port: local.port(),
+            admin,
             registrar,
             upstream,
         })
+    }
+
+    /// The bound port of the admin listener, when it runs (at least one admin token).
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(|(_, port, _)| *port)
     }
 
     /// The bound port.
@@ -190,7 +210,22 @@ impl Application {
     /// before its response (`ClientStore::commit`), so there is nothing left to flush; the store
     /// closes when its last handle drops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        // The admin listener lives as long as the public one: stopping the public server (a
+        // signal, or `handle().stop()`) stops it too.
+        let admin = self.admin.map(|(server, _, directory)| {
+            tokio::spawn(async move {
+                if let Err(e) = directory.warm().await {
+                    tracing::warn!(error = %e, "could not prepare the dummy client secret hash");
+                }
+            });
+            let handle = server.handle();
+            (tokio::spawn(server), handle)
+        });
         let result = self.server.await;
+        if let Some((task, handle)) = admin {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         if let Some(upstream) = self.upstream {
             upstream.stop().await;
         }
@@ -198,6 +233,43 @@ impl Application {
         tracing::info!("stopped");
         result
     }
+}
+
+/// The admin listener: its own address, its own routes, no CORS (Hydra's split).
+fn admin_server(
+    settings: &Settings,
+    directory: Arc<Directory>,
+    tokens: AdminTokens,
+) -> Result<(Server, u16), StartupError> {
+    let address = format!("{}:{}", settings.admin.host, settings.admin.port);
+    let listener =
+        TcpListener::bind(&address).map_err(|e| StartupError::Bind(address.clone(), e))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| StartupError::Bind(address.clone(), e))?
+        .port();
+    let state = web::Data::new(AdminState {
+        directory,
+        tokens,
+        limits: BodyLimits {
+            max_bytes: settings.server.body_limit_bytes,
+            timeout: Duration::from_millis(settings.server.body_timeout_ms),
+        },
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
+            .configure(admin::routes)
+    })
+    .client_request_timeout(Duration::from_millis(settings.server.head_timeout_ms))
+    .workers(2)
+    .shutdown_timeout(10)
+    .listen(listener)
+    .map_err(|e| StartupError::Bind(address, e))?
+    .run();
+    tracing::info!(address = %format!("{}:{port}", settings.admin.host), "admin API listening");
+    Ok((server, port))
 }
 
 /// Start the task that fetches `discovery.authorization_server_metadata_url`; without one, warn
