@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::error::{RegistrationError, Result};
 use crate::fetch::{CachingHeaders, FetchError};
 use crate::metadata::uses_client_secret;
+use crate::policy::Admission;
 use crate::registration::{store_error, Registrar};
 use crate::store::{source, Change, ClientRecord, ClientStore, StoreError, WriteBatch};
 use serde::{Deserialize, Serialize};
@@ -458,20 +459,20 @@ impl Resolver {
             .await
             .map_err(|e| fetch_error(client_id, e))?;
         let request = document_request(client_id, fetched.json)?;
-        let policy = self
+        let admission = self
             .registrar
             .policy()
-            .policy_named(self.settings.policy_name())?;
+            .document_admission(self.settings.policy_name())?;
         let metadata = self
             .registrar
             // No previous metadata: a document's jwks_uri is checked on every fetch of it.
-            .judge(policy.as_deref(), None, &request, None, None)
+            .judge(admission.policy.as_deref(), None, &request, None, None)
             .await
             .map_err(|e| in_document(client_id, e))?;
         if self.settings.require_same_origin_redirects {
             same_origin(client_id, &url, &metadata)?;
         }
-        let record = self.save(client_id, metadata).await?;
+        let record = self.save(client_id, metadata, &admission).await?;
         let now = self.clock.now();
         let until = freshness(
             &fetched.caching,
@@ -487,18 +488,22 @@ impl Resolver {
         Ok(record)
     }
 
-    /// Create or update the persisted client. An operator's `disabled`, `last_used_at` and the
+    /// Create or update the persisted client. A new client takes its place in the policy's
+    /// quota (`max_clients`) in the same commit, as a registration does; a client moved to
+    /// another `cimd.policy` moves its place. An operator's `disabled`, `last_used_at` and the
     /// creation time survive; a change of keys is logged at `warn` (a key swap is what a
     /// document takeover looks like).
     pub(super) async fn save(
         &self,
         client_id: &str,
         metadata: Map<String, Value>,
+        admission: &Admission,
     ) -> Result<ClientRecord> {
-        let policy = self.settings.policy_name().map(str::to_owned);
+        let engine = self.registrar.policy();
+        let policy = admission.policy.as_ref().map(|p| p.name.clone());
         for _ in 0..MAX_RETRIES {
             let now = self.clock.now();
-            let (change, record) = match self.find(client_id).await? {
+            let (batch, record) = match self.find(client_id).await? {
                 None => {
                     let record = ClientRecord {
                         client_id: client_id.to_owned(),
@@ -513,7 +518,9 @@ impl Resolver {
                         // No registration access token: RFC 7592 management does not apply.
                         ..Default::default()
                     };
-                    (Change::Insert(record.clone()), record)
+                    let batch = WriteBatch::change(Change::Insert(record.clone()))
+                        .with_counters(engine.registration_counters(admission));
+                    (batch, record)
                 }
                 Some(current) => {
                     if current.source.as_deref() != Some(source::METADATA_DOCUMENT) {
@@ -534,16 +541,24 @@ impl Resolver {
                     updated.metadata = metadata.clone();
                     updated.policy = policy.clone();
                     updated.updated_at = now;
-                    let change = Change::Update {
+                    let mut batch = WriteBatch::change(Change::Update {
                         expected_revision: current.revision,
                         record: updated.clone(),
-                    };
+                    });
+                    if current.policy != policy {
+                        batch = batch
+                            .with_counters(engine.deletion_counters(
+                                current.policy.as_deref(),
+                                current.tier.as_deref(),
+                            ))
+                            .with_counters(engine.registration_counters(admission));
+                    }
                     updated.revision = current.revision + 1;
-                    (change, updated)
+                    (batch, updated)
                 }
             };
-            let created = matches!(change, Change::Insert(_));
-            match self.store.commit(WriteBatch::change(change)).await {
+            let created = matches!(batch.change, Some(Change::Insert(_)));
+            match self.store.commit(batch).await {
                 Ok(()) => {
                     if created {
                         tracing::info!(client_id = %client_id, "client resolved from its metadata document");
@@ -553,6 +568,12 @@ impl Resolver {
                     return Ok(record);
                 }
                 Err(StoreError::Conflict) => continue,
+                Err(StoreError::CounterExhausted(key)) => {
+                    return Err(in_document(
+                        client_id,
+                        engine.counter_refusal(admission, &key),
+                    ))
+                }
                 Err(e) => return Err(store_error(e)),
             }
         }

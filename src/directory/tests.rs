@@ -352,11 +352,12 @@ async fn a_changed_document_updates_its_client_and_a_change_of_keys_is_a_warning
         };
         m
     };
+    let admission = f.registrar.policy().document_admission(None).unwrap();
     let (logs, _guard) = capture_logs();
     let first = f
         .directory
         .cimd
-        .save(id, document("A", "k1"))
+        .save(id, document("A", "k1"), &admission)
         .await
         .unwrap();
     assert_eq!((first.revision, first.created_at), (1, NOW));
@@ -365,7 +366,7 @@ async fn a_changed_document_updates_its_client_and_a_change_of_keys_is_a_warning
     let same = f
         .directory
         .cimd
-        .save(id, document("A", "k1"))
+        .save(id, document("A", "k1"), &admission)
         .await
         .unwrap();
     assert_eq!(same.revision, 1);
@@ -373,7 +374,7 @@ async fn a_changed_document_updates_its_client_and_a_change_of_keys_is_a_warning
     let renamed = f
         .directory
         .cimd
-        .save(id, document("B", "k1"))
+        .save(id, document("B", "k1"), &admission)
         .await
         .unwrap();
     assert_eq!((renamed.revision, renamed.updated_at), (2, NOW + 5));
@@ -381,7 +382,7 @@ async fn a_changed_document_updates_its_client_and_a_change_of_keys_is_a_warning
     let rekeyed = f
         .directory
         .cimd
-        .save(id, document("B", "k2"))
+        .save(id, document("B", "k2"), &admission)
         .await
         .unwrap();
     assert_eq!(rekeyed.revision, 3);

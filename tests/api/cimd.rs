@@ -692,3 +692,37 @@ fn settings_naming_an_unknown_cimd_policy_are_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("cache_min_secs"), "{err}");
 }
+
+#[tokio::test]
+async fn documents_count_in_their_policys_max_clients_and_deletion_frees_the_place() {
+    let (a, b) = (doc(), doc());
+    let server = TlsServer::start(vec![("/a", served("", &a)), ("/b", served("", &b))]).await;
+    let (id_a, id_b) = (server.url("/a"), server.url("/b"));
+    set(&a, &minimal(&id_a));
+    set(&b, &minimal(&id_b));
+    let app = app(&server, |s| {
+        s.with("policies.documents", json!({"max_clients": 1}))
+            .unwrap()
+            .with("cimd.policy", "documents")
+            .unwrap()
+    })
+    .await;
+    resolved(&app, &id_a).await;
+    // Resolving the same client again takes no second place.
+    resolved(&app, &id_a).await;
+    let description = refused(&app, &id_b).await;
+    assert!(
+        description.contains("maximum number of clients"),
+        "{description}"
+    );
+    let r = call(
+        &app,
+        Method::DELETE,
+        &format!("/admin/clients/{}", enc(&id_a)),
+        Some(WRITE),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    resolved(&app, &id_b).await;
+}
