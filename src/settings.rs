@@ -43,6 +43,9 @@ pub struct Settings {
     pub discovery: DiscoverySettings,
     /// The admin listener (`crate::admin`).
     pub admin: crate::admin::config::AdminSettings,
+    /// Client ID Metadata Documents: https `client_id`s (`crate::directory::cimd`).
+    #[serde(default)]
+    pub cimd: crate::directory::cimd::CimdSettings,
 }
 
 /// `[discovery]`: what the registrar publishes besides its own `registration_endpoint` and
@@ -407,6 +410,7 @@ impl Settings {
             .check(&self.server.host, self.server.port)
             .map_err(SettingsError)?;
         self.discovery.check()?;
+        self.cimd.check(&self.policies).map_err(SettingsError)?;
         Ok(())
     }
 }
