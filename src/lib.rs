@@ -3,6 +3,7 @@
 //! metadata, on an embedded sled store.
 
 pub mod clock;
+pub mod commands;
 pub mod conformance;
 pub mod credentials;
 pub mod error;

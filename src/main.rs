@@ -1,36 +1,46 @@
-//! `registrar [--config FILE]`: load settings, start the server, stop on SIGINT/SIGTERM.
+//! `registrar [--config FILE] [COMMAND]`: thin; every command is a call into the library.
 
+use clap::{Parser, Subcommand};
 use registrar::settings::Settings;
 use registrar::startup::Application;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
-const USAGE: &str = "usage: registrar [--config FILE]\n\
-  Starts the registration server. Settings come from the embedded config/default.toml,\n\
-  then FILE, then REGISTRAR_* environment variables (see README).";
+/// OAuth 2.0 / OpenID Connect Dynamic Client Registration server (RFC 7591, RFC 7592).
+/// Settings come from the embedded config/default.toml, then FILE, then REGISTRAR_*
+/// environment variables (see README).
+#[derive(Parser)]
+#[command(name = "registrar", version)]
+struct Cli {
+    /// Configuration file layered over the defaults.
+    #[arg(short, long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the registration server (the default).
+    Serve,
+    /// Apply pending database migrations (storage.backend = "postgres"); idempotent.
+    Migrate,
+    /// Write every client, counter and the server key to stdout as JSON lines.
+    Export,
+    /// Read an export (from FILE, or stdin) into the configured store.
+    Import {
+        /// Overwrite clients that exist with other content (refused otherwise).
+        #[arg(long)]
+        replace: bool,
+        /// The export to read; stdin when absent.
+        file: Option<PathBuf>,
+    },
+}
 
 fn main() -> ExitCode {
-    let mut config: Option<PathBuf> = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--config" | "-c" => match args.next() {
-                Some(path) => config = Some(PathBuf::from(path)),
-                None => return usage_error("--config needs a file"),
-            },
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            "--version" | "-V" => {
-                println!("registrar {}", env!("CARGO_PKG_VERSION"));
-                return ExitCode::SUCCESS;
-            }
-            other => return usage_error(&format!("unknown argument {other:?}")),
-        }
-    }
-    let settings = match Settings::load(config.as_deref()) {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("registrar: {e}");
@@ -47,18 +57,15 @@ fn main() -> ExitCode {
 
     let system = actix_web::rt::System::new();
     system.block_on(async move {
-        let app = match Application::build(settings).await {
-            Ok(app) => app,
-            Err(e) => {
-                tracing::error!("registrar cannot start: {e}");
-                return ExitCode::FAILURE;
+        let result = match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(settings).await,
+            Command::Migrate => registrar::commands::migrate(&settings).await,
+            Command::Export => registrar::commands::export(&settings).await,
+            Command::Import { replace, file } => {
+                registrar::commands::import(&settings, file.as_deref(), replace).await
             }
         };
-        tracing::info!(
-            "registrar listening; registration endpoint: {}",
-            app.registration_endpoint()
-        );
-        match app.run_until_stopped().await {
+        match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("registrar: {e}");
@@ -68,7 +75,13 @@ fn main() -> ExitCode {
     })
 }
 
-fn usage_error(msg: &str) -> ExitCode {
-    eprintln!("registrar: {msg}\n{USAGE}");
-    ExitCode::from(2)
+async fn serve(settings: Settings) -> Result<(), String> {
+    let app = Application::build(settings)
+        .await
+        .map_err(|e| format!("cannot start: {e}"))?;
+    tracing::info!(
+        "registrar listening; registration endpoint: {}",
+        app.registration_endpoint()
+    );
+    app.run_until_stopped().await.map_err(|e| e.to_string())
 }

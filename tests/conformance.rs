@@ -1,9 +1,13 @@
 //! The conformance suite (conformance/cases) against the registrar started on a free port: every
 //! MUST case passes (except the ones listed in `WAITING_ON_METADATA`, which must fail until fixed), SHOULD cases are reported. Regenerates conformance/MATRIX.md.
 
+/// The backend `helpers` starts apps on.
+pub const POSTGRES: bool = false;
 #[allow(dead_code)]
 #[path = "api/helpers.rs"]
 mod helpers;
+#[path = "support/postgres.rs"]
+mod pg;
 #[allow(dead_code)]
 #[path = "api/tls.rs"]
 mod tls;

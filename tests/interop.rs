@@ -7,9 +7,13 @@
 //! The installs run once and are reused while the lockfiles are unchanged (a copy of the
 //! lockfile is kept next to the installed packages as a stamp).
 
+/// The backend `helpers` starts apps on.
+pub const POSTGRES: bool = false;
 #[allow(dead_code)]
 #[path = "api/helpers.rs"]
 mod helpers;
+#[path = "support/postgres.rs"]
+mod pg;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

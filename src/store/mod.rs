@@ -6,10 +6,14 @@
 //! acknowledged only once durable. Nothing downstream may act on a change before that.
 
 mod memory;
+pub mod postgres;
+pub mod server_key;
 mod sled;
+pub mod transfer;
 
 pub use self::memory::MemoryStore;
-pub use self::sled::{OpenError, SledStore};
+pub use self::postgres::{PostgresSettings, PostgresStore};
+pub use self::sled::SledStore;
 
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -80,6 +84,56 @@ impl ClientRecord {
     }
 }
 
+/// `storage.backend`: where clients are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The embedded store in `storage.data_dir` (one process).
+    #[default]
+    Sled,
+    /// A PostgreSQL-wire database (`[storage.postgres]`), shareable by replicas.
+    Postgres,
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process holds the data directory.
+    #[error("the data directory {0} is in use by another registrar process (its lock is held); stop that process or choose another storage.data_dir")]
+    Locked(String),
+    /// Anything else about the data directory (permissions, corruption, ...).
+    #[error("cannot open the store in {0}: {1}")]
+    Other(String, String),
+    /// The database cannot be reached or used (URL, network, credentials).
+    #[error("database: {0}")]
+    Database(String),
+    /// The database schema is missing or of another version.
+    #[error("database schema: {0}")]
+    Schema(String),
+}
+
+/// Open the configured backend, ready to serve: for PostgreSQL, connected, migrated when
+/// `migrate_on_start` is set, and with its schema version checked.
+pub async fn open(
+    settings: &crate::settings::StorageSettings,
+    now: i64,
+) -> Result<std::sync::Arc<dyn ClientStore>, OpenError> {
+    match settings.backend {
+        Backend::Sled => Ok(std::sync::Arc::new(SledStore::open(
+            &settings.data_dir,
+            settings.cache_capacity_bytes,
+        )?)),
+        Backend::Postgres => {
+            let store = PostgresStore::connect(&settings.postgres).await?;
+            if settings.postgres.migrate_on_start {
+                store.migrate(now).await?;
+            }
+            store.check_schema().await?;
+            Ok(std::sync::Arc::new(store))
+        }
+    }
+}
+
 /// What can go wrong in a store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -129,6 +183,8 @@ pub enum CounterOp {
     Take { key: String, limit: u64 },
     /// Subtract one, never below zero.
     Release { key: String },
+    /// Set the counter to `value` (`registrar import`).
+    Set { key: String, value: u64 },
 }
 
 /// Everything one write changes, applied all or nothing by [`ClientStore::commit`].
@@ -182,6 +238,13 @@ pub trait ClientStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<ClientRecord>, StoreError>>;
+    /// Keyset scan of the counters in key order, after `after` (exclusive), at most `limit`
+    /// (`registrar export`).
+    fn scan_counters(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>>;
     /// The key the registration access token tags are made with: the stored one, or `proposed`
     /// stored atomically (and durably) if none is. Replicas sharing a database share the key.
     fn server_key(&self, proposed: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, StoreError>>;
@@ -266,6 +329,11 @@ pub mod contract {
         assert_eq!(store.get("a").await.unwrap(), Some(a.clone()));
         assert_eq!(store.get_by_rat(&[1; 32]).await.unwrap(), Some(a.clone()));
         assert_eq!(store.get_by_rat(&[7; 32]).await.unwrap(), None);
+        assert_eq!(
+            store.get("a\0").await.unwrap(),
+            None,
+            "any id may be asked for"
+        );
         assert_eq!(store.count().await.unwrap(), 1);
 
         let mut b = a.clone();
@@ -346,6 +414,23 @@ pub mod contract {
             store.commit(only(take("zero", 0))).await,
             Err(StoreError::CounterExhausted("zero".into()))
         );
+        store
+            .commit(only(CounterOp::Set {
+                key: "set".into(),
+                value: 7,
+            }))
+            .await
+            .unwrap();
+        assert_eq!(store.counter("set").await.unwrap(), 7);
+        let keys = store.scan_counters(None, 10).await.unwrap();
+        assert!(keys.contains(&("set".into(), 7)), "{keys:?}");
+        let after = store.scan_counters(Some("k"), 10).await.unwrap();
+        assert!(after.iter().all(|(k, _)| k.as_str() > "k"), "{after:?}");
+        assert_eq!(store.scan_counters(None, 1).await.unwrap().len(), 1);
+        // Keys embed claims of presented JWTs: any character, NUL included.
+        let odd = "ssa-jti:iss:\0\u{ff}'";
+        store.commit(only(take(odd, 1))).await.unwrap();
+        assert_eq!(store.counter(odd).await.unwrap(), 1);
     }
 
     /// A failing part (exhausted counter, lost compare-and-swap) leaves nothing applied.

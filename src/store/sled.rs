@@ -21,7 +21,9 @@
 //!   file of `PROBE_BYTES` can be written and synced, closes and reopens the database, which
 //!   recovers exactly what was flushed. No operator action is needed.
 
-use super::{BoxFuture, Change, ClientRecord, ClientStore, CounterOp, StoreError, WriteBatch};
+use super::{
+    BoxFuture, Change, ClientRecord, ClientStore, CounterOp, OpenError, StoreError, WriteBatch,
+};
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
 };
@@ -46,17 +48,6 @@ const RECOVERY_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Dura
 const OPEN_PATIENCE: Duration = Duration::from_millis(500);
 /// Name of the probe file inside the data directory.
 const PROBE_FILE: &str = "space-probe.tmp";
-
-/// Why the store could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// Another process holds the data directory.
-    #[error("the data directory {0} is in use by another registrar process (its lock is held); stop that process or choose another storage.data_dir")]
-    Locked(String),
-    /// Anything else (permissions, corruption, ...).
-    #[error("cannot open the store in {0}: {1}")]
-    Other(String, String),
-}
 
 /// One open database and its two trees.
 struct Handles {
@@ -544,20 +535,22 @@ fn apply_counters(
     before: &mut Vec<Undo>,
 ) -> TxResult<()> {
     for op in ops {
-        let (key, limit) = match op {
-            CounterOp::Take { key, limit } => (key, Some(*limit)),
-            CounterOp::Release { key } => (key, None),
+        let key = match op {
+            CounterOp::Take { key, .. }
+            | CounterOp::Release { key }
+            | CounterOp::Set { key, .. } => key,
         };
         let k = key.as_bytes();
         let current = counters.get(k)?;
         let value = counter_value(current.as_deref());
-        let next = match limit {
-            Some(limit) if value >= limit => {
+        let next = match op {
+            CounterOp::Take { limit, .. } if value >= *limit => {
                 return abort(StoreError::CounterExhausted(key.clone()))
             }
-            Some(_) => value + 1,
-            None if value == 0 => continue,
-            None => value - 1,
+            CounterOp::Take { .. } => value + 1,
+            CounterOp::Release { .. } if value == 0 => continue,
+            CounterOp::Release { .. } => value - 1,
+            CounterOp::Set { value, .. } => *value,
         };
         before.push((TreeId::Counters, k.to_vec(), current.map(|v| v.to_vec())));
         counters.insert(k, next.to_be_bytes().to_vec())?;
@@ -781,6 +774,33 @@ impl ClientStore for SledStore {
                 if let Some(record) = read_client(shared, &key)? {
                     page.push(record);
                 }
+            }
+            Ok(page)
+        })
+    }
+
+    fn scan_counters(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
+        let after = after.map(|a| a.as_bytes().to_vec());
+        self.blocking(move |shared| {
+            use std::ops::Bound;
+            let start = match after {
+                Some(a) => Bound::Excluded(a),
+                None => Bound::Unbounded,
+            };
+            let handles = shared.handles()?;
+            let mut page = Vec::new();
+            for entry in handles
+                .counters
+                .range::<Vec<u8>, _>((start, Bound::Unbounded))
+                .take(limit)
+            {
+                let (key, _) = entry.map_err(io)?;
+                let value = read_counter(shared, &key)?;
+                page.push((String::from_utf8_lossy(&key).into_owned(), value));
             }
             Ok(page)
         })
