@@ -61,7 +61,8 @@ pub async fn open_store(
         .expect("the store opens")
 }
 
-fn base_settings(dir: &std::path::Path) -> Settings {
+/// The test settings on the embedded sled store, whatever the target's backend.
+pub fn base_settings(dir: &std::path::Path) -> Settings {
     Settings::defaults()
         .unwrap()
         .with("server.port", 0)
@@ -91,6 +92,16 @@ pub async fn spawn_app_with(tweak: impl FnOnce(Settings) -> Settings) -> TestApp
 
 pub async fn spawn_in(dir: TempDir, tweak: impl FnOnce(Settings) -> Settings) -> TestApp {
     let settings = tweak(test_settings(dir.path()));
+    start(dir, settings).await
+}
+
+/// An app on the embedded sled store in `dir`, whatever the target's backend.
+pub async fn spawn_on_sled_in(dir: TempDir, tweak: impl FnOnce(Settings) -> Settings) -> TestApp {
+    let settings = tweak(base_settings(dir.path()));
+    start(dir, settings).await
+}
+
+async fn start(dir: TempDir, settings: Settings) -> TestApp {
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let endpoint = app.registration_endpoint();
@@ -109,7 +120,7 @@ impl TestApp {
     /// Stop the server and wait until it has released its data directory.
     pub async fn stop(self) -> TempDir {
         self.handle.stop(true).await;
-        if crate::POSTGRES {
+        if self.dir.path().join("test-database-url").exists() {
             return self.dir;
         }
         // The store is dropped (and its lock released) when the server task finishes.
