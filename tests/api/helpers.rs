@@ -96,6 +96,7 @@ pub async fn spawn_in(dir: TempDir, tweak: impl FnOnce(Settings) -> Settings) ->
 }
 
 /// An app on the embedded sled store in `dir`, whatever the target's backend.
+#[allow(dead_code)] // used by the targets that mix backends
 pub async fn spawn_on_sled_in(dir: TempDir, tweak: impl FnOnce(Settings) -> Settings) -> TestApp {
     let settings = tweak(base_settings(dir.path()));
     start(dir, settings).await

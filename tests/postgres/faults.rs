@@ -136,7 +136,7 @@ async fn a_database_crash_under_load_loses_nothing_acknowledged_and_the_registra
         w.await.unwrap();
     }
 
-    let ledger = ledger.lock().unwrap();
+    let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     let unexpected: Vec<_> = ledger
         .statuses
         .iter()

@@ -125,7 +125,7 @@ async fn a_sled_store_moves_to_postgres_and_back_with_every_token_and_counter() 
     assert!(String::from_utf8_lossy(&again.stderr).contains("3 unchanged"));
 
     std::fs::write(pg_dir.path().join("test-database-url"), &url).unwrap();
-    let pg_app = spawn_in(pg_dir, |s| tweak(s)).await;
+    let pg_app = spawn_in(pg_dir, tweak).await;
     all_read_back(&pg_app, &clients).await;
     // The token's use count came along: 3 of 4 uses were spent on sled.
     assert_eq!(post(&pg_app, &web_client()).await.status(), 201);
