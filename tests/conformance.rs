@@ -114,6 +114,15 @@ async fn every_must_case_passes_against_the_registrar() {
     app.stop().await;
 }
 
+/// The same cases on the PostgreSQL backend (a database of the private test cluster).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_must_case_passes_on_postgres() {
+    let url = pg::shared().new_database();
+    let app = helpers::spawn_app_with(|s| helpers::with_postgres(s, &url)).await;
+    run_suite(&app.endpoint).await;
+    app.stop().await;
+}
+
 /// The cases the default run skips (they need an initial access token or an https sector
 /// document), against a registrar set up to provide both: `access.mode = "token"` with a static
 /// token, and a local HTTPS server (CA trusted through `fetch.extra_root_ca_file`) serving one

@@ -173,7 +173,16 @@ async fn drive(
     name: &str,
     driver: impl FnOnce(&str) -> Result<Command, String> + Send + 'static,
 ) -> String {
-    let app = helpers::spawn_app().await;
+    drive_with(name, driver, |s| s).await
+}
+
+/// `drive` against a registrar with `tweak`ed settings (e.g. on PostgreSQL).
+async fn drive_with(
+    name: &str,
+    driver: impl FnOnce(&str) -> Result<Command, String> + Send + 'static,
+    tweak: impl FnOnce(registrar::settings::Settings) -> registrar::settings::Settings,
+) -> String {
+    let app = helpers::spawn_app_with(tweak).await;
     let issuer = app.address.clone();
     // Installing and driving block; keep them off the runtime's workers.
     let result = tokio::task::spawn_blocking(move || run(driver(&issuer)?, DRIVER_TIMEOUT))
@@ -207,6 +216,19 @@ async fn openid_client_v6_registers_reads_updates_and_deletes() {
     let out = drive("openid-client", node_driver("openid-client.mjs")).await;
     assert!(out.contains("read after delete refused"), "{out}");
     assert!(out.contains("invalid registration refused"), "{out}");
+}
+
+/// One client library against the PostgreSQL backend: the store is invisible to clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openid_client_v6_works_against_the_postgres_backend() {
+    let url = pg::shared().new_database();
+    let out = drive_with(
+        "openid-client",
+        node_driver("openid-client.mjs"),
+        move |s| helpers::with_postgres(s, &url),
+    )
+    .await;
+    assert!(out.contains("read after delete refused"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
