@@ -166,3 +166,71 @@ async fn a_database_crash_under_load_loses_nothing_acknowledged_and_the_registra
     assert_eq!(app.post(&web_client()).await.status(), 201);
     cluster.stop_immediate();
 }
+
+/// Two replica processes on one database under registration load through both; one is
+/// SIGKILLed mid-load. Every registration acknowledged by either reads back on the survivor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_under_load_loses_nothing_acknowledged() {
+    let url = crate::pg::shared().new_database();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let env = [
+        ("REGISTRAR_STORAGE__BACKEND", "postgres"),
+        ("REGISTRAR_STORAGE__POSTGRES__URL", url.as_str()),
+        ("REGISTRAR_STORAGE__POSTGRES__MIGRATE_ON_START", "true"),
+    ];
+    let victim = crate::process::Server::start(dirs[0].path(), &env);
+    let survivor = crate::process::Server::start(dirs[1].path(), &env);
+    let acked = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let http = reqwest::Client::new();
+    let load = |endpoint: String| {
+        let (acked, http) = (acked.clone(), http.clone());
+        tokio::spawn(async move {
+            let mut refused = 0;
+            for _ in 0..200 {
+                match http.post(&endpoint).json(&web_client()).send().await {
+                    Ok(r) if r.status() == 201 => {
+                        // A body cut off by the kill is no acknowledgement.
+                        if let Ok(c) = r.json::<Value>().await {
+                            let id = c["client_id"].as_str().unwrap().to_owned();
+                            let rat = c["registration_access_token"].as_str().unwrap().to_owned();
+                            acked.lock().unwrap().push((id, rat));
+                        }
+                    }
+                    Ok(r) => panic!("unexpected {}", r.status()),
+                    // The victim is gone: connection refused or reset.
+                    Err(_) => {
+                        refused += 1;
+                        if refused > 3 {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let tasks: Vec<_> = (0..4)
+        .map(|i| {
+            load(if i % 2 == 0 {
+                victim.endpoint.clone()
+            } else {
+                survivor.endpoint.clone()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    victim.kill();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    assert!(acked.len() > 10, "too little load: {}", acked.len());
+    for (id, rat) in &acked {
+        let r = http
+            .get(format!("{}/{id}", survivor.endpoint))
+            .bearer_auth(rat)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "acknowledged client {id} lost");
+    }
+}

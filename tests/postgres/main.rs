@@ -11,6 +11,9 @@ mod pg;
 #[path = "../api/helpers.rs"]
 mod helpers;
 
+#[path = "../reliability/process.rs"]
+mod process;
+
 mod faults;
 mod replicas;
 mod schema;
