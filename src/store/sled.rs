@@ -663,6 +663,39 @@ fn read_counter(shared: &Shared, key: &[u8]) -> Result<u64, StoreError> {
     Ok(counter_value(bytes.as_deref()))
 }
 
+/// Up to `limit` items of `tree` in key order after `after` (exclusive): `read` turns a key into
+/// its item, or `None` to leave the key out.
+fn keyset<T>(
+    shared: &Shared,
+    tree: TreeId,
+    after: Option<Vec<u8>>,
+    limit: usize,
+    read: impl Fn(&[u8]) -> Result<Option<T>, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    use std::ops::Bound;
+    let start = match after {
+        Some(a) => Bound::Excluded(a),
+        None => Bound::Unbounded,
+    };
+    let handles = shared.handles()?;
+    let tree = match tree {
+        TreeId::Clients => &handles.clients,
+        TreeId::Rats => &handles.rats,
+        TreeId::Counters => &handles.counters,
+    };
+    let mut page = Vec::new();
+    for entry in tree.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+        if page.len() >= limit {
+            break;
+        }
+        let (key, _) = entry.map_err(io)?;
+        if let Some(item) = read(&key)? {
+            page.push(item);
+        }
+    }
+    Ok(page)
+}
+
 /// The key under which `meta` keeps the RAT server key.
 const SERVER_KEY: &[u8] = b"server_key";
 
@@ -753,29 +786,12 @@ impl ClientStore for SledStore {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<ClientRecord>, StoreError>> {
         let after = after.map(|a| a.as_bytes().to_vec());
+        // While failed, each listed record is its durable version (a client deleted but not yet
+        // flushed is missing from the listing until the store recovers).
         self.blocking(move |shared| {
-            use std::ops::Bound;
-            let start = match after {
-                Some(a) => Bound::Excluded(a),
-                None => Bound::Unbounded,
-            };
-            let handles = shared.handles()?;
-            let mut page = Vec::new();
-            // While failed, each listed record is its durable version (a client deleted but not
-            // yet flushed is missing from the listing until the store recovers).
-            for entry in handles
-                .clients
-                .range::<Vec<u8>, _>((start, Bound::Unbounded))
-            {
-                if page.len() >= limit {
-                    break;
-                }
-                let (key, _) = entry.map_err(io)?;
-                if let Some(record) = read_client(shared, &key)? {
-                    page.push(record);
-                }
-            }
-            Ok(page)
+            keyset(shared, TreeId::Clients, after, limit, |key| {
+                read_client(shared, key)
+            })
         })
     }
 
@@ -786,23 +802,10 @@ impl ClientStore for SledStore {
     ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
         let after = after.map(|a| a.as_bytes().to_vec());
         self.blocking(move |shared| {
-            use std::ops::Bound;
-            let start = match after {
-                Some(a) => Bound::Excluded(a),
-                None => Bound::Unbounded,
-            };
-            let handles = shared.handles()?;
-            let mut page = Vec::new();
-            for entry in handles
-                .counters
-                .range::<Vec<u8>, _>((start, Bound::Unbounded))
-                .take(limit)
-            {
-                let (key, _) = entry.map_err(io)?;
-                let value = read_counter(shared, &key)?;
-                page.push((String::from_utf8_lossy(&key).into_owned(), value));
-            }
-            Ok(page)
+            keyset(shared, TreeId::Counters, after, limit, |key| {
+                let value = read_counter(shared, key)?;
+                Ok(Some((String::from_utf8_lossy(key).into_owned(), value)))
+            })
         })
     }
 

@@ -11,6 +11,7 @@ mod pg;
 #[path = "../api/helpers.rs"]
 mod helpers;
 
+#[allow(dead_code)]
 #[path = "../reliability/process.rs"]
 mod process;
 

@@ -293,22 +293,6 @@ impl PostgresStore {
         });
     }
 
-    async fn query_opt(
-        &self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| store_error(&e))?;
-        client
-            .query_opt(&statement, params)
-            .await
-            .map_err(|e| store_error(&e))
-    }
-
     async fn query(
         &self,
         sql: &str,
@@ -323,6 +307,15 @@ impl PostgresStore {
             .query(&statement, params)
             .await
             .map_err(|e| store_error(&e))
+    }
+
+    /// The first row, for queries on a unique key.
+    async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, StoreError> {
+        Ok(self.query(sql, params).await?.into_iter().next())
     }
 
     async fn commit_batch(&self, batch: &WriteBatch) -> Result<(), StoreError> {
