@@ -216,4 +216,3 @@ fn start_upstream(
         schedule,
     )))
 }
-

@@ -18,6 +18,7 @@ mod process;
 mod faults;
 mod replicas;
 mod schema;
+mod tls;
 mod transfer;
 
 use registrar::store::{PostgresSettings, PostgresStore};

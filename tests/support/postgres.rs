@@ -32,6 +32,8 @@ struct Own {
     port: u16,
     bin: PathBuf,
     user: Option<(u32, u32)>,
+    /// More `postgres` arguments, given at every start.
+    extra: Vec<String>,
 }
 
 static SHARED: OnceLock<Cluster> = OnceLock::new();
@@ -146,6 +148,12 @@ impl Cluster {
     /// A new private cluster. `durable`: with fsync (the fault tests); the shared one runs
     /// with fsync off, which loses nothing when only the server (not the machine) stops.
     pub fn private(durable: bool) -> Cluster {
+        Self::private_with(durable, |_| Vec::new())
+    }
+
+    /// A new private cluster; `setup` gets the data directory after `initdb` (files written
+    /// there are handed to the cluster's user) and returns more `postgres` arguments.
+    pub fn private_with(durable: bool, setup: impl FnOnce(&Path) -> Vec<String>) -> Cluster {
         let bin = binaries();
         for tool in ["initdb", "postgres", "pg_ctl"] {
             assert!(
@@ -166,11 +174,12 @@ impl Cluster {
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
         }
-        let own = Own {
+        let mut own = Own {
             dir: dir.clone(),
             port: free_port(),
             bin,
             user,
+            extra: Vec::new(),
         };
         let out = command(&own, "initdb")
             .arg("-D")
@@ -192,6 +201,18 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        let data = dir.join("data");
+        let before: Vec<PathBuf> = std::fs::read_dir(&data)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        own.extra = setup(&data);
+        for entry in std::fs::read_dir(&data).unwrap().flatten() {
+            if let (false, Some((uid, gid))) = (before.contains(&entry.path()), user) {
+                std::os::unix::fs::chown(entry.path(), Some(uid), Some(gid)).unwrap();
+            }
+        }
         let cluster = Cluster {
             base: format!("postgres://postgres@127.0.0.1:{}", own.port),
             own: Some(own),
@@ -221,7 +242,8 @@ impl Cluster {
             ])
             .arg("-k")
             .arg(&own.dir)
-            .args(["-c", "max_connections=300", "-c", "log_min_messages=fatal"]);
+            .args(["-c", "max_connections=300", "-c", "log_min_messages=fatal"])
+            .args(&own.extra);
         if !durable {
             cmd.args(["-c", "fsync=off", "-c", "full_page_writes=off"]);
         }
@@ -309,8 +331,8 @@ impl Cluster {
         format!("{}/{name}", self.base)
     }
 
-    /// The data directory, for tests that look at the server's files.
-    pub fn dir(&self) -> &Path {
-        &self.own().dir
+    /// The loopback port of our own cluster.
+    pub fn port(&self) -> u16 {
+        self.own().port
     }
 }

@@ -182,12 +182,7 @@ impl PostgresStore {
                 "storage.backend is \"postgres\" but storage.postgres.url is empty (env REGISTRAR_STORAGE__POSTGRES__URL)".into(),
             ));
         }
-        // tokio-postgres knows disable/prefer/require; verify-full and verify-ca are require
-        // with the certificate verified, which rustls always does.
-        let url = settings
-            .url
-            .replace("sslmode=verify-full", "sslmode=require")
-            .replace("sslmode=verify-ca", "sslmode=require");
+        let (url, root_cert) = tls_options(&settings.url);
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| OpenError::Database(format!("storage.postgres.url {shown}: {e}")))?;
@@ -204,7 +199,7 @@ impl PostgresStore {
             recycling_method: RecyclingMethod::Fast,
         };
         let manager = if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            Manager::from_config(config, tls_connector()?, manager_config)
+            Manager::from_config(config, tls_connector(root_cert.as_deref())?, manager_config)
         } else {
             Manager::from_config(config, tokio_postgres::NoTls, manager_config)
         };
@@ -521,9 +516,65 @@ impl PostgresStore {
     }
 }
 
-fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, OpenError> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+/// The URL as tokio-postgres reads it, and the `sslrootcert` file if one is named.
+/// tokio-postgres knows `sslmode` disable/prefer/require only: `verify-full` and `verify-ca` are
+/// `require` with the certificate verified, which rustls always does; `sslrootcert` (libpq's
+/// name) is read here, since tokio-postgres does not know it.
+fn tls_options(url: &str) -> (String, Option<std::path::PathBuf>) {
+    let verified = url
+        .replace("sslmode=verify-full", "sslmode=require")
+        .replace("sslmode=verify-ca", "sslmode=require");
+    let Ok(mut parsed) = url::Url::parse(&verified) else {
+        return (verified, None);
+    };
+    let mut root = None;
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter_map(|(k, v)| {
+            if k == "sslrootcert" {
+                root = Some(std::path::PathBuf::from(v.as_ref()));
+                None
+            } else {
+                Some((k.into_owned(), v.into_owned()))
+            }
+        })
+        .collect();
+    if root.is_none() {
+        return (verified, None);
+    }
+    if kept.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    (parsed.to_string(), root)
+}
+
+/// rustls with the webpki roots, or only the certificates of `root_cert` (a PEM file) when
+/// given, as libpq's `sslrootcert` replaces the default roots.
+fn tls_connector(
+    root_cert: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, OpenError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let roots = match root_cert {
+        None => rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+        Some(path) => {
+            let failed = |e: &dyn std::fmt::Display| {
+                OpenError::Database(format!("sslrootcert {}: {e}", path.display()))
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| failed(&e))? {
+                roots
+                    .add(cert.map_err(|e| failed(&e))?)
+                    .map_err(|e| failed(&e))?;
+            }
+            if roots.is_empty() {
+                return Err(failed(&"no certificate in the file"));
+            }
+            roots
+        }
     };
     // The ring provider explicitly: the process may hold more than one rustls provider.
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
