@@ -15,6 +15,7 @@ mod helpers;
 #[path = "../reliability/process.rs"]
 mod process;
 
+mod ambiguous;
 mod faults;
 mod replicas;
 mod schema;

@@ -131,8 +131,10 @@ enum Attempt {
     Failed(StoreError),
 }
 
+/// An error before COMMIT was sent: nothing was committed, so a lost connection (a pooled one
+/// that died, or the database restarting) is as safe to retry as a serialization failure.
 fn attempt_error(e: tokio_postgres::Error) -> Attempt {
-    if retryable(&e) {
+    if retryable(&e) || e.code().is_none() {
         Attempt::Retry(describe(&e))
     } else {
         Attempt::Failed(store_error(&e))
@@ -288,20 +290,35 @@ impl PostgresStore {
         });
     }
 
+    /// Run a read. A pooled connection found dead (the database restarted, a proxy cut it) is
+    /// dropped from the pool and the read tried once more on a fresh one, so one broken
+    /// connection does not cost a request its answer.
     async fn query(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| store_error(&e))?;
-        client
-            .query(&statement, params)
-            .await
-            .map_err(|e| store_error(&e))
+        let mut last = None;
+        for _ in 0..2 {
+            let client = self.client().await?;
+            let result = async {
+                let statement = client.prepare_cached(sql).await?;
+                client.query(&statement, params).await
+            }
+            .await;
+            match result {
+                Ok(rows) => return Ok(rows),
+                Err(e) if e.code().is_none() && client.is_closed() => {
+                    drop(deadpool_postgres::Object::take(client));
+                    last = Some(e);
+                }
+                Err(e) => return Err(store_error(&e)),
+            }
+        }
+        Err(last.map_or_else(
+            || StoreError::Unavailable("no connection".into()),
+            |e| store_error(&e),
+        ))
     }
 
     /// The first row, for queries on a unique key.
@@ -347,6 +364,7 @@ impl PostgresStore {
                     "transaction kept failing: {cause}"
                 )));
             }
+            tracing::debug!(%cause, attempt, "retrying the transaction");
             attempt += 1;
             // Jitter, so that the writers that collided do not collide again.
             let jitter = Duration::from_micros(rand::random::<u64>() % 1000);
@@ -357,6 +375,18 @@ impl PostgresStore {
 
     async fn try_commit(&self, p: &Prepared<'_>) -> Result<(), Attempt> {
         let mut client = self.client().await.map_err(Attempt::Failed)?;
+        let result = Self::transaction(&mut client, p).await;
+        if client.is_closed() {
+            // Not back into the pool: the next caller would only find it dead.
+            drop(deadpool_postgres::Object::take(client));
+        }
+        result
+    }
+
+    async fn transaction(
+        client: &mut deadpool_postgres::Client,
+        p: &Prepared<'_>,
+    ) -> Result<(), Attempt> {
         let tx = client.transaction().await.map_err(attempt_error)?;
         for op in &p.batch.counters {
             let (sql, key, value): (&str, &String, Option<i64>) = match op {
