@@ -773,3 +773,36 @@ impl ClientStore for PostgresStore {
         self.inner.healthy.load(Ordering::Acquire)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_modes_become_require_and_sslrootcert_is_taken_out_of_the_url() {
+        let (url, root) = tls_options("postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem");
+        assert_eq!(url, "postgres://u@h/db?sslmode=require");
+        assert_eq!(root.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        let (url, root) = tls_options("postgres://u@h/db?sslrootcert=/ca.pem");
+        assert_eq!((url.as_str(), root.is_some()), ("postgres://u@h/db", true));
+        let (url, root) = tls_options("host=h sslmode=verify-ca");
+        assert_eq!((url.as_str(), root), ("host=h sslmode=require", None));
+    }
+
+    #[test]
+    fn the_password_is_never_shown() {
+        let shown = redacted("postgres://user:s3cret@db:5432/x");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("user"),
+            "{shown}"
+        );
+        assert!(!format!(
+            "{:?}",
+            PostgresSettings {
+                url: "postgres://user:s3cret@db/x".into(),
+                ..PostgresSettings::default()
+            }
+        )
+        .contains("s3cret"));
+    }
+}
