@@ -312,6 +312,7 @@ pub mod contract {
         holds(store).await;
         counts(store).await;
         batches_are_all_or_nothing(store).await;
+        races(store).await;
         scans(store).await;
         keeps_one_server_key(store).await;
     }
@@ -478,6 +479,40 @@ pub mod contract {
             .unwrap();
         assert_eq!(store.counter("quota").await.unwrap(), 0);
         assert_eq!(store.get("batch-a").await.unwrap(), None);
+    }
+
+    /// Concurrent writers: one compare-and-swap per revision wins; bounded counters never
+    /// overshoot.
+    pub async fn races(store: &dyn ClientStore) {
+        let r = record("race", 20);
+        store.commit(insert(&r)).await.unwrap();
+        let updates = (0..8u8).map(|i| {
+            let mut next = r.clone();
+            next.rat_tag = vec![21 + i; 32];
+            store.commit(update(1, &next))
+        });
+        let results = futures_util::future::join_all(updates).await;
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "{results:?}");
+        assert!(results
+            .iter()
+            .all(|r| r.is_ok() || *r == Err(StoreError::Conflict)));
+        assert_eq!(store.get("race").await.unwrap().unwrap().revision, 2);
+        store.commit(delete("race", 2)).await.unwrap();
+
+        let takes = (0..8).map(|_| {
+            store.commit(WriteBatch {
+                change: None,
+                counters: vec![take("raced", 3)],
+            })
+        });
+        let results = futures_util::future::join_all(takes).await;
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            3,
+            "{results:?}"
+        );
+        assert_eq!(store.counter("raced").await.unwrap(), 3);
     }
 
     /// Keyset scan in `client_id` order.
