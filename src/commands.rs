@@ -2,24 +2,14 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::settings::Settings;
-use crate::store::{self, transfer, Backend, PostgresStore};
+use crate::store::{self, transfer};
 use crate::tokens::OsTokens;
 use std::io::BufRead;
 use std::path::Path;
 
-/// `registrar migrate`: bring the PostgreSQL schema to this build's version.
+/// `registrar migrate`: bring the database schema to this build's version.
 pub async fn migrate(settings: &Settings) -> Result<(), String> {
-    if settings.storage.backend != Backend::Postgres {
-        return Err(
-            "migrate applies to storage.backend = \"postgres\"; the sled store needs no migration"
-                .into(),
-        );
-    }
-    let store = PostgresStore::connect(&settings.storage.postgres)
-        .await
-        .map_err(|e| e.to_string())?;
-    let applied = store
-        .migrate(SystemClock.now())
+    let applied = store::migrate(&settings.storage, SystemClock.now())
         .await
         .map_err(|e| e.to_string())?;
     if applied.is_empty() {

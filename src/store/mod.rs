@@ -134,6 +134,27 @@ pub async fn open(
     }
 }
 
+/// `registrar migrate`: bring the configured database's schema to this build's version; the
+/// names of the migrations applied now (empty when it was current). The embedded store has no
+/// schema to migrate: an error says so.
+pub async fn migrate(
+    settings: &crate::settings::StorageSettings,
+    now: i64,
+) -> Result<Vec<&'static str>, OpenError> {
+    match settings.backend {
+        Backend::Sled => Err(OpenError::Schema(
+            "migrate applies to storage.backend = \"postgres\"; the sled store needs no migration"
+                .into(),
+        )),
+        Backend::Postgres => {
+            PostgresStore::connect(&settings.postgres)
+                .await?
+                .migrate(now)
+                .await
+        }
+    }
+}
+
 /// What can go wrong in a store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
