@@ -128,7 +128,18 @@ impl Application {
                 // several percent of the read path even when the filter then drops it.
                 .wrap(actix_web::middleware::Condition::new(
                     access_log,
-                    actix_web::middleware::Logger::new("%r %s %Dms")
+                    // The request line is the client's text: written through the one log
+                    // escape, so a path cannot end the line (issue #12 item 5).
+                    actix_web::middleware::Logger::new("%{request}xi %s %Dms")
+                        .custom_request_replace("request", |req| {
+                            crate::logsafe::escaped(format_args!(
+                                "{} {} {:?}",
+                                req.method(),
+                                req.uri(),
+                                req.version()
+                            ))
+                            .to_string()
+                        })
                         .exclude("/healthz")
                         .exclude("/readyz"),
                 ))
