@@ -1,9 +1,7 @@
 //! The black-box API suite of `tests/api` again, on PostgreSQL: the same modules (through
 //! `#[path]`), with `helpers` starting every app on its own database of one private cluster.
 //! Left out: the modules about the embedded store's files (`persistence`, `disk_full`), whose
-//! PostgreSQL counterparts are in `tests/postgres`, and `hardening` (its file-mode test is about
-//! sled's files and its timing test measures the sled read path; its other cases do not touch
-//! the store).
+//! PostgreSQL counterparts are in `tests/postgres`.
 
 /// The backend `helpers` starts apps on.
 pub const POSTGRES: bool = true;
@@ -16,6 +14,8 @@ mod concurrency;
 mod discovery;
 #[path = "../api/fetch.rs"]
 mod fetch;
+#[path = "../api/hardening.rs"]
+mod hardening;
 #[allow(dead_code)] // helpers used only by the modules left out
 #[path = "../api/helpers.rs"]
 mod helpers;
