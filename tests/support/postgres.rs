@@ -58,11 +58,21 @@ fn strip_database(url: &str) -> String {
 }
 
 /// The directory of the server binaries: `REGISTRAR_TEST_PG_BIN`, else the newest
-/// `/usr/lib/postgresql/*/bin` with `initdb` in it.
+/// `/usr/lib/postgresql/*/bin` with `initdb` in it. Where there is none and the tests run as root
+/// with apt-get (a fresh CI machine), Debian's `postgresql` package is installed first, once, so
+/// that `cargo test` sets up what it needs; otherwise the test fails saying how to install it.
 fn binaries() -> PathBuf {
     if let Ok(dir) = std::env::var("REGISTRAR_TEST_PG_BIN") {
         return PathBuf::from(dir);
     }
+    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match FOUND.get_or_init(|| installed().map(Ok).unwrap_or_else(install)) {
+        Ok(bin) => bin.clone(),
+        Err(why) => panic!("{INSTALL} ({why})"),
+    }
+}
+
+fn installed() -> Option<PathBuf> {
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -74,10 +84,25 @@ fn binaries() -> PathBuf {
         })
         .collect();
     found.sort();
-    match found.pop() {
-        Some((_, bin)) => bin,
-        None => panic!("{INSTALL}"),
+    found.pop().map(|(_, bin)| bin)
+}
+
+fn install() -> Result<PathBuf, String> {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        return Err("not installed, and not running as root to install it".into());
     }
+    let sh = "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql";
+    eprintln!("PostgreSQL server binaries missing: running `{sh}`");
+    let status = Command::new("sh")
+        .args(["-c", sh])
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run apt-get: {e}"))?;
+    if !status.success() {
+        return Err(format!("`{sh}` failed: {status}"));
+    }
+    installed().ok_or_else(|| "apt-get installed postgresql but no initdb was found".into())
 }
 
 /// uid and gid of `nobody` when running as root (PostgreSQL will not run as root).
