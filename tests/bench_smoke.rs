@@ -140,14 +140,20 @@ fn bench_smoke_run_writes_a_complete_report() {
     );
 }
 
-#[test]
-fn bench_audit_flag_says_it_is_not_in_this_build() {
+/// Run the bench with `args` (refused before it starts anything): exit code and stderr.
+fn refused(args: &[&str]) -> (Option<i32>, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(["--smoke", "--audit"])
+        .args(args)
         .output()
         .expect("the bench binary runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
+#[test]
+fn bench_audit_flag_says_it_is_not_in_this_build() {
+    let (code, stderr) = refused(&["--smoke", "--audit"]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("audit/webhooks not available in this build"),
         "{stderr}"
@@ -156,12 +162,8 @@ fn bench_audit_flag_says_it_is_not_in_this_build() {
 
 #[test]
 fn bench_rejects_an_unknown_backend() {
-    let output = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(["--backend", "mysql"])
-        .output()
-        .expect("the bench binary runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = refused(&["--backend", "mysql"]);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("--backend takes both, sled or postgres"),
         "{stderr}"

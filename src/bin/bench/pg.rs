@@ -159,14 +159,7 @@ fn migrate(b: &mut Bench, env: &[(String, String)]) -> Res<()> {
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .output()
         .map_err(|e| format!("cannot run {} migrate: {e}", b.bin.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "registrar migrate failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    tools::succeeded("registrar migrate", out)?;
     b.report.command(
         "REGISTRAR_STORAGE__BACKEND=postgres REGISTRAR_STORAGE__POSTGRES__URL=postgres://postgres@127.0.0.1:<cluster port>/<fresh database> target/release/registrar migrate"
             .into(),
