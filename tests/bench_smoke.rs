@@ -1,6 +1,8 @@
 //! The benchmark harness must not rot: run `bench --smoke` (one short round, tiny populations,
 //! no peer, no targets asserted) against the freshly built server and check the report it writes.
 //! wrk is installed by the harness itself (apt-get) when missing; a failed install fails here.
+//! The run includes PostgreSQL (a private cluster, as the PostgreSQL test suites start one):
+//! missing server binaries fail here with the message that says how to install them.
 
 use std::process::Command;
 
@@ -24,6 +26,25 @@ fn rps(table: &str, workload: &str, server: &str) -> f64 {
         .replace(',', "")
         .parse()
         .unwrap_or_else(|_| panic!("req/s cell {cell:?} is not a number in {row}"))
+}
+
+/// No request failed in any measured run of `table` (last column of every row is non-2xx = 0).
+fn assert_no_failures(table: &str) {
+    for row in table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.contains("argon2id bound"))
+    {
+        if row.starts_with("| workload") || row.starts_with("| ---") {
+            continue;
+        }
+        let last = row
+            .trim_end_matches('|')
+            .rsplit('|')
+            .next()
+            .unwrap_or_default()
+            .trim();
+        assert_eq!(last, "0", "a run had failures: {row}");
+    }
 }
 
 #[test]
@@ -69,22 +90,7 @@ fn bench_smoke_run_writes_a_complete_report() {
         durability.contains("every acknowledged registration was in the store"),
         "{durability}"
     );
-    // No request failed in any measured run (last column of every row is non-2xx = 0).
-    for row in table
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.contains("argon2id bound"))
-    {
-        if row.starts_with("| workload") || row.starts_with("| ---") {
-            continue;
-        }
-        let last = row
-            .trim_end_matches('|')
-            .rsplit('|')
-            .next()
-            .unwrap_or_default()
-            .trim();
-        assert_eq!(last, "0", "a run had failures: {row}");
-    }
+    assert_no_failures(table);
     let targets = section(&report, "## Targets");
     for target in [
         "registration throughput (argon2 default) ÷ argon2 bound",
@@ -99,4 +105,67 @@ fn bench_smoke_run_writes_a_complete_report() {
     }
     let scale = section(&report, "## Scale");
     assert!(scale.contains("| 1,000 | "), "{scale}");
+
+    // The default run measures PostgreSQL too: a private cluster, `registrar migrate`, one
+    // replica next to sled, then two replicas on the same database.
+    assert!(machine.contains("| database | PostgreSQL"), "{machine}");
+    let pg = section(&report, "## PostgreSQL");
+    for workload in ["registration", "read", "update"] {
+        let r = rps(pg, workload, "registrar on PostgreSQL (argon2 min)");
+        assert!(r > 0.0, "PostgreSQL {workload}: {r} req/s");
+    }
+    assert_no_failures(pg);
+    let replicas = section(&report, "## Two replicas on one database");
+    for workload in ["read", "registration"] {
+        let r = rps(replicas, workload, "two replicas (A + B), one database");
+        assert!(r > 0.0, "two replicas {workload}: {r} req/s");
+    }
+    assert_no_failures(replicas);
+    for target in [
+        "PostgreSQL backend: registration throughput, PostgreSQL ÷ sled",
+        "PostgreSQL backend: read throughput, PostgreSQL ÷ sled",
+        "PostgreSQL backend: update throughput, PostgreSQL ÷ sled",
+        "PostgreSQL, two replicas on one database ÷ one replica: read throughput",
+        "PostgreSQL, two replicas on one database ÷ one replica: registration throughput",
+    ] {
+        assert!(
+            targets.contains(target),
+            "missing target {target}:\n{targets}"
+        );
+    }
+    let commands = section(&report, "## Commands");
+    assert!(
+        commands.contains("target/release/registrar migrate"),
+        "{commands}"
+    );
+}
+
+/// Run the bench with `args` (refused before it starts anything): exit code and stderr.
+fn refused(args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(args)
+        .output()
+        .expect("the bench binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
+#[test]
+fn bench_audit_flag_says_it_is_not_in_this_build() {
+    let (code, stderr) = refused(&["--smoke", "--audit"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("audit/webhooks not available in this build"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bench_rejects_an_unknown_backend() {
+    let (code, stderr) = refused(&["--backend", "mysql"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--backend takes both, sled or postgres"),
+        "{stderr}"
+    );
 }

@@ -9,6 +9,11 @@
 //! with tiny populations and no peer, run by tests/bench_smoke.rs so the harness cannot rot.
 
 mod loader;
+mod pg;
+// The private PostgreSQL cluster of the test suites, used as is: initdb in a temporary directory,
+// a free loopback port, `nobody` when run as root; the postmaster dies with this process.
+#[path = "../../../tests/support/postgres.rs"]
+mod pg_cluster;
 mod tools;
 
 use std::fmt::Write as _;
@@ -19,9 +24,31 @@ use tools::{Res, Run, Server, Wrk};
 
 const USAGE: &str =
     "usage: bench [--smoke] [--out FILE] [--no-peer | --peer] [--rounds N] [--secs S]
-               [--sizes SMALL,MEDIUM,LARGE] [--no-profile]
+               [--sizes SMALL,MEDIUM,LARGE] [--no-profile] [--backend both|sled|postgres]
+               [--audit]
   Runs the registrar benchmark on loopback and writes a Markdown report (default BENCHMARKS.md
-  at the repository root). --smoke: seconds-long run, tiny populations, no peer, no targets.";
+  at the repository root). --smoke: seconds-long run, tiny populations, no peer, no targets.
+  --backend: both (default) measures sled and PostgreSQL (a private cluster the bench starts);
+  sled skips PostgreSQL; postgres runs only the PostgreSQL and replica sections with the sled
+  and peer runs they are compared with. --audit: audit trail and one webhook on against off.";
+
+/// Which storage backends a run measures.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Backends {
+    Both,
+    Sled,
+    Postgres,
+}
+
+impl Backends {
+    fn postgres(self) -> bool {
+        self != Backends::Sled
+    }
+    /// The sled-only sections (default argon2, delete, mix, profile, durability, scale).
+    fn full(self) -> bool {
+        self != Backends::Postgres
+    }
+}
 
 struct Opts {
     smoke: bool,
@@ -33,7 +60,13 @@ struct Opts {
     conns: u32,
     sizes: [usize; 3],
     profile: bool,
+    backends: Backends,
 }
+
+/// Until the audit trail and webhooks (issue #17) are in the server, `--audit` cannot measure
+/// anything: it says so rather than report a cost of zero.
+const AUDIT_UNAVAILABLE: &str = "--audit: audit/webhooks not available in this build (the audit \
+     trail and webhooks of issue #17 are not in this registrar yet)";
 
 fn parse_args(repo: &Path) -> Res<Opts> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -52,6 +85,7 @@ fn parse_args(repo: &Path) -> Res<Opts> {
             [1_000, 100_000, 1_000_000]
         },
         profile: !smoke,
+        backends: Backends::Both,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -62,6 +96,19 @@ fn parse_args(repo: &Path) -> Res<Opts> {
             "--no-peer" => o.peer = false,
             "--peer" => o.peer = true,
             "--no-profile" => o.profile = false,
+            "--audit" => return Err(AUDIT_UNAVAILABLE.into()),
+            "--backend" => {
+                o.backends = match val()?.as_str() {
+                    "both" => Backends::Both,
+                    "sled" => Backends::Sled,
+                    "postgres" => Backends::Postgres,
+                    other => {
+                        return Err(format!(
+                            "--backend takes both, sled or postgres, not {other:?}"
+                        ))
+                    }
+                }
+            }
             "--rounds" => o.rounds = val()?.parse().map_err(|e| format!("--rounds: {e}"))?,
             "--secs" => o.secs = val()?.parse().map_err(|e| format!("--secs: {e}"))?,
             "--sizes" => {
@@ -135,10 +182,17 @@ fn mmm(v: &[f64], digits: usize) -> String {
 
 /// One measured series: a workload on a server, one run per round.
 struct Series {
+    /// The report section whose table lists it: `MAIN`, `PG` or `REPLICAS`.
+    section: &'static str,
     workload: String,
     server: String,
     runs: Vec<Run>,
 }
+
+/// Report sections that hold throughput tables.
+const MAIN: &str = "main";
+const PG: &str = "postgres";
+const REPLICAS: &str = "replicas";
 
 /// A comparison taken inside each round.
 struct Ratio {
@@ -161,16 +215,27 @@ struct Report {
 
 impl Report {
     fn add(&mut self, workload: &str, server: &str, run: Run, cmd: String) {
+        self.add_in(MAIN, workload, server, run, cmd)
+    }
+    fn add_in(
+        &mut self,
+        section: &'static str,
+        workload: &str,
+        server: &str,
+        run: Run,
+        cmd: String,
+    ) {
         if !self.commands.contains(&cmd) {
             self.commands.push(cmd);
         }
         match self
             .series
             .iter_mut()
-            .find(|s| s.workload == workload && s.server == server)
+            .find(|s| s.section == section && s.workload == workload && s.server == server)
         {
             Some(s) => s.runs.push(run),
             None => self.series.push(Series {
+                section,
                 workload: workload.into(),
                 server: server.into(),
                 runs: vec![run],
@@ -222,9 +287,21 @@ impl Bench {
         }
     }
 
-    /// Measure `script` on `server` and record it.
+    /// Measure `script` on `server` and record it in the main table.
     fn measure(
         &mut self,
+        workload: &str,
+        script: &str,
+        server: &Server,
+        pool: Option<&Path>,
+    ) -> Res<Run> {
+        self.measure_in(MAIN, workload, script, server, pool)
+    }
+
+    /// Measure `script` on `server` and record it in the table of `section`.
+    fn measure_in(
+        &mut self,
+        section: &'static str,
         workload: &str,
         script: &str,
         server: &Server,
@@ -243,7 +320,7 @@ impl Bench {
             server.name, run.rps, run.p99, run.non2xx
         );
         self.report
-            .add(workload, &server.name, run.clone(), w.command());
+            .add_in(section, workload, &server.name, run.clone(), w.command());
         Ok(run)
     }
 
@@ -322,7 +399,16 @@ impl Bench {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let log = self.work.join(format!("{name}.log"));
-        let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let shown: Vec<String> = env
+            .iter()
+            .map(|(k, v)| match v.starts_with("postgres://") {
+                // The cluster's port and database change with every run.
+                true => {
+                    format!("{k}=postgres://postgres@127.0.0.1:<cluster port>/<fresh database>")
+                }
+                false => format!("{k}={v}"),
+            })
+            .collect();
         self.report.command(format!(
             "{} REGISTRAR_STORAGE__DATA_DIR=<fresh dir> REGISTRAR_SERVER__PORT=<free port> target/release/registrar   # {name}",
             shown.join(" ")
@@ -484,6 +570,7 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
         held: Default::default(),
     };
     let s = b.opts.smoke;
+    let full = b.opts.backends.full();
 
     // ---- servers -------------------------------------------------------------------------
     let reg_min = b.start_registrar(
@@ -491,11 +578,14 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
         &work.join("data-min"),
         &with_base(&MIN_ARGON2),
     )?;
-    let reg_def = b.start_registrar(
-        "registrar (argon2 default)",
-        &work.join("data-default"),
-        &with_base(&[]),
-    )?;
+    let reg_def = match full {
+        true => Some(b.start_registrar(
+            "registrar (argon2 default)",
+            &work.join("data-default"),
+            &with_base(&[]),
+        )?),
+        false => None,
+    };
     let peer = match &peer_install {
         Some(p) => {
             let port = tools::free_port()?;
@@ -517,17 +607,25 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
     let pool_def = work.join("pool-def");
     let pool_peer = work.join("pool-peer");
     b.populate_http(&reg_min, rw_n, &pool_min)?;
-    b.populate_http(&reg_def, if s { 10 } else { 200 }, &pool_def)?;
+    if let Some(reg_def) = &reg_def {
+        b.populate_http(reg_def, if s { 10 } else { 200 }, &pool_def)?;
+    }
     let mut del_pools = Vec::new();
     for r in 0..b.opts.rounds {
         let p = work.join(format!("pool-del-min-{r}"));
-        b.populate_http(&reg_min, del_reg, &p)?;
         let q = work.join(format!("pool-del-peer-{r}"));
-        if let Some(peer) = &peer {
-            b.populate_http(peer, del_peer, &q)?;
+        if full {
+            b.populate_http(&reg_min, del_reg, &p)?;
+            if let Some(peer) = &peer {
+                b.populate_http(peer, del_peer, &q)?;
+            }
         }
         del_pools.push((p, q));
     }
+    let pg = match b.opts.backends.postgres() {
+        true => Some(pg::Pg::start(&mut b, rw_n)?),
+        false => None,
+    };
     if let Some(peer) = &peer {
         b.populate_http(peer, rw_n, &pool_peer)?;
     }
@@ -539,6 +637,8 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
     let mut reg_acked_min = 0u64;
     for (round, (del_min, del_peer)) in del_pools.iter().enumerate() {
         eprintln!("bench: round {} of {}", round + 1, b.opts.rounds);
+        // This round's one-replica PostgreSQL throughput by script, for the replica ratios.
+        let mut pg_rps = std::collections::HashMap::new();
         for (workload, script, pool_r, pool_p) in [
             ("registration", "register", None, None),
             (
@@ -566,6 +666,9 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
                 Some(pool_peer.as_path()),
             ),
         ] {
+            if !full && (script == "delete" || script == "mix") {
+                continue;
+            }
             let p_run = match &peer {
                 Some(peer) if script == "delete" => {
                     Some(b.measure_delete(peer, pool_p.unwrap_or(&pool_peer), round)?)
@@ -581,7 +684,7 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
             if script == "register" {
                 reg_acked_min += r_run.requests - r_run.non2xx;
             }
-            if let Some(p) = p_run {
+            if let Some(p) = &p_run {
                 let (goal, name) = match script {
                     "read" => (
                         Some((true, 10.0)),
@@ -600,12 +703,57 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
                 b.report
                     .ratio(&name, r_run.rps / p.rps.max(1e-9), goal, "×");
             }
+            if let (Some(pg), true) = (&pg, ["register", "read", "update"].contains(&script)) {
+                let pool = pool_r.map(|_| pg.pool.as_path());
+                let g_run = b.measure_in(PG, workload, script, &pg.a, pool)?;
+                pg_rps.insert(script, g_run.rps);
+                b.report.ratio(
+                    &format!("PostgreSQL backend: {workload} throughput, PostgreSQL ÷ sled"),
+                    g_run.rps / r_run.rps.max(1e-9),
+                    None,
+                    "×",
+                );
+                if let Some(p) = &p_run {
+                    let (goal, what) = match script {
+                        "read" => (Some((true, 3.0)), "read"),
+                        "register" => (Some((true, 1.0)), "durable registration (argon2 minimum)"),
+                        _ => (None, workload),
+                    };
+                    b.report.ratio(
+                        &format!("PostgreSQL backend: {what} throughput ÷ node-oidc-provider"),
+                        g_run.rps / p.rps.max(1e-9),
+                        goal,
+                        "×",
+                    );
+                }
+            }
         }
+        // Two replicas on one database, each driven by its own wrk, against one replica.
+        if let Some(pg) = &pg {
+            for (workload, script, pool) in [
+                ("read", "read", Some(pg.pool.as_path())),
+                ("registration", "register", None),
+            ] {
+                let two = pg.both(&mut b, workload, script, pool)?;
+                let one = pg_rps.get(script).copied().unwrap_or(f64::NAN);
+                b.report.ratio(
+                    &format!(
+                        "PostgreSQL, two replicas on one database ÷ one replica: {workload} throughput"
+                    ),
+                    two.rps / one.max(1e-9),
+                    None,
+                    "×",
+                );
+            }
+        }
+        let Some(reg_def) = &reg_def else {
+            continue;
+        };
         // The argon2 bound, then the server hashing with the same parameters on the same cores.
         let bound = loader::argon2_rate(19456, 2, 1, cores, b.opts.secs)?;
         eprintln!("bench: argon2 bound ({cores} threads)            {bound:>9.1} hashes/s");
         b.report.add("argon2id bound (m=19456,t=2,p=1)", &format!("{cores} threads, in-process"), Run { rps: bound, line: format!("hashes_per_s={bound:.1}"), ..Run::default() }, format!("argon2id hash loop on {cores} threads for {}s (bench binary, same crate and parameters)", b.opts.secs));
-        let reg = b.measure("registration", "register", &reg_def, None)?;
+        let reg = b.measure("registration", "register", reg_def, None)?;
         b.report.ratio(
             "registration throughput (argon2 default) ÷ argon2 bound",
             reg.rps / bound.max(1e-9),
@@ -613,7 +761,7 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
             "",
         );
         // Read latency alone, then while registrations keep every hashing permit busy.
-        let mut probe = b.wrk("read", &reg_def, Some(&pool_def));
+        let mut probe = b.wrk("read", reg_def, Some(&pool_def));
         probe.threads = 1;
         probe.connections = if s { 2 } else { 8 };
         let idle = probe.run()?;
@@ -623,7 +771,7 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
             idle.clone(),
             probe.command(),
         );
-        let mut load = b.wrk("register", &reg_def, None);
+        let mut load = b.wrk("register", reg_def, None);
         load.threads = 1;
         load.connections = if s { 4 } else { 16 };
         load.secs = b.opts.secs + 2.0;
@@ -655,8 +803,13 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
         );
     }
 
+    let pg_version = pg.as_ref().map(|p| p.version.clone());
+    if let Some(pg) = pg {
+        pg.stop();
+    }
+
     // ---- profile -------------------------------------------------------------------------------
-    if b.opts.profile {
+    if b.opts.profile && full {
         profile(&mut b, &reg_min, &pool_min)?;
     }
 
@@ -688,13 +841,19 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
         }
     }
     drop(peer);
-    reg_def.stop();
+    if let Some(reg_def) = reg_def {
+        reg_def.stop();
+    }
 
-    // ---- durability ----------------------------------------------------------------------------
-    durability(&mut b, reg_min, reg_acked_min)?;
+    if full {
+        // ---- durability ------------------------------------------------------------------------
+        durability(&mut b, reg_min, reg_acked_min)?;
 
-    // ---- scale ---------------------------------------------------------------------------------
-    scale(&mut b)?;
+        // ---- scale -----------------------------------------------------------------------------
+        scale(&mut b)?;
+    } else {
+        reg_min.stop();
+    }
 
     let secs = started.elapsed().as_secs_f64();
     let text = render(
@@ -702,6 +861,7 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
         &machine,
         &wrk_version,
         peer_install.as_ref(),
+        pg_version.as_deref(),
         &date,
         secs,
     )?;
@@ -716,6 +876,40 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
     };
     std::fs::write(&out, text).map_err(|e| format!("{}: {e}", out.display()))?;
     Ok(out)
+}
+
+/// The throughput table of one report section: one row per (workload, server), medians of the
+/// rounds with min–max.
+fn series_table(t: &mut String, r: &Report, section: &str) {
+    t.push_str("| workload | server | req/s | p50 ms | p99 ms | p99.9 ms | max ms | non-2xx |\n");
+    t.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    for s in r.series.iter().filter(|s| s.section == section) {
+        let f = |g: fn(&Run) -> f64| s.runs.iter().map(g).collect::<Vec<_>>();
+        let non2xx: u64 = s.runs.iter().map(|r| r.non2xx + r.sockerr).sum();
+        if s.workload.starts_with("argon2id bound") {
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} hashes/s | | | | | |",
+                s.workload,
+                s.server,
+                mmm(&f(|r| r.rps), 1)
+            );
+            continue;
+        }
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            s.workload,
+            s.server,
+            mmm(&f(|r| r.rps), 0),
+            mmm(&f(|r| r.p50), 2),
+            mmm(&f(|r| r.p99), 2),
+            mmm(&f(|r| r.p999), 2),
+            mmm(&f(|r| r.max), 1),
+            non2xx
+        );
+    }
+    t.push('\n');
 }
 
 /// Everything after this line in BENCHMARKS.md is hand-written analysis, kept on regeneration.
@@ -950,6 +1144,7 @@ fn render(
     machine: &[(String, String)],
     wrk: &str,
     peer: Option<&tools::PeerInstall>,
+    pg_version: Option<&str>,
     date: &str,
     secs: f64,
 ) -> Res<String> {
@@ -993,6 +1188,9 @@ fn render(
             p.version, p.node
         );
     }
+    if let Some(version) = pg_version {
+        let _ = writeln!(t, "| database | {version}, private cluster on loopback |");
+    }
     w(&mut t, "");
     w(&mut t, "## Targets");
     w(&mut t, "");
@@ -1029,40 +1227,25 @@ fn render(
     w(&mut t, "");
     let _ = writeln!(t, "wrk with {} threads and {} connections, {} s per run unless stated; latency percentiles from wrk's histogram (ms).", o.threads, o.conns, o.secs);
     w(&mut t, "");
-    w(
-        &mut t,
-        "| workload | server | req/s | p50 ms | p99 ms | p99.9 ms | max ms | non-2xx |",
-    );
-    w(&mut t, "| --- | --- | --- | --- | --- | --- | --- | --- |");
-    for s in &r.series {
-        let f = |g: fn(&Run) -> f64| s.runs.iter().map(g).collect::<Vec<_>>();
-        let non2xx: u64 = s.runs.iter().map(|r| r.non2xx + r.sockerr).sum();
-        if s.workload.starts_with("argon2id bound") {
-            let _ = writeln!(
-                t,
-                "| {} | {} | {} hashes/s | | | | | |",
-                s.workload,
-                s.server,
-                mmm(&f(|r| r.rps), 1)
-            );
-            continue;
-        }
-        let _ = writeln!(
-            t,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
-            s.workload,
-            s.server,
-            mmm(&f(|r| r.rps), 0),
-            mmm(&f(|r| r.p50), 2),
-            mmm(&f(|r| r.p99), 2),
-            mmm(&f(|r| r.p999), 2),
-            mmm(&f(|r| r.max), 1),
-            non2xx
-        );
+    series_table(&mut t, r, MAIN);
+    if let Some(version) = pg_version {
+        w(&mut t, "## PostgreSQL");
+        w(&mut t, "");
+        let _ = writeln!(t, "The same rounds, the same wrk settings and bodies, on `storage.backend = \"postgres\"`: a private cluster the bench starts ({version}; `initdb` in a temporary directory, a free loopback port, fsync on), schema applied with `registrar migrate`, one registrar (argon2 minimum, pool of 16 connections) on loopback beside it. Every 201/200 is sent after COMMIT returned. The sled and node-oidc-provider rows it is compared with are in the table above; the ratios (PostgreSQL ÷ sled, PostgreSQL ÷ node-oidc-provider) are in Targets, each taken within one round.");
+        w(&mut t, "");
+        series_table(&mut t, r, PG);
+        w(&mut t, "## Two replicas on one database");
+        w(&mut t, "");
+        let _ = writeln!(t, "Replica A (the instance above) and replica B, two registrar processes on the same database. Two wrk processes run at the same time, one per replica, each with half the connections of a one-replica run and half its threads (at least one): {} threads and {} connections in all, against {} and {} for one replica; req/s is their sum, latency the worse of the two (wrk's histograms cannot be merged from its summaries). Read pools were registered on A and are read on both. On this machine the replicas, wrk and PostgreSQL share the same cores, so two replicas cannot be expected to outrun one: the figure shows they serve together without errors.", (o.threads / 2).max(1) * 2, (o.conns / 2).max(1) * 2, o.threads, o.conns);
+        w(&mut t, "");
+        series_table(&mut t, r, REPLICAS);
     }
-    w(&mut t, "");
     w(&mut t, "## Scale");
     w(&mut t, "");
+    if r.scale.is_empty() {
+        w(&mut t, "Not measured in this run (`--backend postgres`).");
+        w(&mut t, "");
+    }
     w(&mut t, "Clients written straight into the store by the bench's loader (the library's `SledStore::insert`, real RAT tags, the records the server writes for the bench body), then the server started on that directory. Reads pick random clients from about 20,000 spread over the whole population.");
     w(&mut t, "");
     w(
@@ -1105,8 +1288,14 @@ fn render(
     let _ = writeln!(
         t,
         "cargo run --release --bin bench{}",
-        if o.smoke { " -- --smoke" } else { "" }
+        match (o.smoke, o.backends) {
+            (true, _) => " -- --smoke",
+            (false, Backends::Both) => "",
+            (false, Backends::Sled) => " -- --backend sled",
+            (false, Backends::Postgres) => " -- --backend postgres",
+        }
     );
+    w(&mut t, "# --backend both (the default): sled and PostgreSQL; --backend sled: no PostgreSQL; --backend postgres: only the PostgreSQL and replica sections with the sled and peer runs they are compared with");
     w(&mut t, "# which runs (ports are free loopback ports picked at run time; BASE/POOL are read by the Lua scripts):");
     for c in &r.commands {
         w(&mut t, c);

@@ -61,9 +61,14 @@ pub fn sh(cmd: &str) -> Res<String> {
         .arg(cmd)
         .output()
         .map_err(|e| format!("{cmd}: {e}"))?;
+    succeeded(&format!("`{cmd}`"), out)
+}
+
+/// The trimmed stdout of a finished command, or an error naming `what` with everything it printed.
+pub fn succeeded(what: &str, out: std::process::Output) -> Res<String> {
     if !out.status.success() {
         return Err(format!(
-            "`{cmd}` failed ({}): {}{}",
+            "{what} failed ({}): {}{}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
