@@ -33,6 +33,13 @@ pub enum RegistrationError {
     /// the client exists, so this variant carries no detail about which case it was.
     #[error("the access token is missing, invalid, expired or revoked")]
     InvalidToken,
+    /// RFC 6750 §3.1: the request carried no credentials at all (no `Authorization` header). Still
+    /// 401 `invalid_token` in the body, but the challenge is a bare `Bearer` with no `error`
+    /// attribute, as §3.1 asks of a request that "lacks any authentication information". It is
+    /// decided from the request alone, before any lookup, so it says nothing about whether a
+    /// client exists.
+    #[error("this request needs a bearer access token (RFC 6750 §2.1)")]
+    MissingToken,
     /// The request body exceeded the configured limit.
     #[error("request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
@@ -80,7 +87,7 @@ impl RegistrationError {
             Self::InvalidSoftwareStatement(_) => "invalid_software_statement",
             Self::UnapprovedSoftwareStatement(_) => "unapproved_software_statement",
             Self::InvalidRequest(_) | Self::BodyTimeout => "invalid_request",
-            Self::InvalidToken => "invalid_token",
+            Self::InvalidToken | Self::MissingToken => "invalid_token",
             Self::PayloadTooLarge(_) => "invalid_request",
             Self::UnsupportedMediaType => "invalid_request",
             Self::MethodNotAllowed(_) => "invalid_request",
@@ -110,7 +117,7 @@ impl ResponseError for RegistrationError {
             | Self::InvalidSoftwareStatement(_)
             | Self::UnapprovedSoftwareStatement(_)
             | Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::InvalidToken | Self::MissingToken => StatusCode::UNAUTHORIZED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -142,6 +149,10 @@ impl ResponseError for RegistrationError {
                         "Bearer error=\"invalid_token\", error_description=\"the access token is missing, invalid, expired or revoked\"",
                     ),
                 ));
+            }
+            Self::MissingToken => {
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
             }
             Self::MethodNotAllowed(allow) => {
                 response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));

@@ -68,7 +68,7 @@ fn client_ip(state: &State, req: &HttpRequest) -> Option<std::net::IpAddr> {
 
 /// GET {registration_path}/{client_id}: RFC 7592 §2.1.
 async fn read(state: State, req: HttpRequest, client_id: web::Path<String>) -> Response {
-    let token = auth::bearer(&req)?;
+    let token = auth::management_token(&req)?;
     let response = state
         .registrar
         .read_client(&client_id, token.as_deref())
@@ -83,7 +83,7 @@ async fn update(
     client_id: web::Path<String>,
     payload: web::Payload,
 ) -> Response {
-    let token = auth::bearer(&req)?;
+    let token = auth::management_token(&req)?;
     // Authenticate before reading the body would leak nothing more; reading first keeps one path.
     let request = body::json_object(&req, payload, state.limits).await?;
     let response = state
@@ -95,7 +95,7 @@ async fn update(
 
 /// DELETE {registration_path}/{client_id}: RFC 7592 §2.3.
 async fn delete(state: State, req: HttpRequest, client_id: web::Path<String>) -> Response {
-    let token = auth::bearer(&req)?;
+    let token = auth::management_token(&req)?;
     state
         .registrar
         .delete_client(&client_id, token.as_deref())

@@ -310,7 +310,9 @@ impl PolicyEngine {
         let exempt = self.anonymous_allowed(request);
         let missing_token = || {
             tracing::info!("registration refused: initial access token required");
-            RegistrationError::InvalidToken
+            // No Authorization header at all (a present but unusable one was refused by the
+            // HTTP layer): RFC 6750 §3.1's bare challenge.
+            RegistrationError::MissingToken
         };
         let missing_statement = || {
             RegistrationError::InvalidSoftwareStatement(

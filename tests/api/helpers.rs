@@ -171,3 +171,14 @@ pub async fn assert_error(r: reqwest::Response, status: u16, code: &str) -> Stri
     assert!(!description.is_empty());
     description
 }
+
+/// Assert the RFC 6750 §3.1 answer to a request with no credentials at all: 401, a bare
+/// `WWW-Authenticate: Bearer` challenge (no `error` attribute), and the JSON error body.
+pub async fn assert_token_required(r: reqwest::Response) {
+    let challenge = r
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(challenge.as_deref(), Some("Bearer"), "{:?}", r.headers());
+    assert_error(r, 401, "invalid_token").await;
+}
