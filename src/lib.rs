@@ -3,6 +3,7 @@
 //! metadata, on an embedded sled store.
 
 pub mod clock;
+pub mod config_check;
 pub mod conformance;
 pub mod credentials;
 pub mod error;
@@ -14,4 +15,6 @@ pub mod registration;
 pub mod settings;
 pub mod startup;
 pub mod store;
+pub mod telemetry;
+pub mod tls;
 pub mod tokens;

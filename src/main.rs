@@ -1,35 +1,44 @@
-//! `registrar [--config FILE]`: load settings, start the server, stop on SIGINT/SIGTERM.
+//! `registrar [serve] [--config FILE]`, `registrar check-config [--config FILE]`,
+//! `registrar --version`. Each subcommand is a few lines calling the library.
 
+use clap::{Parser, Subcommand};
 use registrar::settings::Settings;
 use registrar::startup::Application;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
 
-const USAGE: &str = "usage: registrar [--config FILE]\n\
-  Starts the registration server. Settings come from the embedded config/default.toml,\n\
-  then FILE, then REGISTRAR_* environment variables (see README).";
+/// OAuth 2.0 / OpenID Connect Dynamic Client Registration server (RFC 7591, RFC 7592).
+///
+/// Settings come from the embedded config/default.toml, then FILE, then REGISTRAR_* environment
+/// variables (see README).
+#[derive(Parser)]
+#[command(name = "registrar", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file whose keys override the embedded defaults.
+    #[arg(short, long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server (the default); stops on SIGINT/SIGTERM, reloads TLS certificates on SIGHUP.
+    Serve,
+    /// Load the configuration as `serve` would, print it with secrets redacted, and list every
+    /// problem; exit status 1 if there is any.
+    CheckConfig,
+}
 
 fn main() -> ExitCode {
-    let mut config: Option<PathBuf> = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--config" | "-c" => match args.next() {
-                Some(path) => config = Some(PathBuf::from(path)),
-                None => return usage_error("--config needs a file"),
-            },
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            "--version" | "-V" => {
-                println!("registrar {}", env!("CARGO_PKG_VERSION"));
-                return ExitCode::SUCCESS;
-            }
-            other => return usage_error(&format!("unknown argument {other:?}")),
-        }
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.config),
+        Command::CheckConfig => registrar::config_check::run(cli.config.as_deref()),
     }
+}
+
+fn serve(config: Option<PathBuf>) -> ExitCode {
     let settings = match Settings::load(config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -37,14 +46,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.server.log));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .init();
-
+    registrar::telemetry::logging::init(&settings.server);
     let system = actix_web::rt::System::new();
     system.block_on(async move {
         let app = match Application::build(settings) {
@@ -66,9 +68,4 @@ fn main() -> ExitCode {
             }
         }
     })
-}
-
-fn usage_error(msg: &str) -> ExitCode {
-    eprintln!("registrar: {msg}\n{USAGE}");
-    ExitCode::from(2)
 }

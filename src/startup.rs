@@ -9,6 +9,8 @@ use crate::policy::PolicyEngine;
 use crate::registration::{Parts, Registrar};
 use crate::settings::Settings;
 use crate::store::{ClientStore, OpenError, SledStore};
+use crate::telemetry::{HttpTelemetry, Metrics};
+use crate::tls::{self, ReloadableCert};
 use crate::tokens::{OsTokens, TokenGenerator};
 use actix_web::dev::Server;
 use actix_web::middleware::DefaultHeaders;
@@ -33,6 +35,9 @@ pub enum StartupError {
     /// The server key could not be read or created.
     #[error("server key: {0}")]
     ServerKey(String),
+    /// `[server.tls]` names unreadable or mismatched certificate files.
+    #[error("server.tls: {0}")]
+    Tls(#[from] tls::TlsError),
     /// `[access]`, `[policies]` or `[rate_limit]` is inconsistent.
     #[error("registration policy configuration: {0}")]
     Policy(String),
@@ -47,6 +52,9 @@ pub struct Application {
     port: u16,
     store: Arc<SledStore>,
     registrar: Arc<Registrar>,
+    metrics: Arc<Metrics>,
+    /// Certificates re-read on SIGHUP (empty without TLS).
+    tls_certs: Vec<Arc<ReloadableCert>>,
 }
 
 impl Application {
@@ -67,13 +75,23 @@ impl Application {
         let local = listener
             .local_addr()
             .map_err(|e| StartupError::Bind(address, e))?;
+        // TLS is built before anything is opened, so bad certificate files fail fast.
+        let tls = if settings.server.tls.enabled() {
+            Some(tls::server_config(&settings.server.tls)?)
+        } else {
+            None
+        };
         if settings.issuer.is_empty() {
-            settings.issuer = format!("http://{local}");
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            settings.issuer = format!("{scheme}://{local}");
         }
+        let metrics = Arc::new(Metrics::new());
         let store = Arc::new(SledStore::open(
             &settings.storage.data_dir,
             settings.storage.cache_capacity_bytes,
         )?);
+        let commit_metrics = metrics.clone();
+        store.observe_commits(move |writers| commit_metrics.commit_batch(writers));
         let rat_key = load_server_key(&settings, tokens.as_ref())?;
         let c = &settings.credentials;
         let cores = std::thread::available_parallelism()
@@ -95,7 +113,10 @@ impl Application {
         .with_queue_limit(c.hash_queue_limit);
         let fetcher =
             Fetcher::new(&settings.fetch).map_err(|e| StartupError::Other(e.to_string()))?;
-        let remote = Arc::new(RemoteMetadata::new(fetcher, settings.fetch.fetch_jwks_uri));
+        let remote = Arc::new(
+            RemoteMetadata::new(fetcher, settings.fetch.fetch_jwks_uri)
+                .with_metrics(metrics.clone()),
+        );
         let policy =
             Arc::new(PolicyEngine::from_settings(&settings).map_err(StartupError::Policy)?);
         let settings = Arc::new(settings);
@@ -108,7 +129,14 @@ impl Application {
             settings: settings.clone(),
             remote,
             policy,
+            metrics: metrics.clone(),
         }));
+        let http_telemetry = web::Data::new(HttpTelemetry {
+            metrics: metrics.clone(),
+            listener: "public",
+            proxies: crate::policy::ratelimit::ClientIpResolver::new(&settings.rate_limit)
+                .map_err(StartupError::Policy)?,
+        });
         let state = web::Data::new(AppState {
             registrar: registrar.clone(),
             limits: BodyLimits {
@@ -117,20 +145,16 @@ impl Application {
             },
         });
         let app_settings = settings.clone();
-        let access_log =
-            tracing::enabled!(target: "actix_web::middleware::logger", tracing::Level::INFO);
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(http_telemetry.clone())
                 .wrap(http::cors(&app_settings.cors))
                 .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
-                // Access log only when it would be written: formatting a line per request costs
-                // several percent of the read path even when the filter then drops it.
-                .wrap(actix_web::middleware::Condition::new(
-                    access_log,
-                    actix_web::middleware::Logger::new("%r %s %Dms")
-                        .exclude("/healthz")
-                        .exclude("/readyz"),
+                // Outermost: request id, request span, access log (target registrar::access,
+                // formatted only when enabled) and request metrics see every response.
+                .wrap(actix_web::middleware::from_fn(
+                    crate::telemetry::http::middleware,
                 ))
                 .configure(http::routes(&app_settings.registration_path))
                 .default_service(http::default_service())
@@ -141,8 +165,15 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
+        let mut tls_certs = Vec::new();
+        let server = match tls {
+            Some((config, certs)) => {
+                tls_certs.push(certs);
+                server.listen_rustls_0_23(listener, config)
+            }
+            None => server.listen(listener),
+        };
         let server = server
-            .listen(listener)
             .map_err(|e| StartupError::Bind(local.to_string(), e))?
             .run();
         Ok(Self {
@@ -150,7 +181,14 @@ impl Application {
             port: local.port(),
             store,
             registrar,
+            metrics,
+            tls_certs,
         })
+    }
+
+    /// What `GET /metrics` renders for this server (also for tests and embedders).
+    pub fn scrape(&self) -> crate::telemetry::Scrape {
+        crate::telemetry::Scrape::new(self.metrics.clone(), self.registrar.clone())
     }
 
     /// The bound port.
@@ -170,7 +208,13 @@ impl Application {
 
     /// Serve until SIGINT/SIGTERM (or `handle().stop()`), then flush the store.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let reload = (!self.tls_certs.is_empty())
+            // tokio's spawn, not actix's spawn_local: tests run the server on a plain runtime.
+            .then(|| tokio::spawn(tls::reload_on_sighup(self.tls_certs.clone())));
         let result = self.server.await;
+        if let Some(reload) = reload {
+            reload.abort();
+        }
         match self.store.flush() {
             Ok(()) => tracing::info!("store flushed; stopped"),
             Err(e) => tracing::error!(error = %e, "final store flush failed"),

@@ -10,6 +10,7 @@ use crate::error::RegistrationError;
 use crate::policy::RegistrationContext;
 use crate::registration::Registrar;
 use crate::settings::CorsSettings;
+use crate::telemetry::RequestId;
 use actix_cors::Cors;
 use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -38,11 +39,17 @@ fn json(status: actix_web::http::StatusCode, body: &Map<String, Value>) -> HttpR
 }
 
 /// POST {registration_path}: RFC 7591 §3.1.
-async fn register(state: State, req: HttpRequest, payload: web::Payload) -> Response {
+async fn register(
+    state: State,
+    req: HttpRequest,
+    request_id: RequestId,
+    payload: web::Payload,
+) -> Response {
     // A DPoP-scheme or malformed initial access token is refused, never ignored.
     let context = RegistrationContext {
         initial_access_token: auth::initial_access_token(&req)?,
         client_ip: client_ip(&state, &req),
+        request_id: Some(request_id.0),
     };
     // Before the body is read, so a flood costs no body reads.
     state.registrar.check_rate_limit(&context)?;
@@ -157,6 +164,7 @@ pub fn cors(settings: &CorsSettings) -> Cors {
             header::WWW_AUTHENTICATE,
             header::RETRY_AFTER,
             header::LOCATION,
+            header::HeaderName::from_static(crate::telemetry::http::REQUEST_ID_HEADER),
         ])
         .max_age(settings.max_age_secs);
     if settings.allowed_origins.iter().any(|o| o == "*") {

@@ -11,6 +11,7 @@ use crate::metadata::{self, uses_client_secret};
 use crate::policy::{PolicyEngine, RegistrationContext};
 use crate::settings::Settings;
 use crate::store::{ClientRecord, ClientStore, StoreError};
+use crate::telemetry::Metrics;
 use crate::tokens::{TokenGenerator, CLIENT_ID_BYTES, SECRET_BYTES};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub struct Registrar {
     settings: Arc<Settings>,
     remote: Arc<RemoteMetadata>,
     policy: Arc<PolicyEngine>,
+    metrics: Arc<Metrics>,
     registration_endpoint: String,
 }
 
@@ -44,6 +46,8 @@ pub struct Parts {
     pub remote: Arc<RemoteMetadata>,
     /// Who may register and with what (`[access]`, `[policies]`, `[rate_limit]`).
     pub policy: Arc<PolicyEngine>,
+    /// Where registrations, authentications and store writes are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 fn store_error(e: StoreError) -> RegistrationError {
@@ -76,6 +80,7 @@ impl Registrar {
             settings: parts.settings,
             remote: parts.remote,
             policy: parts.policy,
+            metrics: parts.metrics,
             registration_endpoint,
         }
     }
@@ -98,7 +103,24 @@ impl Registrar {
     /// Take one registration from the client address's bucket (security.md §5.2); call before
     /// reading the body of a registration request.
     pub fn check_rate_limit(&self, context: &RegistrationContext) -> Result<()> {
-        self.policy.check_rate_limit(context.client_ip)
+        let result = self.policy.check_rate_limit(context.client_ip);
+        if let Err(e) = &result {
+            self.metrics.registration(e.code(), "none");
+        }
+        result
+    }
+
+    /// Requests waiting for an argon2id hashing slot (the `registrar_hash_queue_depth` gauge).
+    pub fn hash_queue_depth(&self) -> usize {
+        self.hasher.queue_depth()
+    }
+
+    /// Wait until the store's writes so far are durable, timing the wait.
+    async fn durable(&self) -> Result<()> {
+        let started = std::time::Instant::now();
+        let result = self.store.durable().await.map_err(store_error);
+        self.metrics.store_write(started.elapsed().as_secs_f64());
+        result
     }
 
     /// Number of registered clients.
@@ -127,10 +149,25 @@ impl Registrar {
         request: &Map<String, Value>,
         context: &RegistrationContext,
     ) -> Result<Map<String, Value>> {
+        let mut tier = "none";
+        let result = self.register_admitted(request, context, &mut tier).await;
+        let outcome = result.as_ref().map_or_else(|e| e.code(), |_| "created");
+        self.metrics.registration(outcome, tier);
+        result
+    }
+
+    /// [`Registrar::register_client`] without the counting; sets `tier` once admission decided.
+    async fn register_admitted(
+        &self,
+        request: &Map<String, Value>,
+        context: &RegistrationContext,
+        tier: &mut &'static str,
+    ) -> Result<Map<String, Value>> {
         let now = self.clock.now();
         let admission = self
             .policy
             .admit(context.initial_access_token.as_deref(), request, now)?;
+        *tier = admission.tier;
         let claims = admission.statement.as_ref().map(|s| &s.claims);
         let policy = admission.policy.as_deref();
         let (prepared, metadata_settings) =
@@ -185,7 +222,7 @@ impl Registrar {
                 Err(e) => return Err(store_error(e)),
             }
         }
-        self.store.durable().await.map_err(store_error)?;
+        self.durable().await?;
         tracing::info!(client_id = %record.client_id, "client registered");
         Ok(self.response(record, &rat, secret.as_ref().map(|(s, _)| s)))
     }
@@ -211,7 +248,7 @@ impl Registrar {
             Err(StoreError::Conflict) => return Err(RegistrationError::InvalidToken),
             Err(e) => return Err(store_error(e)),
         }
-        self.store.durable().await.map_err(store_error)?;
+        self.durable().await?;
         Ok(self.response(updated, &new_rat, None))
     }
 
@@ -275,7 +312,7 @@ impl Registrar {
             updated.updated_at = now;
             match self.store.replace(&current, &updated) {
                 Ok(()) => {
-                    self.store.durable().await.map_err(store_error)?;
+                    self.durable().await?;
                     tracing::info!(client_id = %client_id, "client updated");
                     return Ok(self.response(updated, &token, issued_secret.as_ref()));
                 }
@@ -296,7 +333,7 @@ impl Registrar {
                 Ok(()) => {
                     self.policy
                         .client_deleted(self.store.as_ref(), current.policy.as_deref());
-                    self.store.durable().await.map_err(store_error)?;
+                    self.durable().await?;
                     tracing::info!(client_id = %client_id, "client deleted");
                     return Ok(());
                 }
@@ -319,6 +356,17 @@ impl Registrar {
     /// `client_id` exists. A valid token presented for another (or an unknown) client is revoked
     /// (RFC 7592 §2.1 SHOULD; node-oidc-provider does the same).
     async fn authenticate(&self, client_id: &str, rat: Option<&str>) -> Result<ClientRecord> {
+        let result = self.authenticate_uncounted(client_id, rat).await;
+        let outcome = if result.is_ok() { "success" } else { "failure" };
+        self.metrics.authentication(outcome);
+        result
+    }
+
+    async fn authenticate_uncounted(
+        &self,
+        client_id: &str,
+        rat: Option<&str>,
+    ) -> Result<ClientRecord> {
         let rat = rat.ok_or(RegistrationError::InvalidToken)?;
         let tag = self.rat_key.tag(rat);
         let record = self.store.get(client_id).map_err(store_error)?;
@@ -344,7 +392,7 @@ impl Registrar {
                     Ok(()) | Err(StoreError::Conflict) => {}
                     Err(e) => return Err(store_error(e)),
                 }
-                self.store.durable().await.map_err(store_error)?;
+                self.durable().await?;
                 tracing::warn!(client_id = %client_id, "registration access token used for another client; revoked");
             }
         }

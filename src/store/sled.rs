@@ -195,6 +195,8 @@ struct Shared {
     failed: AtomicBool,
     /// Held across every write so sequence numbers follow commit order.
     undo: Mutex<UndoLog>,
+    /// Told the size of each group commit (the `registrar_store_commit_batch_size` metric).
+    on_commit: std::sync::OnceLock<Box<dyn Fn(usize) + Send + Sync>>,
 }
 
 impl Shared {
@@ -353,6 +355,7 @@ impl SledStore {
             handles: RwLock::new(Some(Arc::new(handles))),
             failed: AtomicBool::new(false),
             undo: Mutex::new(UndoLog::default()),
+            on_commit: std::sync::OnceLock::new(),
         });
         let (flush_tx, flush_rx) = mpsc::channel::<Waiter>();
         let flusher_shared = shared.clone();
@@ -365,6 +368,12 @@ impl SledStore {
             flush_tx: Some(flush_tx),
             flusher: Some(flusher),
         })
+    }
+
+    /// Call `observer` with the number of writers each group commit makes durable (set once; the
+    /// store itself knows nothing of metrics).
+    pub fn observe_commits(&self, observer: impl Fn(usize) + Send + Sync + 'static) {
+        let _ = self.shared.on_commit.set(Box::new(observer));
     }
 
     /// Flush everything now (used at shutdown).
@@ -504,6 +513,9 @@ fn group_commit(shared: &Shared, rx: mpsc::Receiver<Waiter>) {
         batch.extend(rx.try_iter());
         last_batch = batch.len();
         let result = shared.writable().and_then(|()| shared.flush());
+        if let Some(observe) = shared.on_commit.get() {
+            observe(batch.len());
+        }
         if result.is_err() {
             next_attempt = Instant::now();
         }

@@ -12,6 +12,8 @@ pub struct TestApp {
     pub endpoint: String,
     pub client: reqwest::Client,
     pub dir: TempDir,
+    /// What `GET /metrics` would render for this server.
+    pub scrape: registrar::telemetry::Scrape,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -51,12 +53,14 @@ pub async fn spawn_in(dir: TempDir, tweak: impl FnOnce(Settings) -> Settings) ->
     let address = format!("http://127.0.0.1:{}", app.port());
     let endpoint = app.registration_endpoint();
     let handle = app.handle();
+    let scrape = app.scrape();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
         endpoint,
         client: reqwest::Client::new(),
         dir,
+        scrape,
         handle,
     }
 }
