@@ -10,6 +10,7 @@ pub mod error;
 pub mod fetch;
 pub mod http;
 pub mod metadata;
+pub mod openapi;
 pub mod policy;
 pub mod registration;
 pub mod settings;

@@ -9,6 +9,7 @@ mod hostile;
 mod hygiene;
 mod management;
 mod metadata;
+mod openapi;
 mod operability;
 mod persistence;
 mod policy;
