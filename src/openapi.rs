@@ -1,7 +1,9 @@
-//! The OpenAPI 3.1 document of the HTTP API, generated from the code it describes: the routes of
-//! [`crate::http::routes`], the client metadata field table ([`crate::metadata::schema::FIELDS`],
-//! so a new field appears here with its row), the configured `*_supported` lists (the same ones
-//! validation and discovery use) and the error codes of [`crate::error::RegistrationError`].
+//! The OpenAPI 3.1 document of the HTTP API, generated from the code it describes: the client
+//! metadata field table ([`crate::metadata::schema::FIELDS`], so a new field appears here with
+//! its row), the configured registration path and `*_supported` lists (the same ones validation
+//! and discovery use) and the error codes of [`crate::error::RegistrationError`] (a unit test
+//! ties the two). The paths mirror [`crate::http::routes`]; schemathesis fails on a documented
+//! path the server does not serve (an undocumented 404) or a status it does not document.
 //!
 //! `openapi.json` at the repository root is this document for the default configuration;
 //! `tests/api/openapi.rs` fails when the two differ, and the schemathesis test
