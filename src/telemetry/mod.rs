@@ -44,3 +44,62 @@ pub async fn metrics_handler(scrape: web::Data<Scrape>) -> HttpResponse {
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(scrape.render())
 }
+
+/// The OpenAPI document of the running configuration, rendered once at start.
+#[derive(Debug, Clone)]
+pub struct OpenApiDocument(pub Arc<str>);
+
+impl OpenApiDocument {
+    /// Render the document for `settings` ([`crate::openapi::render`]).
+    pub fn new(settings: &crate::settings::Settings) -> Self {
+        Self(crate::openapi::render(settings).into())
+    }
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi_handler(doc: web::Data<OpenApiDocument>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(doc.0.to_string())
+}
+
+/// Mount `GET /metrics` and `GET /openapi.json` on an admin `App` (one `.configure` call);
+/// the `App` must carry `web::Data<Scrape>` and `web::Data<OpenApiDocument>`.
+pub fn admin_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(metrics_handler))
+        .route("/openapi.json", web::get().to(openapi_handler));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+    use actix_web::{test, App};
+
+    #[actix_web::test]
+    async fn the_served_openapi_document_is_the_checked_in_file() {
+        let settings = Settings::defaults().unwrap();
+        let app = test::init_service(
+            App::new()
+                .app_data(web::Data::new(OpenApiDocument::new(&settings)))
+                .route("/openapi.json", web::get().to(openapi_handler)),
+        )
+        .await;
+        let resp = test::call_service(
+            &app,
+            test::TestRequest::get().uri("/openapi.json").to_request(),
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers().get(header::CONTENT_TYPE).unwrap(),
+            "application/json"
+        );
+        let served = test::read_body(resp).await;
+        let file = include_str!("../../openapi.json");
+        assert!(
+            served == file.as_bytes(),
+            "the served document differs from openapi.json"
+        );
+    }
+}
