@@ -49,7 +49,7 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
     registrar::telemetry::logging::init(&settings.server);
     let system = actix_web::rt::System::new();
     system.block_on(async move {
-        let app = match Application::build(settings) {
+        let app = match Application::build(settings).await {
             Ok(app) => app,
             Err(e) => {
                 tracing::error!("registrar cannot start: {e}");

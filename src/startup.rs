@@ -6,6 +6,7 @@ use crate::credentials::{RatKey, SecretHasher};
 use crate::fetch::{Fetcher, RemoteMetadata};
 use crate::http::{self, AppState, BodyLimits};
 use crate::policy::PolicyEngine;
+use crate::registration::upstream::{Schedule, UpstreamTask};
 use crate::registration::{Parts, Registrar};
 use crate::settings::Settings;
 use crate::store::{ClientStore, OpenError, SledStore};
@@ -50,21 +51,23 @@ pub enum StartupError {
 pub struct Application {
     server: Server,
     port: u16,
-    store: Arc<SledStore>,
     registrar: Arc<Registrar>,
     metrics: Arc<Metrics>,
     /// Certificates re-read on SIGHUP (empty without TLS).
     tls_certs: Vec<Arc<ReloadableCert>>,
+    /// Keeps the authorization server's metadata in discovery (`[discovery]`), if configured.
+    upstream: Option<UpstreamTask>,
 }
 
 impl Application {
-    /// Build with the system clock and the OS random generator.
-    pub fn build(settings: Settings) -> Result<Self, StartupError> {
-        Self::build_with(settings, Arc::new(SystemClock), Arc::new(OsTokens))
+    /// Build with the system clock and the OS random generator. Asynchronous because opening
+    /// the store may wait on disk or a database.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with(settings, Arc::new(SystemClock), Arc::new(OsTokens)).await
     }
 
     /// Build with an injected clock and token generator (tests).
-    pub fn build_with(
+    pub async fn build_with(
         mut settings: Settings,
         clock: Arc<dyn Clock>,
         tokens: Arc<dyn TokenGenerator>,
@@ -86,12 +89,13 @@ impl Application {
             settings.issuer = format!("{scheme}://{local}");
         }
         let metrics = Arc::new(Metrics::new());
-        let store = Arc::new(SledStore::open(
+        let sled = SledStore::open(
             &settings.storage.data_dir,
             settings.storage.cache_capacity_bytes,
-        )?);
+        )?;
         let commit_metrics = metrics.clone();
-        store.observe_commits(move |writers| commit_metrics.commit_batch(writers));
+        sled.observe_commits(move |writers| commit_metrics.commit_batch(writers));
+        let store: Arc<dyn ClientStore> = Arc::new(sled);
         let rat_key = load_server_key(&settings, tokens.as_ref())?;
         let c = &settings.credentials;
         let cores = std::thread::available_parallelism()
@@ -121,7 +125,7 @@ impl Application {
             Arc::new(PolicyEngine::from_settings(&settings).map_err(StartupError::Policy)?);
         let settings = Arc::new(settings);
         let registrar = Arc::new(Registrar::new(Parts {
-            store: store.clone() as Arc<dyn ClientStore>,
+            store,
             clock,
             tokens,
             hasher,
@@ -137,6 +141,7 @@ impl Application {
             proxies: crate::policy::ratelimit::ClientIpResolver::new(&settings.rate_limit)
                 .map_err(StartupError::Policy)?,
         });
+        let upstream = start_upstream(&settings, &registrar)?;
         let state = web::Data::new(AppState {
             registrar: registrar.clone(),
             limits: BodyLimits {
@@ -156,7 +161,10 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(
                     crate::telemetry::http::middleware,
                 ))
-                .configure(http::routes(&app_settings.registration_path))
+                .configure(http::routes(
+                    &app_settings.registration_path,
+                    &app_settings.issuer,
+                ))
                 .default_service(http::default_service())
         })
         .client_request_timeout(Duration::from_millis(settings.server.head_timeout_ms))
@@ -179,10 +187,10 @@ impl Application {
         Ok(Self {
             server,
             port: local.port(),
-            store,
             registrar,
             metrics,
             tls_certs,
+            upstream,
         })
     }
 
@@ -206,7 +214,9 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serve until SIGINT/SIGTERM (or `handle().stop()`), then flush the store.
+    /// Serve until SIGINT/SIGTERM (or `handle().stop()`). Every acknowledged write was durable
+    /// before its response (`ClientStore::commit`), so there is nothing left to flush; the store
+    /// closes when its last handle drops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let reload = (!self.tls_certs.is_empty())
             // tokio's spawn, not actix's spawn_local: tests run the server on a plain runtime.
@@ -215,12 +225,45 @@ impl Application {
         if let Some(reload) = reload {
             reload.abort();
         }
-        match self.store.flush() {
-            Ok(()) => tracing::info!("store flushed; stopped"),
-            Err(e) => tracing::error!(error = %e, "final store flush failed"),
+        if let Some(upstream) = self.upstream {
+            upstream.stop().await;
         }
+        drop(self.registrar);
+        tracing::info!("stopped");
         result
     }
+}
+
+/// Start the task that fetches `discovery.authorization_server_metadata_url`; without one, warn
+/// now if the documents lack members client libraries require (RFC 8414 §2, OIDC Discovery §3).
+fn start_upstream(
+    settings: &Settings,
+    registrar: &Registrar,
+) -> Result<Option<UpstreamTask>, StartupError> {
+    let d = &settings.discovery;
+    if d.authorization_server_metadata_url.is_empty() {
+        if let Some(warning) = registrar.discovery_service().incomplete_warning() {
+            tracing::warn!("{warning}");
+        }
+        return Ok(None);
+    }
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+        StartupError::Other("the server must be built inside a Tokio runtime".into())
+    })?;
+    // A fetcher of its own: the authorization server's metadata neither waits for the slots of
+    // client-triggered fetches nor shares their negative cache.
+    let fetcher = Fetcher::new(&settings.fetch).map_err(|e| StartupError::Other(e.to_string()))?;
+    let schedule = Schedule {
+        refresh: Duration::from_secs(d.authorization_server_metadata_refresh_secs),
+        first_retry: Duration::from_millis(settings.fetch.failure_ttl_ms),
+    };
+    Ok(Some(UpstreamTask::spawn(
+        &runtime,
+        registrar.discovery_service().clone(),
+        fetcher,
+        d.authorization_server_metadata_url.clone(),
+        schedule,
+    )))
 }
 
 /// The RAT key: `credentials.server_key` if set, else the key file, created with 256 random bits

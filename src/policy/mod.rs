@@ -2,8 +2,9 @@
 //!
 //! Framework-free. The engine decides admission (open, initial access token, software statement,
 //! or combinations), picks the policy of the admitting tier, applies it around the metadata
-//! engine, and consumes durable counters (token use counts, `jti` replay, client quotas) only
-//! once a request is otherwise valid, so a refused request does not burn a use.
+//! engine, and decides which durable counters (token use counts, `jti` replay, client quotas) a
+//! registration takes; the registration service commits them with the new client, so a refused
+//! or failed request does not burn a use.
 
 pub mod config;
 pub mod jwt;
@@ -13,7 +14,7 @@ pub mod rules;
 use crate::credentials::{find_token_digest, token_digest};
 use crate::error::{RegistrationError, Result};
 use crate::settings::{MetadataSettings, Settings};
-use crate::store::{ClientStore, StoreError};
+use crate::store::CounterOp;
 use config::{AccessMode, AnonymousKind};
 use jwt::{Issuer, JwtError};
 use ratelimit::{ClientIpResolver, RegistrationLimiter};
@@ -126,13 +127,6 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
         *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
     }
     Some(out)
-}
-
-fn store_error(e: StoreError) -> RegistrationError {
-    match e {
-        StoreError::Io(_) => RegistrationError::Unavailable,
-        other => RegistrationError::Internal(format!("store: {other}")),
-    }
 }
 
 impl PolicyEngine {
@@ -533,15 +527,18 @@ impl PolicyEngine {
         }
     }
 
-    /// Take the admission's counters (token uses, `jti`) and a place in the policy's quota.
-    /// All or nothing: on refusal the counters taken so far are given back. Returns the keys
-    /// taken, for [`PolicyEngine::release`] if the registration then fails.
-    pub fn consume(&self, store: &dyn ClientStore, admission: &Admission) -> Result<Vec<String>> {
-        let mut taken: Vec<String> = Vec::new();
-        let mut wanted: Vec<(String, u64, Option<CounterRefusal>)> = admission
+    /// The counter operations a registration under this admission needs (token uses, `jti`,
+    /// a place in the policy's quota), for the service to commit together with the new client:
+    /// the policy decides, only the service writes (so no counter is taken for a client that is
+    /// not stored, and none leaks when a write fails).
+    pub fn registration_counters(&self, admission: &Admission) -> Vec<CounterOp> {
+        let mut ops: Vec<CounterOp> = admission
             .counters
             .iter()
-            .map(|(k, l, r)| (k.clone(), *l, Some(*r)))
+            .map(|(key, limit, _)| CounterOp::Take {
+                key: key.clone(),
+                limit: *limit,
+            })
             .collect();
         if let Some(p) = &admission.policy {
             // Counted even when unlimited, so a quota added later starts from the true number.
@@ -549,53 +546,50 @@ impl PolicyEngine {
                 0 => u64::MAX,
                 n => n,
             };
-            wanted.push((policy_counter(&p.name), limit, None));
+            ops.push(CounterOp::Take {
+                key: policy_counter(&p.name),
+                limit,
+            });
         }
-        for (key, limit, refusal) in wanted {
-            match store.increment_counter(&key, limit) {
-                Ok(true) => taken.push(key),
-                Ok(false) => {
-                    self.release(store, &taken);
-                    return Err(match (refusal, &admission.policy) {
-                        (Some(CounterRefusal::TokenUsedUp), _) => {
-                            tracing::info!("initial access token used up");
-                            RegistrationError::InvalidToken
-                        }
-                        (Some(CounterRefusal::StatementReplayed), _) => {
-                            RegistrationError::InvalidSoftwareStatement(
-                                "software_statement: this jti was already used (replay)".into(),
-                            )
-                        }
-                        (None, Some(p)) => violation_error(
-                            p.quota_exceeded(),
-                            admission.statement.as_ref().map(|s| &s.claims),
-                        ),
-                        (None, None) => RegistrationError::Internal("quota without policy".into()),
-                    });
-                }
-                Err(e) => {
-                    self.release(store, &taken);
-                    return Err(store_error(e));
-                }
-            }
-        }
-        Ok(taken)
+        ops
     }
 
-    /// Give counters back (a registration failed after `consume`, or a client was deleted).
-    pub fn release(&self, store: &dyn ClientStore, keys: &[String]) {
-        for key in keys {
-            if let Err(e) = store.decrement_counter(key) {
-                tracing::warn!(error = %e, "could not release a registration counter");
+    /// The error for a registration whose commit found the counter `key` exhausted
+    /// (`StoreError::CounterExhausted`): a used-up initial access token, a replayed statement,
+    /// or a full policy quota.
+    pub fn counter_refusal(&self, admission: &Admission, key: &str) -> RegistrationError {
+        let refusal = admission
+            .counters
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, _, r)| *r);
+        match (refusal, &admission.policy) {
+            (Some(CounterRefusal::TokenUsedUp), _) => {
+                tracing::info!("initial access token used up");
+                RegistrationError::InvalidToken
             }
+            (Some(CounterRefusal::StatementReplayed), _) => {
+                RegistrationError::InvalidSoftwareStatement(
+                    "software_statement: this jti was already used (replay)".into(),
+                )
+            }
+            (None, Some(p)) if key == policy_counter(&p.name) => violation_error(
+                p.quota_exceeded(),
+                admission.statement.as_ref().map(|s| &s.claims),
+            ),
+            _ => RegistrationError::Internal(format!("unexpected exhausted counter {key}")),
         }
     }
 
-    /// A client under `policy` was deleted: free its place in the quota.
-    pub fn client_deleted(&self, store: &dyn ClientStore, policy: Option<&str>) {
-        if let Some(name) = policy {
-            self.release(store, &[policy_counter(name)]);
-        }
+    /// The counter operations that go with deleting a client under `policy`: its place in the
+    /// quota is freed in the same commit as the deletion.
+    pub fn deletion_counters(&self, policy: Option<&str>) -> Vec<CounterOp> {
+        policy
+            .map(|name| CounterOp::Release {
+                key: policy_counter(name),
+            })
+            .into_iter()
+            .collect()
     }
 }
 

@@ -219,11 +219,14 @@ impl Metrics {
         self.db_retries.inc();
     }
 
-    /// Set the gauges that are read at scrape time rather than tracked on every change.
-    pub fn set_gauges(&self, clients: usize, hash_queue_depth: usize) {
+    /// Set `registrar_clients` (read at scrape time rather than tracked on every change).
+    pub fn set_clients(&self, clients: u64) {
         self.clients.set(i64::try_from(clients).unwrap_or(i64::MAX));
-        self.hash_queue
-            .set(i64::try_from(hash_queue_depth).unwrap_or(i64::MAX));
+    }
+
+    /// Set `registrar_hash_queue_depth` (read at scrape time).
+    pub fn set_hash_queue_depth(&self, depth: usize) {
+        self.hash_queue.set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
     /// Everything in the Prometheus text format ([`TEXT_CONTENT_TYPE`]).
@@ -265,7 +268,8 @@ mod tests {
     #[test]
     fn gauges_and_batches_render() {
         let m = Metrics::new();
-        m.set_gauges(7, 2);
+        m.set_clients(7);
+        m.set_hash_queue_depth(2);
         m.commit_batch(3);
         let text = m.render();
         assert!(line(&text, "registrar_clients 7").is_some(), "{text}");

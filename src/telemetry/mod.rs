@@ -27,12 +27,15 @@ impl Scrape {
         Self { metrics, registrar }
     }
 
-    /// Everything in the Prometheus text format, gauges refreshed.
-    pub fn render(&self) -> String {
-        self.metrics.set_gauges(
-            self.registrar.client_count(),
-            self.registrar.hash_queue_depth(),
-        );
+    /// Everything in the Prometheus text format, gauges refreshed. A store that cannot count
+    /// leaves `registrar_clients` at its last value (and logs why) rather than failing the scrape.
+    pub async fn render(&self) -> String {
+        match self.registrar.client_count().await {
+            Ok(clients) => self.metrics.set_clients(clients),
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot count clients"),
+        }
+        self.metrics
+            .set_hash_queue_depth(self.registrar.hash_queue_depth());
         self.metrics.render()
     }
 }
@@ -42,7 +45,7 @@ pub async fn metrics_handler(scrape: web::Data<Scrape>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, TEXT_CONTENT_TYPE))
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(scrape.render())
+        .body(scrape.render().await)
 }
 
 /// The OpenAPI document of the running configuration, rendered once at start.

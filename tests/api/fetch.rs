@@ -39,7 +39,7 @@ async fn register_accepts_a_sector_document_listing_every_redirect_uri() {
         .await;
     assert_eq!(body["sector_identifier_uri"], server.url("/sector.json"));
     assert_eq!(server.requested(), vec!["/sector.json"]);
-    let metrics = app.scrape.render();
+    let metrics = app.scrape.render().await;
     assert!(
         metrics.contains(r#"registrar_fetch_total{kind="sector",outcome="ok"} 1"#),
         "{metrics}"
@@ -314,7 +314,7 @@ async fn a_host_that_failed_is_not_contacted_again_within_the_ttl() {
     }
     assert_eq!(server.connections(), 2);
     // Each failure is counted by class, with bounded labels (no URL, no status number).
-    let metrics = app.scrape.render();
+    let metrics = app.scrape.render().await;
     for line in [
         r#"registrar_fetch_total{kind="sector",outcome="unreachable"} 1"#,
         r#"registrar_fetch_total{kind="sector",outcome="recently_failed"} 1"#,

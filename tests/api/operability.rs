@@ -31,7 +31,7 @@ async fn metrics_count_a_known_workload() {
     let other = format!("{}/nope", app.address);
     assert_eq!(app.client.get(other).send().await.unwrap().status(), 404);
 
-    let m = app.scrape.render();
+    let m = app.scrape.render().await;
     let expect = |series: &str, value: f64| {
         assert_eq!(sample(&m, series), Some(value), "{series} in:\n{m}");
     };
@@ -89,7 +89,7 @@ async fn a_refused_rate_limited_registration_is_counted_without_a_tier() {
     .await;
     app.register(&web_client()).await;
     assert_eq!(app.post(&web_client()).await.status(), 429);
-    let m = app.scrape.render();
+    let m = app.scrape.render().await;
     assert_eq!(
         sample(
             &m,

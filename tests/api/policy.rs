@@ -251,6 +251,7 @@ async fn the_server_refuses_to_start_when_a_mode_has_no_credentials_configured()
     let dir = tempfile::tempdir().unwrap();
     let settings = set(test_settings(dir.path()), "access.mode", json!("statement"));
     let err = registrar::startup::Application::build(settings)
+        .await
         .err()
         .expect("must not start");
     assert!(err.to_string().contains("statement_issuers"), "{err}");
