@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod error;
 pub mod fetch;
 pub mod http;
+pub mod logsafe;
 pub mod metadata;
 pub mod openapi;
 pub mod policy;

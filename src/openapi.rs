@@ -62,6 +62,7 @@ fn strings() -> Value {
 fn field_schema(field: &Field, supported: &MetadataSettings) -> Value {
     let mut schema = match field.ty {
         Ty::Text => json!({"type": "string", "minLength": 1}),
+        Ty::Name => json!({"type": "string", "minLength": 1, "pattern": "\\S"}),
         Ty::AnyText => json!({"type": "string"}),
         Ty::Bool => json!({"type": "boolean"}),
         Ty::NullableBool => json!({"type": ["boolean", "null"]}),
@@ -212,7 +213,7 @@ fn unauthorized() -> Value {
 
 fn unavailable() -> Value {
     error(
-        "The store cannot accept writes, or the hashing queue is full; retry after Retry-After seconds.",
+        "The store cannot accept writes or the hashing queue is full (retry after Retry-After seconds), or a configured ceiling is reached (access.max_anonymous_clients; no Retry-After).",
         &[("Retry-After", "Seconds to wait."), NO_STORE],
     )
 }
@@ -533,8 +534,31 @@ mod tests {
             E::TooManyRequests(0),
             E::Unavailable,
             E::Overloaded,
+            E::CapacityReached(String::new()),
             E::Internal(String::new()),
         ];
+        // Exhaustive on purpose: a new variant fails to compile here until it is listed above.
+        for e in &all {
+            match e {
+                E::InvalidRedirectUri(_)
+                | E::InvalidClientMetadata(_)
+                | E::InvalidSoftwareStatement(_)
+                | E::UnapprovedSoftwareStatement(_)
+                | E::InvalidRequest(_)
+                | E::InvalidToken
+                | E::MissingToken
+                | E::PayloadTooLarge(_)
+                | E::UnsupportedMediaType
+                | E::BodyTimeout
+                | E::MethodNotAllowed(_)
+                | E::NotFound
+                | E::TooManyRequests(_)
+                | E::Unavailable
+                | E::Overloaded
+                | E::CapacityReached(_)
+                | E::Internal(_) => {}
+            }
+        }
         for e in &all {
             assert!(
                 ERROR_CODES.contains(&e.code()),

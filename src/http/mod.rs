@@ -39,23 +39,27 @@ fn json(status: actix_web::http::StatusCode, body: &Map<String, Value>) -> HttpR
 }
 
 /// POST {registration_path}: RFC 7591 §3.1.
-async fn register(
-    state: State,
-    req: HttpRequest,
-    request_id: RequestId,
-    payload: web::Payload,
-) -> Response {
+async fn register(state: State, req: HttpRequest, payload: web::Payload) -> Response {
     // A DPoP-scheme or malformed initial access token is refused, never ignored.
     let context = RegistrationContext {
         initial_access_token: auth::initial_access_token(&req)?,
         client_ip: client_ip(&state, &req),
-        request_id: Some(request_id.0),
+        request_id: RequestId::of(&req),
     };
     // Before the body is read, so a flood costs no body reads.
     state.registrar.check_rate_limit(&context)?;
     let request = body::json_object(&req, payload, state.limits).await?;
     let response = state.registrar.register_client(&request, &context).await?;
     Ok(json(actix_web::http::StatusCode::CREATED, &response))
+}
+
+/// A management request's context: only its source address matters there.
+fn source(state: &State, req: &HttpRequest) -> RegistrationContext {
+    RegistrationContext {
+        initial_access_token: None,
+        client_ip: client_ip(state, req),
+        request_id: RequestId::of(req),
+    }
 }
 
 /// The socket peer, or the address a trusted proxy reports (the decision is the resolver's).
@@ -91,6 +95,9 @@ async fn update(
     payload: web::Payload,
 ) -> Response {
     let token = auth::management_token(&req)?;
+    state
+        .registrar
+        .check_management_rate_limit(&source(&state, &req))?;
     // Authenticate before reading the body would leak nothing more; reading first keeps one path.
     let request = body::json_object(&req, payload, state.limits).await?;
     let response = state
@@ -103,6 +110,9 @@ async fn update(
 /// DELETE {registration_path}/{client_id}: RFC 7592 §2.3.
 async fn delete(state: State, req: HttpRequest, client_id: web::Path<String>) -> Response {
     let token = auth::management_token(&req)?;
+    state
+        .registrar
+        .check_management_rate_limit(&source(&state, &req))?;
     state
         .registrar
         .delete_client(&client_id, token.as_deref())

@@ -8,6 +8,7 @@ use crate::clock::Clock;
 use crate::credentials::{is_recoverable, Plaintext, RatKey, SecretHasher};
 use crate::error::{RegistrationError, Result};
 use crate::fetch::RemoteMetadata;
+use crate::logsafe::escaped;
 use crate::metadata::{self, uses_client_secret};
 use crate::policy::{PolicyEngine, RegistrationContext};
 use crate::settings::Settings;
@@ -59,7 +60,7 @@ pub struct Parts {
 fn store_error(e: StoreError) -> RegistrationError {
     match e {
         StoreError::Unavailable(cause) => {
-            tracing::error!(%cause, "store unavailable");
+            tracing::error!(cause = %escaped(&cause), "store unavailable");
             RegistrationError::Unavailable
         }
         other => RegistrationError::Internal(format!("store: {other}")),
@@ -180,6 +181,12 @@ impl Registrar {
         result
     }
 
+    /// Take one management call (PUT/DELETE) from the client address's bucket; call before
+    /// reading the body (issue #12 item 1).
+    pub fn check_management_rate_limit(&self, context: &RegistrationContext) -> Result<()> {
+        self.policy.check_management_rate_limit(context.client_ip)
+    }
+
     /// Number of registered clients.
     pub async fn client_count(&self) -> Result<u64> {
         self.store.count().await.map_err(store_error)
@@ -284,7 +291,7 @@ impl Registrar {
                 Err(e) => return Err(store_error(e)),
             }
         }
-        tracing::info!(client_id = %record.client_id, "client registered");
+        tracing::info!(client_id = %escaped(&record.client_id), "client registered");
         Ok(self.response(record, &rat, secret.as_ref().map(|(s, _)| s)))
     }
 
@@ -326,6 +333,7 @@ impl Registrar {
         request: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
         let mut current = self.authenticate(client_id, rat).await?;
+        self.policy.check_client_rate_limit(client_id)?;
         let mut plan = self.plan_update(&current, rat, request).await?;
         for _ in 0..MAX_RETRIES {
             let updated = plan.apply_to(&current, &self.rat_key);
@@ -335,7 +343,7 @@ impl Registrar {
             });
             match self.commit(batch).await {
                 Ok(()) => {
-                    tracing::info!(client_id = %client_id, "client updated");
+                    tracing::info!(client_id = %escaped(client_id), "client updated");
                     let mut updated = updated;
                     updated.revision = current.revision + 1;
                     let secret = plan.issued_secret();
@@ -386,7 +394,10 @@ impl Registrar {
             &self.settings.metadata,
         )?;
         let metadata = metadata::validate(&prepared, metadata_settings)?;
-        self.remote.check(&metadata).await?;
+        // Only what changed is fetched again, so replaying an update cannot buy fetches.
+        self.remote
+            .check_changes(&metadata, Some(&current.metadata))
+            .await?;
         self.policy
             .check(policy.as_deref(), claims.as_ref(), &metadata)?;
         let now = self.clock.now();
@@ -429,16 +440,22 @@ impl Registrar {
     /// RFC 7592 §2.3: delete the registration; its token dies with it, and its place in its
     /// policy's quota is freed in the same commit.
     pub async fn delete_client(&self, client_id: &str, rat: Option<&str>) -> Result<()> {
-        for _ in 0..MAX_RETRIES {
+        for attempt in 0..MAX_RETRIES {
             let current = self.authenticate(client_id, rat).await?;
+            if attempt == 0 {
+                self.policy.check_client_rate_limit(client_id)?;
+            }
             let batch = WriteBatch::change(Change::Delete {
                 client_id: current.client_id.clone(),
                 expected_revision: current.revision,
             })
-            .with_counters(self.policy.deletion_counters(current.policy.as_deref()));
+            .with_counters(
+                self.policy
+                    .deletion_counters(current.policy.as_deref(), current.tier.as_deref()),
+            );
             match self.commit(batch).await {
                 Ok(()) => {
-                    tracing::info!(client_id = %client_id, "client deleted");
+                    tracing::info!(client_id = %escaped(client_id), "client deleted");
                     return Ok(());
                 }
                 Err(StoreError::Conflict) => continue,
@@ -462,8 +479,16 @@ impl Registrar {
 
     /// RFC 7592 §2: the client must exist and the token must be its current registration access
     /// token. Every failure is the same `InvalidToken`, so a caller cannot learn whether a
-    /// `client_id` exists. A valid token presented for another (or an unknown) client is revoked
-    /// (RFC 7592 §2.1 SHOULD; node-oidc-provider does the same).
+    /// `client_id` exists.
+    ///
+    /// The token's tag is looked up first: a token that belongs to no client ends here, having
+    /// done the same work whether `client_id` exists or not (no record is read or decoded, which
+    /// made the existing-client path measurably slower, issue #12 item 10).
+    ///
+    /// A valid token presented for another *existing* client is revoked (RFC 7592 §2.1 SHOULD;
+    /// node-oidc-provider does the same). One presented at a path that names no client (a typo,
+    /// `/register/<id>%20`) only gets the 401: revoking it would lock its client out for good
+    /// over a mistyped URL (item 12).
     async fn authenticate(&self, client_id: &str, rat: Option<&str>) -> Result<ClientRecord> {
         let result = self.authenticate_uncounted(client_id, rat).await;
         let outcome = if result.is_ok() { "success" } else { "failure" };
@@ -478,16 +503,23 @@ impl Registrar {
     ) -> Result<ClientRecord> {
         let rat = rat.ok_or(RegistrationError::InvalidToken)?;
         let tag = self.rat_key.tag(rat);
-        let record = self.store.get(client_id).await.map_err(store_error)?;
-        if let Some(record) = record {
-            if self.rat_key.matches(rat, &record.rat_tag) {
-                return Ok(record);
+        let Some(owner) = self.store.get_by_rat(&tag).await.map_err(store_error)? else {
+            return Err(RegistrationError::InvalidToken);
+        };
+        if owner.client_id == client_id {
+            if self.rat_key.matches(rat, &owner.rat_tag) {
+                return Ok(owner);
             }
+            return Err(RegistrationError::InvalidToken);
         }
-        if let Some(owner) = self.store.get_by_rat(&tag).await.map_err(store_error)? {
-            if owner.client_id != client_id {
-                self.revoke(owner, &tag).await?;
-            }
+        if self
+            .store
+            .get(client_id)
+            .await
+            .map_err(store_error)?
+            .is_some()
+        {
+            self.revoke(owner, &tag).await?;
         }
         Err(RegistrationError::InvalidToken)
     }
@@ -508,7 +540,7 @@ impl Registrar {
         });
         match self.commit(batch).await {
             Ok(()) => {
-                tracing::warn!(client_id = %client_id, "registration access token used for another client; revoked");
+                tracing::warn!(client_id = %escaped(&client_id), "registration access token used for another client; revoked");
                 Ok(())
             }
             Err(StoreError::Conflict) => Ok(()),
@@ -566,19 +598,33 @@ impl Registrar {
                 ))
             }
         }
+        let mismatch = || {
+            RegistrationError::InvalidRequest(
+                "client_secret does not match the current secret; a client cannot choose its secret (RFC 7592 §2.2)".into(),
+            )
+        };
         match (request.get("client_secret"), &current.client_secret_hash) {
             (None, _) => Ok(()),
-            (Some(Value::String(s)), Some(hash))
+            (Some(Value::String(s)), Some(hash)) => {
+                // Failed checks back off per client before any argon2 work (issue #12 item 1).
+                let backoff = self.policy.secret_backoff();
+                let now = self.clock.now();
+                backoff
+                    .check(&current.client_id, now)
+                    .map_err(|secs| RegistrationError::TooManyRequests(secs.max(1)))?;
                 if self
                     .hasher
                     .verify_client_secret(&current.client_id, s, hash)
-                    .await? =>
-            {
-                Ok(())
+                    .await?
+                {
+                    backoff.succeeded(&current.client_id);
+                    Ok(())
+                } else {
+                    backoff.failed(&current.client_id, now);
+                    Err(mismatch())
+                }
             }
-            (Some(_), _) => Err(RegistrationError::InvalidRequest(
-                "client_secret does not match the current secret; a client cannot choose its secret (RFC 7592 §2.2)".into(),
-            )),
+            (Some(_), _) => Err(mismatch()),
         }
     }
 

@@ -47,6 +47,47 @@ const OPEN_PATIENCE: Duration = Duration::from_millis(500);
 /// Name of the probe file inside the data directory.
 const PROBE_FILE: &str = "space-probe.tmp";
 
+/// Create the data directory (and missing parents) mode 0700, and tighten an existing one to
+/// 0700: it holds every client's secret hash and the RAT index, which no other local user needs
+/// (issue #12 item 14). The files sled creates inside it later inherit the process umask, but
+/// cannot be reached through a 0700 directory.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700);
+        builder.create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    #[cfg(not(unix))]
+    builder.create(dir)?;
+    Ok(())
+}
+
+/// Set every regular file under `dir` to 0600 (sled creates `conf`, `db` and `blobs/` with the
+/// umask, typically 0644).
+fn private_files(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o700))?;
+                private_files(&entry.path())?;
+            } else if kind.is_file() {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -89,7 +130,7 @@ impl Handles {
 
     fn open(dir: &Path, cache_capacity: u64) -> Result<Self, OpenError> {
         let shown = dir.display().to_string();
-        std::fs::create_dir_all(dir).map_err(|e| OpenError::Other(shown.clone(), e.to_string()))?;
+        private_dir(dir).map_err(|e| OpenError::Other(shown.clone(), e.to_string()))?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_capacity)
@@ -114,6 +155,7 @@ impl Handles {
         let rats = open_tree("rat")?;
         let counters = open_tree("counters")?;
         let meta = open_tree("meta")?;
+        private_files(dir).map_err(|e| OpenError::Other(shown.clone(), e.to_string()))?;
         // The count lets an operator notice a store that came back smaller than it was: sled
         // stops recovery at the first bad checksum in its log, which it cannot tell from a torn
         // final write, so damage to the files loses later records without an error.

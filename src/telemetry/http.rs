@@ -24,6 +24,13 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub String);
 
+impl RequestId {
+    /// The id [`middleware`] gave `req`, if it ran.
+    pub fn of(req: &HttpRequest) -> Option<String> {
+        req.extensions().get::<RequestId>().map(|id| id.0.clone())
+    }
+}
+
 impl FromRequest for RequestId {
     type Error = std::convert::Infallible;
     type Future = std::future::Ready<Result<Self, Self::Error>>;
@@ -121,7 +128,8 @@ pub async fn middleware(
             tracing::info!(
                 target: "registrar::access",
                 method = %method,
-                path = %path,
+                // The client's text: through the one log escape, so a path cannot end the line.
+                path = %crate::logsafe::escaped(&path),
                 status = status.as_u16(),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 "request served"

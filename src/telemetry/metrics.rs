@@ -226,7 +226,8 @@ impl Metrics {
 
     /// Set `registrar_hash_queue_depth` (read at scrape time).
     pub fn set_hash_queue_depth(&self, depth: usize) {
-        self.hash_queue.set(i64::try_from(depth).unwrap_or(i64::MAX));
+        self.hash_queue
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
     /// Everything in the Prometheus text format ([`TEXT_CONTENT_TYPE`]).
