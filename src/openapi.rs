@@ -178,6 +178,23 @@ fn error(description: &str, extra: &[(&str, &str)]) -> Value {
 
 const NO_STORE: (&str, &str) = ("Cache-Control", "no-store");
 
+/// The refusals an operation can answer: the body errors when it takes a JSON body, 401, 405,
+/// 429 (with its cause) where a rate limit applies, 503.
+fn refusals(responses: &mut Map<String, Value>, body: bool, too_many: Option<&str>) {
+    if body {
+        body_errors(responses);
+    }
+    responses.insert("401".into(), unauthorized());
+    responses.insert("405".into(), method_not_allowed());
+    if let Some(cause) = too_many {
+        responses.insert(
+            "429".into(),
+            error(cause, &[("Retry-After", "Seconds to wait."), NO_STORE]),
+        );
+    }
+    responses.insert("503".into(), unavailable());
+}
+
 /// Error responses shared by the operations with a JSON body.
 fn body_errors(responses: &mut Map<String, Value>) {
     responses.insert(
@@ -274,17 +291,13 @@ fn registration_paths(paths: &mut Map<String, Value>, path: &str, suffix: &str) 
             suffix,
         ),
     );
-    body_errors(&mut post_responses);
-    post_responses.insert("401".into(), unauthorized());
-    post_responses.insert("405".into(), method_not_allowed());
-    post_responses.insert(
-        "429".into(),
-        error(
+    refusals(
+        &mut post_responses,
+        true,
+        Some(
             "Too many registrations from this source (rate_limit), or outbound fetches saturated.",
-            &[("Retry-After", "Seconds to wait."), NO_STORE],
         ),
     );
-    post_responses.insert("503".into(), unavailable());
     paths.insert(
         path.to_owned(),
         json!({
@@ -310,29 +323,23 @@ fn registration_paths(paths: &mut Map<String, Value>, path: &str, suffix: &str) 
         Map::from_iter([("200".to_owned(), with_links(response, suffix))])
     };
     let mut get_responses = read("The current registration (RFC 7592 §2.1).");
-    get_responses.insert("401".into(), unauthorized());
-    get_responses.insert("405".into(), method_not_allowed());
-    get_responses.insert("503".into(), unavailable());
+    refusals(&mut get_responses, false, None);
     let mut put_responses = read("Updated (RFC 7592 §2.2).");
-    body_errors(&mut put_responses);
-    put_responses.insert("401".into(), unauthorized());
-    put_responses.insert("405".into(), method_not_allowed());
-    put_responses.insert(
-        "429".into(),
-        error(
-            "Outbound fetches saturated.",
-            &[("Retry-After", "Seconds to wait."), NO_STORE],
-        ),
+    refusals(
+        &mut put_responses,
+        true,
+        Some("Too many management calls from this source (rate_limit), or outbound fetches saturated."),
     );
-    put_responses.insert("503".into(), unavailable());
     let mut delete_responses = Map::new();
     delete_responses.insert(
         "204".into(),
         json!({"description": "Deleted (RFC 7592 §2.3); the token dies with the client.", "headers": common_headers()}),
     );
-    delete_responses.insert("401".into(), unauthorized());
-    delete_responses.insert("405".into(), method_not_allowed());
-    delete_responses.insert("503".into(), unavailable());
+    refusals(
+        &mut delete_responses,
+        false,
+        Some("Too many management calls from this source (rate_limit)."),
+    );
     let security = json!([{"registrationAccessToken": []}]);
     paths.insert(
         format!("{path}/{{client_id}}"),

@@ -150,9 +150,14 @@ async fn every_bad_token_gets_a_byte_identical_401() {
     // lookup, so byte-identical for an existing and an unknown client.
     let missing = snapshot(app.client.get(&uri_a).send().await.unwrap()).await;
     let missing_unknown = app.client.get(format!("{}/nope", app.endpoint));
-    assert_eq!(snapshot(missing_unknown.send().await.unwrap()).await, missing);
+    assert_eq!(
+        snapshot(missing_unknown.send().await.unwrap()).await,
+        missing
+    );
     assert_eq!(missing.0, 401);
-    assert!(missing.1.contains(&("www-authenticate".into(), b"Bearer".to_vec())));
+    assert!(missing
+        .1
+        .contains(&("www-authenticate".into(), b"Bearer".to_vec())));
     let malformed = app
         .client
         .get(&uri_a)
