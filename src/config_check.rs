@@ -63,10 +63,14 @@ pub fn problems(settings: &Settings) -> Vec<String> {
     if let Err(e) = Fetcher::new(&settings.fetch) {
         errors.push(format!("fetch: {e}"));
     }
-    let tls = &settings.server.tls;
-    if tls.enabled() && !tls.key_file.is_empty() {
-        if let Err(e) = crate::tls::server_config(tls) {
-            errors.push(format!("server.tls: {e}"));
+    for (name, tls) in [
+        ("server.tls", &settings.server.tls),
+        ("admin.tls", &settings.admin.tls),
+    ] {
+        if tls.enabled() && !tls.key_file.is_empty() {
+            if let Err(e) = crate::tls::server_config(tls) {
+                errors.push(format!("{name}: {e}"));
+            }
         }
     }
     let dir = &settings.storage.data_dir;

@@ -2,10 +2,13 @@
 //! registration management (RFC 7592) and OpenID Connect Dynamic Client Registration 1.0
 //! metadata, on an embedded sled store.
 
+pub mod admin;
+pub mod cli;
 pub mod clock;
 pub mod config_check;
 pub mod conformance;
 pub mod credentials;
+pub mod directory;
 pub mod error;
 pub mod fetch;
 pub mod http;

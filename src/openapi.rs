@@ -24,6 +24,7 @@ pub const ERROR_CODES: &[&str] = &[
     "unapproved_software_statement",
     "invalid_request",
     "invalid_token",
+    "access_denied",
     "not_found",
     "too_many_requests",
     "temporarily_unavailable",
@@ -340,6 +341,15 @@ fn registration_paths(paths: &mut Map<String, Value>, path: &str, suffix: &str) 
         false,
         Some("Too many management calls from this source (rate_limit)."),
     );
+    for responses in [&mut put_responses, &mut delete_responses] {
+        responses.insert(
+            "403".into(),
+            error(
+                "access_denied: an operator disabled this client; it may read, not change or delete itself (RFC 7592 §2.2, §2.3).",
+                &[NO_STORE],
+            ),
+        );
+    }
     let security = json!([{"registrationAccessToken": []}]);
     paths.insert(
         format!("{path}/{{client_id}}"),
@@ -542,6 +552,8 @@ mod tests {
             E::Unavailable,
             E::Overloaded,
             E::CapacityReached(String::new()),
+            E::ClientDisabled,
+            E::ClientNotFound(String::new()),
             E::Internal(String::new()),
         ];
         // Exhaustive on purpose: a new variant fails to compile here until it is listed above.
@@ -563,6 +575,8 @@ mod tests {
                 | E::Unavailable
                 | E::Overloaded
                 | E::CapacityReached(_)
+                | E::ClientDisabled
+                | E::ClientNotFound(_)
                 | E::Internal(_) => {}
             }
         }

@@ -41,6 +41,8 @@ pub struct Settings {
     /// extra members (e.g. `authorization_endpoint`).
     #[serde(default)]
     pub discovery: DiscoverySettings,
+    /// The admin listener (`crate::admin`).
+    pub admin: crate::admin::config::AdminSettings,
 }
 
 /// `[discovery]`: what the registrar publishes besides its own `registration_endpoint` and
@@ -144,7 +146,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[server.tls]` (and later `[admin.tls]`): PEM files of a rustls listener (TLS 1.2 and 1.3).
+/// `[server.tls]` and `[admin.tls]`: PEM files of a rustls listener (TLS 1.2 and 1.3).
 /// Re-read on SIGHUP without dropping connections.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,6 +167,20 @@ impl TlsSettings {
     /// Whether TLS is configured.
     pub fn enabled(&self) -> bool {
         !self.cert_file.is_empty()
+    }
+
+    /// What is inconsistent in the section called `name` (the files are read by `crate::tls`).
+    pub fn problems(&self, name: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.cert_file.is_empty() != self.key_file.is_empty() {
+            problems.push(format!(
+                "{name}.cert_file and {name}.key_file must be set together"
+            ));
+        }
+        if !self.enabled() && !self.client_ca_file.is_empty() {
+            problems.push(format!("{name}.client_ca_file needs {name}.cert_file"));
+        }
+        problems
     }
 }
 
@@ -441,14 +457,8 @@ impl Settings {
                 Ok(_) => {}
             }
         }
-        let tls = &self.server.tls;
-        if tls.cert_file.is_empty() != tls.key_file.is_empty() {
-            problems
-                .push("server.tls.cert_file and server.tls.key_file must be set together".into());
-        }
-        if !tls.enabled() && !tls.client_ca_file.is_empty() {
-            problems.push("server.tls.client_ca_file needs server.tls.cert_file".into());
-        }
+        problems.extend(self.server.tls.problems("server.tls"));
+        problems.extend(self.admin.tls.problems("admin.tls"));
         if self
             .credentials
             .client_secret_derivation_key
@@ -484,6 +494,9 @@ impl Settings {
             if let Err(e) = check {
                 problems.push(e.0);
             }
+        }
+        if let Err(e) = self.admin.check(&self.server.host, self.server.port) {
+            problems.push(e);
         }
         problems
     }

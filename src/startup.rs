@@ -1,8 +1,10 @@
 //! Building and running the server: bind the listener (port 0 works), open the store, load the
 //! server key, mount the routes, stop gracefully and flush.
 
+use crate::admin::{self, auth::AdminTokens, AdminState};
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{RatKey, SecretHasher};
+use crate::directory::Directory;
 use crate::fetch::{Fetcher, RemoteMetadata};
 use crate::http::{self, AppState, BodyLimits};
 use crate::policy::PolicyEngine;
@@ -39,6 +41,9 @@ pub enum StartupError {
     /// `[server.tls]` names unreadable or mismatched certificate files.
     #[error("server.tls: {0}")]
     Tls(#[from] tls::TlsError),
+    /// `[admin.tls]` names unreadable or mismatched certificate files.
+    #[error("admin.tls: {0}")]
+    AdminTls(tls::TlsError),
     /// `[access]`, `[policies]` or `[rate_limit]` is inconsistent.
     #[error("registration policy configuration: {0}")]
     Policy(String),
@@ -51,6 +56,8 @@ pub enum StartupError {
 pub struct Application {
     server: Server,
     port: u16,
+    /// The admin listener, its port and its service.
+    admin: Option<(Server, u16, Arc<Directory>)>,
     registrar: Arc<Registrar>,
     metrics: Arc<Metrics>,
     /// Certificates re-read on SIGHUP (empty without TLS).
@@ -123,8 +130,10 @@ impl Application {
         );
         let policy =
             Arc::new(PolicyEngine::from_settings(&settings).map_err(StartupError::Policy)?);
+        let admin_tokens =
+            AdminTokens::compile(&settings.admin.tokens).map_err(StartupError::Other)?;
         let settings = Arc::new(settings);
-        let registrar = Arc::new(Registrar::new(Parts {
+        let parts = Parts {
             store,
             clock,
             tokens,
@@ -134,12 +143,14 @@ impl Application {
             remote,
             policy,
             metrics: metrics.clone(),
-        }));
+        };
+        let registrar = Arc::new(Registrar::new(parts.clone()));
+        let proxies = crate::policy::ratelimit::ClientIpResolver::new(&settings.rate_limit)
+            .map_err(StartupError::Policy)?;
         let http_telemetry = web::Data::new(HttpTelemetry {
             metrics: metrics.clone(),
             listener: "public",
-            proxies: crate::policy::ratelimit::ClientIpResolver::new(&settings.rate_limit)
-                .map_err(StartupError::Policy)?,
+            proxies: proxies.clone(),
         });
         let upstream = start_upstream(&settings, &registrar)?;
         let state = web::Data::new(AppState {
@@ -184,9 +195,31 @@ impl Application {
         let server = server
             .map_err(|e| StartupError::Bind(local.to_string(), e))?
             .run();
+        let admin = if admin_tokens.is_empty() {
+            None
+        } else {
+            let directory = Arc::new(Directory::new(parts, registrar.clone()));
+            let extras = AdminExtras {
+                telemetry: web::Data::new(HttpTelemetry {
+                    metrics: metrics.clone(),
+                    listener: "admin",
+                    proxies,
+                }),
+                scrape: web::Data::new(crate::telemetry::Scrape::new(
+                    metrics.clone(),
+                    registrar.clone(),
+                )),
+                openapi: web::Data::new(crate::telemetry::OpenApiDocument::new(&settings)),
+            };
+            let (server, port, certs) =
+                admin_server(&settings, directory.clone(), admin_tokens, extras)?;
+            tls_certs.extend(certs);
+            Some((server, port, directory))
+        };
         Ok(Self {
             server,
             port: local.port(),
+            admin,
             registrar,
             metrics,
             tls_certs,
@@ -197,6 +230,11 @@ impl Application {
     /// What `GET /metrics` renders for this server (also for tests and embedders).
     pub fn scrape(&self) -> crate::telemetry::Scrape {
         crate::telemetry::Scrape::new(self.metrics.clone(), self.registrar.clone())
+    }
+
+    /// The bound port of the admin listener, when it runs (at least one admin token).
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(|(_, port, _)| *port)
     }
 
     /// The bound port.
@@ -221,9 +259,24 @@ impl Application {
         let reload = (!self.tls_certs.is_empty())
             // tokio's spawn, not actix's spawn_local: tests run the server on a plain runtime.
             .then(|| tokio::spawn(tls::reload_on_sighup(self.tls_certs.clone())));
+        // The admin listener lives as long as the public one: stopping the public server (a
+        // signal, or `handle().stop()`) stops it too.
+        let admin = self.admin.map(|(server, _, directory)| {
+            tokio::spawn(async move {
+                if let Err(e) = directory.warm().await {
+                    tracing::warn!(error = %e, "could not prepare the dummy client secret hash");
+                }
+            });
+            let handle = server.handle();
+            (tokio::spawn(server), handle)
+        });
         let result = self.server.await;
         if let Some(reload) = reload {
             reload.abort();
+        }
+        if let Some((task, handle)) = admin {
+            handle.stop(true).await;
+            let _ = task.await;
         }
         if let Some(upstream) = self.upstream {
             upstream.stop().await;
@@ -232,6 +285,71 @@ impl Application {
         tracing::info!("stopped");
         result
     }
+}
+
+/// The admin listener: its own address, its own routes, no CORS (Hydra's split).
+fn admin_server(
+    settings: &Settings,
+    directory: Arc<Directory>,
+    tokens: AdminTokens,
+    extras: AdminExtras,
+) -> Result<(Server, u16, Option<Arc<ReloadableCert>>), StartupError> {
+    let tls = if settings.admin.tls.enabled() {
+        Some(tls::server_config(&settings.admin.tls).map_err(StartupError::AdminTls)?)
+    } else {
+        None
+    };
+    let address = format!("{}:{}", settings.admin.host, settings.admin.port);
+    let listener =
+        TcpListener::bind(&address).map_err(|e| StartupError::Bind(address.clone(), e))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| StartupError::Bind(address.clone(), e))?
+        .port();
+    let state = web::Data::new(AdminState {
+        directory,
+        tokens,
+        limits: BodyLimits {
+            max_bytes: settings.server.body_limit_bytes,
+            timeout: Duration::from_millis(settings.server.body_timeout_ms),
+        },
+        metrics_require_token: settings.admin.metrics_require_token,
+    });
+    let AdminExtras {
+        telemetry,
+        scrape,
+        openapi,
+    } = extras;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(telemetry.clone())
+            .app_data(scrape.clone())
+            .app_data(openapi.clone())
+            .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
+            .wrap(actix_web::middleware::from_fn(
+                crate::telemetry::http::middleware,
+            ))
+            .configure(admin::routes)
+    })
+    .client_request_timeout(Duration::from_millis(settings.server.head_timeout_ms))
+    .workers(2)
+    .shutdown_timeout(10);
+    let (server, certs) = match tls {
+        Some((config, certs)) => (server.listen_rustls_0_23(listener, config), Some(certs)),
+        None => (server.listen(listener), None),
+    };
+    let server = server.map_err(|e| StartupError::Bind(address, e))?.run();
+    tracing::info!(address = %format!("{}:{port}", settings.admin.host), "admin API listening");
+    Ok((server, port, certs))
+}
+
+/// What the admin listener serves besides the admin routes: its request telemetry, the metrics
+/// and the OpenAPI document.
+struct AdminExtras {
+    telemetry: web::Data<HttpTelemetry>,
+    scrape: web::Data<crate::telemetry::Scrape>,
+    openapi: web::Data<crate::telemetry::OpenApiDocument>,
 }
 
 /// Start the task that fetches `discovery.authorization_server_metadata_url`; without one, warn

@@ -11,8 +11,8 @@ use crate::fetch::RemoteMetadata;
 use crate::logsafe::escaped;
 use crate::metadata::{self, uses_client_secret};
 use crate::policy::{PolicyEngine, RegistrationContext};
-use crate::settings::Settings;
-use crate::store::{Change, ClientRecord, ClientStore, CounterOp, StoreError, WriteBatch};
+use crate::settings::{MetadataSettings, Settings};
+use crate::store::{source, Change, ClientRecord, ClientStore, CounterOp, StoreError, WriteBatch};
 use crate::telemetry::Metrics;
 use crate::tokens::{TokenGenerator, CLIENT_ID_BYTES, SECRET_BYTES};
 use serde_json::{Map, Value};
@@ -40,6 +40,7 @@ pub struct Registrar {
 }
 
 /// The pieces a `Registrar` is built from; `settings.issuer` must already be resolved.
+#[derive(Clone)]
 pub struct Parts {
     pub store: Arc<dyn ClientStore>,
     pub clock: Arc<dyn Clock>,
@@ -51,13 +52,13 @@ pub struct Parts {
     pub remote: Arc<RemoteMetadata>,
     /// Who may register and with what (`[access]`, `[policies]`, `[rate_limit]`).
     pub policy: Arc<PolicyEngine>,
-    /// Where registrations, authentications and store writes are counted.
+    /// Where registrations, store writes and fetches are counted.
     pub metrics: Arc<Metrics>,
 }
 
 /// The one mapping of store failures to the RFC error the caller sees. `Conflict` and
 /// `CounterExhausted` are handled where they can happen; reaching here they are bugs.
-fn store_error(e: StoreError) -> RegistrationError {
+pub(crate) fn store_error(e: StoreError) -> RegistrationError {
     match e {
         StoreError::Unavailable(cause) => {
             tracing::error!(cause = %escaped(&cause), "store unavailable");
@@ -67,12 +68,31 @@ fn store_error(e: StoreError) -> RegistrationError {
     }
 }
 
+/// The metadata engine, with the allowed privileged fields replaced when `privileged` is given
+/// (the admin API's `admin.allowed_privileged_fields`).
+fn validate_with(
+    prepared: &Map<String, Value>,
+    settings: &MetadataSettings,
+    privileged: Option<&[String]>,
+) -> Result<Map<String, Value>> {
+    match privileged {
+        None => metadata::validate(prepared, settings),
+        Some(fields) => {
+            let mut settings = settings.clone();
+            settings.allowed_privileged_fields = fields.to_vec();
+            metadata::validate(prepared, &settings)
+        }
+    }
+}
+
 /// What an update changes, decided once (validation, outbound fetches, argon2) before the
-/// compare-and-swap loop, which only re-applies it to a fresher read of the record.
-struct UpdatePlan {
+/// compare-and-swap loop, which only re-applies it to a fresher read of the record. RFC 7592
+/// PUT and the admin API's PATCH both make one.
+pub(crate) struct UpdatePlan {
     metadata: Map<String, Value>,
     secret: SecretChange,
-    token: Plaintext,
+    /// The registration access token after the update; `None` keeps the stored one (admin).
+    token: Option<Plaintext>,
     now: i64,
 }
 
@@ -87,13 +107,15 @@ enum SecretChange {
 }
 
 impl UpdatePlan {
-    fn apply_to(&self, current: &ClientRecord, rat_key: &RatKey) -> ClientRecord {
+    pub(crate) fn apply_to(&self, current: &ClientRecord, rat_key: &RatKey) -> ClientRecord {
         let mut updated = current.clone();
         match &self.secret {
             SecretChange::Keep => {}
             SecretChange::Clear => {
                 updated.client_secret_hash = None;
                 updated.client_secret_expires_at = None;
+                updated.previous_secret_hash = None;
+                updated.previous_secret_expires_at = None;
             }
             SecretChange::Issue {
                 hash, expires_at, ..
@@ -102,13 +124,15 @@ impl UpdatePlan {
                 updated.client_secret_expires_at = Some(*expires_at);
             }
         }
-        updated.rat_tag = rat_key.tag(self.token.expose()).to_vec();
+        if let Some(token) = &self.token {
+            updated.rat_tag = rat_key.tag(token.expose()).to_vec();
+        }
         updated.metadata = self.metadata.clone();
         updated.updated_at = self.now;
         updated
     }
 
-    fn issued_secret(&self) -> Option<&Plaintext> {
+    pub(crate) fn issued_secret(&self) -> Option<&Plaintext> {
         match &self.secret {
             SecretChange::Issue { secret, .. } => Some(secret),
             _ => None,
@@ -173,8 +197,13 @@ impl Registrar {
         self.hasher.queue_depth()
     }
 
+    /// The metrics of this service (shared with the directory and the listeners).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Commit `batch`, timing it until durable (`registrar_store_write_duration_seconds`).
-    async fn commit(&self, batch: WriteBatch) -> std::result::Result<(), StoreError> {
+    pub(crate) async fn commit(&self, batch: WriteBatch) -> std::result::Result<(), StoreError> {
         let started = std::time::Instant::now();
         let result = self.store.commit(batch).await;
         self.metrics.store_write(started.elapsed().as_secs_f64());
@@ -198,7 +227,8 @@ impl Registrar {
         self.store.writable()
     }
 
-    fn client_uri(&self, client_id: &str) -> String {
+    /// The RFC 7592 registration client URI of `client_id`.
+    pub(crate) fn client_uri(&self, client_id: &str) -> String {
         format!("{}/{}", self.registration_endpoint, client_id)
     }
 
@@ -214,35 +244,48 @@ impl Registrar {
         request: &Map<String, Value>,
         context: &RegistrationContext,
     ) -> Result<Map<String, Value>> {
-        let mut tier = "none";
-        let result = self.register_admitted(request, context, &mut tier).await;
+        let now = self.clock.now();
+        let admission =
+            match self
+                .policy
+                .admit(context.initial_access_token.as_deref(), request, now)
+            {
+                Ok(admission) => admission,
+                Err(e) => {
+                    self.metrics.registration(e.code(), "none");
+                    return Err(e);
+                }
+            };
+        let result = self
+            .register_admitted(request, &admission, None, source::REGISTRATION)
+            .await;
         let outcome = result.as_ref().map_or_else(|e| e.code(), |_| "created");
-        self.metrics.registration(outcome, tier);
+        self.metrics.registration(outcome, admission.tier);
         result
     }
 
-    /// [`Registrar::register_client`] without the counting; sets `tier` once admission decided.
-    async fn register_admitted(
+    /// Everything of a registration after admission: the policy around the metadata engine,
+    /// the counters, the credentials and the store. Registration and operator creation (the
+    /// admin API) both come through here, so they obey the same rules. `privileged` replaces
+    /// the allowed privileged fields (the admin API's `admin.allowed_privileged_fields`).
+    pub(crate) async fn register_admitted(
         &self,
         request: &Map<String, Value>,
-        context: &RegistrationContext,
-        tier: &mut &'static str,
+        admission: &crate::policy::Admission,
+        privileged: Option<&[String]>,
+        source: &str,
     ) -> Result<Map<String, Value>> {
         let now = self.clock.now();
-        let admission = self
-            .policy
-            .admit(context.initial_access_token.as_deref(), request, now)?;
-        *tier = admission.tier;
         let claims = admission.statement.as_ref().map(|s| &s.claims);
         let policy = admission.policy.as_deref();
         let (prepared, metadata_settings) =
             self.policy
                 .prepare(policy, claims, request, &self.settings.metadata)?;
-        let metadata = metadata::validate(&prepared, metadata_settings)?;
+        let metadata = validate_with(&prepared, metadata_settings, privileged)?;
         self.remote.check(&metadata).await?;
         self.policy.check(policy, claims, &metadata)?;
-        let counters = self.policy.registration_counters(&admission);
-        self.store_new_client(metadata, &admission, counters, now)
+        let counters = self.policy.registration_counters(admission);
+        self.store_new_client(metadata, admission, counters, now, source)
             .await
     }
 
@@ -252,6 +295,7 @@ impl Registrar {
         admission: &crate::policy::Admission,
         counters: Vec<CounterOp>,
         now: i64,
+        source: &str,
     ) -> Result<Map<String, Value>> {
         let client_id = self.tokens.token(CLIENT_ID_BYTES);
         // A derived (recoverable) secret is bound to the client_id, so it is issued after it.
@@ -269,6 +313,9 @@ impl Registrar {
             tier: Some(admission.tier.to_owned()),
             software_statement: admission.statement.as_ref().map(|s| s.raw.clone()),
             revision: 1,
+            created_at: now,
+            source: Some(source.to_owned()),
+            ..Default::default()
         };
         let mut attempts = 0;
         loop {
@@ -332,9 +379,13 @@ impl Registrar {
         rat: Option<&str>,
         request: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
-        let mut current = self.authenticate(client_id, rat).await?;
+        let mut current = self.authenticate_enabled(client_id, rat).await?;
         self.policy.check_client_rate_limit(client_id)?;
         let mut plan = self.plan_update(&current, rat, request).await?;
+        let token = plan
+            .token
+            .clone()
+            .unwrap_or_else(|| Plaintext::new(rat.unwrap_or_default().to_owned()));
         for _ in 0..MAX_RETRIES {
             let updated = plan.apply_to(&current, &self.rat_key);
             let batch = WriteBatch::change(Change::Update {
@@ -347,12 +398,12 @@ impl Registrar {
                     let mut updated = updated;
                     updated.revision = current.revision + 1;
                     let secret = plan.issued_secret();
-                    return Ok(self.response(updated, &plan.token, secret));
+                    return Ok(self.response(updated, &token, secret));
                 }
                 Err(StoreError::Conflict) => {
                     // Lost a race: re-read. A concurrent update that rotated the token (or a
                     // delete) leaves the caller's token dead, as for any invalid token.
-                    let fresh = self.authenticate(client_id, rat).await?;
+                    let fresh = self.authenticate_enabled(client_id, rat).await?;
                     if fresh.client_secret_hash != current.client_secret_hash
                         || fresh.client_secret_expires_at != current.client_secret_expires_at
                     {
@@ -380,6 +431,26 @@ impl Registrar {
     ) -> Result<UpdatePlan> {
         self.check_update_request(current, rat.unwrap_or_default(), request)
             .await?;
+        let mut plan = self.plan_change(current, request, None).await?;
+        plan.token = Some(if self.settings.registration.rotate_rat_on_update {
+            Plaintext::new(self.tokens.token(SECRET_BYTES))
+        } else {
+            Plaintext::new(rat.unwrap_or_default().to_owned())
+        });
+        Ok(plan)
+    }
+
+    /// The metadata of `request` judged as an update of `current` (RFC 7592 §2.2: the same
+    /// validation as registration, under the policy and tier the client was admitted with), and
+    /// the secret change its auth method calls for; the token is left as it is. Used by RFC 7592
+    /// PUT (through `plan_update`) and by the admin API's PATCH; `privileged` as in
+    /// `register_admitted`.
+    pub(crate) async fn plan_change(
+        &self,
+        current: &ClientRecord,
+        request: &Map<String, Value>,
+        privileged: Option<&[String]>,
+    ) -> Result<UpdatePlan> {
         // The admitting tier's policy is re-applied on every update (security.md B34).
         let policy = self.policy.policy_named(current.policy.as_deref())?;
         self.policy
@@ -393,7 +464,7 @@ impl Registrar {
             request,
             &self.settings.metadata,
         )?;
-        let metadata = metadata::validate(&prepared, metadata_settings)?;
+        let metadata = validate_with(&prepared, metadata_settings, privileged)?;
         // Only what changed is fetched again, so replaying an update cannot buy fetches.
         self.remote
             .check_changes(&metadata, Some(&current.metadata))
@@ -424,15 +495,10 @@ impl Registrar {
         } else {
             SecretChange::Keep
         };
-        let token = if self.settings.registration.rotate_rat_on_update {
-            Plaintext::new(self.tokens.token(SECRET_BYTES))
-        } else {
-            Plaintext::new(rat.unwrap_or_default().to_owned())
-        };
         Ok(UpdatePlan {
             metadata,
             secret,
-            token,
+            token: None,
             now,
         })
     }
@@ -441,30 +507,39 @@ impl Registrar {
     /// policy's quota is freed in the same commit.
     pub async fn delete_client(&self, client_id: &str, rat: Option<&str>) -> Result<()> {
         for attempt in 0..MAX_RETRIES {
-            let current = self.authenticate(client_id, rat).await?;
+            let current = self.authenticate_enabled(client_id, rat).await?;
             if attempt == 0 {
                 self.policy.check_client_rate_limit(client_id)?;
             }
-            let batch = WriteBatch::change(Change::Delete {
-                client_id: current.client_id.clone(),
-                expected_revision: current.revision,
-            })
-            .with_counters(
-                self.policy
-                    .deletion_counters(current.policy.as_deref(), current.tier.as_deref()),
-            );
-            match self.commit(batch).await {
-                Ok(()) => {
-                    tracing::info!(client_id = %escaped(client_id), "client deleted");
-                    return Ok(());
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(store_error(e)),
+            if self.remove_record(&current).await? {
+                return Ok(());
             }
         }
         Err(RegistrationError::Internal(
             "delete kept losing races".into(),
         ))
+    }
+
+    /// Delete `current` if it is still at its revision, freeing its place in its policy's
+    /// quota in the same commit; `Ok(false)` when another writer changed it first (re-read and
+    /// decide again). RFC 7592 DELETE and the admin API both delete through here.
+    pub(crate) async fn remove_record(&self, current: &ClientRecord) -> Result<bool> {
+        let batch = WriteBatch::change(Change::Delete {
+            client_id: current.client_id.clone(),
+            expected_revision: current.revision,
+        })
+        .with_counters(
+            self.policy
+                .deletion_counters(current.policy.as_deref(), current.tier.as_deref()),
+        );
+        match self.commit(batch).await {
+            Ok(()) => {
+                tracing::info!(client_id = %escaped(&current.client_id), "client deleted");
+                Ok(true)
+            }
+            Err(StoreError::Conflict) => Ok(false),
+            Err(e) => Err(store_error(e)),
+        }
     }
 
     /// The discovery document (RFC 8414 §2 / OpenID Connect Discovery §3).
@@ -475,6 +550,20 @@ impl Registrar {
     /// The discovery documents' state, which the authorization server metadata task updates.
     pub fn discovery_service(&self) -> &Arc<discovery::Discovery> {
         &self.discovery
+    }
+
+    /// `authenticate`, then refuse a client an operator disabled: it may read itself but not
+    /// change or delete itself (RFC 7592 §2.2, §2.3: 403).
+    async fn authenticate_enabled(
+        &self,
+        client_id: &str,
+        rat: Option<&str>,
+    ) -> Result<ClientRecord> {
+        let record = self.authenticate(client_id, rat).await?;
+        if record.disabled {
+            return Err(RegistrationError::ClientDisabled);
+        }
+        Ok(record)
     }
 
     /// RFC 7592 §2: the client must exist and the token must be its current registration access
@@ -490,17 +579,6 @@ impl Registrar {
     /// `/register/<id>%20`) only gets the 401: revoking it would lock its client out for good
     /// over a mistyped URL (item 12).
     async fn authenticate(&self, client_id: &str, rat: Option<&str>) -> Result<ClientRecord> {
-        let result = self.authenticate_uncounted(client_id, rat).await;
-        let outcome = if result.is_ok() { "success" } else { "failure" };
-        self.metrics.authentication(outcome);
-        result
-    }
-
-    async fn authenticate_uncounted(
-        &self,
-        client_id: &str,
-        rat: Option<&str>,
-    ) -> Result<ClientRecord> {
         let rat = rat.ok_or(RegistrationError::InvalidToken)?;
         let tag = self.rat_key.tag(rat);
         let Some(owner) = self.store.get_by_rat(&tag).await.map_err(store_error)? else {
@@ -631,7 +709,7 @@ impl Registrar {
     /// A new `client_secret` and its stored form, if the auth method uses one: an argon2id hash,
     /// or, for `client_secret_jwt` and secret-keyed algorithms, a recoverable derived secret
     /// (refused unless the operator enabled them; see `credentials`).
-    async fn new_secret(
+    pub(crate) async fn new_secret(
         &self,
         metadata: &Map<String, Value>,
         client_id: &str,
@@ -652,7 +730,7 @@ impl Registrar {
         Ok(Some((secret, hash)))
     }
 
-    fn secret_expiry(&self, now: i64) -> i64 {
+    pub(crate) fn secret_expiry(&self, now: i64) -> i64 {
         match self.settings.credentials.client_secret_lifetime_secs {
             0 => 0,
             secs => now.saturating_add(secs as i64),

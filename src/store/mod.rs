@@ -5,9 +5,11 @@
 //! the revision it expects, plus the counter operations that go with it, applied atomically and
 //! acknowledged only once durable. Nothing downstream may act on a change before that.
 
+mod filter;
 mod memory;
 mod sled;
 
+pub use self::filter::{ClientFilter, Listing};
 pub use self::memory::MemoryStore;
 pub use self::sled::{OpenError, SledStore};
 
@@ -23,7 +25,7 @@ const RECORD_VERSION: u8 = 1;
 
 /// One registered client as stored: its validated metadata plus the server-side credential
 /// material. Plaintext secrets are never part of it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClientRecord {
     /// RFC 7591 §3.2.1 `client_id`.
     pub client_id: String,
@@ -58,9 +60,41 @@ pub struct ClientRecord {
     /// existed read as 0.
     #[serde(default)]
     pub revision: u64,
+    /// Seconds since the epoch of the creation; 0 in records written before it was kept (the
+    /// directory then reports `client_id_issued_at`).
+    #[serde(default)]
+    pub created_at: i64,
+    /// Seconds since the epoch of the last successful client authentication through the admin
+    /// API, coarsened to `admin.last_used_resolution_secs`; `None` until first used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<i64>,
+    /// Disabled by the operator: cannot authenticate, cannot change or delete itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// How the client arrived: `registration` (RFC 7591) or `admin`; `None` (older records)
+    /// means `registration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The secret replaced by a rotation with grace, still accepted until
+    /// `previous_secret_expires_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_hash: Option<String>,
+    /// End of the grace period of `previous_secret_hash` (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<i64>,
 }
 
 impl ClientRecord {
+    /// The creation time: `created_at`, or `client_id_issued_at` for records written before
+    /// it was kept.
+    pub fn created(&self) -> i64 {
+        if self.created_at == 0 {
+            self.client_id_issued_at
+        } else {
+            self.created_at
+        }
+    }
+
     /// Versioned byte form.
     pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
         let mut out = vec![RECORD_VERSION];
@@ -78,6 +112,14 @@ impl ClientRecord {
             None => Err(StoreError::Corrupt("empty record".into())),
         }
     }
+}
+
+/// Values of [`ClientRecord::source`]: how a client arrived.
+pub mod source {
+    /// RFC 7591 dynamic registration.
+    pub const REGISTRATION: &str = "registration";
+    /// Created by an operator through the admin API.
+    pub const ADMIN: &str = "admin";
 }
 
 /// What can go wrong in a store.
@@ -176,7 +218,8 @@ pub trait ClientStore: Send + Sync + 'static {
     /// Number of stored clients.
     fn count(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
     /// Keyset scan in `client_id` order: up to `limit` records with ids after `after`
-    /// (exclusive). For export, and later admin listing and the sweeper.
+    /// (exclusive). For export, admin listing (a client present for a whole walk is returned
+    /// exactly once, whatever is inserted or deleted meanwhile) and the sweeper.
     fn scan(
         &self,
         after: Option<&str>,
@@ -188,7 +231,59 @@ pub trait ClientStore: Send + Sync + 'static {
     /// Whether the store accepts writes right now (readiness; cheap, no I/O). False after a
     /// storage failure until the store has recovered; reads may keep working meanwhile.
     fn writable(&self) -> bool;
+    /// Up to `limit` clients after `after` (exclusive) that match `filter` at time `now`, in
+    /// `client_id` order: the admin API's listing and bulk deletion. Keyset pagination, so a
+    /// client present for a whole walk is returned exactly once whatever else changes.
+    ///
+    /// The default filters pages of [`ClientStore::scan`] in memory and examines at most
+    /// [`LIST_MAX_EXAMINED`] records per call (then `next` is where it stopped, and the page
+    /// may be short). A SQL store overrides it with
+    /// `WHERE client_id > $after AND <filter> ORDER BY client_id LIMIT $limit`.
+    fn list<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+        filter: &'a ClientFilter,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Listing, StoreError>> {
+        Box::pin(async move {
+            let mut listing = Listing::default();
+            if limit == 0 {
+                return Ok(listing);
+            }
+            let mut cursor = after.map(str::to_owned);
+            let mut examined = 0;
+            while listing.records.len() < limit {
+                let want = (limit - listing.records.len()).max(64);
+                let page = self.scan(cursor.as_deref(), want).await?;
+                let exhausted = page.len() < want;
+                for record in page {
+                    examined += 1;
+                    cursor = Some(record.client_id.clone());
+                    if filter.matches(&record, now) {
+                        listing.records.push(record);
+                        if listing.records.len() == limit {
+                            listing.next = cursor;
+                            return Ok(listing);
+                        }
+                    }
+                }
+                if exhausted {
+                    return Ok(listing);
+                }
+                if examined >= LIST_MAX_EXAMINED {
+                    break;
+                }
+            }
+            listing.next = cursor;
+            Ok(listing)
+        })
+    }
 }
+
+/// Records the default [`ClientStore::list`] examines per call at most, so a filter matching
+/// little cannot make one request walk the whole store.
+pub const LIST_MAX_EXAMINED: usize = 10_000;
 
 /// The behaviour every `ClientStore` must show; each backend's tests run all of it
 /// (`contract::all`). Public (but hidden) so the PostgreSQL integration tests run it too.
@@ -212,6 +307,8 @@ pub mod contract {
             tier: None,
             software_statement: None,
             revision: 1,
+            created_at: 1,
+            ..Default::default()
         }
     }
 
@@ -250,6 +347,7 @@ pub mod contract {
         counts(store).await;
         batches_are_all_or_nothing(store).await;
         scans(store).await;
+        lists(store).await;
         keeps_one_server_key(store).await;
     }
 
@@ -415,6 +513,66 @@ pub mod contract {
             Vec::<String>::new()
         );
         for id in ["s1", "s2", "s3", "s4"] {
+            store.commit(delete(id, 1)).await.unwrap();
+        }
+    }
+
+    /// Filtered keyset listing: matches only, in order, `next` where the page stopped.
+    pub async fn lists(store: &dyn ClientStore) {
+        for (i, id) in ["l1", "l2", "l3", "l4", "l5"].iter().enumerate() {
+            let mut r = record(id, 20 + i as u8);
+            r.disabled = i % 2 == 0;
+            r.last_used_at = (i == 4).then_some(100);
+            store.commit(insert(&r)).await.unwrap();
+        }
+        let ids = |l: &Listing| {
+            l.records
+                .iter()
+                .map(|r| r.client_id.clone())
+                .collect::<Vec<_>>()
+        };
+        let disabled = ClientFilter {
+            disabled: Some(true),
+            ..Default::default()
+        };
+        let first = store.list(None, 2, &disabled, 0).await.unwrap();
+        assert_eq!(ids(&first), ["l1", "l3"]);
+        assert_eq!(first.next.as_deref(), Some("l3"));
+        let rest = store
+            .list(first.next.as_deref(), 2, &disabled, 0)
+            .await
+            .unwrap();
+        assert_eq!(ids(&rest), ["l5"]);
+        assert_eq!(rest.next, None);
+        let idle = ClientFilter {
+            unused_for_secs: Some(50),
+            ..Default::default()
+        };
+        // l5 was used at 100: idle for 50 s at 150, not at 149.
+        assert_eq!(
+            store
+                .list(None, 10, &idle, 149)
+                .await
+                .unwrap()
+                .records
+                .len(),
+            4
+        );
+        assert_eq!(
+            store
+                .list(None, 10, &idle, 150)
+                .await
+                .unwrap()
+                .records
+                .len(),
+            5
+        );
+        let all = store
+            .list(None, 10, &ClientFilter::default(), 0)
+            .await
+            .unwrap();
+        assert_eq!(ids(&all), ["l1", "l2", "l3", "l4", "l5"]);
+        for id in ["l1", "l2", "l3", "l4", "l5"] {
             store.commit(delete(id, 1)).await.unwrap();
         }
     }

@@ -40,7 +40,7 @@ impl Scrape {
     }
 }
 
-/// `GET /metrics` (mount on the admin listener with `web::Data<Scrape>`).
+/// The `GET /metrics` response (the admin listener's handler checks the token first).
 pub async fn metrics_handler(scrape: web::Data<Scrape>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, TEXT_CONTENT_TYPE))
@@ -59,18 +59,11 @@ impl OpenApiDocument {
     }
 }
 
-/// `GET /openapi.json`.
+/// `GET /openapi.json` on the admin listener (`web::Data<OpenApiDocument>` in its `App`).
 pub async fn openapi_handler(doc: web::Data<OpenApiDocument>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(doc.0.to_string())
-}
-
-/// Mount `GET /metrics` and `GET /openapi.json` on an admin `App` (one `.configure` call);
-/// the `App` must carry `web::Data<Scrape>` and `web::Data<OpenApiDocument>`.
-pub fn admin_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(metrics_handler))
-        .route("/openapi.json", web::get().to(openapi_handler));
 }
 
 #[cfg(test)]

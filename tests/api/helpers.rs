@@ -9,6 +9,8 @@ use tempfile::TempDir;
 
 pub struct TestApp {
     pub address: String,
+    /// Base URL of the admin listener, when it runs (admin tokens configured).
+    pub admin: Option<String>,
     pub endpoint: String,
     pub client: reqwest::Client,
     pub dir: TempDir,
@@ -75,12 +77,14 @@ pub async fn spawn_with_clock(
 
 fn start(dir: TempDir, app: Application) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
+    let admin = app.admin_port().map(|p| format!("http://127.0.0.1:{p}"));
     let endpoint = app.registration_endpoint();
     let handle = app.handle();
     let scrape = app.scrape();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
+        admin,
         endpoint,
         client: reqwest::Client::new(),
         dir,
@@ -219,4 +223,18 @@ pub async fn assert_token_required(r: reqwest::Response) {
         .map(|v| v.to_str().unwrap().to_owned());
     assert_eq!(challenge.as_deref(), Some("Bearer"), "{:?}", r.headers());
     assert_error(r, 401, "invalid_token").await;
+}
+
+/// Status, every header but `date` (the second it was sent) and `x-request-id` (one per request
+/// by design), and the body bytes of a response: what "byte-identical responses" compares.
+pub async fn snapshot(r: reqwest::Response) -> (u16, Vec<(String, Vec<u8>)>, Vec<u8>) {
+    let status = r.status().as_u16();
+    let mut headers: Vec<(String, Vec<u8>)> = r
+        .headers()
+        .iter()
+        .filter(|(k, _)| k.as_str() != "date" && k.as_str() != "x-request-id")
+        .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect();
+    headers.sort();
+    (status, headers, r.bytes().await.unwrap().to_vec())
 }

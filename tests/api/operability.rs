@@ -2,7 +2,8 @@
 //! and the `check-config` / `--version` commands of the binary.
 
 use crate::helpers::*;
-use reqwest::header::AUTHORIZATION;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::Method;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
 use std::process::Command;
@@ -17,9 +18,14 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// GET /metrics on the admin listener.
+async fn scrape(app: &TestApp, token: Option<&str>) -> reqwest::Response {
+    crate::admin::call(app, Method::GET, "/metrics", token, None).await
+}
+
 #[tokio::test]
 async fn metrics_count_a_known_workload() {
-    let app = spawn_app().await;
+    let app = crate::admin::admin_app().await;
     let a = app.register(&web_client()).await;
     app.register(&web_client()).await;
     let bad = json!({"redirect_uris": ["https://client.example.org/cb#fragment"]});
@@ -30,8 +36,32 @@ async fn metrics_count_a_known_workload() {
     assert_eq!(app.get_client(uri, "wrong-token").await.status(), 401);
     let other = format!("{}/nope", app.address);
     assert_eq!(app.client.get(other).send().await.unwrap().status(), 404);
+    // The authorization server checks a client secret twice: once right, once wrong.
+    let id = a["client_id"].as_str().unwrap();
+    let path = format!("/admin/clients/{id}/authenticate");
+    for (secret, status) in [
+        (a["client_secret"].as_str().unwrap(), 200),
+        ("not-the-secret", 401),
+    ] {
+        let body = json!({"client_secret": secret});
+        let r = crate::admin::call(
+            &app,
+            Method::POST,
+            &path,
+            Some(crate::admin::AUTHN),
+            Some(body),
+        );
+        assert_eq!(r.await.status(), status);
+    }
 
-    let m = app.scrape.render().await;
+    // No token needed by default (admin.metrics_require_token = false).
+    let r = scrape(&app, None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()[CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let m = r.text().await.unwrap();
     let expect = |series: &str, value: f64| {
         assert_eq!(sample(&m, series), Some(value), "{series} in:\n{m}");
     };
@@ -44,10 +74,13 @@ async fn metrics_count_a_known_workload() {
         1.0,
     );
     expect(r#"registrar_authentications_total{outcome="success"}"#, 1.0);
-    expect(r#"registrar_authentications_total{outcome="failure"}"#, 1.0);
+    expect(
+        r#"registrar_authentications_total{outcome="invalid_client"}"#,
+        1.0,
+    );
     expect("registrar_clients", 2.0);
     expect("registrar_hash_queue_depth", 0.0);
-    // Route patterns, never the client_id of the path.
+    // Route patterns, never the client_id of the path; each listener under its own label.
     expect(
         r#"registrar_http_requests_total{listener="public",method="POST",route="/register",status="201"}"#,
         2.0,
@@ -64,16 +97,73 @@ async fn metrics_count_a_known_workload() {
         r#"registrar_http_requests_total{listener="public",method="GET",route="unmatched",status="404"}"#,
         1.0,
     );
-    assert!(!m.contains(a["client_id"].as_str().unwrap()), "{m}");
+    expect(
+        r#"registrar_http_requests_total{listener="admin",method="POST",route="/admin/clients/{client_id}/authenticate",status="401"}"#,
+        1.0,
+    );
+    assert!(!m.contains(id), "{m}");
     expect(
         r#"registrar_http_request_duration_seconds_count{listener="public",method="POST",route="/register"}"#,
         3.0,
     );
-    // Two durable writes (the registrations), whatever the group commit batched.
-    expect("registrar_store_write_duration_seconds_count", 2.0);
-    expect("registrar_store_commit_batch_size_sum", 2.0);
+    // Two registrations and one last_used_at write of the successful authentication, each
+    // durable, whatever the group commit batched.
+    expect("registrar_store_write_duration_seconds_count", 3.0);
+    expect("registrar_store_commit_batch_size_sum", 3.0);
     #[cfg(target_os = "linux")]
     assert!(sample(&m, "process_resident_memory_bytes").is_some(), "{m}");
+}
+
+#[tokio::test]
+async fn metrics_can_demand_a_token_with_the_metrics_scope() {
+    let app = spawn_app_with(|s| {
+        crate::admin::with_admin(s)
+            .with("admin.metrics_require_token", true)
+            .unwrap()
+            .with(
+                "admin.tokens",
+                json!([
+                    {"name": "prometheus", "token": "metrics-scrape-token-01", "scopes": ["metrics"]},
+                    {"name": "reader", "token": crate::admin::READ, "scopes": ["clients:read"]},
+                ]),
+            )
+            .unwrap()
+    })
+    .await;
+    let r = scrape(&app, None).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()[WWW_AUTHENTICATE],
+        "Bearer realm=\"registrar-admin\""
+    );
+    assert_eq!(scrape(&app, Some(crate::admin::READ)).await.status(), 403);
+    let r = scrape(&app, Some("metrics-scrape-token-01")).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("registrar_clients 0"));
+}
+
+#[tokio::test]
+async fn the_admin_listener_serves_the_checked_in_openapi_document() {
+    let app = crate::admin::admin_app().await;
+    let r = crate::admin::call(&app, Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+    let served = r.text().await.unwrap();
+    let file = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json"),
+    )
+    .unwrap();
+    assert!(
+        served == file,
+        "the served document differs from openapi.json"
+    );
+    // Never on the public listener (Hydra's split).
+    let public = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await;
+    assert_eq!(public.unwrap().status(), 404);
 }
 
 #[tokio::test]

@@ -1,0 +1,44 @@
+//! The command line: `registrar [serve]` runs the server, `registrar check-config` checks a
+//! configuration, `registrar clients ...` are the operator commands (an HTTP client of the admin
+//! API). main.rs only calls [`main`].
+
+mod clients;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// OAuth 2.0 / OpenID Connect Dynamic Client Registration server (RFC 7591, RFC 7592).
+#[derive(Debug, Parser)]
+#[command(name = "registrar", version, about, long_about = None)]
+pub struct Cli {
+    /// Settings file; its keys override the embedded config/default.toml, and REGISTRAR_*
+    /// environment variables override both.
+    #[arg(short, long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the registration server (the default); SIGHUP reloads the TLS certificates.
+    Serve,
+    /// Load the configuration as `serve` would, print it with secrets redacted, and list every
+    /// problem; exit status 1 if there is any.
+    CheckConfig,
+    /// Operator commands on the registered clients, through the admin API.
+    Clients(Box<clients::ClientsArgs>),
+}
+
+/// Parse the arguments and run the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None | Some(Command::Serve) => serve::run(cli.config.as_deref()),
+        Some(Command::CheckConfig) => crate::config_check::run(cli.config.as_deref()),
+        Some(Command::Clients(args)) => clients::run(*args),
+    }
+}
