@@ -404,6 +404,351 @@ fn get_and_head(id: &str, summary: &str, tag: &str, responses: Value) -> Value {
     })
 }
 
+/// The codes the admin listener adds to the public ones (RFC 6749 §5.2, RFC 6750 §3.1).
+pub const ADMIN_ERROR_CODES: &[&str] = &["invalid_client", "insufficient_scope"];
+
+fn admin_error(description: &str, extra: &[(&str, &str)]) -> Value {
+    json_response(
+        description,
+        json!({"$ref": "#/components/schemas/AdminError"}),
+        extra,
+    )
+}
+
+/// The refusals of an admin operation needing `scope`: 401 (no or unknown admin token), 403 (a
+/// token without the scope), 405, 503; with a body the body errors; `client` adds 404.
+fn admin_refusals(responses: &mut Map<String, Value>, scope: &str, body: bool, client: bool) {
+    if body {
+        body_errors(responses);
+        for status in ["400", "408", "413", "415"] {
+            if let Some(r) = responses.get_mut(status) {
+                r["content"]["application/json"]["schema"] =
+                    json!({"$ref": "#/components/schemas/AdminError"});
+            }
+        }
+    } else {
+        responses.insert(
+            "400".into(),
+            admin_error("invalid_request: a query parameter is unknown, repeated or malformed (it is named).", &[NO_STORE]),
+        );
+    }
+    let challenge = (
+        "WWW-Authenticate",
+        "Bearer realm=\"registrar-admin\" challenge (RFC 6750 §3).",
+    );
+    responses.insert(
+        "401".into(),
+        admin_error(
+            "invalid_token: no admin token, or one that is not configured.",
+            &[challenge, NO_STORE],
+        ),
+    );
+    responses.insert(
+        "403".into(),
+        admin_error(
+            &format!("insufficient_scope: the admin token lacks the scope {scope}."),
+            &[challenge, NO_STORE],
+        ),
+    );
+    if client {
+        responses.insert(
+            "404".into(),
+            admin_error("not_found: no client with this client_id.", &[NO_STORE]),
+        );
+    }
+    responses.insert(
+        "405".into(),
+        admin_error(
+            "The path exists, not with this method.",
+            &[("Allow", "The methods the path serves."), NO_STORE],
+        ),
+    );
+    responses.insert(
+        "503".into(),
+        admin_error(
+            "The store cannot accept writes, or the hashing queue is full.",
+            &[("Retry-After", "Seconds to wait."), NO_STORE],
+        ),
+    );
+}
+
+fn query(name: &str, description: &str, schema: Value) -> Value {
+    json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
+}
+
+/// The listing filters of `GET` and `DELETE /admin/clients`.
+fn filters() -> Vec<Value> {
+    let text = json!({"type": "string", "minLength": 1});
+    // A query parameter is not a JSON number: the server takes any non-negative i64 here (the
+    // first schemathesis run of the admin API caught a 2^53 limit written in this document).
+    let seconds = json!({"type": "integer", "minimum": 0, "maximum": i64::MAX});
+    vec![
+        query("software_id", "Exact software_id.", text.clone()),
+        query("client_name", "Exact client_name.", text.clone()),
+        query("policy", "Exact policy name.", text.clone()),
+        query("tier", "Admitting tier.", text.clone()),
+        query(
+            "source",
+            "How the client arrived (registration, admin).",
+            text,
+        ),
+        query(
+            "disabled",
+            "Disabled by an operator.",
+            json!({"type": "boolean"}),
+        ),
+        query(
+            "created_before",
+            "Created before this Unix time.",
+            seconds.clone(),
+        ),
+        query(
+            "created_after",
+            "Created after this Unix time.",
+            seconds.clone(),
+        ),
+        query(
+            "unused_for_secs",
+            "Not authenticated for this many seconds.",
+            seconds,
+        ),
+    ]
+}
+
+fn operation(id: &str, summary: &str, scope: &str, responses: Map<String, Value>) -> Value {
+    json!({
+        "operationId": id,
+        "summary": summary,
+        "tags": ["admin"],
+        "security": [{"adminToken": []}],
+        "description": format!("Admin token scope: `{scope}`."),
+        "responses": responses
+    })
+}
+
+fn with_body(mut op: Value, schema: Value, required: bool) -> Value {
+    op["requestBody"] =
+        json!({"required": required, "content": {"application/json": {"schema": schema}}});
+    op
+}
+
+fn ok(status: &str, description: &str, schema: Value) -> Map<String, Value> {
+    Map::from_iter([(
+        status.to_owned(),
+        json_response(description, schema, &[NO_STORE]),
+    )])
+}
+
+/// The admin listener's operations (README "Admin API"); served there with `/metrics` and
+/// `/openapi.json`, never on the public port.
+fn admin_paths(paths: &mut Map<String, Value>) {
+    let view = json!({"$ref": "#/components/schemas/ClientView"});
+    let client =
+        |id: &str, summary: &str, scope: &str, mut r: Map<String, Value>, body: Option<Value>| {
+            admin_refusals(&mut r, scope, body.is_some(), true);
+            let op = operation(id, summary, scope, r);
+            match body {
+                Some(schema) => with_body(op, schema, id != "rotateClientSecret"),
+                None => op,
+            }
+        };
+
+    let mut list = ok(
+        "200",
+        "One page of client views in client_id order; next_cursor is null on the last page.",
+        json!({
+            "type": "object",
+            "required": ["clients", "next_cursor"],
+            "properties": {
+                "clients": {"type": "array", "items": view.clone()},
+                "next_cursor": {"type": ["string", "null"]}
+            }
+        }),
+    );
+    admin_refusals(&mut list, "clients:read", false, false);
+    let mut list_op = operation(
+        "listClients",
+        "List clients, keyset-paginated",
+        "clients:read",
+        list,
+    );
+    let mut params = filters();
+    params.push(query(
+        "limit",
+        "Page size (default 100).",
+        json!({"type": "integer", "minimum": 1, "maximum": crate::directory::MAX_LIMIT}),
+    ));
+    params.push(query(
+        "cursor",
+        "next_cursor of the previous page.",
+        json!({"type": "string", "minLength": 1}),
+    ));
+    list_op["parameters"] = json!(params);
+
+    let mut created = ok(
+        "201",
+        "Created (source: admin), with its credentials, shown once.",
+        json!({"$ref": "#/components/schemas/ClientInformation"}),
+    );
+    admin_refusals(&mut created, "clients:write", true, false);
+    let create_op = with_body(
+        operation(
+            "createClient",
+            "Create a pre-registered client through the registration path",
+            "clients:write",
+            created,
+        ),
+        json!({"allOf": [
+            {"$ref": "#/components/schemas/ClientMetadata"},
+            {"type": "object", "properties": {"policy": {"type": "string", "description": "A configured policy name."}}}
+        ]}),
+        true,
+    );
+
+    let mut bulk = ok(
+        "200",
+        "How many clients were deleted (or, with dry_run, matched).",
+        json!({"type": "object", "minProperties": 1, "maxProperties": 1, "properties": {
+            "deleted": {"type": "integer", "minimum": 0},
+            "matched": {"type": "integer", "minimum": 0}
+        }}),
+    );
+    admin_refusals(&mut bulk, "clients:write", false, false);
+    let mut bulk_op = operation(
+        "deleteMatchingClients",
+        "Delete every client matching the filters (at least one)",
+        "clients:write",
+        bulk,
+    );
+    let mut params = filters();
+    params.push(query(
+        "dry_run",
+        "Count instead of deleting.",
+        json!({"type": "boolean"}),
+    ));
+    bulk_op["parameters"] = json!(params);
+
+    paths.insert(
+        "/admin/clients".into(),
+        json!({"get": list_op, "post": create_op, "delete": bulk_op}),
+    );
+
+    let mut deleted = Map::new();
+    deleted.insert(
+        "204".into(),
+        json!({"description": "Deleted.", "headers": common_headers()}),
+    );
+    let patch_schema = json!({
+        "type": "object",
+        "description": "RFC 7396 merge patch of the client metadata, plus disabled.",
+        "properties": {"disabled": {"type": "boolean"}}
+    });
+    paths.insert(
+        "/admin/clients/{client_id}".into(),
+        json!({
+            "parameters": [client_id_parameter()],
+            "get": client("getClient", "The client view", "clients:read", ok("200", "The client view.", view.clone()), None),
+            "patch": client("patchClient", "Merge-patch the metadata and disabled", "clients:write",
+                ok("200", "The new view (with client_secret when the new auth method needed one).", view.clone()), Some(patch_schema)),
+            "delete": client("deleteClient", "Delete the client", "clients:write", deleted, None)
+        }),
+    );
+    let mut authn = ok(
+        "200",
+        "The secret is the client's current one (or the previous one within its grace).",
+        json!({"type": "object", "required": ["client"], "properties": {"client": view}}),
+    );
+    admin_refusals(&mut authn, "clients:authenticate", true, false);
+    authn.insert(
+        "401".into(),
+        admin_error(
+            "invalid_token (the admin token, with a challenge) or invalid_client: unknown client, wrong, expired or disabled: byte-identical (RFC 6749 §5.2).",
+            &[("WWW-Authenticate", "Only for a refused admin token."), NO_STORE],
+        ),
+    );
+    paths.insert(
+        "/admin/clients/{client_id}/authenticate".into(),
+        json!({
+            "parameters": [client_id_parameter()],
+            "post": with_body(
+                operation("authenticateClient", "Check a client secret for the authorization server (RFC 6749 §2.3.1)", "clients:authenticate", authn),
+                json!({"type": "object", "required": ["client_secret"], "properties": {"client_secret": {"type": "string"}}}),
+                true,
+            )
+        }),
+    );
+    let secret = json!({
+        "type": "object",
+        "required": ["client_id", "client_secret", "client_secret_expires_at"],
+        "properties": {
+            "client_id": {"type": "string"},
+            "client_secret": {"type": "string", "minLength": 1},
+            "client_secret_expires_at": {"type": "integer", "minimum": 0},
+            "previous_secret_expires_at": {"type": "integer", "minimum": 0}
+        }
+    });
+    paths.insert(
+        "/admin/clients/{client_id}/client_secret".into(),
+        json!({
+            "parameters": [client_id_parameter()],
+            "post": client("rotateClientSecret", "Issue a new client secret, optionally keeping the old one for grace_secs", "clients:write",
+                ok("200", "The new secret, shown once.", secret),
+                Some(json!({"type": "object", "additionalProperties": false, "properties": {
+                    "grace_secs": {"type": "integer", "minimum": 0, "maximum": crate::directory::MAX_GRACE_SECS}
+                }})))
+        }),
+    );
+    paths.insert(
+        "/admin/clients/{client_id}/registration_access_token".into(),
+        json!({
+            "parameters": [client_id_parameter()],
+            "post": client("reissueRegistrationAccessToken", "Issue a new RFC 7592 registration access token", "clients:write",
+                ok("200", "The new token, shown once.", json!({
+                    "type": "object",
+                    "required": ["client_id", "registration_access_token"],
+                    "properties": {
+                        "client_id": {"type": "string"},
+                        "registration_access_token": {"type": "string", "minLength": 1},
+                        "registration_client_uri": {"type": "string", "format": "uri"}
+                    }
+                })), None)
+        }),
+    );
+    let mut metrics = Map::new();
+    metrics.insert(
+        "200".into(),
+        json!({
+            "description": "Prometheus text format 0.0.4 (README \"Metrics\").",
+            "headers": common_headers(),
+            "content": {crate::telemetry::TEXT_CONTENT_TYPE: {"schema": {"type": "string"}}}
+        }),
+    );
+    admin_refusals(&mut metrics, "metrics", false, false);
+    metrics.remove("400");
+    metrics.remove("503");
+    let mut metrics_op = operation(
+        "metrics",
+        "Prometheus metrics",
+        "metrics (only with admin.metrics_require_token)",
+        metrics,
+    );
+    metrics_op["security"] = json!([{}, {"adminToken": []}]);
+    let mut doc = Map::new();
+    doc.insert(
+        "200".into(),
+        json!({"description": "This document.", "headers": common_headers(), "content": {"application/json": {"schema": {"type": "object"}}}}),
+    );
+    doc.insert(
+        "405".into(),
+        admin_error("Only GET.", &[("Allow", "GET"), NO_STORE]),
+    );
+    paths.insert("/metrics".into(), json!({"get": metrics_op}));
+    paths.insert(
+        "/openapi.json".into(),
+        json!({"get": {"operationId": "openapi", "summary": "The OpenAPI document of both listeners", "tags": ["admin"], "security": [{}], "responses": doc}}),
+    );
+}
+
 /// The whole document for `settings` (the served one uses the running configuration; the
 /// checked-in `openapi.json` is the default configuration's).
 pub fn document(settings: &Settings) -> Value {
@@ -445,6 +790,7 @@ pub fn document(settings: &Settings) -> Value {
             json!({"200": json_response("Alive.", health("ok"), &[NO_STORE]), "405": method_not_allowed()}),
         ),
     );
+    admin_paths(&mut paths);
     paths.insert(
         "/readyz".into(),
         get_and_head(
@@ -466,7 +812,8 @@ pub fn document(settings: &Settings) -> Value {
             {"name": "registration", "description": "RFC 7591"},
             {"name": "management", "description": "RFC 7592"},
             {"name": "discovery", "description": "RFC 8414, OpenID Connect Discovery 1.0"},
-            {"name": "health", "description": "Probes"}
+            {"name": "health", "description": "Probes"},
+            {"name": "admin", "description": "The admin listener (admin.host, admin.port): never the public port"}
         ],
         "paths": paths,
         "components": {
@@ -474,6 +821,37 @@ pub fn document(settings: &Settings) -> Value {
                 "ClientMetadata": client_metadata(&settings.metadata),
                 "ClientInformation": client_information(),
                 "Error": error_schema(),
+                "AdminError": {
+                    "type": "object",
+                    "required": ["error", "error_description"],
+                    "properties": {
+                        "error": {"type": "string", "enum": ERROR_CODES.iter().chain(ADMIN_ERROR_CODES).collect::<Vec<_>>()},
+                        "error_description": {"type": "string", "minLength": 1}
+                    }
+                },
+                "ClientView": {
+                    "description": "The admin view of a client: its metadata and the directory's fields; never a hash, tag or plaintext credential.",
+                    "allOf": [
+                        {"$ref": "#/components/schemas/ClientMetadata"},
+                        {
+                            "type": "object",
+                            "required": ["client_id", "client_id_issued_at", "created_at", "updated_at", "last_used_at", "disabled", "policy", "tier", "source"],
+                            "properties": {
+                                "client_id": {"type": "string", "minLength": 1},
+                                "client_id_issued_at": {"type": "integer"},
+                                "client_secret_expires_at": {"type": "integer", "minimum": 0},
+                                "software_statement": {"type": "string"},
+                                "created_at": {"type": "integer"},
+                                "updated_at": {"type": "integer"},
+                                "last_used_at": {"type": ["integer", "null"]},
+                                "disabled": {"type": "boolean"},
+                                "policy": {"type": ["string", "null"]},
+                                "tier": {"type": ["string", "null"]},
+                                "source": {"type": "string"}
+                            }
+                        }
+                    ]
+                },
                 "Discovery": {
                     "type": "object",
                     "required": ["issuer", "registration_endpoint"],
@@ -494,6 +872,11 @@ pub fn document(settings: &Settings) -> Value {
                     "type": "http",
                     "scheme": "bearer",
                     "description": "RFC 7592 §1 registration access token, issued in the registration response."
+                },
+                "adminToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An [[admin.tokens]] token; each operation names the scope it needs."
                 }
             }
         }

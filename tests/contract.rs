@@ -64,33 +64,39 @@ fn install() -> PathBuf {
 }
 
 /// The schemathesis configuration: tests/contract/schemathesis.toml, plus one section per
-/// management operation with a registered client's id and token.
-async fn config(app: &helpers::TestApp) -> String {
+/// operation that names a client, with a registered client's id (and, on the public side, its
+/// registration access token).
+async fn config(app: &helpers::TestApp, operations: &[&str], with_token: bool) -> String {
     let mut toml = std::fs::read_to_string(contract_dir().join("schemathesis.toml"))
         .expect("tests/contract/schemathesis.toml");
-    for suffix in ["", "HydraAlias"] {
-        for operation in ["readClient", "updateClient", "deleteClient"] {
-            let client: Value = app.register(&helpers::web_client()).await;
-            let id = client["client_id"].as_str().unwrap();
+    for operation in operations {
+        let client: Value = app.register(&helpers::web_client()).await;
+        let id = client["client_id"].as_str().unwrap();
+        toml.push_str(&format!(
+            "\n[[operations]]\ninclude-operation-id = \"{operation}\"\nparameters = {{ client_id = \"{id}\" }}\n"
+        ));
+        if with_token {
             let token = client["registration_access_token"].as_str().unwrap();
             toml.push_str(&format!(
-                "\n[[operations]]\ninclude-operation-id = \"{operation}{suffix}\"\nparameters = {{ client_id = \"{id}\" }}\nheaders = {{ Authorization = \"Bearer {token}\" }}\n"
+                "headers = {{ Authorization = \"Bearer {token}\" }}\n"
             ));
         }
     }
     toml
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_server_keeps_its_openapi_contract_under_schemathesis() {
-    let st = tokio::task::spawn_blocking(install).await.expect("install");
-    let app = helpers::spawn_app().await;
+/// Run schemathesis on the operations `filter` selects, against `url`; returns its report and
+/// whether it passed.
+async fn schemathesis(
+    st: PathBuf,
+    toml: String,
+    url: String,
+    filter: Vec<String>,
+) -> (bool, String) {
     let work = tempfile::tempdir().unwrap();
     let config_file = work.path().join("schemathesis.toml");
-    std::fs::write(&config_file, config(&app).await).unwrap();
+    std::fs::write(&config_file, toml).unwrap();
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
-    let url = app.address.clone();
-    let dir = work.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(st)
             .arg("--config-file")
@@ -100,8 +106,9 @@ async fn the_server_keeps_its_openapi_contract_under_schemathesis() {
             .args(["--url", &url, "--checks", "all", "--seed", SEED])
             .args(["--max-examples", MAX_EXAMPLES, "--request-timeout", "10"])
             .args(["--no-color", "--workers", "1"])
+            .args(&filter)
             // Its cache and reports stay out of the source tree.
-            .current_dir(dir)
+            .current_dir(work.path())
             .output()
             .expect("schemathesis runs")
     })
@@ -112,13 +119,65 @@ async fn the_server_keeps_its_openapi_contract_under_schemathesis() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    app.stop().await;
     println!("{report}");
-    assert!(
-        out.status.success(),
-        "schemathesis found problems:\n{report}"
-    );
+    (out.status.success(), report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_api_keeps_its_openapi_contract_under_schemathesis() {
+    let st = tokio::task::spawn_blocking(install).await.expect("install");
+    let app = helpers::spawn_app().await;
+    let operations: Vec<String> = ["", "HydraAlias"]
+        .iter()
+        .flat_map(|suffix| {
+            ["readClient", "updateClient", "deleteClient"].map(|op| format!("{op}{suffix}"))
+        })
+        .collect();
+    let ops: Vec<&str> = operations.iter().map(String::as_str).collect();
+    let toml = config(&app, &ops, true).await;
+    let filter = vec!["--exclude-tag".to_owned(), "admin".to_owned()];
+    let (passed, report) = schemathesis(st, toml, app.address.clone(), filter).await;
+    app.stop().await;
+    assert!(passed, "schemathesis found problems:\n{report}");
     // Every operation was reached past the 401 (see the per-operation credentials above).
     assert!(!report.contains("Authentication failed"), "{report}");
     assert!(report.contains("Tested: 16"), "{report}");
+}
+
+/// An admin token with every scope, for the admin run.
+const ADMIN_TOKEN: &str = "contract-admin-token-0001";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_keeps_its_openapi_contract_under_schemathesis() {
+    let st = tokio::task::spawn_blocking(install).await.expect("install");
+    let app = helpers::spawn_app_with(|s| {
+        s.with("admin.port", 0)
+            .unwrap()
+            .with(
+                "admin.tokens",
+                serde_json::json!([{"name": "contract", "token": ADMIN_TOKEN, "scopes":
+                    ["clients:read", "clients:write", "clients:authenticate", "audit:read", "metrics"]}]),
+            )
+            .unwrap()
+    })
+    .await;
+    let ops = [
+        "getClient",
+        "patchClient",
+        "deleteClient",
+        "authenticateClient",
+        "rotateClientSecret",
+        "reissueRegistrationAccessToken",
+    ];
+    let mut toml = config(&app, &ops, false).await;
+    toml.push_str(&format!(
+        "\n[headers]\nAuthorization = \"Bearer {ADMIN_TOKEN}\"\n"
+    ));
+    let url = app.admin.clone().expect("admin listener");
+    let filter = vec!["--include-tag".to_owned(), "admin".to_owned()];
+    let (passed, report) = schemathesis(st, toml, url, filter).await;
+    app.stop().await;
+    assert!(passed, "schemathesis found problems:\n{report}");
+    assert!(!report.contains("Authentication failed"), "{report}");
+    assert!(report.contains("Tested: 11"), "{report}");
 }
