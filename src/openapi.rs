@@ -937,6 +937,7 @@ mod tests {
             E::CapacityReached(String::new()),
             E::ClientDisabled,
             E::ClientNotFound(String::new()),
+            E::InvalidClient(String::new()),
             E::Internal(String::new()),
         ];
         // Exhaustive on purpose: a new variant fails to compile here until it is listed above.
@@ -960,17 +961,19 @@ mod tests {
                 | E::CapacityReached(_)
                 | E::ClientDisabled
                 | E::ClientNotFound(_)
+                | E::InvalidClient(_)
                 | E::Internal(_) => {}
             }
         }
         for e in &all {
             assert!(
-                ERROR_CODES.contains(&e.code()),
+                ERROR_CODES.contains(&e.code()) || ADMIN_ERROR_CODES.contains(&e.code()),
                 "{} not documented",
                 e.code()
             );
         }
-        for code in ERROR_CODES {
+        // insufficient_scope is the admin token's own refusal, not a service error.
+        for code in ERROR_CODES.iter().chain(&["invalid_client"]) {
             assert!(
                 all.iter().any(|e| e.code() == *code),
                 "{code} is never returned"

@@ -43,6 +43,9 @@ pub struct Settings {
     pub discovery: DiscoverySettings,
     /// The admin listener (`crate::admin`).
     pub admin: crate::admin::config::AdminSettings,
+    /// Client ID Metadata Documents: https `client_id`s (`crate::directory::cimd`).
+    #[serde(default)]
+    pub cimd: crate::directory::cimd::CimdSettings,
 }
 
 /// `[discovery]`: what the registrar publishes besides its own `registration_endpoint` and
@@ -187,10 +190,17 @@ impl TlsSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSettings {
+    /// Which store holds the clients: the embedded sled store (default) or a PostgreSQL-wire
+    /// database shared by any number of replicas.
+    #[serde(default)]
+    pub backend: crate::store::Backend,
     /// Directory of the embedded store; created when missing.
     pub data_dir: PathBuf,
     /// Page cache of the store in bytes.
     pub cache_capacity_bytes: u64,
+    /// `[storage.postgres]`, used when `backend = "postgres"`.
+    #[serde(default)]
+    pub postgres: crate::store::PostgresSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -496,6 +506,9 @@ impl Settings {
             }
         }
         if let Err(e) = self.admin.check(&self.server.host, self.server.port) {
+            problems.push(e);
+        }
+        if let Err(e) = self.cimd.check(&self.policies) {
             problems.push(e);
         }
         problems

@@ -8,9 +8,13 @@
 //! `client_id` and token through schemathesis' per-operation configuration, so every operation
 //! is exercised past the 401. The install is fatal when it fails: nothing is skipped.
 
+/// The backend `helpers` starts apps on.
+pub const POSTGRES: bool = false;
 #[allow(dead_code)]
 #[path = "api/helpers.rs"]
 mod helpers;
+#[path = "support/postgres.rs"]
+mod pg;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -11,6 +11,7 @@
 //! Every store access is in the small functions at the end of `impl Directory` (`find`,
 //! `load`, `save`, `matching`), so another store interface touches only them.
 
+pub mod cimd;
 mod query;
 
 pub use crate::store::ClientFilter;
@@ -67,6 +68,8 @@ pub struct Directory {
     dummy_hash: OnceCell<String>,
     last_used_resolution: i64,
     privileged: Vec<String>,
+    /// Resolves https `client_id`s (client ID metadata documents).
+    cimd: cimd::Resolver,
 }
 
 /// One page of a listing.
@@ -82,7 +85,14 @@ impl Directory {
     /// The directory over the same parts (store, clock, hasher, keys) as `registrar`.
     pub fn new(parts: Parts, registrar: Arc<Registrar>) -> Self {
         let admin = &parts.settings.admin;
+        let cimd = cimd::Resolver::new(
+            parts.settings.cimd.clone(),
+            registrar.clone(),
+            parts.store.clone(),
+            parts.clock.clone(),
+        );
         Self {
+            cimd,
             last_used_resolution: admin.last_used_resolution_secs.min(i64::MAX as u64) as i64,
             privileged: admin.allowed_privileged_fields.clone(),
             registrar,
@@ -95,8 +105,14 @@ impl Directory {
         }
     }
 
-    /// `GET /admin/clients/{client_id}`: the client view.
+    /// `GET /admin/clients/{client_id}`: the client view. An https `client_id` is resolved from
+    /// its metadata document first (`cimd`), and the lookup counts as a use (`last_used_at`):
+    /// such a client has no secret to authenticate with.
     pub async fn get(&self, client_id: &str) -> Result<Map<String, Value>> {
+        if cimd::is_metadata_document_id(client_id) {
+            let record = self.cimd.resolve(client_id).await?;
+            return Ok(view(self.touch(record, self.clock.now()).await));
+        }
         Ok(view(self.load(client_id).await?))
     }
 
@@ -124,6 +140,11 @@ impl Directory {
         client_id: &str,
         secret: &str,
     ) -> Result<Map<String, Value>> {
+        if cimd::is_metadata_document_id(client_id) {
+            // Resolved (and its document judged) first; it then has no secret, so the answer
+            // names its method like for any public or private_key_jwt client.
+            self.cimd.resolve(client_id).await?;
+        }
         let now = self.clock.now();
         let Some(record) = self.find(client_id).await? else {
             self.verify_dummy(secret).await?;
@@ -299,6 +320,11 @@ impl Directory {
         }
         for _ in 0..MAX_RETRIES {
             let current = self.load(client_id).await?;
+            if from_document(&current) && !metadata_patch.is_empty() {
+                return Err(RegistrationError::InvalidRequest(format!(
+                    "the metadata of {client_id:?} comes from its client ID metadata document and is replaced on every fetch; only disabled can be patched"
+                )));
+            }
             let (mut updated, secret) = if metadata_patch.is_empty() {
                 (current.clone(), None)
             } else {
@@ -409,6 +435,12 @@ impl Directory {
     pub async fn reissue_registration_token(&self, client_id: &str) -> Result<Map<String, Value>> {
         for _ in 0..MAX_RETRIES {
             let current = self.load(client_id).await?;
+            if from_document(&current) {
+                // RFC 7592 manages what RFC 7591 registered; a document is managed by its host.
+                return Err(RegistrationError::InvalidRequest(format!(
+                    "{client_id:?} comes from a client ID metadata document and has no registration access token"
+                )));
+            }
             let token = Plaintext::new(self.tokens.token(SECRET_BYTES));
             let mut updated = current.clone();
             updated.rat_tag = self.rat_key.tag(token.expose()).to_vec();
@@ -522,6 +554,11 @@ impl Directory {
             .await
             .map_err(store_error)
     }
+}
+
+/// Whether the client was resolved from its metadata document (`cimd`).
+fn from_document(record: &ClientRecord) -> bool {
+    record.source.as_deref() == Some(source::METADATA_DOCUMENT)
 }
 
 fn auth_method(record: &ClientRecord) -> String {
