@@ -66,6 +66,7 @@ pub struct SecretHasher {
     derivation_key: Option<Arc<[u8]>>,
     in_flight: Arc<AtomicUsize>,
     max_in_flight: usize,
+    concurrency: usize,
 }
 
 /// Counts one caller in `in_flight` until dropped (also when the request is cancelled).
@@ -114,6 +115,7 @@ impl SecretHasher {
             derivation_key: None,
             in_flight: Arc::new(AtomicUsize::new(0)),
             max_in_flight: 0,
+            concurrency: concurrency.max(1),
         })
     }
 
@@ -125,6 +127,17 @@ impl SecretHasher {
             n => n.saturating_add(self.permits.available_permits()),
         };
         self
+    }
+
+    /// Callers waiting for a hashing slot (those in flight minus those hashing); a snapshot for
+    /// the `registrar_hash_queue_depth` gauge.
+    pub fn queue_depth(&self) -> usize {
+        let hashing = self
+            .concurrency
+            .saturating_sub(self.permits.available_permits());
+        self.in_flight
+            .load(Ordering::SeqCst)
+            .saturating_sub(hashing)
     }
 
     /// Enter the hashing queue, or fail fast when it is full.

@@ -38,6 +38,13 @@ pub enum RegistrationError {
     /// client exists, so this variant carries no detail about which case it was.
     #[error("the access token is missing, invalid, expired or revoked")]
     InvalidToken,
+    /// RFC 6750 §3.1: the request carried no credentials at all (no `Authorization` header). Still
+    /// 401 `invalid_token` in the body, but the challenge is a bare `Bearer` with no `error`
+    /// attribute, as §3.1 asks of a request that "lacks any authentication information". It is
+    /// decided from the request alone, before any lookup, so it says nothing about whether a
+    /// client exists.
+    #[error("this request needs a bearer access token (RFC 6750 §2.1)")]
+    MissingToken,
     /// The client is disabled by the operator and may not change itself (RFC 7592 §2.2, §2.3:
     /// 403 when the client is not allowed to update or delete its registration).
     #[error("this client is disabled by the operator; it cannot be changed or deleted through the registration endpoint")]
@@ -91,7 +98,7 @@ impl RegistrationError {
             Self::InvalidSoftwareStatement(_) => "invalid_software_statement",
             Self::UnapprovedSoftwareStatement(_) => "unapproved_software_statement",
             Self::InvalidRequest(_) | Self::BodyTimeout => "invalid_request",
-            Self::InvalidToken => "invalid_token",
+            Self::InvalidToken | Self::MissingToken => "invalid_token",
             Self::InvalidClient(_) => "invalid_client",
             Self::PayloadTooLarge(_) => "invalid_request",
             Self::UnsupportedMediaType => "invalid_request",

@@ -130,6 +130,61 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Log filter (tracing `EnvFilter` syntax) used when `RUST_LOG` is not set.
     pub log: String,
+    /// Log line format: human-readable text or one JSON object per line.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Native TLS of the public listener; off while `cert_file` is empty.
+    #[serde(default)]
+    pub tls: TlsSettings,
+}
+
+/// `server.log_format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// tracing's default text lines, span fields (the request id) in front of the message.
+    #[default]
+    Text,
+    /// One JSON object per line, with the fields of the enclosing request span.
+    Json,
+}
+
+/// `[server.tls]` and `[admin.tls]`: PEM files of a rustls listener (TLS 1.2 and 1.3).
+/// Re-read on SIGHUP without dropping connections.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first. Empty = plain HTTP.
+    #[serde(default)]
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
+    #[serde(default)]
+    pub key_file: String,
+    /// PEM CA certificates; when set, clients must present a certificate they issued (mutual
+    /// TLS). Meant for the admin listener.
+    #[serde(default)]
+    pub client_ca_file: String,
+}
+
+impl TlsSettings {
+    /// Whether TLS is configured.
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty()
+    }
+
+    /// What is inconsistent in the section called `name` (the files are read by `crate::tls`).
+    pub fn problems(&self, name: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.cert_file.is_empty() != self.key_file.is_empty() {
+            problems.push(format!(
+                "{name}.cert_file and {name}.key_file must be set together"
+            ));
+        }
+        if !self.enabled() && !self.client_ca_file.is_empty() {
+            problems.push(format!("{name}.client_ca_file needs {name}.cert_file"));
+        }
+        problems
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -315,7 +370,7 @@ impl FetchSettings {
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
-pub struct SettingsError(String);
+pub struct SettingsError(pub String);
 
 impl Settings {
     /// Load settings: embedded defaults, then `file` (if given), then `REGISTRAR_*` variables.
@@ -328,7 +383,19 @@ impl Settings {
         Self::load_with_env(None, false)
     }
 
+    /// Like [`Settings::load`] but without the consistency checks, which `check-config` runs
+    /// itself to list every problem ([`Settings::problems`]).
+    pub fn load_unchecked(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::extract(file, true)
+    }
+
     fn load_with_env(file: Option<&Path>, env: bool) -> Result<Self, SettingsError> {
+        let settings = Self::extract(file, env)?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn extract(file: Option<&Path>, env: bool) -> Result<Self, SettingsError> {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(path) = file {
             if !path.exists() {
@@ -342,10 +409,15 @@ impl Settings {
         if env {
             figment = figment.merge(Env::prefixed("REGISTRAR_").split("__"));
         }
-        let settings: Settings = figment
-            .extract()
-            .map_err(|e| SettingsError(e.to_string()))?;
-        settings.check()?;
+        let settings: Settings = figment.extract().map_err(|e| {
+            // figment collects every error it met; report them all, not just the first.
+            SettingsError(
+                e.into_iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
         Ok(settings.derive())
     }
 
@@ -366,21 +438,37 @@ impl Settings {
     }
 
     fn check(&self) -> Result<(), SettingsError> {
+        match self.problems().as_slice() {
+            [] => Ok(()),
+            problems => Err(SettingsError(problems.join("; "))),
+        }
+    }
+
+    /// Every inconsistency of these settings (not only the first), for `check-config`.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         if !self.registration_path.starts_with('/') || self.registration_path.ends_with('/') {
-            return Err(SettingsError(format!(
+            problems.push(format!(
                 "registration_path must start with '/' and not end with '/': {:?}",
                 self.registration_path
-            )));
+            ));
         }
         if !self.issuer.is_empty() {
-            let url = url::Url::parse(&self.issuer)
-                .map_err(|e| SettingsError(format!("issuer {:?}: {e}", self.issuer)))?;
-            if url.query().is_some() || url.fragment().is_some() {
-                return Err(SettingsError(
-                    "issuer must not have a query or fragment (RFC 8414 §2)".into(),
-                ));
+            match url::Url::parse(&self.issuer) {
+                Err(e) => problems.push(format!("issuer {:?}: {e}", self.issuer)),
+                Ok(url) if url.query().is_some() || url.fragment().is_some() => problems
+                    .push("issuer must not have a query or fragment (RFC 8414 §2)".into()),
+                Ok(url) if self.server.tls.enabled() && url.scheme() != "https" => {
+                    problems.push(format!(
+                        "issuer {:?} must use https when server.tls is set (or leave it empty to derive it from the listener)",
+                        self.issuer
+                    ))
+                }
+                Ok(_) => {}
             }
         }
+        problems.extend(self.server.tls.problems("server.tls"));
+        problems.extend(self.admin.tls.problems("admin.tls"));
         if self
             .credentials
             .client_secret_derivation_key
@@ -402,22 +490,27 @@ impl Settings {
                         .filter_map(serde_json::Value::as_str)
                         .find(|v| crate::metadata::schema::is_secret_keyed(v))
                     {
-                        return Err(SettingsError(format!(
+                        problems.push(format!(
                             "metadata.{name} contains {v:?}, which needs the plaintext client_secret; set credentials.client_secret_derivation_key to enable recoverable secrets, or remove it"
-                        )));
+                        ));
                     }
                 }
             }
         }
         if self.server.body_limit_bytes == 0 {
-            return Err(SettingsError("server.body_limit_bytes must be > 0".into()));
+            problems.push("server.body_limit_bytes must be > 0".into());
         }
-        self.fetch.check()?;
-        self.admin
-            .check(&self.server.host, self.server.port)
-            .map_err(SettingsError)?;
-        self.discovery.check()?;
-        self.cimd.check(&self.policies).map_err(SettingsError)?;
-        Ok(())
+        for check in [self.fetch.check(), self.discovery.check()] {
+            if let Err(e) = check {
+                problems.push(e.0);
+            }
+        }
+        if let Err(e) = self.admin.check(&self.server.host, self.server.port) {
+            problems.push(e);
+        }
+        if let Err(e) = self.cimd.check(&self.policies) {
+            problems.push(e);
+        }
+        problems
     }
 }

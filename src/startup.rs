@@ -11,7 +11,9 @@ use crate::policy::PolicyEngine;
 use crate::registration::upstream::{Schedule, UpstreamTask};
 use crate::registration::{Parts, Registrar};
 use crate::settings::Settings;
-use crate::store::OpenError;
+use crate::store::{OpenError, StoreEvents};
+use crate::telemetry::{HttpTelemetry, Metrics};
+use crate::tls::{self, ReloadableCert};
 use crate::tokens::{OsTokens, TokenGenerator};
 use actix_web::dev::Server;
 use actix_web::middleware::DefaultHeaders;
@@ -32,6 +34,12 @@ pub enum StartupError {
     /// The server key could not be read or created.
     #[error("server key: {0}")]
     ServerKey(String),
+    /// `[server.tls]` names unreadable or mismatched certificate files.
+    #[error("server.tls: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// `[admin.tls]` names unreadable or mismatched certificate files.
+    #[error("admin.tls: {0}")]
+    AdminTls(tls::TlsError),
     /// `[access]`, `[policies]` or `[rate_limit]` is inconsistent.
     #[error("registration policy configuration: {0}")]
     Policy(String),
@@ -47,6 +55,9 @@ pub struct Application {
     /// The admin listener, its port and its service.
     admin: Option<(Server, u16, Arc<Directory>)>,
     registrar: Arc<Registrar>,
+    metrics: Arc<Metrics>,
+    /// Certificates re-read on SIGHUP (empty without TLS).
+    tls_certs: Vec<Arc<ReloadableCert>>,
     /// Keeps the authorization server's metadata in discovery (`[discovery]`), if configured.
     upstream: Option<UpstreamTask>,
 }
@@ -70,10 +81,23 @@ impl Application {
         let local = listener
             .local_addr()
             .map_err(|e| StartupError::Bind(address, e))?;
+        // TLS is built before anything is opened, so bad certificate files fail fast.
+        let tls = if settings.server.tls.enabled() {
+            Some(tls::server_config(&settings.server.tls)?)
+        } else {
+            None
+        };
         if settings.issuer.is_empty() {
-            settings.issuer = format!("http://{local}");
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            settings.issuer = format!("{scheme}://{local}");
         }
+        let metrics = Arc::new(Metrics::new());
         let store = crate::store::open(&settings.storage, clock.now()).await?;
+        let (batch_metrics, retry_metrics) = (metrics.clone(), metrics.clone());
+        store.observe(Arc::new(StoreEvents {
+            commit_batch: Box::new(move |writers| batch_metrics.commit_batch(writers)),
+            retry: Box::new(move || retry_metrics.db_retry()),
+        }));
         let rat_key = crate::store::server_key::resolve(&settings, store.as_ref(), tokens.as_ref())
             .await
             .and_then(|key| RatKey::new(key).map_err(|e| e.to_string()))
@@ -98,7 +122,10 @@ impl Application {
         .with_queue_limit(c.hash_queue_limit);
         let fetcher =
             Fetcher::new(&settings.fetch).map_err(|e| StartupError::Other(e.to_string()))?;
-        let remote = Arc::new(RemoteMetadata::new(fetcher, settings.fetch.fetch_jwks_uri));
+        let remote = Arc::new(
+            RemoteMetadata::new(fetcher, settings.fetch.fetch_jwks_uri)
+                .with_metrics(metrics.clone()),
+        );
         let policy =
             Arc::new(PolicyEngine::from_settings(&settings).map_err(StartupError::Policy)?);
         let admin_tokens =
@@ -113,8 +140,16 @@ impl Application {
             settings: settings.clone(),
             remote,
             policy,
+            metrics: metrics.clone(),
         };
         let registrar = Arc::new(Registrar::new(parts.clone()));
+        let proxies = crate::policy::ratelimit::ClientIpResolver::new(&settings.rate_limit)
+            .map_err(StartupError::Policy)?;
+        let http_telemetry = web::Data::new(HttpTelemetry {
+            metrics: metrics.clone(),
+            listener: "public",
+            proxies: proxies.clone(),
+        });
         let upstream = start_upstream(&settings, &registrar)?;
         let state = web::Data::new(AppState {
             registrar: registrar.clone(),
@@ -124,31 +159,16 @@ impl Application {
             },
         });
         let app_settings = settings.clone();
-        let access_log =
-            tracing::enabled!(target: "actix_web::middleware::logger", tracing::Level::INFO);
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(http_telemetry.clone())
                 .wrap(http::cors(&app_settings.cors))
                 .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
-                // Access log only when it would be written: formatting a line per request costs
-                // several percent of the read path even when the filter then drops it.
-                .wrap(actix_web::middleware::Condition::new(
-                    access_log,
-                    // The request line is the client's text: written through the one log
-                    // escape, so a path cannot end the line (issue #12 item 5).
-                    actix_web::middleware::Logger::new("%{request}xi %s %Dms")
-                        .custom_request_replace("request", |req| {
-                            crate::logsafe::escaped(format_args!(
-                                "{} {} {:?}",
-                                req.method(),
-                                req.uri(),
-                                req.version()
-                            ))
-                            .to_string()
-                        })
-                        .exclude("/healthz")
-                        .exclude("/readyz"),
+                // Outermost: request id, request span, access log (target registrar::access,
+                // formatted only when enabled) and request metrics see every response.
+                .wrap(actix_web::middleware::from_fn(
+                    crate::telemetry::http::middleware,
                 ))
                 .configure(http::routes(
                     &app_settings.registration_path,
@@ -162,24 +182,52 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
+        let mut tls_certs = Vec::new();
+        let server = match tls {
+            Some((config, certs)) => {
+                tls_certs.push(certs);
+                server.listen_rustls_0_23(listener, config)
+            }
+            None => server.listen(listener),
+        };
         let server = server
-            .listen(listener)
             .map_err(|e| StartupError::Bind(local.to_string(), e))?
             .run();
         let admin = if admin_tokens.is_empty() {
             None
         } else {
             let directory = Arc::new(Directory::new(parts, registrar.clone()));
-            let server = admin_server(&settings, directory.clone(), admin_tokens)?;
-            Some((server.0, server.1, directory))
+            let extras = AdminExtras {
+                telemetry: web::Data::new(HttpTelemetry {
+                    metrics: metrics.clone(),
+                    listener: "admin",
+                    proxies,
+                }),
+                scrape: web::Data::new(crate::telemetry::Scrape::new(
+                    metrics.clone(),
+                    registrar.clone(),
+                )),
+                openapi: web::Data::new(crate::telemetry::OpenApiDocument::new(&settings)),
+            };
+            let (server, port, certs) =
+                admin_server(&settings, directory.clone(), admin_tokens, extras)?;
+            tls_certs.extend(certs);
+            Some((server, port, directory))
         };
         Ok(Self {
             server,
             port: local.port(),
             admin,
             registrar,
+            metrics,
+            tls_certs,
             upstream,
         })
+    }
+
+    /// What `GET /metrics` renders for this server (also for tests and embedders).
+    pub fn scrape(&self) -> crate::telemetry::Scrape {
+        crate::telemetry::Scrape::new(self.metrics.clone(), self.registrar.clone())
     }
 
     /// The bound port of the admin listener, when it runs (at least one admin token).
@@ -206,6 +254,9 @@ impl Application {
     /// before its response (`ClientStore::commit`), so there is nothing left to flush; the store
     /// closes when its last handle drops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let reload = (!self.tls_certs.is_empty())
+            // tokio's spawn, not actix's spawn_local: tests run the server on a plain runtime.
+            .then(|| tokio::spawn(tls::reload_on_sighup(self.tls_certs.clone())));
         // The admin listener lives as long as the public one: stopping the public server (a
         // signal, or `handle().stop()`) stops it too.
         let admin = self.admin.map(|(server, _, directory)| {
@@ -218,6 +269,9 @@ impl Application {
             (tokio::spawn(server), handle)
         });
         let result = self.server.await;
+        if let Some(reload) = reload {
+            reload.abort();
+        }
         if let Some((task, handle)) = admin {
             handle.stop(true).await;
             let _ = task.await;
@@ -236,7 +290,13 @@ fn admin_server(
     settings: &Settings,
     directory: Arc<Directory>,
     tokens: AdminTokens,
-) -> Result<(Server, u16), StartupError> {
+    extras: AdminExtras,
+) -> Result<(Server, u16, Option<Arc<ReloadableCert>>), StartupError> {
+    let tls = if settings.admin.tls.enabled() {
+        Some(tls::server_config(&settings.admin.tls).map_err(StartupError::AdminTls)?)
+    } else {
+        None
+    };
     let address = format!("{}:{}", settings.admin.host, settings.admin.port);
     let listener =
         TcpListener::bind(&address).map_err(|e| StartupError::Bind(address.clone(), e))?;
@@ -251,21 +311,43 @@ fn admin_server(
             max_bytes: settings.server.body_limit_bytes,
             timeout: Duration::from_millis(settings.server.body_timeout_ms),
         },
+        metrics_require_token: settings.admin.metrics_require_token,
     });
+    let AdminExtras {
+        telemetry,
+        scrape,
+        openapi,
+    } = extras;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(telemetry.clone())
+            .app_data(scrape.clone())
+            .app_data(openapi.clone())
             .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
+            .wrap(actix_web::middleware::from_fn(
+                crate::telemetry::http::middleware,
+            ))
             .configure(admin::routes)
     })
     .client_request_timeout(Duration::from_millis(settings.server.head_timeout_ms))
     .workers(2)
-    .shutdown_timeout(10)
-    .listen(listener)
-    .map_err(|e| StartupError::Bind(address, e))?
-    .run();
+    .shutdown_timeout(10);
+    let (server, certs) = match tls {
+        Some((config, certs)) => (server.listen_rustls_0_23(listener, config), Some(certs)),
+        None => (server.listen(listener), None),
+    };
+    let server = server.map_err(|e| StartupError::Bind(address, e))?.run();
     tracing::info!(address = %format!("{}:{port}", settings.admin.host), "admin API listening");
-    Ok((server, port))
+    Ok((server, port, certs))
+}
+
+/// What the admin listener serves besides the admin routes: its request telemetry, the metrics
+/// and the OpenAPI document.
+struct AdminExtras {
+    telemetry: web::Data<HttpTelemetry>,
+    scrape: web::Data<crate::telemetry::Scrape>,
+    openapi: web::Data<crate::telemetry::OpenApiDocument>,
 }
 
 /// Start the task that fetches `discovery.authorization_server_metadata_url`; without one, warn

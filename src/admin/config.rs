@@ -17,6 +17,9 @@ pub enum Scope {
     /// Read the audit trail.
     #[serde(rename = "audit:read")]
     AuditRead,
+    /// Scrape `GET /metrics` when `admin.metrics_require_token` is set.
+    #[serde(rename = "metrics")]
+    Metrics,
 }
 
 impl Scope {
@@ -27,6 +30,7 @@ impl Scope {
             Self::ClientsWrite => "clients:write",
             Self::ClientsAuthenticate => "clients:authenticate",
             Self::AuditRead => "audit:read",
+            Self::Metrics => "metrics",
         }
     }
 }
@@ -66,6 +70,12 @@ pub struct AdminSettings {
     /// Privileged (Hydra) fields an operator may set through the admin API.
     #[serde(default)]
     pub allowed_privileged_fields: Vec<String>,
+    /// `GET /metrics` demands an admin token with scope `metrics` (default: no token).
+    #[serde(default)]
+    pub metrics_require_token: bool,
+    /// Native TLS of the admin listener, with optional client certificates (`client_ca_file`).
+    #[serde(default)]
+    pub tls: crate::settings::TlsSettings,
 }
 
 impl AdminSettings {

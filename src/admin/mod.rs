@@ -27,6 +27,8 @@ pub struct AdminState {
     pub tokens: AdminTokens,
     /// Body limits (those of the public listener).
     pub limits: BodyLimits,
+    /// `admin.metrics_require_token`: `GET /metrics` needs the scope `metrics`.
+    pub metrics_require_token: bool,
 }
 
 type State = web::Data<AdminState>;
@@ -179,6 +181,19 @@ async fn reissue_token(state: State, req: HttpRequest, client_id: web::Path<Stri
     Ok(json(StatusCode::OK, &issued))
 }
 
+/// GET /metrics: the Prometheus text format (README "Metrics"); a token with scope `metrics`
+/// only when `admin.metrics_require_token` is set.
+async fn metrics(
+    state: State,
+    req: HttpRequest,
+    scrape: web::Data<crate::telemetry::Scrape>,
+) -> Response {
+    if state.metrics_require_token {
+        state.tokens.authorize(&req, Scope::Metrics)?;
+    }
+    Ok(crate::telemetry::metrics_handler(scrape).await)
+}
+
 fn method_not_allowed(allow: &'static str) -> impl Fn() -> std::future::Ready<Response> + Clone {
     crate::http::method_not_allowed::<AdminError>(allow)
 }
@@ -218,5 +233,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         "/admin/clients/{client_id}/registration_access_token",
         web::post().to(reissue_token),
     ))
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(metrics))
+            .default_service(web::to(method_not_allowed("GET"))),
+    )
+    .service(
+        web::resource("/openapi.json")
+            .route(web::get().to(crate::telemetry::openapi_handler))
+            .default_service(web::to(method_not_allowed("GET"))),
+    )
     .default_service(web::to(crate::http::not_found::<AdminError>));
 }

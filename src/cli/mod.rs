@@ -1,6 +1,7 @@
-//! The command line: `registrar [serve]` runs the server; `migrate`, `export` and `import`
-//! work on the configured store (`crate::commands`); `registrar clients ...` are the operator
-//! commands (an HTTP client of the admin API). main.rs only calls [`main`].
+//! The command line: `registrar [serve]` runs the server; `check-config` checks a configuration;
+//! `migrate`, `export` and `import` work on the configured store (`crate::commands`);
+//! `registrar clients ...` are the operator commands (an HTTP client of the admin API). main.rs
+//! only calls [`main`].
 
 mod clients;
 mod serve;
@@ -24,8 +25,11 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the registration server (the default).
+    /// Run the registration server (the default); SIGHUP reloads the TLS certificates.
     Serve,
+    /// Load the configuration as `serve` would, print it with secrets redacted, and list every
+    /// problem; exit status 1 if there is any.
+    CheckConfig,
     /// Apply pending database migrations (storage.backend = "postgres"); idempotent.
     Migrate,
     /// Write every client, counter and the server key to stdout as JSON lines.
@@ -47,6 +51,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None | Some(Command::Serve) => serve::run(cli.config.as_deref()),
+        Some(Command::CheckConfig) => crate::config_check::run(cli.config.as_deref()),
         Some(Command::Migrate) => serve::store_command(cli.config.as_deref(), |s| {
             Box::pin(async move { crate::commands::migrate(&s).await })
         }),

@@ -1,24 +1,18 @@
-//! `registrar serve`: load settings, start the server, stop on SIGINT/SIGTERM.
+//! `registrar serve`: load settings, start the server, stop on SIGINT/SIGTERM, reload TLS
+//! certificates on SIGHUP.
 
 use crate::settings::Settings;
 use crate::startup::Application;
 use std::path::Path;
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
 
-/// Load the settings and start logging, or say why not.
+/// Load the settings and start logging (`server.log_format`), or say why not.
 fn load(config: Option<&Path>) -> Result<Settings, ExitCode> {
     let settings = Settings::load(config).map_err(|e| {
         eprintln!("registrar: {e}");
         ExitCode::FAILURE
     })?;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.server.log));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .init();
+    crate::telemetry::logging::init(&settings.server);
     Ok(settings)
 }
 

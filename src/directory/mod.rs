@@ -123,6 +123,23 @@ impl Directory {
     /// the same error after the same work (one argon2id verification, on the hashing pool).
     /// A client whose auth method uses no secret is `invalid_request` naming its method.
     pub async fn authenticate(&self, client_id: &str, secret: &str) -> Result<Map<String, Value>> {
+        let result = self.authenticate_uncounted(client_id, secret).await;
+        // `registrar_authentications_total{outcome}`: success, invalid_client (the four refusals
+        // that look alike on the wire) or the error code of anything else.
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(RegistrationError::InvalidToken) => "invalid_client",
+            Err(e) => e.code(),
+        };
+        self.registrar.metrics().authentication(outcome);
+        result
+    }
+
+    async fn authenticate_uncounted(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<Map<String, Value>> {
         if cimd::is_metadata_document_id(client_id) {
             // Resolved (and its document judged) first; it then has no secret, so the answer
             // names its method like for any public or private_key_jwt client.
@@ -515,7 +532,7 @@ impl Directory {
             expected_revision: current.revision,
             record: updated.clone(),
         });
-        match self.store.commit(batch).await {
+        match self.registrar.commit(batch).await {
             Ok(()) => {
                 updated.revision = current.revision + 1;
                 Ok(Some(updated))

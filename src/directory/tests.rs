@@ -39,6 +39,7 @@ fn fixture() -> Fixture {
             false,
         )),
         policy: Arc::new(PolicyEngine::from_settings(&settings).unwrap()),
+        metrics: Arc::new(crate::telemetry::Metrics::new()),
         settings: Arc::new(settings),
     };
     let registrar = Arc::new(Registrar::new(parts.clone()));

@@ -84,6 +84,23 @@ pub enum FetchError {
     Busy,
 }
 
+impl FetchError {
+    /// A bounded label for the `registrar_fetch_total` metric's `outcome`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::NotHttps => "not_https",
+            Self::Reserved(_) | Self::NoPublicAddress => "reserved_address",
+            Self::Unreachable(_) => "unreachable",
+            Self::Redirect(_) => "redirect",
+            Self::Status(_) => "bad_status",
+            Self::NotJsonContentType | Self::NotJson => "not_json",
+            Self::TooLarge(_) => "too_large",
+            Self::RecentlyFailed(_) => "recently_failed",
+            Self::Busy => "busy",
+        }
+    }
+}
+
 /// A fetched JSON document with the response headers that say how long it may be cached
 /// (RFC 9111 §5), unparsed: each caller decides what they mean to it.
 #[derive(Debug, Clone)]

@@ -5,7 +5,9 @@
 use super::{FetchError, Fetcher};
 use crate::error::{RegistrationError, Result};
 use crate::metadata::jwks;
+use crate::telemetry::Metrics;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// Grant types for which the `jwks_uri` must also be listed in the sector document
 /// (OpenID Connect CIBA Core §4; node-oidc-provider does the same for the device grant).
@@ -18,6 +20,7 @@ const GRANTS_NEEDING_JWKS_URI_IN_SECTOR: &[&str] = &[
 pub struct RemoteMetadata {
     fetcher: Fetcher,
     fetch_jwks_uri: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl RemoteMetadata {
@@ -26,7 +29,22 @@ impl RemoteMetadata {
         Self {
             fetcher,
             fetch_jwks_uri,
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Count fetches in `metrics` (`registrar_fetch_total`) instead of a private registry.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Fetch one document, counting it under `kind`.
+    async fn get_json(&self, kind: &str, uri: &str) -> std::result::Result<Value, FetchError> {
+        let result = self.fetcher.get_json(uri).await;
+        let outcome = result.as_ref().map_or_else(FetchError::label, |_| "ok");
+        self.metrics.fetch(kind, outcome);
+        result
     }
 
     /// The SSRF-safe fetcher these checks use (client ID metadata documents share it, its
@@ -75,8 +93,7 @@ impl RemoteMetadata {
         if self.fetch_jwks_uri && changed(&["jwks_uri"]) {
             if let Some(uri) = metadata.get("jwks_uri").and_then(Value::as_str) {
                 let doc = self
-                    .fetcher
-                    .get_json(uri)
+                    .get_json("jwks", uri)
                     .await
                     .map_err(|e| fetch_error("jwks_uri", e))?;
                 jwks::check(&doc).map_err(|problem| {
@@ -93,8 +110,7 @@ impl RemoteMetadata {
     /// every registered `redirect_uri` (compared as exact strings).
     async fn check_sector(&self, uri: &str, metadata: &Map<String, Value>) -> Result<()> {
         let doc = self
-            .fetcher
-            .get_json(uri)
+            .get_json("sector", uri)
             .await
             .map_err(|e| fetch_error("sector_identifier_uri", e))?;
         let invalid = |msg: String| {

@@ -58,3 +58,14 @@ pub fn initial_access_token(req: &HttpRequest) -> Result<Option<String>> {
         None => Ok(None),
     }
 }
+
+/// The registration access token of a management request (RFC 7592 §2). No `Authorization`
+/// header at all is [`RegistrationError::MissingToken`] (RFC 6750 §3.1: a challenge without an
+/// error code); a present but unusable one is `Ok(None)`, which the service refuses with
+/// `invalid_token` like any wrong token.
+pub fn management_token(req: &HttpRequest) -> Result<Option<String>> {
+    if !req.headers().contains_key(header::AUTHORIZATION) {
+        return Err(RegistrationError::MissingToken);
+    }
+    bearer(req)
+}

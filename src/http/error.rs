@@ -34,11 +34,19 @@ impl ResponseError for PublicError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = builder(&self.0, status(&self.0));
-        if let RegistrationError::InvalidToken = self.0 {
-            response.insert_header((
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(INVALID_TOKEN_CHALLENGE),
-            ));
+        match self.0 {
+            RegistrationError::InvalidToken => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(INVALID_TOKEN_CHALLENGE),
+                ));
+            }
+            // RFC 6750 §3.1: no credentials at all, so no error code in the challenge.
+            RegistrationError::MissingToken => {
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            _ => {}
         }
         finish(response, self.0.code(), &self.0)
     }
@@ -54,7 +62,7 @@ pub fn status(e: &RegistrationError) -> StatusCode {
         | E::UnapprovedSoftwareStatement(_)
         | E::InvalidRequest(_)
         | E::InvalidClient(_) => StatusCode::BAD_REQUEST,
-        E::InvalidToken => StatusCode::UNAUTHORIZED,
+        E::InvalidToken | E::MissingToken => StatusCode::UNAUTHORIZED,
         E::ClientDisabled => StatusCode::FORBIDDEN,
         E::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         E::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -12,6 +12,7 @@ use crate::error::RegistrationError;
 use crate::policy::RegistrationContext;
 use crate::registration::Registrar;
 use crate::settings::CorsSettings;
+use crate::telemetry::RequestId;
 use actix_cors::Cors;
 use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -46,6 +47,7 @@ async fn register(state: State, req: HttpRequest, payload: web::Payload) -> Resp
     let context = RegistrationContext {
         initial_access_token: auth::initial_access_token(&req)?,
         client_ip: client_ip(&state, &req),
+        request_id: RequestId::of(&req),
     };
     // Before the body is read, so a flood costs no body reads.
     state.registrar.check_rate_limit(&context)?;
@@ -59,6 +61,7 @@ fn source(state: &State, req: &HttpRequest) -> RegistrationContext {
     RegistrationContext {
         initial_access_token: None,
         client_ip: client_ip(state, req),
+        request_id: RequestId::of(req),
     }
 }
 
@@ -79,7 +82,7 @@ fn client_ip(state: &State, req: &HttpRequest) -> Option<std::net::IpAddr> {
 
 /// GET {registration_path}/{client_id}: RFC 7592 §2.1.
 async fn read(state: State, req: HttpRequest, client_id: web::Path<String>) -> Response {
-    let token = auth::bearer(&req)?;
+    let token = auth::management_token(&req)?;
     let response = state
         .registrar
         .read_client(&client_id, token.as_deref())
@@ -94,7 +97,7 @@ async fn update(
     client_id: web::Path<String>,
     payload: web::Payload,
 ) -> Response {
-    let token = auth::bearer(&req)?;
+    let token = auth::management_token(&req)?;
     state
         .registrar
         .check_management_rate_limit(&source(&state, &req))?;
@@ -109,7 +112,7 @@ async fn update(
 
 /// DELETE {registration_path}/{client_id}: RFC 7592 §2.3.
 async fn delete(state: State, req: HttpRequest, client_id: web::Path<String>) -> Response {
-    let token = auth::bearer(&req)?;
+    let token = auth::management_token(&req)?;
     state
         .registrar
         .check_management_rate_limit(&source(&state, &req))?;
@@ -178,6 +181,7 @@ pub fn cors(settings: &CorsSettings) -> Cors {
             header::WWW_AUTHENTICATE,
             header::RETRY_AFTER,
             header::LOCATION,
+            header::HeaderName::from_static(crate::telemetry::http::REQUEST_ID_HEADER),
         ])
         .max_age(settings.max_age_secs);
     if settings.allowed_origins.iter().any(|o| o == "*") {

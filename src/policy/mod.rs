@@ -34,6 +34,8 @@ pub struct RegistrationContext {
     pub initial_access_token: Option<String>,
     /// The client address (socket peer, or from a trusted proxy's header).
     pub client_ip: Option<IpAddr>,
+    /// The request id (`x-request-id`, see `telemetry::http`), for the audit trail.
+    pub request_id: Option<String>,
 }
 
 /// The tier that admitted a client; stored with it so updates are judged the same way.
@@ -391,7 +393,9 @@ impl PolicyEngine {
         let exempt = self.anonymous_allowed(request);
         let missing_token = || {
             tracing::info!("registration refused: initial access token required");
-            RegistrationError::InvalidToken
+            // No Authorization header at all (a present but unusable one was refused by the
+            // HTTP layer): RFC 6750 §3.1's bare challenge.
+            RegistrationError::MissingToken
         };
         let missing_statement = || {
             RegistrationError::InvalidSoftwareStatement(
@@ -823,9 +827,10 @@ mod tests {
             engine.admit(Some(&token), &request, 700),
             Err(RegistrationError::InvalidToken)
         ));
+        // No token at all: RFC 6750 §3.1's bare challenge.
         assert!(matches!(
             engine.admit(None, &request, 900),
-            Err(RegistrationError::InvalidToken)
+            Err(RegistrationError::MissingToken)
         ));
     }
 

@@ -253,7 +253,8 @@ impl ClientIpResolver {
         self.header.as_deref()
     }
 
-    fn is_trusted(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is one of `trusted_proxies` (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,

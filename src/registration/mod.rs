@@ -13,6 +13,7 @@ use crate::metadata::{self, uses_client_secret};
 use crate::policy::{PolicyEngine, RegistrationContext};
 use crate::settings::{MetadataSettings, Settings};
 use crate::store::{source, Change, ClientRecord, ClientStore, CounterOp, StoreError, WriteBatch};
+use crate::telemetry::Metrics;
 use crate::tokens::{TokenGenerator, CLIENT_ID_BYTES, SECRET_BYTES};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub struct Registrar {
     settings: Arc<Settings>,
     remote: Arc<RemoteMetadata>,
     policy: Arc<PolicyEngine>,
+    metrics: Arc<Metrics>,
     registration_endpoint: String,
     discovery: Arc<discovery::Discovery>,
 }
@@ -50,6 +52,8 @@ pub struct Parts {
     pub remote: Arc<RemoteMetadata>,
     /// Who may register and with what (`[access]`, `[policies]`, `[rate_limit]`).
     pub policy: Arc<PolicyEngine>,
+    /// Where registrations, store writes and fetches are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The one mapping of store failures to the RFC error the caller sees. `Conflict` and
@@ -158,6 +162,7 @@ impl Registrar {
             settings: parts.settings,
             remote: parts.remote,
             policy: parts.policy,
+            metrics: parts.metrics,
             registration_endpoint,
         }
     }
@@ -180,7 +185,29 @@ impl Registrar {
     /// Take one registration from the client address's bucket (security.md §5.2); call before
     /// reading the body of a registration request.
     pub fn check_rate_limit(&self, context: &RegistrationContext) -> Result<()> {
-        self.policy.check_rate_limit(context.client_ip)
+        let result = self.policy.check_rate_limit(context.client_ip);
+        if let Err(e) = &result {
+            self.metrics.registration(e.code(), "none");
+        }
+        result
+    }
+
+    /// Requests waiting for an argon2id hashing slot (the `registrar_hash_queue_depth` gauge).
+    pub fn hash_queue_depth(&self) -> usize {
+        self.hasher.queue_depth()
+    }
+
+    /// The metrics of this service (shared with the directory and the listeners).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Commit `batch`, timing it until durable (`registrar_store_write_duration_seconds`).
+    pub(crate) async fn commit(&self, batch: WriteBatch) -> std::result::Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let result = self.store.commit(batch).await;
+        self.metrics.store_write(started.elapsed().as_secs_f64());
+        result
     }
 
     /// Take one management call (PUT/DELETE) from the client address's bucket; call before
@@ -218,11 +245,23 @@ impl Registrar {
         context: &RegistrationContext,
     ) -> Result<Map<String, Value>> {
         let now = self.clock.now();
-        let admission = self
-            .policy
-            .admit(context.initial_access_token.as_deref(), request, now)?;
-        self.register_admitted(request, &admission, None, source::REGISTRATION)
-            .await
+        let admission =
+            match self
+                .policy
+                .admit(context.initial_access_token.as_deref(), request, now)
+            {
+                Ok(admission) => admission,
+                Err(e) => {
+                    self.metrics.registration(e.code(), "none");
+                    return Err(e);
+                }
+            };
+        let result = self
+            .register_admitted(request, &admission, None, source::REGISTRATION)
+            .await;
+        let outcome = result.as_ref().map_or_else(|e| e.code(), |_| "created");
+        self.metrics.registration(outcome, admission.tier);
+        result
     }
 
     /// Everything of a registration after admission: the policy around the metadata engine,
@@ -308,7 +347,7 @@ impl Registrar {
         loop {
             let batch = WriteBatch::change(Change::Insert(record.clone()))
                 .with_counters(counters.iter().cloned());
-            match self.store.commit(batch).await {
+            match self.commit(batch).await {
                 Ok(()) => break,
                 // 128 random bits do not collide in practice; if they do, draw again.
                 Err(StoreError::Conflict) if attempts < MAX_RETRIES => {
@@ -348,7 +387,7 @@ impl Registrar {
             expected_revision,
             record: updated.clone(),
         });
-        match self.store.commit(batch).await {
+        match self.commit(batch).await {
             Ok(()) => {}
             // Someone else changed the client (and maybe the token) meanwhile: the token the
             // caller holds may be dead now, so answer as for any invalid token.
@@ -379,7 +418,7 @@ impl Registrar {
                 expected_revision: current.revision,
                 record: updated.clone(),
             });
-            match self.store.commit(batch).await {
+            match self.commit(batch).await {
                 Ok(()) => {
                     tracing::info!(client_id = %escaped(client_id), "client updated");
                     let mut updated = updated;
@@ -516,7 +555,7 @@ impl Registrar {
             self.policy
                 .deletion_counters(current.policy.as_deref(), current.tier.as_deref()),
         );
-        match self.store.commit(batch).await {
+        match self.commit(batch).await {
             Ok(()) => {
                 tracing::info!(client_id = %escaped(&current.client_id), "client deleted");
                 Ok(true)
@@ -600,7 +639,7 @@ impl Registrar {
             expected_revision,
             record: revoked,
         });
-        match self.store.commit(batch).await {
+        match self.commit(batch).await {
             Ok(()) => {
                 tracing::warn!(client_id = %escaped(&client_id), "registration access token used for another client; revoked");
                 Ok(())

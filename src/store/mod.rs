@@ -283,7 +283,20 @@ impl WriteBatch {
 ///
 /// Every method is asynchronous: no implementation waits on disk or the network on the
 /// caller's (actix worker) thread.
+/// What a store reports about its own work, for the metrics (`crate::telemetry`): the store
+/// calls these and knows nothing of metrics.
+pub struct StoreEvents {
+    /// One group commit made this many writers durable (sled).
+    pub commit_batch: Box<dyn Fn(usize) + Send + Sync>,
+    /// One transaction is retried after a serialization failure or deadlock (PostgreSQL).
+    pub retry: Box<dyn Fn() + Send + Sync>,
+}
+
 pub trait ClientStore: Send + Sync + 'static {
+    /// Report internal events to `events` from now on (set once; later calls are ignored).
+    fn observe(&self, events: std::sync::Arc<StoreEvents>) {
+        let _ = events;
+    }
     /// The client with this `client_id`, if any.
     fn get(&self, client_id: &str) -> BoxFuture<'_, Result<Option<ClientRecord>, StoreError>>;
     /// The client whose current registration access token has this tag (the RAT index).

@@ -236,6 +236,8 @@ struct Shared {
     failed: AtomicBool,
     /// Held across every write so sequence numbers follow commit order.
     undo: Mutex<UndoLog>,
+    /// Told the size of each group commit (the `registrar_store_commit_batch_size` metric).
+    events: std::sync::OnceLock<Arc<super::StoreEvents>>,
 }
 
 impl Shared {
@@ -405,6 +407,7 @@ impl SledStore {
             handles: RwLock::new(Some(Arc::new(handles))),
             failed: AtomicBool::new(false),
             undo: Mutex::new(UndoLog::default()),
+            events: std::sync::OnceLock::new(),
         });
         let (flush_tx, flush_rx) = mpsc::channel::<Waiter>();
         let flusher_shared = shared.clone();
@@ -534,6 +537,9 @@ fn group_commit(shared: &Shared, rx: mpsc::Receiver<Waiter>) {
         batch.extend(rx.try_iter());
         last_batch = batch.len();
         let result = shared.writable().and_then(|()| shared.flush());
+        if let Some(events) = shared.events.get() {
+            (events.commit_batch)(batch.len());
+        }
         if result.is_err() {
             next_attempt = Instant::now();
         }
@@ -775,6 +781,10 @@ impl SledStore {
 }
 
 impl ClientStore for SledStore {
+    fn observe(&self, events: Arc<super::StoreEvents>) {
+        let _ = self.shared.events.set(events);
+    }
+
     fn get(&self, client_id: &str) -> BoxFuture<'_, Result<Option<ClientRecord>, StoreError>> {
         let id = client_id.to_owned();
         self.blocking(move |shared| read_client(shared, id.as_bytes()))

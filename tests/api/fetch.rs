@@ -39,6 +39,11 @@ async fn register_accepts_a_sector_document_listing_every_redirect_uri() {
         .await;
     assert_eq!(body["sector_identifier_uri"], server.url("/sector.json"));
     assert_eq!(server.requested(), vec!["/sector.json"]);
+    let metrics = app.scrape.render().await;
+    assert!(
+        metrics.contains(r#"registrar_fetch_total{kind="sector",outcome="ok"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -308,6 +313,15 @@ async fn a_host_that_failed_is_not_contacted_again_within_the_ttl() {
         assert!(d.contains("HTTP status 404"), "{d}");
     }
     assert_eq!(server.connections(), 2);
+    // Each failure is counted by class, with bounded labels (no URL, no status number).
+    let metrics = app.scrape.render().await;
+    for line in [
+        r#"registrar_fetch_total{kind="sector",outcome="unreachable"} 1"#,
+        r#"registrar_fetch_total{kind="sector",outcome="recently_failed"} 1"#,
+        r#"registrar_fetch_total{kind="sector",outcome="bad_status"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing: {metrics}");
+    }
     // A 5xx is: the second attempt at that URL does not reach the server...
     let r = app.post(&sector_client(&server.url("/boom"))).await;
     let d = assert_error(r, 400, "invalid_client_metadata").await;

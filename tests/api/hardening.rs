@@ -136,19 +136,28 @@ async fn every_bad_token_gets_a_byte_identical_401() {
         204
     );
 
-    let missing = app.client.get(&uri_a).send().await.unwrap();
-    let reference = snapshot(missing).await;
+    // No Authorization header at all: RFC 6750 §3.1's bare challenge, decided before any
+    // lookup, so byte-identical for an existing and an unknown client.
+    let missing = snapshot(app.client.get(&uri_a).send().await.unwrap()).await;
+    let missing_unknown = app.client.get(format!("{}/nope", app.endpoint));
+    assert_eq!(
+        snapshot(missing_unknown.send().await.unwrap()).await,
+        missing
+    );
+    assert_eq!(missing.0, 401);
+    assert!(missing
+        .1
+        .contains(&("www-authenticate".into(), b"Bearer".to_vec())));
+    let malformed = app
+        .client
+        .get(&uri_a)
+        .header("Authorization", "Bearer a b")
+        .send()
+        .await
+        .unwrap();
+    let reference = snapshot(malformed).await;
     assert_eq!(reference.0, 401);
     let cases = [
-        (
-            "malformed",
-            app.client
-                .get(&uri_a)
-                .header("Authorization", "Bearer a b")
-                .send()
-                .await
-                .unwrap(),
-        ),
         (
             "wrong",
             app.get_client(&uri_a, "not-a-token-of-anyone").await,

@@ -16,6 +16,8 @@ pub struct TestApp {
     pub endpoint: String,
     pub client: reqwest::Client,
     pub dir: TempDir,
+    /// What `GET /metrics` would render for this server.
+    pub scrape: registrar::telemetry::Scrape,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -130,6 +132,7 @@ fn start(dir: TempDir, app: Application) -> TestApp {
     let admin = app.admin_port().map(|p| format!("http://127.0.0.1:{p}"));
     let endpoint = app.registration_endpoint();
     let handle = app.handle();
+    let scrape = app.scrape();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -137,6 +140,7 @@ fn start(dir: TempDir, app: Application) -> TestApp {
         endpoint,
         client: reqwest::Client::new(),
         dir,
+        scrape,
         handle,
     }
 }
@@ -265,14 +269,25 @@ pub async fn assert_error(r: reqwest::Response, status: u16, code: &str) -> Stri
     description
 }
 
-/// Status, every header but `date` (the second it was sent), and the body bytes of a response:
-/// what "byte-identical responses" compares.
+/// Assert the RFC 6750 §3.1 answer to a request with no credentials at all: 401, a bare
+/// `WWW-Authenticate: Bearer` challenge (no `error` attribute), and the JSON error body.
+pub async fn assert_token_required(r: reqwest::Response) {
+    let challenge = r
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(challenge.as_deref(), Some("Bearer"), "{:?}", r.headers());
+    assert_error(r, 401, "invalid_token").await;
+}
+
+/// Status, every header but `date` (the second it was sent) and `x-request-id` (one per request
+/// by design), and the body bytes of a response: what "byte-identical responses" compares.
 pub async fn snapshot(r: reqwest::Response) -> (u16, Vec<(String, Vec<u8>)>, Vec<u8>) {
     let status = r.status().as_u16();
     let mut headers: Vec<(String, Vec<u8>)> = r
         .headers()
         .iter()
-        .filter(|(k, _)| k.as_str() != "date")
+        .filter(|(k, _)| k.as_str() != "date" && k.as_str() != "x-request-id")
         .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
         .collect();
     headers.sort();

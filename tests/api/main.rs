@@ -19,6 +19,8 @@ mod hostile;
 mod hygiene;
 mod management;
 mod metadata;
+mod openapi;
+mod operability;
 mod persistence;
 mod policy;
 mod properties;

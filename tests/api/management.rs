@@ -86,13 +86,28 @@ async fn register_read_update_delete_round_trip() {
 }
 
 #[tokio::test]
+async fn a_request_without_credentials_gets_a_bare_bearer_challenge() {
+    let app = spawn_app().await;
+    let a = app.register(&web_client()).await;
+    let no_such_client = format!("{}/does-not-exist", app.endpoint);
+    // RFC 6750 §3.1, and the same answer for a client that does not exist (RFC 7592 §2.1).
+    for target in [uri(&a), no_such_client] {
+        assert_token_required(app.client.get(&target).send().await.unwrap()).await;
+        let put = app.client.put(&target).json(&web_client()).send().await;
+        assert_token_required(put.unwrap()).await;
+        assert_token_required(app.client.delete(&target).send().await.unwrap()).await;
+    }
+    // The client is still there: the refused DELETE did nothing.
+    assert_eq!(app.get_client(&uri(&a), &rat(&a)).await.status(), 200);
+}
+
+#[tokio::test]
 async fn every_bad_token_gets_the_same_401() {
     let app = spawn_app().await;
     let a = app.register(&web_client()).await;
     let b = app.register(&web_client()).await;
     let no_such_client = format!("{}/does-not-exist", app.endpoint);
 
-    assert_invalid_token(app.client.get(uri(&a)).send().await.unwrap()).await;
     for header in [
         "Bearer",
         "Bearer ",

@@ -159,7 +159,7 @@ async fn token_mode(static_tokens: Value) -> TestApp {
 #[tokio::test]
 async fn token_mode_refuses_a_registration_without_a_token() {
     let app = token_mode(json!([{"token": STATIC_TOKEN}])).await;
-    assert_invalid_token(app.post(&web_client()).await).await;
+    assert_token_required(app.post(&web_client()).await).await;
 }
 
 #[tokio::test]
@@ -250,7 +250,7 @@ async fn a_public_native_client_may_register_without_a_token_when_configured() {
     })
     .await;
     let body = app.register(&public_native()).await;
-    assert_invalid_token(app.post(&web_client()).await).await;
+    assert_token_required(app.post(&web_client()).await).await;
     // It stays a public client: an update cannot turn it into one the mode would refuse.
     let uri = body["registration_client_uri"].as_str().unwrap();
     let rat = body["registration_access_token"].as_str().unwrap();
@@ -671,7 +671,7 @@ async fn a_statement_is_ignored_when_no_issuer_is_configured() {
 async fn token_or_statement_mode_accepts_either_credential() {
     let signer = Signer::ed25519("ssa");
     let app = statement_app(&signer, "token_or_statement", json!({})).await;
-    assert_invalid_token(app.post(&web_client()).await).await;
+    assert_token_required(app.post(&web_client()).await).await;
     assert_eq!(
         app.post_with_token(STATIC_TOKEN, &web_client())
             .await
@@ -687,7 +687,7 @@ async fn token_and_statement_mode_needs_both() {
     let signer = Signer::ed25519("ssa");
     let app = statement_app(&signer, "token_and_statement", json!({})).await;
     let ssa = statement(&signer, json!({}));
-    assert_invalid_token(app.post(&with_statement(&ssa)).await).await;
+    assert_token_required(app.post(&with_statement(&ssa)).await).await;
     assert_error(
         app.post_with_token(STATIC_TOKEN, &web_client()).await,
         400,

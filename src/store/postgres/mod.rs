@@ -117,6 +117,8 @@ fn retryable(e: &tokio_postgres::Error) -> bool {
 struct Inner {
     pool: Pool,
     healthy: AtomicBool,
+    /// Told of each retried transaction (`registrar_db_retries_total`).
+    events: std::sync::OnceLock<Arc<crate::store::StoreEvents>>,
 }
 
 /// A `ClientStore` on a PostgreSQL-wire database; clones share one pool.
@@ -221,6 +223,7 @@ impl PostgresStore {
             inner: Arc::new(Inner {
                 pool,
                 healthy: AtomicBool::new(true),
+                events: std::sync::OnceLock::new(),
             }),
         };
         drop(
@@ -369,6 +372,9 @@ impl PostgresStore {
                 )));
             }
             tracing::debug!(%cause, attempt, "retrying the transaction");
+            if let Some(events) = self.inner.events.get() {
+                (events.retry)();
+            }
             attempt += 1;
             // Jitter, so that the writers that collided do not collide again.
             let jitter = Duration::from_micros(rand::random::<u64>() % 1000);
@@ -622,6 +628,10 @@ fn tls_connector(
 }
 
 impl ClientStore for PostgresStore {
+    fn observe(&self, events: Arc<crate::store::StoreEvents>) {
+        let _ = self.inner.events.set(events);
+    }
+
     fn get(&self, client_id: &str) -> BoxFuture<'_, Result<Option<ClientRecord>, StoreError>> {
         let id = client_id.to_owned();
         Box::pin(async move {
