@@ -33,6 +33,9 @@ fn contract_dir() -> PathBuf {
 /// `python3 -m venv` under target/ with requirements.txt installed, reused while the
 /// requirements are unchanged (a copy of them is kept in the venv as a stamp). Returns `st`.
 fn install() -> PathBuf {
+    // The two tests install into one venv: one at a time, the second reuses the first's.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     let requirements = contract_dir().join("requirements.txt");
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("contract-venv");
     let stamp = venv.join("registrar-installed-requirements.txt");
