@@ -11,6 +11,7 @@ pub mod directory;
 pub mod error;
 pub mod fetch;
 pub mod http;
+pub mod lifecycle;
 pub mod metadata;
 pub mod policy;
 pub mod registration;

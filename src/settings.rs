@@ -42,6 +42,9 @@ pub struct Settings {
     pub discovery: serde_json::Map<String, serde_json::Value>,
     /// The admin listener (`crate::admin`).
     pub admin: crate::admin::config::AdminSettings,
+    /// Reaping of abandoned registrations (`crate::lifecycle`).
+    #[serde(default)]
+    pub lifecycle: crate::lifecycle::LifecycleSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,6 +101,17 @@ pub struct CredentialSettings {
     /// hashes and those values may not appear in the `metadata.*_supported` lists.
     #[serde(default)]
     pub client_secret_derivation_key: String,
+    /// With a lifetime, a PUT (RFC 7592 §2.2) renews a secret expiring within this many
+    /// seconds; absent = a tenth of `client_secret_lifetime_secs` (`crate::lifecycle`).
+    #[serde(default)]
+    pub client_secret_renew_before_secs: Option<u64>,
+    /// A PUT still renews a secret that expired less than this many seconds ago.
+    #[serde(default)]
+    pub client_secret_expired_grace_secs: u64,
+    /// How long the replaced secret keeps authenticating after a renewal (never past its own
+    /// expiry); 0 = it stops at once.
+    #[serde(default)]
+    pub client_secret_renewal_overlap_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,6 +121,10 @@ pub struct RegistrationSettings {
     pub rotate_rat_on_update: bool,
     /// Issue a new registration access token on every GET.
     pub rotate_rat_on_read: bool,
+    /// After a rotation the previous token still answers GET (with the new token) for this
+    /// many seconds or until the new one is used; 0 = off (`crate::lifecycle`).
+    #[serde(default)]
+    pub rat_grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -285,6 +303,7 @@ impl Settings {
                 ));
             }
         }
+        self.lifecycle.check().map_err(SettingsError)?;
         if self
             .credentials
             .client_secret_derivation_key

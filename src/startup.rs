@@ -7,6 +7,7 @@ use crate::credentials::{RatKey, SecretHasher};
 use crate::directory::Directory;
 use crate::fetch::{Fetcher, RemoteMetadata};
 use crate::http::{self, AppState, BodyLimits};
+use crate::lifecycle::Sweeper;
 use crate::policy::PolicyEngine;
 use crate::registration::{Parts, Registrar};
 use crate::settings::Settings;
@@ -51,6 +52,8 @@ pub struct Application {
     admin: Option<(Server, u16)>,
     store: Arc<SledStore>,
     registrar: Arc<Registrar>,
+    /// The lifecycle sweeper, when `[lifecycle]` reaps (started by `run_until_stopped`).
+    sweeper: Option<Arc<Sweeper>>,
 }
 
 impl Application {
@@ -158,18 +161,29 @@ impl Application {
             let directory = Arc::new(Directory::new(parts, registrar.clone()));
             Some(admin_server(&settings, directory, admin_tokens)?)
         };
+        let sweeper = settings
+            .lifecycle
+            .reaps()
+            .then(|| Arc::new(Sweeper::new(registrar.clone(), settings.lifecycle.clone())));
         Ok(Self {
             server,
             port: local.port(),
             admin,
             store,
             registrar,
+            sweeper,
         })
     }
 
     /// The bound port of the admin listener, when it runs (at least one admin token).
     pub fn admin_port(&self) -> Option<u16> {
         self.admin.as_ref().map(|(_, port)| *port)
+    }
+
+    /// The lifecycle sweeper, when `[lifecycle]` has a TTL set; tests drive it with
+    /// `Sweeper::sweep` on their injected clock.
+    pub fn sweeper(&self) -> Option<Arc<Sweeper>> {
+        self.sweeper.clone()
     }
 
     /// The bound port.
@@ -195,7 +209,11 @@ impl Application {
             let handle = server.handle();
             (tokio::spawn(server), handle)
         });
+        let sweeper = self.sweeper.map(Sweeper::spawn);
         let result = self.server.await;
+        if let Some(sweeper) = sweeper {
+            sweeper.stop().await;
+        }
         if let Some((task, handle)) = admin {
             handle.stop(true).await;
             let _ = task.await;

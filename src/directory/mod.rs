@@ -68,6 +68,7 @@ pub struct Directory {
     dummy_hash: OnceCell<String>,
     last_used_resolution: i64,
     privileged: Vec<String>,
+    rat_grace_secs: u64,
 }
 
 /// One page of a listing.
@@ -86,6 +87,7 @@ impl Directory {
         Self {
             last_used_resolution: admin.last_used_resolution_secs.min(i64::MAX as u64) as i64,
             privileged: admin.allowed_privileged_fields.clone(),
+            rat_grace_secs: parts.settings.registration.rat_grace_secs,
             registrar,
             store: parts.store,
             clock: parts.clock,
@@ -417,14 +419,24 @@ impl Directory {
     }
 
     /// `POST /admin/clients/{client_id}/registration_access_token`: a new RFC 7592 token for a
-    /// client that lost its own; the old one is dead at once.
+    /// client that lost its own. The old one can no longer change or delete the client; within
+    /// `registration.rat_grace_secs` it may still read it (and so learn the new one).
     pub async fn reissue_registration_token(&self, client_id: &str) -> Result<Map<String, Value>> {
         for _ in 0..MAX_RETRIES {
             let current = self.load(client_id)?;
             let token = Plaintext::new(self.tokens.token(SECRET_BYTES));
             let mut updated = current.clone();
-            updated.rat_tag = self.rat_key.tag(token.expose()).to_vec();
-            updated.updated_at = self.clock.now();
+            let now = self.clock.now();
+            // The client's old token keeps its GET-only grace (`crate::lifecycle`), so a client
+            // still holding it can fetch the new one.
+            crate::lifecycle::rotate_rat(
+                &mut updated,
+                &self.rat_key,
+                &token,
+                now,
+                self.rat_grace_secs,
+            );
+            updated.updated_at = now;
             if self.save(&current, &updated).await? {
                 tracing::info!(client_id = %client_id, "registration access token reissued by an operator");
                 let mut out = Map::new();
@@ -460,14 +472,10 @@ impl Directory {
     /// Record `last_used_at`, at most once per `admin.last_used_resolution_secs`. Not awaited
     /// for durability: a use lost in a crash only makes the client look idle a little longer.
     fn touch(&self, record: ClientRecord, now: i64) -> ClientRecord {
-        if record
-            .last_used_at
-            .is_some_and(|at| now.saturating_sub(at) < self.last_used_resolution)
-        {
+        let mut used = record.clone();
+        if !crate::lifecycle::mark_used(&mut used, now, self.last_used_resolution) {
             return record;
         }
-        let mut used = record.clone();
-        used.last_used_at = Some(now);
         match self.store.replace(&record, &used) {
             Ok(()) => used,
             // Another request recorded the use (or changed the client) first.

@@ -7,6 +7,7 @@ use crate::clock::Clock;
 use crate::credentials::{is_recoverable, Plaintext, RatKey, SecretHasher};
 use crate::error::{RegistrationError, Result};
 use crate::fetch::RemoteMetadata;
+use crate::lifecycle::{self, RatMatch};
 use crate::metadata::{self, uses_client_secret};
 use crate::policy::{PolicyEngine, RegistrationContext};
 use crate::settings::MetadataSettings;
@@ -114,6 +115,16 @@ impl Registrar {
         &self.policy
     }
 
+    /// The store (the sweeper scans it).
+    pub(crate) fn store(&self) -> &dyn ClientStore {
+        self.store.as_ref()
+    }
+
+    /// The injected clock.
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
     /// Take one registration from the client address's bucket (security.md §5.2); call before
     /// reading the body of a registration request.
     pub fn check_rate_limit(&self, context: &RegistrationContext) -> Result<()> {
@@ -175,14 +186,69 @@ impl Registrar {
         let metadata = validate_with(&prepared, metadata_settings, privileged)?;
         self.remote.check(&metadata).await?;
         self.policy.check(policy, claims, &metadata)?;
-        let counters = self.policy.consume(self.store.as_ref(), admission)?;
+        // Operator-created clients are neither counted nor evicted by storm control.
+        let software = match policy {
+            Some(p) if source == source::REGISTRATION => Some(self.make_room(p, &metadata).await?),
+            _ => None,
+        };
+        let software_counter = software.as_deref().map(lifecycle::software_counter);
+        let counters = match self.policy.consume(self.store.as_ref(), admission) {
+            Ok(counters) => counters,
+            Err(e) => {
+                self.policy
+                    .release(self.store.as_ref(), software_counter.as_slice());
+                return Err(e);
+            }
+        };
         let result = self
-            .store_new_client(metadata, admission, now, source)
+            .store_new_client(metadata, admission, now, source, software)
             .await;
         if result.is_err() {
             self.policy.release(self.store.as_ref(), &counters);
+            self.policy
+                .release(self.store.as_ref(), software_counter.as_slice());
         }
         result
+    }
+
+    /// Storm control (a policy's `max_clients_per_software`, see `crate::lifecycle`): take a
+    /// place among the clients of the same software, evicting the oldest never-used one when
+    /// all places are taken. Refused with `invalid_client_metadata` naming the policy only when
+    /// every client of that software has been used. Counted even without a limit, so one set
+    /// later starts from the true number. Returns the client's software key.
+    async fn make_room(
+        &self,
+        policy: &crate::policy::rules::Policy,
+        metadata: &Map<String, Value>,
+    ) -> Result<String> {
+        let key = lifecycle::software_key(&policy.name, metadata);
+        let counter = lifecycle::software_counter(&key);
+        let max = policy.max_clients_per_software();
+        let limit = if max == 0 { u64::MAX } else { max };
+        for _ in 0..MAX_RETRIES {
+            if self
+                .store
+                .increment_counter(&counter, limit)
+                .map_err(store_error)?
+            {
+                return Ok(key);
+            }
+            let victim =
+                lifecycle::eviction_candidate(self.store.as_ref(), &key).map_err(store_error)?;
+            let Some(victim) = victim else { break };
+            // A concurrent registration may evict the same client first; then try again.
+            if self.remove_record(&victim).await? {
+                lifecycle::audit_evicted(&victim, &policy.name);
+            }
+        }
+        let software = metadata
+            .get("software_id")
+            .map(|_| "software_id")
+            .unwrap_or("client_name");
+        Err(RegistrationError::InvalidClientMetadata(format!(
+            "policy '{}': max_clients_per_software ({max}) reached for this {software}, and every registered client of it has been used",
+            policy.name
+        )))
     }
 
     async fn store_new_client(
@@ -191,6 +257,7 @@ impl Registrar {
         admission: &crate::policy::Admission,
         now: i64,
         source: &str,
+        software_key: Option<String>,
     ) -> Result<Map<String, Value>> {
         let client_id = self.tokens.token(CLIENT_ID_BYTES);
         // A derived (recoverable) secret is bound to the client_id, so it is issued after it.
@@ -209,6 +276,7 @@ impl Registrar {
             software_statement: admission.statement.as_ref().map(|s| s.raw.clone()),
             created_at: now,
             source: Some(source.to_owned()),
+            software_key,
             ..Default::default()
         };
         let mut attempts = 0;
@@ -238,23 +306,67 @@ impl Registrar {
         client_id: &str,
         rat: Option<&str>,
     ) -> Result<Map<String, Value>> {
-        let record = self.authenticate(client_id, rat).await?;
+        let (record, matched) = self.authenticate(client_id, rat).await?;
+        let now = self.clock.now();
+        let mut updated = record.clone();
+        let used = lifecycle::mark_used(&mut updated, now, self.last_used_resolution());
+        if matched == RatMatch::Previous {
+            // RAT grace: the caller lost the response that rotated its token; hand back the
+            // current one (it grants nothing the previous one did not).
+            let token = lifecycle::sealed_token(&record, &self.rat_key)
+                .ok_or(RegistrationError::InvalidToken)?;
+            let shown = if used && self.save(&record, &updated).await? {
+                updated
+            } else {
+                record
+            };
+            return Ok(self.response(shown, &token, None));
+        }
+        // First use of the current token: the previous one's grace ends.
+        let ended = lifecycle::end_grace(&mut updated);
         let presented = Plaintext::new(rat.unwrap_or_default().to_owned());
         if !self.settings.registration.rotate_rat_on_read {
+            if (used || ended) && self.save(&record, &updated).await? {
+                return Ok(self.response(updated, &presented, None));
+            }
+            // Nothing to write, or another writer won: the bookkeeping can wait for the next call.
             return Ok(self.response(record, &presented, None));
         }
         let new_rat = Plaintext::new(self.tokens.token(SECRET_BYTES));
-        let mut updated = record.clone();
-        updated.rat_tag = self.rat_key.tag(new_rat.expose()).to_vec();
-        match self.store.replace(&record, &updated) {
-            Ok(()) => {}
-            // Someone else changed the client (and maybe the token) meanwhile: the token the
-            // caller holds may be dead now, so answer as for any invalid token.
-            Err(StoreError::Conflict) => return Err(RegistrationError::InvalidToken),
-            Err(e) => return Err(store_error(e)),
+        lifecycle::rotate_rat(
+            &mut updated,
+            &self.rat_key,
+            &new_rat,
+            now,
+            self.settings.registration.rat_grace_secs,
+        );
+        // If someone else changed the client (and maybe the token) meanwhile, the token the
+        // caller holds may be dead now, so answer as for any invalid token.
+        if !self.save(&record, &updated).await? {
+            return Err(RegistrationError::InvalidToken);
         }
-        self.store.durable().await.map_err(store_error)?;
         Ok(self.response(updated, &new_rat, None))
+    }
+
+    /// `admin.last_used_resolution_secs`: how coarsely `last_used_at` is kept.
+    fn last_used_resolution(&self) -> i64 {
+        i64::try_from(self.settings.admin.last_used_resolution_secs).unwrap_or(i64::MAX)
+    }
+
+    /// Replace `current` with `updated`, durably; `Ok(false)` if another writer won.
+    pub(crate) async fn save(
+        &self,
+        current: &ClientRecord,
+        updated: &ClientRecord,
+    ) -> Result<bool> {
+        match self.store.replace(current, updated) {
+            Ok(()) => {
+                self.store.durable().await.map_err(store_error)?;
+                Ok(true)
+            }
+            Err(StoreError::Conflict) => Ok(false),
+            Err(e) => Err(store_error(e)),
+        }
     }
 
     /// RFC 7592 §2.2: replace the registration with the request's metadata.
@@ -265,19 +377,33 @@ impl Registrar {
         request: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
         for _ in 0..MAX_RETRIES {
-            let current = self.authenticate(client_id, rat).await?;
+            let current = self.current_token_holder(client_id, rat).await?;
             if current.disabled {
                 return Err(RegistrationError::ClientDisabled);
             }
             self.check_update_request(&current, rat.unwrap_or_default(), request)
                 .await?;
-            let (mut updated, issued_secret) = self.revalidate(&current, request, None).await?;
+            let (mut updated, mut issued_secret) = self.revalidate(&current, request, None).await?;
+            let now = self.clock.now();
+            if issued_secret.is_none() {
+                issued_secret = self.renew_secret(&current, &mut updated, now).await?;
+            }
+            updated.last_used_at = Some(now);
             let token = if self.settings.registration.rotate_rat_on_update {
-                Plaintext::new(self.tokens.token(SECRET_BYTES))
+                let token = Plaintext::new(self.tokens.token(SECRET_BYTES));
+                lifecycle::rotate_rat(
+                    &mut updated,
+                    &self.rat_key,
+                    &token,
+                    now,
+                    self.settings.registration.rat_grace_secs,
+                );
+                token
             } else {
+                // The current token was used: the previous one's grace ends.
+                lifecycle::end_grace(&mut updated);
                 Plaintext::new(rat.unwrap_or_default().to_owned())
             };
-            updated.rat_tag = self.rat_key.tag(token.expose()).to_vec();
             match self.store.replace(&current, &updated) {
                 Ok(()) => {
                     self.store.durable().await.map_err(store_error)?;
@@ -350,10 +476,45 @@ impl Registrar {
         Ok((updated, issued_secret))
     }
 
+    /// Secret renewal (`crate::lifecycle`, RFC 7592 §2.2 lets the server issue a new secret):
+    /// when `current`'s secret is due, a new one goes into `updated`; the old one keeps
+    /// authenticating for `client_secret_renewal_overlap_secs` if configured.
+    async fn renew_secret(
+        &self,
+        current: &ClientRecord,
+        updated: &mut ClientRecord,
+        now: i64,
+    ) -> Result<Option<Plaintext>> {
+        let credentials = &self.settings.credentials;
+        if updated.client_secret_hash.is_none()
+            || !lifecycle::secret_due_for_renewal(
+                current.client_secret_expires_at,
+                now,
+                credentials,
+            )
+        {
+            return Ok(None);
+        }
+        let Some((secret, hash)) = self
+            .new_secret(&updated.metadata, &current.client_id)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let overlap =
+            lifecycle::renewal_overlap_until(current.client_secret_expires_at, now, credentials);
+        updated.previous_secret_hash = overlap.and(current.client_secret_hash.clone());
+        updated.previous_secret_expires_at = overlap;
+        updated.client_secret_hash = Some(hash);
+        updated.client_secret_expires_at = Some(self.secret_expiry(now));
+        tracing::info!(client_id = %current.client_id, "client secret renewed");
+        Ok(Some(secret))
+    }
+
     /// RFC 7592 §2.3: delete the registration; its token dies with it.
     pub async fn delete_client(&self, client_id: &str, rat: Option<&str>) -> Result<()> {
         for _ in 0..MAX_RETRIES {
-            let current = self.authenticate(client_id, rat).await?;
+            let current = self.current_token_holder(client_id, rat).await?;
             if current.disabled {
                 return Err(RegistrationError::ClientDisabled);
             }
@@ -373,6 +534,10 @@ impl Registrar {
             Ok(()) => {
                 self.policy
                     .client_deleted(self.store.as_ref(), current.policy.as_deref());
+                if let Some(key) = &current.software_key {
+                    self.policy
+                        .release(self.store.as_ref(), &[lifecycle::software_counter(key)]);
+                }
                 self.store.durable().await.map_err(store_error)?;
                 tracing::info!(client_id = %current.client_id, "client deleted");
                 Ok(true)
@@ -391,13 +556,21 @@ impl Registrar {
     /// token. Every failure is the same `InvalidToken`, so a caller cannot learn whether a
     /// `client_id` exists. A valid token presented for another (or an unknown) client is revoked
     /// (RFC 7592 §2.1 SHOULD; node-oidc-provider does the same).
-    async fn authenticate(&self, client_id: &str, rat: Option<&str>) -> Result<ClientRecord> {
+    ///
+    /// Within a rotation's grace (`registration.rat_grace_secs`) the previous token matches
+    /// too, as `RatMatch::Previous`; only GET accepts it.
+    async fn authenticate(
+        &self,
+        client_id: &str,
+        rat: Option<&str>,
+    ) -> Result<(ClientRecord, RatMatch)> {
         let rat = rat.ok_or(RegistrationError::InvalidToken)?;
         let tag = self.rat_key.tag(rat);
         let record = self.store.get(client_id).map_err(store_error)?;
         if let Some(record) = record {
-            if self.rat_key.matches(rat, &record.rat_tag) {
-                return Ok(record);
+            match lifecycle::match_rat(&record, &self.rat_key, rat, self.clock.now()) {
+                RatMatch::None => {}
+                matched => return Ok((record, matched)),
             }
         }
         if let Some(owner) = self.store.client_for_rat(&tag).map_err(store_error)? {
@@ -408,11 +581,25 @@ impl Registrar {
         Err(RegistrationError::InvalidToken)
     }
 
+    /// `authenticate` for PUT and DELETE: only the current token; the previous one in its
+    /// grace gets the same 401 as any invalid token (it may only read).
+    async fn current_token_holder(
+        &self,
+        client_id: &str,
+        rat: Option<&str>,
+    ) -> Result<ClientRecord> {
+        match self.authenticate(client_id, rat).await? {
+            (record, RatMatch::Current) => Ok(record),
+            _ => Err(RegistrationError::InvalidToken),
+        }
+    }
+
     async fn revoke(&self, client_id: &str, tag: &[u8]) -> Result<()> {
         if let Some(record) = self.store.get(client_id).map_err(store_error)? {
             if bool::from(record.rat_tag.as_slice().ct_eq(tag)) {
                 let mut revoked = record.clone();
                 revoked.rat_tag = Vec::new();
+                lifecycle::end_grace(&mut revoked);
                 match self.store.replace(&record, &revoked) {
                     Ok(()) | Err(StoreError::Conflict) => {}
                     Err(e) => return Err(store_error(e)),

@@ -128,5 +128,7 @@ mod tests {
         super::super::contract::holds(&super::MemoryStore::new()).await;
         super::super::contract::counts(&super::MemoryStore::new()).await;
         super::super::contract::scans(&super::MemoryStore::new()).await;
+        super::super::contract::finds_unused_clients_of_a_software(&super::MemoryStore::new())
+            .await;
     }
 }

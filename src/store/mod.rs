@@ -70,6 +70,22 @@ pub struct ClientRecord {
     /// End of the grace period of `previous_secret_hash` (seconds since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_secret_expires_at: Option<i64>,
+    /// Tag of the registration access token replaced by the last rotation, still accepted for
+    /// RFC 7592 GET (only) until `previous_rat_expires_at` or the first use of the current
+    /// token (`registration.rat_grace_secs`, see `crate::lifecycle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_rat_tag: Option<Vec<u8>>,
+    /// End of the grace of `previous_rat_tag` (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_rat_expires_at: Option<i64>,
+    /// The current registration access token sealed to the previous one
+    /// (`RatKey::seal`), so a GET with the previous token can hand it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_rat: Option<Vec<u8>>,
+    /// What storm control counts the client as (`policy:software_id`, else
+    /// `policy:client_name`), fixed at registration; `None` without a policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_key: Option<String>,
 }
 
 impl ClientRecord {
@@ -146,6 +162,30 @@ pub trait ClientStore: Send + Sync + 'static {
     /// a client present for a whole walk is returned exactly once, whatever is inserted or
     /// deleted meanwhile). `WHERE client_id > $1 ORDER BY client_id LIMIT $2` in SQL.
     fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<ClientRecord>, StoreError>;
+    /// Up to `limit` clients with this `software_key` that were never used, oldest
+    /// (`created_at`, then `client_id`) first: storm control's eviction candidates
+    /// (`crate::lifecycle`). `WHERE software_key = $1 AND last_used_at IS NULL ORDER BY
+    /// created_at, client_id LIMIT $2` in SQL, over an index on `software_key`. This default
+    /// walks every client with `scan`; it runs only when a software is at its limit.
+    fn unused_clients_of_software(
+        &self,
+        software_key: &str,
+        limit: usize,
+    ) -> Result<Vec<ClientRecord>, StoreError> {
+        let mut found = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let batch = self.scan(after.as_deref(), 1024)?;
+            let Some(last) = batch.last() else { break };
+            after = Some(last.client_id.clone());
+            found.extend(batch.into_iter().filter(|r| {
+                r.last_used_at.is_none() && r.software_key.as_deref() == Some(software_key)
+            }));
+        }
+        found.sort_by(|a, b| (a.created_at, &a.client_id).cmp(&(b.created_at, &b.client_id)));
+        found.truncate(limit);
+        Ok(found)
+    }
     /// Whether the store accepts writes. False after a storage failure (disk full, I/O error)
     /// until the store has recovered; reads keep working meanwhile.
     fn writable(&self) -> bool {
@@ -238,6 +278,36 @@ pub(crate) mod contract {
         assert_eq!(store.counter("k").unwrap(), 0);
         assert_eq!(store.counter("other").unwrap(), 0);
         assert!(!store.increment_counter("zero", 0).unwrap());
+        store.durable().await.unwrap();
+    }
+
+    pub async fn finds_unused_clients_of_a_software(store: &dyn ClientStore) {
+        for (id, created, key, used) in [
+            ("a", 5, "s", None),
+            ("b", 3, "s", None),
+            ("c", 1, "s", Some(9)),
+            ("d", 2, "t", None),
+            ("e", 3, "s", None),
+        ] {
+            let mut r = record(id, id.as_bytes()[0]);
+            r.created_at = created;
+            r.software_key = Some(key.into());
+            r.last_used_at = used;
+            store.insert(&r).unwrap();
+        }
+        let ids = |v: Vec<ClientRecord>| v.into_iter().map(|r| r.client_id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.unused_clients_of_software("s", 10).unwrap()),
+            ["b", "e", "a"]
+        );
+        assert_eq!(
+            ids(store.unused_clients_of_software("s", 1).unwrap()),
+            ["b"]
+        );
+        assert!(store
+            .unused_clients_of_software("u", 10)
+            .unwrap()
+            .is_empty());
         store.durable().await.unwrap();
     }
 

@@ -747,6 +747,11 @@ mod tests {
         super::super::contract::counts(&store).await;
         let dir = tempfile::tempdir().unwrap();
         super::super::contract::scans(&SledStore::open(dir.path(), 1 << 20).unwrap()).await;
+        let dir = tempfile::tempdir().unwrap();
+        super::super::contract::finds_unused_clients_of_a_software(
+            &SledStore::open(dir.path(), 1 << 20).unwrap(),
+        )
+        .await;
     }
 
     #[tokio::test]

@@ -14,6 +14,8 @@ pub struct TestApp {
     pub endpoint: String,
     pub client: reqwest::Client,
     pub dir: TempDir,
+    /// The lifecycle sweeper, when `[lifecycle]` reaps; tests call `sweep()` on their clock.
+    pub sweeper: Option<std::sync::Arc<registrar::lifecycle::Sweeper>>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -57,7 +59,15 @@ pub async fn spawn_app_with_clock(
     clock: std::sync::Arc<registrar::clock::FixedClock>,
     tweak: impl FnOnce(Settings) -> Settings,
 ) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
+    spawn_in_with_clock(tempfile::tempdir().unwrap(), clock, tweak).await
+}
+
+/// Like `spawn_in` (an existing data directory, e.g. after `stop`), on an injected clock.
+pub async fn spawn_in_with_clock(
+    dir: TempDir,
+    clock: std::sync::Arc<registrar::clock::FixedClock>,
+    tweak: impl FnOnce(Settings) -> Settings,
+) -> TestApp {
     let settings = tweak(test_settings(dir.path()));
     let app = Application::build_with(
         settings,
@@ -72,6 +82,7 @@ fn start(app: Application, dir: TempDir) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let admin = app.admin_port().map(|p| format!("http://127.0.0.1:{p}"));
     let endpoint = app.registration_endpoint();
+    let sweeper = app.sweeper();
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
     TestApp {
@@ -80,6 +91,7 @@ fn start(app: Application, dir: TempDir) -> TestApp {
         endpoint,
         client: reqwest::Client::new(),
         dir,
+        sweeper,
         handle,
     }
 }

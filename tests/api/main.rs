@@ -9,6 +9,7 @@ mod fetch;
 mod helpers;
 mod hostile;
 mod hygiene;
+mod lifecycle;
 mod management;
 mod metadata;
 mod persistence;

@@ -1,0 +1,295 @@
+//! Client lifecycle: what happens to a registration after RFC 7591 created it.
+//!
+//! - **RAT grace** (`registration.rat_grace_secs`): after a rotation of the registration access
+//!   token (RFC 7592 §3 lets the server rotate on any call) the previous token still answers
+//!   GET, with the registration and the *new* token, until the grace ends or the new token is
+//!   first used. PUT and DELETE with it are refused (401), so it grants nothing its holder did
+//!   not already have, and a client that lost the rotating response can recover.
+//! - **Secret renewal** (`credentials.client_secret_*`): an RFC 7592 §2.2 PUT near or shortly
+//!   after `client_secret_expires_at` returns a new `client_secret`.
+//! - **Reaping** (`[lifecycle]`): the [`Sweeper`] deletes clients never used, or unused for
+//!   too long.
+//! - **Storm control** (a policy's `max_clients_per_software`): a new registration beyond the
+//!   limit evicts the oldest never-used client of the same software.
+//!
+//! The decisions are plain functions over a `ClientRecord` here; the registration service
+//! calls them and does the writes.
+
+mod sweeper;
+
+pub use self::sweeper::{SweepReport, Sweeper, SweeperHandle};
+
+use crate::credentials::{Plaintext, RatKey};
+use crate::settings::CredentialSettings;
+use crate::store::{source, ClientRecord, ClientStore, StoreError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `[lifecycle]`: reaping of abandoned registrations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleSettings {
+    /// Delete clients never used this many seconds after registration; 0 = off.
+    pub unused_client_ttl_secs: u64,
+    /// Delete clients whose last use (registration if never used) is older; 0 = off.
+    pub inactive_client_ttl_secs: u64,
+    /// Seconds between sweeps.
+    pub sweep_interval_secs: u64,
+    /// Clients read per store scan.
+    pub sweep_batch: usize,
+}
+
+impl Default for LifecycleSettings {
+    fn default() -> Self {
+        Self {
+            unused_client_ttl_secs: 0,
+            inactive_client_ttl_secs: 0,
+            sweep_interval_secs: 3600,
+            sweep_batch: 500,
+        }
+    }
+}
+
+impl LifecycleSettings {
+    /// Whether any reaping is configured (the sweeper runs only then).
+    pub fn reaps(&self) -> bool {
+        self.unused_client_ttl_secs > 0 || self.inactive_client_ttl_secs > 0
+    }
+
+    /// Check what serde cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.reaps() && self.sweep_interval_secs == 0 {
+            return Err("lifecycle.sweep_interval_secs must be at least 1".into());
+        }
+        if self.sweep_batch == 0 {
+            return Err("lifecycle.sweep_batch must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+fn secs(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+// --- RAT grace ------------------------------------------------------------------------------
+
+/// Which token of `record` the presented one is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RatMatch {
+    /// The current registration access token.
+    Current,
+    /// The token replaced by the last rotation, within its grace: good for GET only.
+    Previous,
+    /// Neither.
+    None,
+}
+
+/// Compare `presented` with the current token and, within the grace, the previous one (both in
+/// constant time, RFC 7592 §2 token check).
+pub fn match_rat(record: &ClientRecord, key: &RatKey, presented: &str, now: i64) -> RatMatch {
+    if key.matches(presented, &record.rat_tag) {
+        return RatMatch::Current;
+    }
+    match (&record.previous_rat_tag, record.previous_rat_expires_at) {
+        (Some(tag), Some(until)) if now < until && key.matches(presented, tag) => {
+            RatMatch::Previous
+        }
+        _ => RatMatch::None,
+    }
+}
+
+/// Make `new` the current token of `record`. With `grace_secs` > 0 the replaced token stays
+/// good for GET until `now + grace_secs`, and `new` is sealed to it so that GET can return it.
+pub fn rotate_rat(
+    record: &mut ClientRecord,
+    key: &RatKey,
+    new: &Plaintext,
+    now: i64,
+    grace_secs: u64,
+) {
+    let old = std::mem::replace(&mut record.rat_tag, key.tag(new.expose()).to_vec());
+    if grace_secs == 0 || old.is_empty() {
+        end_grace(record);
+        return;
+    }
+    record.sealed_rat = Some(key.seal(&old, new));
+    record.previous_rat_tag = Some(old);
+    record.previous_rat_expires_at = Some(now.saturating_add(secs(grace_secs)));
+}
+
+/// End the grace of the previous token (the current one was used, or the token revoked);
+/// true when there was one.
+pub fn end_grace(record: &mut ClientRecord) -> bool {
+    let had = record.previous_rat_tag.is_some();
+    record.previous_rat_tag = None;
+    record.previous_rat_expires_at = None;
+    record.sealed_rat = None;
+    had
+}
+
+/// The current token, opened from its seal; for a GET with the previous token in its grace.
+pub fn sealed_token(record: &ClientRecord, key: &RatKey) -> Option<Plaintext> {
+    let previous = record.previous_rat_tag.as_deref()?;
+    key.unseal(previous, record.sealed_rat.as_deref()?, &record.rat_tag)
+}
+
+// --- use ------------------------------------------------------------------------------------
+
+/// Record a use of the client at `now` (authentication, RFC 7592 call), at most once per
+/// `resolution` seconds so a busy client does not write on every request; true when
+/// `record.last_used_at` changed and needs writing.
+pub fn mark_used(record: &mut ClientRecord, now: i64, resolution: i64) -> bool {
+    if record
+        .last_used_at
+        .is_some_and(|at| now.saturating_sub(at) < resolution)
+    {
+        return false;
+    }
+    record.last_used_at = Some(now);
+    true
+}
+
+// --- secret renewal -------------------------------------------------------------------------
+
+/// Whether an RFC 7592 §2.2 PUT at `now` renews a secret expiring at `expires_at`: with a
+/// lifetime configured, from `client_secret_renew_before_secs` (default a tenth of the
+/// lifetime) before the expiry until `client_secret_expired_grace_secs` after it.
+pub fn secret_due_for_renewal(
+    expires_at: Option<i64>,
+    now: i64,
+    settings: &CredentialSettings,
+) -> bool {
+    let lifetime = settings.client_secret_lifetime_secs;
+    let Some(at) = expires_at.filter(|&at| at != 0) else {
+        return false;
+    };
+    if lifetime == 0 {
+        return false;
+    }
+    let before = settings
+        .client_secret_renew_before_secs
+        .unwrap_or(lifetime / 10);
+    let opens = at.saturating_sub(secs(before));
+    let closes = at.saturating_add(secs(settings.client_secret_expired_grace_secs));
+    now >= opens && now < closes
+}
+
+/// Until when the secret replaced by a renewal at `now` still authenticates: the configured
+/// overlap, never past its own expiry; `None` when it stops at once.
+pub fn renewal_overlap_until(
+    old_expires_at: Option<i64>,
+    now: i64,
+    settings: &CredentialSettings,
+) -> Option<i64> {
+    let overlap = settings.client_secret_renewal_overlap_secs;
+    if overlap == 0 {
+        return None;
+    }
+    let until = now.saturating_add(secs(overlap));
+    let until = match old_expires_at {
+        Some(at) if at != 0 => until.min(at),
+        _ => until,
+    };
+    (until > now).then_some(until)
+}
+
+// --- reaping --------------------------------------------------------------------------------
+
+/// Why the sweeper deletes a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReapReason {
+    /// Never used, `unused_client_ttl_secs` after registration.
+    Unused,
+    /// Last used (or registered) more than `inactive_client_ttl_secs` ago.
+    Inactive,
+}
+
+impl ReapReason {
+    /// Name in logs and audit records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unused => "unused",
+            Self::Inactive => "inactive",
+        }
+    }
+}
+
+/// Whether the sweeper deletes `record` at `now`. Admin-created clients and clients of a
+/// policy for which `exempt` says true are never reaped.
+pub fn reap_reason(
+    record: &ClientRecord,
+    now: i64,
+    settings: &LifecycleSettings,
+    exempt: impl Fn(&str) -> bool,
+) -> Option<ReapReason> {
+    if record.source.as_deref() == Some(source::ADMIN)
+        || record.policy.as_deref().is_some_and(exempt)
+    {
+        return None;
+    }
+    let created = if record.created_at != 0 {
+        record.created_at
+    } else {
+        record.client_id_issued_at
+    };
+    let older = |at: i64, ttl: u64| ttl > 0 && now.saturating_sub(at) >= secs(ttl);
+    if record.last_used_at.is_none() && older(created, settings.unused_client_ttl_secs) {
+        return Some(ReapReason::Unused);
+    }
+    if older(
+        record.last_used_at.unwrap_or(created),
+        settings.inactive_client_ttl_secs,
+    ) {
+        return Some(ReapReason::Inactive);
+    }
+    None
+}
+
+// --- storm control --------------------------------------------------------------------------
+
+/// What storm control counts a client of `policy` as: its `software_id` (RFC 7591 §2), else
+/// its `client_name`, else one bucket for unnamed clients.
+pub fn software_key(policy: &str, metadata: &Map<String, Value>) -> String {
+    let (kind, name) = match (
+        metadata.get("software_id").and_then(Value::as_str),
+        metadata.get("client_name").and_then(Value::as_str),
+    ) {
+        (Some(id), _) => ("id", id),
+        (None, Some(name)) => ("name", name),
+        (None, None) => ("none", ""),
+    };
+    format!("{policy}\u{1f}{kind}\u{1f}{name}")
+}
+
+/// The store counter holding the number of clients with `software_key`.
+pub fn software_counter(software_key: &str) -> String {
+    format!("software-clients:{software_key}")
+}
+
+/// The oldest never-used client with `software_key`, the one storm control evicts.
+pub fn eviction_candidate(
+    store: &dyn ClientStore,
+    software_key: &str,
+) -> Result<Option<ClientRecord>, StoreError> {
+    Ok(store
+        .unused_clients_of_software(software_key, 1)?
+        .into_iter()
+        .next())
+}
+
+// --- audit call sites -----------------------------------------------------------------------
+
+/// A client was deleted by the sweeper. The one place the audit trail hooks in for reaping.
+pub fn audit_reaped(record: &ClientRecord, reason: ReapReason) {
+    tracing::info!(client_id = %record.client_id, reason = reason.as_str(), "client reaped");
+}
+
+/// A never-used client was evicted by storm control to make room for a new registration of
+/// the same software. The one place the audit trail hooks in for eviction.
+pub fn audit_evicted(record: &ClientRecord, policy: &str) {
+    tracing::info!(client_id = %record.client_id, policy = %policy, "client evicted by storm control");
+}
+
+#[cfg(test)]
+mod tests;
