@@ -9,6 +9,7 @@ use crate::fetch::{Fetcher, RemoteMetadata};
 use crate::http::{self, AppState, BodyLimits};
 use crate::lifecycle::Sweeper;
 use crate::policy::PolicyEngine;
+use crate::registration::upstream::{Schedule, UpstreamTask};
 use crate::registration::{Parts, Registrar};
 use crate::settings::Settings;
 use crate::store::{ClientStore, OpenError, SledStore};
@@ -48,12 +49,14 @@ pub enum StartupError {
 pub struct Application {
     server: Server,
     port: u16,
-    /// The admin listener and its port.
-    admin: Option<(Server, u16)>,
+    /// The admin listener, its port and its service.
+    admin: Option<(Server, u16, Arc<Directory>)>,
     store: Arc<SledStore>,
     registrar: Arc<Registrar>,
     /// The lifecycle sweeper, when `[lifecycle]` reaps (started by `run_until_stopped`).
     sweeper: Option<Arc<Sweeper>>,
+    /// Keeps the authorization server's metadata in discovery (`[discovery]`), if configured.
+    upstream: Option<UpstreamTask>,
 }
 
 impl Application {
@@ -119,6 +122,7 @@ impl Application {
             policy,
         };
         let registrar = Arc::new(Registrar::new(parts.clone()));
+        let upstream = start_upstream(&settings, &registrar)?;
         let state = web::Data::new(AppState {
             registrar: registrar.clone(),
             limits: BodyLimits {
@@ -142,7 +146,10 @@ impl Application {
                         .exclude("/healthz")
                         .exclude("/readyz"),
                 ))
-                .configure(http::routes(&app_settings.registration_path))
+                .configure(http::routes(
+                    &app_settings.registration_path,
+                    &app_settings.issuer,
+                ))
                 .default_service(http::default_service())
         })
         .client_request_timeout(Duration::from_millis(settings.server.head_timeout_ms))
@@ -159,7 +166,8 @@ impl Application {
             None
         } else {
             let directory = Arc::new(Directory::new(parts, registrar.clone()));
-            Some(admin_server(&settings, directory, admin_tokens)?)
+            let server = admin_server(&settings, directory.clone(), admin_tokens)?;
+            Some((server.0, server.1, directory))
         };
         let sweeper = settings
             .lifecycle
@@ -172,12 +180,13 @@ impl Application {
             store,
             registrar,
             sweeper,
+            upstream,
         })
     }
 
     /// The bound port of the admin listener, when it runs (at least one admin token).
     pub fn admin_port(&self) -> Option<u16> {
-        self.admin.as_ref().map(|(_, port)| *port)
+        self.admin.as_ref().map(|(_, port, _)| *port)
     }
 
     /// The lifecycle sweeper, when `[lifecycle]` has a TTL set; tests drive it with
@@ -205,7 +214,12 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         // The admin listener lives as long as the public one: stopping the public server (a
         // signal, or `handle().stop()`) stops it too.
-        let admin = self.admin.map(|(server, _)| {
+        let admin = self.admin.map(|(server, _, directory)| {
+            tokio::spawn(async move {
+                if let Err(e) = directory.warm().await {
+                    tracing::warn!(error = %e, "could not prepare the dummy client secret hash");
+                }
+            });
             let handle = server.handle();
             (tokio::spawn(server), handle)
         });
@@ -217,6 +231,9 @@ impl Application {
         if let Some((task, handle)) = admin {
             handle.stop(true).await;
             let _ = task.await;
+        }
+        if let Some(upstream) = self.upstream {
+            upstream.stop().await;
         }
         match self.store.flush() {
             Ok(()) => tracing::info!("store flushed; stopped"),
@@ -261,6 +278,38 @@ fn admin_server(
     .run();
     tracing::info!(address = %format!("{}:{port}", settings.admin.host), "admin API listening");
     Ok((server, port))
+}
+
+/// Start the task that fetches `discovery.authorization_server_metadata_url`; without one, warn
+/// now if the documents lack members client libraries require (RFC 8414 §2, OIDC Discovery §3).
+fn start_upstream(
+    settings: &Settings,
+    registrar: &Registrar,
+) -> Result<Option<UpstreamTask>, StartupError> {
+    let d = &settings.discovery;
+    if d.authorization_server_metadata_url.is_empty() {
+        if let Some(warning) = registrar.discovery_service().incomplete_warning() {
+            tracing::warn!("{warning}");
+        }
+        return Ok(None);
+    }
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+        StartupError::Other("the server must be built inside a Tokio runtime".into())
+    })?;
+    // A fetcher of its own: the authorization server's metadata neither waits for the slots of
+    // client-triggered fetches nor shares their negative cache.
+    let fetcher = Fetcher::new(&settings.fetch).map_err(|e| StartupError::Other(e.to_string()))?;
+    let schedule = Schedule {
+        refresh: Duration::from_secs(d.authorization_server_metadata_refresh_secs),
+        first_retry: Duration::from_millis(settings.fetch.failure_ttl_ms),
+    };
+    Ok(Some(UpstreamTask::spawn(
+        &runtime,
+        registrar.discovery_service().clone(),
+        fetcher,
+        d.authorization_server_metadata_url.clone(),
+        schedule,
+    )))
 }
 
 /// The RAT key: `credentials.server_key` if set, else the key file, created with 256 random bits

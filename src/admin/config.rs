@@ -104,3 +104,65 @@ impl AdminSettings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::settings::Settings;
+    use serde_json::json;
+
+    fn with_tokens(tokens: serde_json::Value) -> Result<Settings, String> {
+        Settings::defaults()
+            .unwrap()
+            .with("admin.tokens", tokens)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn tokens_are_checked_at_start() {
+        let ok = with_tokens(json!([{"token": "0123456789abcdef", "scopes": ["clients:read"]}]));
+        assert!(ok.is_ok(), "{ok:?}");
+        let digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        assert!(with_tokens(json!([{"sha256": digest, "scopes": ["audit:read"]}])).is_ok());
+        for (bad, why) in [
+            (json!([{"scopes": ["clients:read"]}]), "exactly one"),
+            (
+                json!([{"token": "0123456789abcdef", "sha256": digest, "scopes": ["clients:read"]}]),
+                "exactly one",
+            ),
+            (
+                json!([{"sha256": "abc", "scopes": ["clients:read"]}]),
+                "64 hex",
+            ),
+            (
+                json!([{"token": "short", "scopes": ["clients:read"]}]),
+                "16 characters",
+            ),
+            (
+                json!([{"token": "0123456789abcdef", "scopes": []}]),
+                "scopes",
+            ),
+            (
+                json!([{"token": "0123456789abcdef", "scopes": ["clients:delete"]}]),
+                "clients:delete",
+            ),
+        ] {
+            let err = with_tokens(bad.clone()).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_admin_port_is_never_the_public_port() {
+        let err = Settings::defaults()
+            .unwrap()
+            .with("admin.port", 8080)
+            .and_then(|s| {
+                s.with(
+                    "admin.tokens",
+                    json!([{"token": "0123456789abcdef", "scopes": ["clients:read"]}]),
+                )
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("admin.port"), "{err}");
+    }
+}

@@ -457,14 +457,23 @@ impl Directory {
         ))
     }
 
-    async fn verify_dummy(&self, secret: &str) -> Result<()> {
-        let dummy = self
-            .dummy_hash
+    /// Compute the dummy hash now (at start-up), so that even the first unknown client costs
+    /// only one verification like every other failure.
+    pub async fn warm(&self) -> Result<()> {
+        self.dummy().await.map(|_| ())
+    }
+
+    async fn dummy(&self) -> Result<&String> {
+        self.dummy_hash
             .get_or_try_init(|| async {
                 let unknowable = Plaintext::new(self.tokens.token(SECRET_BYTES));
                 self.hasher.hash(&unknowable).await
             })
-            .await?;
+            .await
+    }
+
+    async fn verify_dummy(&self, secret: &str) -> Result<()> {
+        let dummy = self.dummy().await?;
         // The result is always false (nobody knows the dummy secret); only the work matters.
         self.hasher.verify(secret, dummy).await.map(|_| ())
     }
