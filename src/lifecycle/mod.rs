@@ -194,6 +194,26 @@ pub fn renewal_overlap_until(
     (until > now).then_some(until)
 }
 
+/// Discovery member (an RFC 8414 §2 extension) telling clients how secret renewal works.
+pub const RENEWAL_MEMBER: &str = "registrar_client_secret_renewal";
+
+/// The value of [`RENEWAL_MEMBER`]: present only when secrets expire. `method` says a client
+/// renews with an RFC 7592 §2.2 PUT of its registration inside `[expires_at - renew_before_secs,
+/// expires_at + expired_grace_secs)`; the response then carries the new `client_secret`.
+pub fn renewal_discovery(settings: &CredentialSettings) -> Option<Value> {
+    let lifetime = settings.client_secret_lifetime_secs;
+    if lifetime == 0 {
+        return None;
+    }
+    Some(serde_json::json!({
+        "method": "rfc7592_put",
+        "client_secret_lifetime_secs": lifetime,
+        "renew_before_secs": settings.client_secret_renew_before_secs.unwrap_or(lifetime / 10),
+        "expired_grace_secs": settings.client_secret_expired_grace_secs,
+        "overlap_secs": settings.client_secret_renewal_overlap_secs,
+    }))
+}
+
 // --- reaping --------------------------------------------------------------------------------
 
 /// Why the sweeper deletes a client.

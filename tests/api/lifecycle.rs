@@ -593,3 +593,37 @@ async fn without_software_id_clients_are_counted_by_client_name() {
         200
     );
 }
+
+#[tokio::test]
+async fn discovery_says_how_secrets_are_renewed_when_they_expire() {
+    let doc = |app: &TestApp| {
+        let url = format!("{}/.well-known/openid-configuration", app.address);
+        let client = app.client.clone();
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let plain = spawn_app().await;
+    assert!(doc(&plain)
+        .await
+        .get("registrar_client_secret_renewal")
+        .is_none());
+    let app = spawn_app_with(renewing).await;
+    assert_eq!(
+        doc(&app).await["registrar_client_secret_renewal"],
+        json!({
+            "method": "rfc7592_put",
+            "client_secret_lifetime_secs": 1000,
+            "renew_before_secs": 100,
+            "expired_grace_secs": 50,
+            "overlap_secs": 0,
+        })
+    );
+}
