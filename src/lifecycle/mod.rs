@@ -287,15 +287,16 @@ pub fn software_counter(software_key: &str) -> String {
     format!("software-clients:{software_key}")
 }
 
-/// The oldest never-used client with `software_key`, the one storm control evicts.
-pub fn eviction_candidate(
+/// How many of the oldest never-used clients a registration at the limit considers; enough
+/// for that many concurrent registrations of one software to each evict a different one.
+const EVICTION_CANDIDATES: usize = 16;
+
+/// The oldest never-used clients with `software_key`, oldest first: whom storm control evicts.
+pub fn eviction_candidates(
     store: &dyn ClientStore,
     software_key: &str,
-) -> Result<Option<ClientRecord>, StoreError> {
-    Ok(store
-        .unused_clients_of_software(software_key, 1)?
-        .into_iter()
-        .next())
+) -> Result<Vec<ClientRecord>, StoreError> {
+    store.unused_clients_of_software(software_key, EVICTION_CANDIDATES)
 }
 
 // --- audit call sites -----------------------------------------------------------------------

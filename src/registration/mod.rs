@@ -232,6 +232,7 @@ impl Registrar {
         let counter = lifecycle::software_counter(&key);
         let max = policy.max_clients_per_software();
         let limit = if max == 0 { u64::MAX } else { max };
+        let mut raced = false;
         for _ in 0..MAX_RETRIES {
             if self
                 .store
@@ -240,20 +241,33 @@ impl Registrar {
             {
                 return Ok(key);
             }
-            let victim =
-                lifecycle::eviction_candidate(self.store.as_ref(), &key).map_err(store_error)?;
-            let Some(victim) = victim else { break };
-            // A concurrent registration may evict the same client first; then try again.
-            if self.remove_record(&victim).await? {
-                lifecycle::audit_evicted(&victim, &policy.name);
+            let victims =
+                lifecycle::eviction_candidates(self.store.as_ref(), &key).map_err(store_error)?;
+            if victims.is_empty() {
+                break;
             }
+            // Concurrent registrations all see the same oldest clients: whoever loses the
+            // compare-and-delete of one tries the next. The winner takes the evicted client's
+            // place, so no other registration can take it in between.
+            for victim in victims {
+                if self.remove_keeping(&victim, true).await? {
+                    lifecycle::audit_evicted(&victim, &policy.name);
+                    return Ok(key);
+                }
+            }
+            raced = true;
         }
         let software = metadata
             .get("software_id")
             .map(|_| "software_id")
             .unwrap_or("client_name");
+        let why = if raced {
+            "too many registrations of it at once; try again"
+        } else {
+            "every registered client of it has been used"
+        };
         Err(RegistrationError::InvalidClientMetadata(format!(
-            "policy '{}': max_clients_per_software ({max}) reached for this {software}, and every registered client of it has been used",
+            "policy '{}': max_clients_per_software ({max}) reached for this {software}, and {why}",
             policy.name
         )))
     }
@@ -537,13 +551,25 @@ impl Registrar {
     /// Delete `current` if it is still the stored record, freeing its place in its policy's
     /// quota; `Ok(false)` when another writer changed it first (re-read and decide again).
     pub(crate) async fn remove_record(&self, current: &ClientRecord) -> Result<bool> {
+        self.remove_keeping(current, false).await
+    }
+
+    /// `remove_record`; with `keep_software_place` the client's place among its software's
+    /// clients is not given back but handed to the registration that evicted it.
+    async fn remove_keeping(
+        &self,
+        current: &ClientRecord,
+        keep_software_place: bool,
+    ) -> Result<bool> {
         match self.store.remove(current) {
             Ok(()) => {
                 self.policy
                     .client_deleted(self.store.as_ref(), current.policy.as_deref());
-                if let Some(key) = &current.software_key {
-                    self.policy
-                        .release(self.store.as_ref(), &[lifecycle::software_counter(key)]);
+                match &current.software_key {
+                    Some(key) if !keep_software_place => self
+                        .policy
+                        .release(self.store.as_ref(), &[lifecycle::software_counter(key)]),
+                    _ => {}
                 }
                 self.store.durable().await.map_err(store_error)?;
                 tracing::info!(client_id = %current.client_id, "client deleted");

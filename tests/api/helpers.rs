@@ -99,6 +99,8 @@ fn start(app: Application, dir: TempDir) -> TestApp {
 impl TestApp {
     /// Stop the server and wait until it has released its data directory.
     pub async fn stop(self) -> TempDir {
+        // The sweeper holds the store open; the server's own copy goes with its task.
+        drop(self.sweeper);
         self.handle.stop(true).await;
         // The store is dropped (and its lock released) when the server task finishes.
         for _ in 0..100 {
