@@ -24,6 +24,7 @@ use crate::settings::CredentialSettings;
 use crate::store::{source, ClientRecord, ClientStore, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::{HashMap, VecDeque};
 
 /// `[lifecycle]`: reaping of abandoned registrations.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -287,16 +288,43 @@ pub fn software_counter(software_key: &str) -> String {
     format!("software-clients:{software_key}")
 }
 
-/// How many of the oldest never-used clients a registration at the limit considers; enough
-/// for that many concurrent registrations of one software to each evict a different one.
-const EVICTION_CANDIDATES: usize = 16;
+/// How many of the oldest never-used clients one store query fetches for storm control.
+const EVICTION_BATCH: usize = 64;
 
-/// The oldest never-used clients with `software_key`, oldest first: whom storm control evicts.
-pub fn eviction_candidates(
-    store: &dyn ClientStore,
-    software_key: &str,
-) -> Result<Vec<ClientRecord>, StoreError> {
-    store.unused_clients_of_software(software_key, EVICTION_CANDIDATES)
+/// Most software keys with queued candidates; past it the queues start over (they are only a
+/// cache of the store).
+const MAX_QUEUED_SOFTWARE: usize = 1024;
+
+/// Storm control's eviction candidates, oldest first, per software key: fetched from the store
+/// [`EVICTION_BATCH`] at a time, so a storm costs one store query per that many evictions, and
+/// concurrent registrations take different candidates. A queued record may be stale (used,
+/// changed or deleted since); the compare-and-delete of the eviction then fails and the next
+/// one is taken, so a client used meanwhile is never evicted.
+#[derive(Default)]
+pub struct EvictionQueue(std::sync::Mutex<HashMap<String, VecDeque<ClientRecord>>>);
+
+impl EvictionQueue {
+    /// The next candidate for `software_key`; `None` when the store has no never-used client
+    /// of it.
+    pub fn next(
+        &self,
+        store: &dyn ClientStore,
+        software_key: &str,
+    ) -> Result<Option<ClientRecord>, StoreError> {
+        let mut queues = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(next) = queues.get_mut(software_key).and_then(VecDeque::pop_front) {
+            return Ok(Some(next));
+        }
+        let mut fetched: VecDeque<ClientRecord> = store
+            .unused_clients_of_software(software_key, EVICTION_BATCH)?
+            .into();
+        let next = fetched.pop_front();
+        if queues.len() >= MAX_QUEUED_SOFTWARE {
+            queues.clear();
+        }
+        queues.insert(software_key.to_owned(), fetched);
+        Ok(next)
+    }
 }
 
 // --- audit call sites -----------------------------------------------------------------------

@@ -187,12 +187,23 @@ fn software_keys_prefer_software_id_and_are_per_policy() {
 
 /// A registrar over `store` with its own clock: what one replica is.
 fn replica(store: Arc<MemoryStore>, clock: Arc<FixedClock>, seed: u64) -> Arc<Registrar> {
-    let settings = Settings::defaults()
-        .unwrap()
-        .with("issuer", "https://id.example.com")
-        .unwrap()
-        .with("fetch.fetch_jwks_uri", false)
-        .unwrap();
+    replica_with(store, clock, seed, |s| s)
+}
+
+fn replica_with(
+    store: Arc<MemoryStore>,
+    clock: Arc<FixedClock>,
+    seed: u64,
+    tweak: impl FnOnce(Settings) -> Settings,
+) -> Arc<Registrar> {
+    let settings = tweak(
+        Settings::defaults()
+            .unwrap()
+            .with("issuer", "https://id.example.com")
+            .unwrap()
+            .with("fetch.fetch_jwks_uri", false)
+            .unwrap(),
+    );
     Arc::new(Registrar::new(Parts {
         store,
         clock,
@@ -246,4 +257,46 @@ async fn two_replicas_sweeping_at_once_delete_each_client_once() {
     assert_eq!(r1.reaped + r2.reaped, 300, "{r1:?} {r2:?}");
     assert!(store.is_empty());
     assert_eq!(one.reaped_total() + two.reaped_total(), 300);
+}
+
+#[tokio::test]
+async fn a_queued_candidate_used_since_is_skipped_not_evicted() {
+    let store = Arc::new(MemoryStore::new());
+    let clock = Arc::new(FixedClock::new(NOW));
+    let registrar = replica_with(store.clone(), clock.clone(), 3, |s| {
+        s.with("access.anonymous_policy", "mcp")
+            .unwrap()
+            .with(
+                "policies",
+                serde_json::json!({"mcp": {"max_clients_per_software": 2}}),
+            )
+            .unwrap()
+    });
+    let body = serde_json::json!({
+        "redirect_uris": ["https://client.example.org/cb"],
+        "token_endpoint_auth_method": "none",
+        "software_id": "host",
+    });
+    let mut ids: Vec<(String, String)> = Vec::new();
+    for _ in 0..4 {
+        if ids.len() == 3 {
+            // B was queued as the next candidate when C evicted A; now it is used.
+            let (b, rat) = &ids[1];
+            registrar.read_client(b, Some(rat.as_str())).await.unwrap();
+        }
+        let r = registrar
+            .register_client(body.as_object().unwrap(), &RegistrationContext::default())
+            .await
+            .unwrap();
+        let id = r["client_id"].as_str().unwrap().to_owned();
+        let rat = r["registration_access_token"].as_str().unwrap().to_owned();
+        ids.push((id, rat));
+        clock.advance(1);
+    }
+    let alive: Vec<bool> = ids
+        .iter()
+        .map(|(id, _)| store.get(id).unwrap().is_some())
+        .collect();
+    // A evicted by C, C (not the used B) by D.
+    assert_eq!(alive, [false, true, false, true]);
 }

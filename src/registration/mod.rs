@@ -22,6 +22,9 @@ use subtle::ConstantTimeEq;
 /// How many times a write that lost a race is retried before giving up.
 const MAX_RETRIES: usize = 8;
 
+/// Stale eviction candidates one registration at its software's limit may skip.
+const MAX_EVICTION_ATTEMPTS: usize = 256;
+
 /// The service behind every registration endpoint.
 pub struct Registrar {
     store: Arc<dyn ClientStore>,
@@ -34,6 +37,8 @@ pub struct Registrar {
     policy: Arc<PolicyEngine>,
     registration_endpoint: String,
     discovery: Arc<discovery::Discovery>,
+    /// Storm control's eviction candidates (`crate::lifecycle`).
+    evictions: lifecycle::EvictionQueue,
 }
 
 /// The pieces a `Registrar` is built from; `settings.issuer` must already be resolved.
@@ -104,6 +109,7 @@ impl Registrar {
             remote: parts.remote,
             policy: parts.policy,
             registration_endpoint,
+            evictions: lifecycle::EvictionQueue::default(),
         }
     }
 
@@ -241,19 +247,24 @@ impl Registrar {
             {
                 return Ok(key);
             }
-            let victims =
-                lifecycle::eviction_candidates(self.store.as_ref(), &key).map_err(store_error)?;
-            if victims.is_empty() {
-                break;
-            }
-            // Concurrent registrations all see the same oldest clients: whoever loses the
-            // compare-and-delete of one tries the next. The winner takes the evicted client's
-            // place, so no other registration can take it in between.
-            for victim in victims {
+            // The evicting registration takes the evicted client's place, so no other
+            // registration can take it in between. A candidate used, changed or evicted by
+            // another replica since it was queued fails the compare-and-delete: take the next.
+            let mut found = false;
+            for _ in 0..MAX_EVICTION_ATTEMPTS {
+                let next = self
+                    .evictions
+                    .next(self.store.as_ref(), &key)
+                    .map_err(store_error)?;
+                let Some(victim) = next else { break };
+                found = true;
                 if self.remove_keeping(&victim, true).await? {
                     lifecycle::audit_evicted(&victim, &policy.name);
                     return Ok(key);
                 }
+            }
+            if !found {
+                break;
             }
             raced = true;
         }
