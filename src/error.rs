@@ -64,6 +64,10 @@ pub enum RegistrationError {
     /// Too much work is queued (e.g. the argon2 queue is full); retry shortly.
     #[error("the server is busy; retry shortly")]
     Overloaded,
+    /// A configured ceiling is reached (`access.max_anonymous_clients`); the message says which.
+    /// Not a retry-shortly condition, so no `Retry-After`.
+    #[error("{0}")]
+    CapacityReached(String),
     /// A bug or an unexpected condition. The cause is logged, never returned.
     #[error("internal error")]
     Internal(String),
@@ -88,7 +92,9 @@ impl RegistrationError {
             Self::NotFound | Self::ClientNotFound(_) => "not_found",
             Self::ClientDisabled => "access_denied",
             Self::TooManyRequests(_) => "too_many_requests",
-            Self::Unavailable | Self::Overloaded => "temporarily_unavailable",
+            Self::Unavailable | Self::Overloaded | Self::CapacityReached(_) => {
+                "temporarily_unavailable"
+            }
             Self::Internal(_) => "server_error",
         }
     }

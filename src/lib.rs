@@ -12,6 +12,7 @@ pub mod error;
 pub mod fetch;
 pub mod http;
 pub mod lifecycle;
+pub mod logsafe;
 pub mod metadata;
 pub mod policy;
 pub mod registration;

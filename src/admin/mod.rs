@@ -10,6 +10,7 @@ pub mod error;
 use crate::directory::{Directory, ListQuery, Purpose};
 use crate::error::RegistrationError;
 use crate::http::{body, json, BodyLimits};
+use crate::logsafe::escaped;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use auth::AdminTokens;
@@ -60,7 +61,7 @@ async fn optional_body(
 async fn list(state: State, req: HttpRequest) -> Response {
     state.tokens.authorize(&req, Scope::ClientsRead)?;
     let query = ListQuery::parse(&query_pairs(&req), Purpose::List)?;
-    let page = state.directory.list(&query)?;
+    let page = state.directory.list(&query).await?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({"clients": page.clients, "next_cursor": page.next_cursor}),
@@ -72,7 +73,8 @@ async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Respon
     let admin = state.tokens.authorize(&req, Scope::ClientsWrite)?;
     let request = body::json_object(&req, payload, state.limits).await?;
     let client = state.directory.create(&request).await?;
-    tracing::info!(admin = %admin, client_id = ?client.get("client_id"), "admin: create");
+    let id = client.get("client_id").and_then(Value::as_str);
+    tracing::info!(admin = %admin, client_id = %escaped(id.unwrap_or_default()), "admin: create");
     Ok(json(StatusCode::CREATED, &client))
 }
 
@@ -92,7 +94,10 @@ async fn delete_matching(state: State, req: HttpRequest) -> Response {
 /// GET /admin/clients/{client_id}: the client view.
 async fn show(state: State, req: HttpRequest, client_id: web::Path<String>) -> Response {
     state.tokens.authorize(&req, Scope::ClientsRead)?;
-    Ok(json(StatusCode::OK, &state.directory.get(&client_id)?))
+    Ok(json(
+        StatusCode::OK,
+        &state.directory.get(&client_id).await?,
+    ))
 }
 
 /// PATCH /admin/clients/{client_id}: RFC 7396 merge patch of the metadata and `disabled`.
@@ -105,7 +110,7 @@ async fn patch(
     let admin = state.tokens.authorize(&req, Scope::ClientsWrite)?;
     let request = body::json_object(&req, payload, state.limits).await?;
     let client = state.directory.patch(&client_id, &request).await?;
-    tracing::info!(admin = %admin, client_id = %client_id, "admin: patch");
+    tracing::info!(admin = %admin, client_id = %escaped(&*client_id), "admin: patch");
     Ok(json(StatusCode::OK, &client))
 }
 
@@ -113,7 +118,7 @@ async fn patch(
 async fn delete(state: State, req: HttpRequest, client_id: web::Path<String>) -> Response {
     let admin = state.tokens.authorize(&req, Scope::ClientsWrite)?;
     state.directory.delete(&client_id).await?;
-    tracing::info!(admin = %admin, client_id = %client_id, "admin: delete");
+    tracing::info!(admin = %admin, client_id = %escaped(&*client_id), "admin: delete");
     Ok(crate::http::error::no_store(StatusCode::NO_CONTENT).finish())
 }
 
@@ -152,7 +157,7 @@ async fn rotate_secret(
     let admin = state.tokens.authorize(&req, Scope::ClientsWrite)?;
     let request = optional_body(&req, payload, state.limits).await?;
     let issued = state.directory.rotate_secret(&client_id, &request).await?;
-    tracing::info!(admin = %admin, client_id = %client_id, "admin: rotate client_secret");
+    tracing::info!(admin = %admin, client_id = %escaped(&*client_id), "admin: rotate client_secret");
     Ok(json(StatusCode::OK, &issued))
 }
 
@@ -163,7 +168,7 @@ async fn reissue_token(state: State, req: HttpRequest, client_id: web::Path<Stri
         .directory
         .reissue_registration_token(&client_id)
         .await?;
-    tracing::info!(admin = %admin, client_id = %client_id, "admin: reissue registration_access_token");
+    tracing::info!(admin = %admin, client_id = %escaped(&*client_id), "admin: reissue registration_access_token");
     Ok(json(StatusCode::OK, &issued))
 }
 

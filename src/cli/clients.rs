@@ -103,7 +103,11 @@ enum ClientsCommand {
         limit: Option<usize>,
     },
     /// Show one client.
-    Show { client_id: String },
+    Show {
+        /// The client (may start with "-": client ids are base64url).
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
     /// Create a pre-registered client from RFC 7591 metadata (JSON); prints its credentials
     /// once.
     Create {
@@ -114,11 +118,23 @@ enum ClientsCommand {
         policy: Option<String>,
     },
     /// Disable a client: it can no longer authenticate or change itself.
-    Disable { client_id: String },
+    Disable {
+        /// The client (may start with "-": client ids are base64url).
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
     /// Enable a disabled client.
-    Enable { client_id: String },
+    Enable {
+        /// The client (may start with "-": client ids are base64url).
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
     /// Delete one client.
-    Delete { client_id: String },
+    Delete {
+        /// The client (may start with "-": client ids are base64url).
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
     /// Delete every client matching the filters (at least one).
     Prune {
         #[command(flatten)]
@@ -129,9 +145,16 @@ enum ClientsCommand {
     },
     /// Check a client secret as the authorization server would.
     Authenticate {
+        /// The client (may start with "-": client ids are base64url).
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         /// The secret; default: read from standard input (keeps it out of the process list).
-        #[arg(long, env = "REGISTRAR_CLIENT_SECRET", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "REGISTRAR_CLIENT_SECRET",
+            hide_env_values = true,
+            allow_hyphen_values = true
+        )]
         secret: Option<String>,
     },
 }
@@ -521,6 +544,36 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(utc(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn ids_and_secrets_may_start_with_a_hyphen() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "registrar",
+            "clients",
+            "authenticate",
+            "-Yx1",
+            "--secret",
+            "-Zs2",
+        ])
+        .unwrap();
+        let Some(crate::cli::Command::Clients(args)) = cli.command else {
+            panic!("not clients")
+        };
+        match args.command {
+            ClientsCommand::Authenticate { client_id, secret } => {
+                assert_eq!(client_id, "-Yx1");
+                assert_eq!(secret.as_deref(), Some("-Zs2"));
+            }
+            other => panic!("{other:?}"),
+        }
+        for sub in ["show", "disable", "enable", "delete"] {
+            assert!(
+                crate::cli::Cli::try_parse_from(["registrar", "clients", sub, "-Yx1"]).is_ok(),
+                "{sub}"
+            );
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub fn run(config: Option<&Path>) -> ExitCode {
 
     let system = actix_web::rt::System::new();
     system.block_on(async move {
-        let app = match Application::build(settings) {
+        let app = match Application::build(settings).await {
             Ok(app) => app,
             Err(e) => {
                 tracing::error!("registrar cannot start: {e}");

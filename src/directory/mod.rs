@@ -3,23 +3,25 @@
 //! keyset pagination, and operator writes. Framework-free like `registration`: it takes parsed
 //! JSON and query pairs, returns JSON maps or `RegistrationError`.
 //!
-//! Operator creation and changes go through the registration service's own paths
-//! (`Registrar::register_admitted`, `Registrar::revalidate`), so a client an operator creates
-//! obeys the same metadata table and policies as one that registered itself.
+//! Operator creation, changes and deletions go through the registration service's own paths
+//! (`Registrar::register_admitted`, `Registrar::plan_change`, `Registrar::remove_record`), so a
+//! client an operator creates obeys the same metadata table and policies as one that
+//! registered itself, and its quota counters move the same way.
 //!
-//! Every store access is in the small functions at the end of `impl Directory` (`load`,
-//! `save`, `page`), so moving to another store interface touches only them.
+//! Every store access is in the small functions at the end of `impl Directory` (`find`,
+//! `load`, `save`, `matching`), so another store interface touches only them.
 
 mod query;
 
-pub use query::{ClientFilter, ListQuery, Purpose, MAX_LIMIT};
+pub use crate::store::ClientFilter;
+pub use query::{ListQuery, Purpose, MAX_LIMIT};
 
 use crate::clock::Clock;
 use crate::credentials::{Plaintext, SecretHasher};
 use crate::error::{RegistrationError, Result};
 use crate::metadata::uses_client_secret;
 use crate::registration::{store_error, Parts, Registrar};
-use crate::store::{source, ClientRecord, ClientStore, StoreError};
+use crate::store::{source, ClientRecord, ClientStore};
 use crate::tokens::{TokenGenerator, SECRET_BYTES};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -29,9 +31,6 @@ use tokio::sync::OnceCell;
 
 /// How many times a write that lost a race is retried before giving up.
 const MAX_RETRIES: usize = 8;
-/// Records examined per list request at most, so a filter matching little cannot make one
-/// request walk the whole store; the cursor then continues where it stopped.
-const MAX_EXAMINED: usize = 10_000;
 /// Longest grace period of a rotated secret: 90 days.
 pub const MAX_GRACE_SECS: i64 = 90 * 24 * 3600;
 /// Members of a PATCH or create body that the directory owns, besides the server-managed
@@ -99,8 +98,8 @@ impl Directory {
     }
 
     /// `GET /admin/clients/{client_id}`: the client view.
-    pub fn get(&self, client_id: &str) -> Result<Map<String, Value>> {
-        Ok(view(self.load(client_id)?))
+    pub async fn get(&self, client_id: &str) -> Result<Map<String, Value>> {
+        Ok(view(self.load(client_id).await?))
     }
 
     /// `POST /admin/clients/{client_id}/authenticate` (RFC 6749 §2.3.1 on behalf of the
@@ -111,7 +110,7 @@ impl Directory {
     /// A client whose auth method uses no secret is `invalid_request` naming its method.
     pub async fn authenticate(&self, client_id: &str, secret: &str) -> Result<Map<String, Value>> {
         let now = self.clock.now();
-        let Some(record) = self.find(client_id)? else {
+        let Some(record) = self.find(client_id).await? else {
             self.verify_dummy(secret).await?;
             return Err(RegistrationError::InvalidToken);
         };
@@ -149,51 +148,25 @@ impl Directory {
         if !valid || record.disabled {
             return Err(RegistrationError::InvalidToken);
         }
-        Ok(view(self.touch(record, now)))
+        Ok(view(self.touch(record, now).await))
     }
 
     /// `GET /admin/clients`: one page of the clients matching `query`.
-    pub fn list(&self, query: &ListQuery) -> Result<Page> {
+    pub async fn list(&self, query: &ListQuery) -> Result<Page> {
         let now = self.clock.now();
-        let mut after = query.cursor.clone();
-        let mut clients = Vec::new();
-        let mut examined = 0;
-        loop {
-            let want = (query.limit - clients.len()).max(64);
-            let batch = self.page(after.as_deref(), want)?;
-            let exhausted = batch.len() < want;
-            for record in batch {
-                examined += 1;
-                after = Some(record.client_id.clone());
-                if query.filter.matches(&record, now) {
-                    clients.push(view(record));
-                    if clients.len() == query.limit {
-                        return Ok(Page {
-                            clients,
-                            next_cursor: after.as_deref().map(encode_cursor),
-                        });
-                    }
-                }
-            }
-            if exhausted {
-                return Ok(Page {
-                    clients,
-                    next_cursor: None,
-                });
-            }
-            if examined >= MAX_EXAMINED {
-                return Ok(Page {
-                    clients,
-                    next_cursor: after.as_deref().map(encode_cursor),
-                });
-            }
-        }
+        let listing = self
+            .matching(query.cursor.as_deref(), query.limit, &query.filter, now)
+            .await?;
+        Ok(Page {
+            clients: listing.records.into_iter().map(view).collect(),
+            next_cursor: listing.next.as_deref().map(encode_cursor),
+        })
     }
 
     /// `DELETE /admin/clients/{client_id}`.
     pub async fn delete(&self, client_id: &str) -> Result<()> {
         for _ in 0..MAX_RETRIES {
-            let current = self.load(client_id)?;
+            let current = self.load(client_id).await?;
             if self.registrar.remove_record(&current).await? {
                 return Ok(());
             }
@@ -210,25 +183,23 @@ impl Directory {
         let mut after: Option<String> = None;
         let mut count = 0;
         loop {
-            let batch = self.page(after.as_deref(), 500)?;
-            let Some(last) = batch.last() else {
-                return Ok(count);
-            };
-            after = Some(last.client_id.clone());
-            for mut record in batch {
+            let listing = self.matching(after.as_deref(), 500, filter, now).await?;
+            for mut record in listing.records {
                 for _ in 0..MAX_RETRIES {
-                    if !filter.matches(&record, now) {
-                        break;
-                    }
                     if dry_run || self.registrar.remove_record(&record).await? {
                         count += 1;
                         break;
                     }
-                    match self.find(&record.client_id)? {
-                        Some(newer) => record = newer,
-                        None => break,
+                    // Changed meanwhile: judged again on its new state.
+                    match self.find(&record.client_id).await? {
+                        Some(newer) if filter.matches(&newer, now) => record = newer,
+                        _ => break,
                     }
                 }
+            }
+            match listing.next {
+                Some(next) => after = Some(next),
+                None => return Ok(count),
             }
         }
     }
@@ -269,7 +240,7 @@ impl Directory {
             .get("client_id")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let mut out = view(self.load(client_id)?);
+        let mut out = view(self.load(client_id).await?);
         for name in [
             "client_secret",
             "registration_access_token",
@@ -279,7 +250,6 @@ impl Directory {
                 out.insert(name.into(), v.clone());
             }
         }
-        tracing::info!(client_id = %client_id, "client created by an operator");
         Ok(out)
     }
 
@@ -313,7 +283,7 @@ impl Directory {
             )));
         }
         for _ in 0..MAX_RETRIES {
-            let current = self.load(client_id)?;
+            let current = self.load(client_id).await?;
             let (mut updated, secret) = if metadata_patch.is_empty() {
                 (current.clone(), None)
             } else {
@@ -322,9 +292,14 @@ impl Directory {
                 let Value::Object(request) = merged else {
                     unreachable!("a merge patch of an object with an object is an object")
                 };
-                self.registrar
-                    .revalidate(&current, &request, Some(&self.privileged))
-                    .await?
+                let plan = self
+                    .registrar
+                    .plan_change(&current, &request, Some(&self.privileged))
+                    .await?;
+                (
+                    plan.apply_to(&current, &self.rat_key),
+                    plan.issued_secret().cloned(),
+                )
             };
             if let Some(d) = disabled {
                 updated.disabled = d;
@@ -333,9 +308,8 @@ impl Directory {
                 return Ok(view(current));
             }
             updated.updated_at = self.clock.now();
-            if self.save(&current, &updated).await? {
-                tracing::info!(client_id = %client_id, "client changed by an operator");
-                let mut out = view(updated);
+            if let Some(stored) = self.save(&current, updated).await? {
+                let mut out = view(stored);
                 if let Some(secret) = secret {
                     out.insert("client_secret".into(), Value::from(secret.expose()));
                 }
@@ -371,7 +345,7 @@ impl Directory {
                 })?,
         };
         for _ in 0..MAX_RETRIES {
-            let current = self.load(client_id)?;
+            let current = self.load(client_id).await?;
             let method = auth_method(&current);
             let Some((secret, hash)) = self
                 .registrar
@@ -395,15 +369,12 @@ impl Directory {
             updated.client_secret_hash = Some(hash);
             updated.client_secret_expires_at = Some(self.registrar.secret_expiry(now));
             updated.updated_at = now;
-            if self.save(&current, &updated).await? {
-                tracing::info!(client_id = %client_id, grace_secs = grace, "client secret rotated by an operator");
+            let expires_at = updated.client_secret_expires_at;
+            if self.save(&current, updated).await?.is_some() {
                 let mut out = Map::new();
                 out.insert("client_id".into(), Value::from(client_id));
                 out.insert("client_secret".into(), Value::from(secret.expose()));
-                out.insert(
-                    "client_secret_expires_at".into(),
-                    Value::from(updated.client_secret_expires_at),
-                );
+                out.insert("client_secret_expires_at".into(), Value::from(expires_at));
                 if grace > 0 {
                     out.insert(
                         "previous_secret_expires_at".into(),
@@ -423,7 +394,7 @@ impl Directory {
     /// `registration.rat_grace_secs` it may still read it (and so learn the new one).
     pub async fn reissue_registration_token(&self, client_id: &str) -> Result<Map<String, Value>> {
         for _ in 0..MAX_RETRIES {
-            let current = self.load(client_id)?;
+            let current = self.load(client_id).await?;
             let token = Plaintext::new(self.tokens.token(SECRET_BYTES));
             let mut updated = current.clone();
             let now = self.clock.now();
@@ -437,8 +408,7 @@ impl Directory {
                 self.rat_grace_secs,
             );
             updated.updated_at = now;
-            if self.save(&current, &updated).await? {
-                tracing::info!(client_id = %client_id, "registration access token reissued by an operator");
+            if self.save(&current, updated).await?.is_some() {
                 let mut out = Map::new();
                 out.insert("client_id".into(), Value::from(client_id));
                 out.insert(
@@ -478,17 +448,19 @@ impl Directory {
         self.hasher.verify(secret, dummy).await.map(|_| ())
     }
 
-    /// Record `last_used_at`, at most once per `admin.last_used_resolution_secs`. Not awaited
-    /// for durability: a use lost in a crash only makes the client look idle a little longer.
-    fn touch(&self, record: ClientRecord, now: i64) -> ClientRecord {
+    /// Record `last_used_at`, at most once per `admin.last_used_resolution_secs`, so a busy
+    /// token endpoint costs one write per client per resolution, not one per request.
+    async fn touch(&self, record: ClientRecord, now: i64) -> ClientRecord {
         let mut used = record.clone();
         if !crate::lifecycle::mark_used(&mut used, now, self.last_used_resolution) {
             return record;
         }
-        match self.store.replace(&record, &used) {
-            Ok(()) => used,
+        match self.save(&record, used).await {
+            Ok(Some(stored)) => stored,
             // Another request recorded the use (or changed the client) first.
-            Err(StoreError::Conflict) => record,
+            Ok(None) => record,
+            // The authentication itself succeeded; a store that cannot write now must not
+            // turn it into a failure.
             Err(e) => {
                 tracing::warn!(error = %e, "could not record last_used_at");
                 record
@@ -498,29 +470,37 @@ impl Directory {
 
     // --- store access -----------------------------------------------------------------------
 
-    fn find(&self, client_id: &str) -> Result<Option<ClientRecord>> {
-        self.store.get(client_id).map_err(store_error)
+    async fn find(&self, client_id: &str) -> Result<Option<ClientRecord>> {
+        self.store.get(client_id).await.map_err(store_error)
     }
 
-    fn load(&self, client_id: &str) -> Result<ClientRecord> {
-        self.find(client_id)?
+    async fn load(&self, client_id: &str) -> Result<ClientRecord> {
+        self.find(client_id)
+            .await?
             .ok_or_else(|| RegistrationError::ClientNotFound(client_id.to_owned()))
     }
 
-    /// Replace `current` with `updated`, durably; `Ok(false)` if another writer won.
-    async fn save(&self, current: &ClientRecord, updated: &ClientRecord) -> Result<bool> {
-        match self.store.replace(current, updated) {
-            Ok(()) => {
-                self.store.durable().await.map_err(store_error)?;
-                Ok(true)
-            }
-            Err(StoreError::Conflict) => Ok(false),
-            Err(e) => Err(store_error(e)),
-        }
+    /// Replace `current` with `updated` if `current` is still the stored revision, durably;
+    /// the stored record, or `None` if another writer won.
+    async fn save(
+        &self,
+        current: &ClientRecord,
+        updated: ClientRecord,
+    ) -> Result<Option<ClientRecord>> {
+        self.registrar.save(current, updated).await
     }
 
-    fn page(&self, after: Option<&str>, limit: usize) -> Result<Vec<ClientRecord>> {
-        self.store.scan(after, limit).map_err(store_error)
+    async fn matching(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        filter: &ClientFilter,
+        now: i64,
+    ) -> Result<crate::store::Listing> {
+        self.store
+            .list(after, limit, filter, now)
+            .await
+            .map_err(store_error)
     }
 }
 
@@ -533,20 +513,11 @@ fn auth_method(record: &ClientRecord) -> String {
         .to_owned()
 }
 
-/// The creation time, for records written before it was kept.
-pub(crate) fn created_at(record: &ClientRecord) -> i64 {
-    if record.created_at == 0 {
-        record.client_id_issued_at
-    } else {
-        record.created_at
-    }
-}
-
 /// The admin view of a client: its registered metadata and the directory's own fields. Never a
 /// hash, a tag or a plaintext credential.
 pub fn view(record: ClientRecord) -> Map<String, Value> {
     let mut out = Map::with_capacity(record.metadata.len() + 11);
-    let created = created_at(&record);
+    let created = record.created();
     out.insert("client_id".into(), Value::from(record.client_id));
     out.extend(record.metadata);
     out.insert(

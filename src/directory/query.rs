@@ -1,9 +1,8 @@
-//! The query of `GET /admin/clients` and `DELETE /admin/clients`: filters, `limit`, `cursor`,
-//! `dry_run`. Every filter is a plain predicate on one stored field, so a SQL store can express
-//! it as a `WHERE` clause next to the keyset condition `client_id > $cursor`.
+//! The query of `GET /admin/clients` and `DELETE /admin/clients`: filters (a
+//! `store::ClientFilter`), `limit`, `cursor`, `dry_run`, parsed from the query pairs.
 
 use crate::error::{RegistrationError, Result};
-use crate::store::{source, ClientRecord};
+use crate::store::ClientFilter;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
@@ -11,29 +10,6 @@ use base64::Engine;
 pub const DEFAULT_LIMIT: usize = 100;
 /// Largest page size.
 pub const MAX_LIMIT: usize = 1000;
-
-/// Which clients a listing or a bulk deletion is about. Empty = every client.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ClientFilter {
-    /// RFC 7591 `software_id`, exact.
-    pub software_id: Option<String>,
-    /// Prefix of `client_name`.
-    pub client_name: Option<String>,
-    /// The admitting policy's name, exact.
-    pub policy: Option<String>,
-    /// The admitting tier, exact.
-    pub tier: Option<String>,
-    /// `registration` or `admin`.
-    pub source: Option<String>,
-    /// Disabled or not.
-    pub disabled: Option<bool>,
-    /// Created strictly before (seconds since the epoch).
-    pub created_before: Option<i64>,
-    /// Created strictly after.
-    pub created_after: Option<i64>,
-    /// Never used, or last used at least this many seconds ago.
-    pub unused_for_secs: Option<i64>,
-}
 
 /// What the query is for; each accepts its own parameters besides the filters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,46 +31,6 @@ pub struct ListQuery {
     pub cursor: Option<String>,
     /// Only count (bulk deletion).
     pub dry_run: bool,
-}
-
-impl ClientFilter {
-    /// Whether no filter is set.
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-
-    /// Whether `record` is one of the clients meant, at time `now`.
-    pub fn matches(&self, record: &ClientRecord, now: i64) -> bool {
-        let text = |name: &str| record.metadata.get(name).and_then(|v| v.as_str());
-        let created = super::created_at(record);
-        self.software_id
-            .as_deref()
-            .is_none_or(|s| text("software_id") == Some(s))
-            && self
-                .client_name
-                .as_deref()
-                .is_none_or(|p| text("client_name").is_some_and(|n| n.starts_with(p)))
-            && self
-                .policy
-                .as_deref()
-                .is_none_or(|p| record.policy.as_deref() == Some(p))
-            && self
-                .tier
-                .as_deref()
-                .is_none_or(|t| record.tier.as_deref() == Some(t))
-            && self
-                .source
-                .as_deref()
-                .is_none_or(|s| record.source.as_deref().unwrap_or(source::REGISTRATION) == s)
-            && self.disabled.is_none_or(|d| record.disabled == d)
-            && self.created_before.is_none_or(|t| created < t)
-            && self.created_after.is_none_or(|t| created > t)
-            && self.unused_for_secs.is_none_or(|secs| {
-                record
-                    .last_used_at
-                    .is_none_or(|at| now.saturating_sub(at) >= secs)
-            })
-    }
 }
 
 fn invalid(name: &str, why: &str) -> RegistrationError {

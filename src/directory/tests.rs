@@ -145,10 +145,15 @@ async fn a_rotated_secret_keeps_the_old_one_for_the_grace_period_only() {
 async fn an_expired_secret_does_not_authenticate() {
     let f = fixture();
     let (id, secret) = register(&f, web()).await;
-    let current = f.directory.load(&id).unwrap();
+    let current = f.directory.load(&id).await.unwrap();
     let mut expiring = current.clone();
     expiring.client_secret_expires_at = Some(NOW + 10);
-    assert!(f.directory.save(&current, &expiring).await.unwrap());
+    assert!(f
+        .directory
+        .save(&current, expiring)
+        .await
+        .unwrap()
+        .is_some());
     assert!(f.directory.authenticate(&id, &secret).await.is_ok());
     f.clock.advance(10);
     assert!(matches!(
@@ -186,6 +191,7 @@ async fn listing_pages_by_client_id_and_filters() {
         let page = f
             .directory
             .list(&ListQuery::parse(&pairs(&q), Purpose::List).unwrap())
+            .await
             .unwrap();
         seen.extend(
             page.clients
@@ -201,6 +207,7 @@ async fn listing_pages_by_client_id_and_filters() {
     let odd = f
         .directory
         .list(&ListQuery::parse(&pairs(&[("client_name", "odd")]), Purpose::List).unwrap())
+        .await
         .unwrap();
     assert_eq!(odd.clients.len(), 3);
     assert!(odd.next_cursor.is_none());
@@ -215,7 +222,7 @@ async fn listing_pages_by_client_id_and_filters() {
         .await
         .unwrap();
     assert_eq!(deleted, 4);
-    assert_eq!(f.registrar.client_count(), 3);
+    assert_eq!(f.registrar.client_count().await.unwrap(), 3);
 }
 
 #[test]
@@ -266,7 +273,7 @@ fn merge_patch_follows_rfc_7396_appendix_a() {
 async fn the_view_shows_no_credential_material() {
     let f = fixture();
     let (id, secret) = register(&f, web()).await;
-    let v = Value::Object(f.directory.get(&id).unwrap()).to_string();
+    let v = Value::Object(f.directory.get(&id).await.unwrap()).to_string();
     assert!(!v.contains(&secret));
     assert!(!v.contains("argon2"));
     assert!(!v.contains("rat_tag"));
@@ -281,4 +288,26 @@ async fn the_view_shows_no_credential_material() {
         assert!(v.contains(member), "{member} in {v}");
     }
     assert!(v.contains("\"source\":\"registration\""));
+}
+
+#[test]
+fn records_from_before_the_directory_fields_decode_and_view_sensibly() {
+    let old = br#"{"client_id":"a","client_id_issued_at":42,"rat_tag":[],"metadata":{"client_name":"Old"},"updated_at":43,"tier":"anonymous"}"#;
+    let mut bytes = vec![1u8];
+    bytes.extend_from_slice(old);
+    let record = ClientRecord::decode(&bytes).unwrap();
+    assert!(!record.disabled);
+    assert_eq!(record.last_used_at, None);
+    let v = view(record);
+    assert_eq!(v["created_at"], 42, "falls back to client_id_issued_at");
+    assert_eq!(v["source"], "registration");
+    assert_eq!(v["disabled"], false);
+    assert_eq!(v["last_used_at"], Value::Null);
+    let filter = ClientFilter {
+        source: Some("registration".into()),
+        created_before: Some(43),
+        unused_for_secs: Some(0),
+        ..Default::default()
+    };
+    assert!(filter.matches(&ClientRecord::decode(&bytes).unwrap(), NOW));
 }

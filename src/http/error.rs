@@ -61,7 +61,7 @@ pub fn status(e: &RegistrationError) -> StatusCode {
         E::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         E::NotFound | E::ClientNotFound(_) => StatusCode::NOT_FOUND,
         E::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-        E::Unavailable | E::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        E::Unavailable | E::Overloaded | E::CapacityReached(_) => StatusCode::SERVICE_UNAVAILABLE,
         E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -111,7 +111,7 @@ pub fn finish(
 ) -> HttpResponse {
     let description = match e {
         RegistrationError::Internal(cause) => {
-            tracing::error!(cause = %cause, "internal error");
+            tracing::error!(cause = %crate::logsafe::escaped(cause), "internal error");
             "the server could not complete the request".to_owned()
         }
         other => other.to_string(),

@@ -306,24 +306,34 @@ pub struct EvictionQueue(std::sync::Mutex<HashMap<String, VecDeque<ClientRecord>
 impl EvictionQueue {
     /// The next candidate for `software_key`; `None` when the store has no never-used client
     /// of it.
-    pub fn next(
+    pub async fn next(
         &self,
         store: &dyn ClientStore,
         software_key: &str,
     ) -> Result<Option<ClientRecord>, StoreError> {
-        let mut queues = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(next) = queues.get_mut(software_key).and_then(VecDeque::pop_front) {
+        if let Some(next) = self
+            .lock()
+            .get_mut(software_key)
+            .and_then(VecDeque::pop_front)
+        {
             return Ok(Some(next));
         }
         let mut fetched: VecDeque<ClientRecord> = store
-            .unused_clients_of_software(software_key, EVICTION_BATCH)?
+            .unused_clients_of_software(software_key, EVICTION_BATCH)
+            .await?
             .into();
         let next = fetched.pop_front();
+        let mut queues = self.lock();
         if queues.len() >= MAX_QUEUED_SOFTWARE {
             queues.clear();
         }
+        // Concurrent refills of one key: the last one wins; the candidates are the same.
         queues.insert(software_key.to_owned(), fetched);
         Ok(next)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<ClientRecord>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

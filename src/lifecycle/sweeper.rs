@@ -56,6 +56,7 @@ impl Sweeper {
         loop {
             let batch = store
                 .scan(after.as_deref(), self.settings.sweep_batch)
+                .await
                 .map_err(store_error)?;
             let Some(last) = batch.last() else { break };
             after = Some(last.client_id.clone());
@@ -103,6 +104,7 @@ impl Sweeper {
                 .registrar
                 .store()
                 .get(&record.client_id)
+                .await
                 .map_err(store_error)?
             {
                 Some(newer) => record = newer,

@@ -9,18 +9,20 @@ use crate::credentials::{is_recoverable, Plaintext, RatKey, SecretHasher};
 use crate::error::{RegistrationError, Result};
 use crate::fetch::RemoteMetadata;
 use crate::lifecycle::{self, RatMatch};
+use crate::logsafe::escaped;
 use crate::metadata::{self, uses_client_secret};
 use crate::policy::{PolicyEngine, RegistrationContext};
-use crate::settings::MetadataSettings;
-use crate::settings::Settings;
-use crate::store::{source, ClientRecord, ClientStore, StoreError};
+use crate::settings::{MetadataSettings, Settings};
+use crate::store::{source, Change, ClientRecord, ClientStore, CounterOp, StoreError, WriteBatch};
 use crate::tokens::{TokenGenerator, CLIENT_ID_BYTES, SECRET_BYTES};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// How many times a write that lost a race is retried before giving up.
-const MAX_RETRIES: usize = 8;
+/// How many times a write that lost a race is retried before giving up. Each round of a race
+/// has one winner, so N concurrent writers of one client need up to N rounds; a retry is only
+/// a re-read and a compare-and-swap (the expensive work is done once, before the loop).
+const MAX_RETRIES: usize = 64;
 
 /// Stale eviction candidates one registration at its software's limit may skip.
 const MAX_EVICTION_ATTEMPTS: usize = 256;
@@ -56,21 +58,20 @@ pub struct Parts {
     pub policy: Arc<PolicyEngine>,
 }
 
-/// A store failure as the service reports it.
+/// The one mapping of store failures to the RFC error the caller sees. `Conflict` and
+/// `CounterExhausted` are handled where they can happen; reaching here they are bugs.
 pub(crate) fn store_error(e: StoreError) -> RegistrationError {
     match e {
-        StoreError::Io(cause) => {
-            tracing::error!(%cause, "store write failed");
+        StoreError::Unavailable(cause) => {
+            tracing::error!(cause = %escaped(&cause), "store unavailable");
             RegistrationError::Unavailable
         }
-        StoreError::Corrupt(cause) => RegistrationError::Internal(format!("store: {cause}")),
-        StoreError::Conflict => {
-            RegistrationError::Internal("store: unresolved write conflict".into())
-        }
+        other => RegistrationError::Internal(format!("store: {other}")),
     }
 }
 
-/// The metadata engine, with the allowed privileged fields replaced when `privileged` is given.
+/// The metadata engine, with the allowed privileged fields replaced when `privileged` is given
+/// (the admin API's `admin.allowed_privileged_fields`).
 fn validate_with(
     prepared: &Map<String, Value>,
     settings: &MetadataSettings,
@@ -82,6 +83,90 @@ fn validate_with(
             let mut settings = settings.clone();
             settings.allowed_privileged_fields = fields.to_vec();
             metadata::validate(prepared, &settings)
+        }
+    }
+}
+
+/// What an update changes, decided once (validation, outbound fetches, argon2) before the
+/// compare-and-swap loop, which only re-applies it to a fresher read of the record. RFC 7592
+/// PUT and the admin API's PATCH both make one.
+pub(crate) struct UpdatePlan {
+    metadata: Map<String, Value>,
+    secret: SecretChange,
+    /// The registration access token after the update; `None` keeps the stored one (admin).
+    /// Some only for RFC 7592 PUT, which also counts as a use of the client.
+    token: Option<Plaintext>,
+    /// `registration.rat_grace_secs` for the token a rotation replaces.
+    rat_grace_secs: u64,
+    now: i64,
+}
+
+enum SecretChange {
+    Keep,
+    Clear,
+    Issue {
+        secret: Plaintext,
+        hash: String,
+        expires_at: i64,
+    },
+    /// Secret renewal (`crate::lifecycle`): a new secret; the old one keeps authenticating
+    /// until `overlap_until`, if set.
+    Renew {
+        secret: Plaintext,
+        hash: String,
+        expires_at: i64,
+        overlap_until: Option<i64>,
+    },
+}
+
+impl UpdatePlan {
+    pub(crate) fn apply_to(&self, current: &ClientRecord, rat_key: &RatKey) -> ClientRecord {
+        let mut updated = current.clone();
+        match &self.secret {
+            SecretChange::Keep => {}
+            SecretChange::Clear => {
+                updated.client_secret_hash = None;
+                updated.client_secret_expires_at = None;
+                updated.previous_secret_hash = None;
+                updated.previous_secret_expires_at = None;
+            }
+            SecretChange::Issue {
+                hash, expires_at, ..
+            } => {
+                updated.client_secret_hash = Some(hash.clone());
+                updated.client_secret_expires_at = Some(*expires_at);
+            }
+            SecretChange::Renew {
+                hash,
+                expires_at,
+                overlap_until,
+                ..
+            } => {
+                updated.previous_secret_hash =
+                    overlap_until.and(current.client_secret_hash.clone());
+                updated.previous_secret_expires_at = *overlap_until;
+                updated.client_secret_hash = Some(hash.clone());
+                updated.client_secret_expires_at = Some(*expires_at);
+            }
+        }
+        if let Some(token) = &self.token {
+            if rat_key.matches(token.expose(), &current.rat_tag) {
+                // The current token was used: the previous one's grace ends.
+                lifecycle::end_grace(&mut updated);
+            } else {
+                lifecycle::rotate_rat(&mut updated, rat_key, token, self.now, self.rat_grace_secs);
+            }
+            updated.last_used_at = Some(self.now);
+        }
+        updated.metadata = self.metadata.clone();
+        updated.updated_at = self.now;
+        updated
+    }
+
+    pub(crate) fn issued_secret(&self) -> Option<&Plaintext> {
+        match &self.secret {
+            SecretChange::Issue { secret, .. } | SecretChange::Renew { secret, .. } => Some(secret),
+            _ => None,
         }
     }
 }
@@ -144,9 +229,15 @@ impl Registrar {
         self.policy.check_rate_limit(context.client_ip)
     }
 
+    /// Take one management call (PUT/DELETE) from the client address's bucket; call before
+    /// reading the body (issue #12 item 1).
+    pub fn check_management_rate_limit(&self, context: &RegistrationContext) -> Result<()> {
+        self.policy.check_management_rate_limit(context.client_ip)
+    }
+
     /// Number of registered clients.
-    pub fn client_count(&self) -> usize {
-        self.store.len()
+    pub async fn client_count(&self) -> Result<u64> {
+        self.store.count().await.map_err(store_error)
     }
 
     /// Whether registrations, updates and deletions can be stored right now. False while the
@@ -164,8 +255,9 @@ impl Registrar {
     /// credentials plus every registered metadata value with defaults applied.
     ///
     /// Admission first (initial access token, software statement; RFC 7591 §3, §3.1.1), then the
-    /// admitting tier's policy around the metadata engine; durable counters (token uses, `jti`,
-    /// policy quota) are taken only once the request is valid, and given back if storing fails.
+    /// admitting tier's policy around the metadata engine; the durable counters the policy asks
+    /// for (token uses, `jti`, policy quota) are taken in the same commit as the new client, so
+    /// they are taken only for a valid request that is stored.
     pub async fn register_client(
         &self,
         request: &Map<String, Value>,
@@ -199,98 +291,108 @@ impl Registrar {
         let metadata = validate_with(&prepared, metadata_settings, privileged)?;
         self.remote.check(&metadata).await?;
         self.policy.check(policy, claims, &metadata)?;
+        let counters = self.policy.registration_counters(admission);
         // Operator-created clients are neither counted nor evicted by storm control.
-        let software = match policy {
-            Some(p) if source == source::REGISTRATION => Some(self.make_room(p, &metadata).await?),
-            _ => None,
+        let Some(policy) = policy.filter(|_| source == source::REGISTRATION) else {
+            let stored = self
+                .store_new_client(metadata, admission, counters, now, source, None)
+                .await?;
+            return stored.map_err(|key| self.policy.counter_refusal(admission, &key));
         };
-        let software_counter = software.as_deref().map(lifecycle::software_counter);
-        let counters = match self.policy.consume(self.store.as_ref(), admission) {
-            Ok(counters) => counters,
-            Err(e) => {
-                self.policy
-                    .release(self.store.as_ref(), software_counter.as_slice());
-                return Err(e);
+        let counter_limit = match policy.max_clients_per_software() {
+            0 => u64::MAX,
+            n => n,
+        };
+        for _ in 0..MAX_RETRIES {
+            let (key, held) = self.make_room(policy, &metadata).await?;
+            let counter = lifecycle::software_counter(&key);
+            let mut ops = counters.clone();
+            if !held {
+                // Counted even without a limit, so one set later starts from the true number.
+                ops.push(CounterOp::Take {
+                    key: counter.clone(),
+                    limit: counter_limit,
+                });
             }
-        };
-        let result = self
-            .store_new_client(metadata, admission, now, source, software)
-            .await;
-        if result.is_err() {
-            self.policy.release(self.store.as_ref(), &counters);
-            self.policy
-                .release(self.store.as_ref(), software_counter.as_slice());
+            let stored = self
+                .store_new_client(metadata.clone(), admission, ops, now, source, Some(key))
+                .await;
+            if held && !matches!(stored, Ok(Ok(_))) {
+                self.release_counter(&counter).await;
+            }
+            match stored? {
+                Ok(response) => return Ok(response),
+                // Another registration took the last place meanwhile: make room again.
+                Err(exhausted) if exhausted == counter => continue,
+                Err(exhausted) => return Err(self.policy.counter_refusal(admission, &exhausted)),
+            }
         }
-        result
+        Err(storm_refusal(policy, &metadata, true))
     }
 
-    /// Storm control (a policy's `max_clients_per_software`, see `crate::lifecycle`): take a
-    /// place among the clients of the same software, evicting the oldest never-used one when
-    /// all places are taken. Refused with `invalid_client_metadata` naming the policy only when
-    /// every client of that software has been used. Counted even without a limit, so one set
-    /// later starts from the true number. Returns the client's software key.
+    /// Storm control (a policy's `max_clients_per_software`, see `crate::lifecycle`): the
+    /// client's software key, and whether a place among that software's clients is already
+    /// held for it (true after evicting the oldest never-used client, whose place it takes, so
+    /// no other registration can take it in between). Refused with `invalid_client_metadata`
+    /// naming the policy when every client of that software has been used.
     async fn make_room(
         &self,
         policy: &crate::policy::rules::Policy,
         metadata: &Map<String, Value>,
-    ) -> Result<String> {
+    ) -> Result<(String, bool)> {
         let key = lifecycle::software_key(&policy.name, metadata);
-        let counter = lifecycle::software_counter(&key);
         let max = policy.max_clients_per_software();
-        let limit = if max == 0 { u64::MAX } else { max };
-        let mut raced = false;
-        for _ in 0..MAX_RETRIES {
-            if self
-                .store
-                .increment_counter(&counter, limit)
-                .map_err(store_error)?
-            {
-                return Ok(key);
-            }
-            // The evicting registration takes the evicted client's place, so no other
-            // registration can take it in between. A candidate used, changed or evicted by
-            // another replica since it was queued fails the compare-and-delete: take the next.
-            let mut found = false;
-            for _ in 0..MAX_EVICTION_ATTEMPTS {
-                let next = self
-                    .evictions
-                    .next(self.store.as_ref(), &key)
-                    .map_err(store_error)?;
-                let Some(victim) = next else { break };
-                found = true;
-                if self.remove_keeping(&victim, true).await? {
-                    lifecycle::audit_evicted(&victim, &policy.name);
-                    return Ok(key);
-                }
-            }
-            if !found {
-                break;
-            }
-            raced = true;
+        if max == 0 {
+            return Ok((key, false));
         }
-        let software = metadata
-            .get("software_id")
-            .map(|_| "software_id")
-            .unwrap_or("client_name");
-        let why = if raced {
-            "too many registrations of it at once; try again"
-        } else {
-            "every registered client of it has been used"
-        };
-        Err(RegistrationError::InvalidClientMetadata(format!(
-            "policy '{}': max_clients_per_software ({max}) reached for this {software}, and {why}",
-            policy.name
-        )))
+        let counter = lifecycle::software_counter(&key);
+        let taken = self.store.counter(&counter).await.map_err(store_error)?;
+        if taken < max {
+            return Ok((key, false));
+        }
+        // A candidate used, changed or evicted by another replica since it was queued fails the
+        // compare-and-delete: take the next.
+        let mut found = false;
+        for _ in 0..MAX_EVICTION_ATTEMPTS {
+            let next = self
+                .evictions
+                .next(self.store.as_ref(), &key)
+                .await
+                .map_err(store_error)?;
+            let Some(victim) = next else { break };
+            found = true;
+            if self.remove_keeping(&victim, true).await? {
+                lifecycle::audit_evicted(&victim, &policy.name);
+                return Ok((key, true));
+            }
+        }
+        Err(storm_refusal(policy, metadata, found))
     }
 
+    /// Give back a counter place taken outside a client's own commit.
+    async fn release_counter(&self, key: &str) {
+        let batch = WriteBatch {
+            change: None,
+            counters: vec![CounterOp::Release {
+                key: key.to_owned(),
+            }],
+        };
+        if let Err(e) = self.store.commit(batch).await {
+            tracing::warn!(error = %e, "could not give back a storm control place");
+        }
+    }
+
+    /// Insert the new client with its counters in one commit. `Ok(Err(key))` when the counter
+    /// `key` was exhausted (nothing was stored).
     async fn store_new_client(
         &self,
         metadata: Map<String, Value>,
         admission: &crate::policy::Admission,
+        counters: Vec<CounterOp>,
         now: i64,
         source: &str,
         software_key: Option<String>,
-    ) -> Result<Map<String, Value>> {
+    ) -> Result<std::result::Result<Map<String, Value>, String>> {
         let client_id = self.tokens.token(CLIENT_ID_BYTES);
         // A derived (recoverable) secret is bound to the client_id, so it is issued after it.
         let mut secret = self.new_secret(&metadata, &client_id).await?;
@@ -306,6 +408,7 @@ impl Registrar {
             policy: admission.policy.as_ref().map(|p| p.name.clone()),
             tier: Some(admission.tier.to_owned()),
             software_statement: admission.statement.as_ref().map(|s| s.raw.clone()),
+            revision: 1,
             created_at: now,
             source: Some(source.to_owned()),
             software_key,
@@ -313,7 +416,9 @@ impl Registrar {
         };
         let mut attempts = 0;
         loop {
-            match self.store.insert(&record) {
+            let batch = WriteBatch::change(Change::Insert(record.clone()))
+                .with_counters(counters.iter().cloned());
+            match self.store.commit(batch).await {
                 Ok(()) => break,
                 // 128 random bits do not collide in practice; if they do, draw again.
                 Err(StoreError::Conflict) if attempts < MAX_RETRIES => {
@@ -324,12 +429,16 @@ impl Registrar {
                         record.client_secret_hash = secret.as_ref().map(|(_, h)| h.clone());
                     }
                 }
+                Err(StoreError::CounterExhausted(key)) => return Ok(Err(key)),
                 Err(e) => return Err(store_error(e)),
             }
         }
-        self.store.durable().await.map_err(store_error)?;
-        tracing::info!(client_id = %record.client_id, "client registered");
-        Ok(self.response(record, &rat, secret.as_ref().map(|(s, _)| s)))
+        tracing::info!(client_id = %escaped(&record.client_id), "client registered");
+        Ok(Ok(self.response(
+            record,
+            &rat,
+            secret.as_ref().map(|(s, _)| s),
+        )))
     }
 
     /// RFC 7592 §2.1: read the current registration.
@@ -347,10 +456,9 @@ impl Registrar {
             // current one (it grants nothing the previous one did not).
             let token = lifecycle::sealed_token(&record, &self.rat_key)
                 .ok_or(RegistrationError::InvalidToken)?;
-            let shown = if used && self.save(&record, &updated).await? {
-                updated
-            } else {
-                record
+            let shown = match used {
+                true => self.save(&record, updated).await?.unwrap_or(record),
+                false => record,
             };
             return Ok(self.response(shown, &token, None));
         }
@@ -358,11 +466,12 @@ impl Registrar {
         let ended = lifecycle::end_grace(&mut updated);
         let presented = Plaintext::new(rat.unwrap_or_default().to_owned());
         if !self.settings.registration.rotate_rat_on_read {
-            if (used || ended) && self.save(&record, &updated).await? {
-                return Ok(self.response(updated, &presented, None));
+            if !(used || ended) {
+                return Ok(self.response(record, &presented, None));
             }
-            // Nothing to write, or another writer won: the bookkeeping can wait for the next call.
-            return Ok(self.response(record, &presented, None));
+            // Another writer winning only delays the bookkeeping to the next call.
+            let shown = self.save(&record, updated).await?.unwrap_or(record);
+            return Ok(self.response(shown, &presented, None));
         }
         let new_rat = Plaintext::new(self.tokens.token(SECRET_BYTES));
         lifecycle::rotate_rat(
@@ -374,9 +483,9 @@ impl Registrar {
         );
         // If someone else changed the client (and maybe the token) meanwhile, the token the
         // caller holds may be dead now, so answer as for any invalid token.
-        if !self.save(&record, &updated).await? {
+        let Some(updated) = self.save(&record, updated).await? else {
             return Err(RegistrationError::InvalidToken);
-        }
+        };
         Ok(self.response(updated, &new_rat, None))
     }
 
@@ -385,18 +494,23 @@ impl Registrar {
         i64::try_from(self.settings.admin.last_used_resolution_secs).unwrap_or(i64::MAX)
     }
 
-    /// Replace `current` with `updated`, durably; `Ok(false)` if another writer won.
+    /// Replace `current` with `updated` if `current` is still the stored revision, durably;
+    /// the stored record, or `None` if another writer won.
     pub(crate) async fn save(
         &self,
         current: &ClientRecord,
-        updated: &ClientRecord,
-    ) -> Result<bool> {
-        match self.store.replace(current, updated) {
+        mut updated: ClientRecord,
+    ) -> Result<Option<ClientRecord>> {
+        let batch = WriteBatch::change(Change::Update {
+            expected_revision: current.revision,
+            record: updated.clone(),
+        });
+        match self.store.commit(batch).await {
             Ok(()) => {
-                self.store.durable().await.map_err(store_error)?;
-                Ok(true)
+                updated.revision = current.revision + 1;
+                Ok(Some(updated))
             }
-            Err(StoreError::Conflict) => Ok(false),
+            Err(StoreError::Conflict) => Ok(None),
             Err(e) => Err(store_error(e)),
         }
     }
@@ -408,41 +522,39 @@ impl Registrar {
         rat: Option<&str>,
         request: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
+        let mut current = self.authenticate_enabled(client_id, rat).await?;
+        self.policy.check_client_rate_limit(client_id)?;
+        let mut plan = self.plan_update(&current, rat, request).await?;
+        let token = plan
+            .token
+            .clone()
+            .unwrap_or_else(|| Plaintext::new(rat.unwrap_or_default().to_owned()));
         for _ in 0..MAX_RETRIES {
-            let current = self.current_token_holder(client_id, rat).await?;
-            if current.disabled {
-                return Err(RegistrationError::ClientDisabled);
-            }
-            self.check_update_request(&current, rat.unwrap_or_default(), request)
-                .await?;
-            let (mut updated, mut issued_secret) = self.revalidate(&current, request, None).await?;
-            let now = self.clock.now();
-            if issued_secret.is_none() {
-                issued_secret = self.renew_secret(&current, &mut updated, now).await?;
-            }
-            updated.last_used_at = Some(now);
-            let token = if self.settings.registration.rotate_rat_on_update {
-                let token = Plaintext::new(self.tokens.token(SECRET_BYTES));
-                lifecycle::rotate_rat(
-                    &mut updated,
-                    &self.rat_key,
-                    &token,
-                    now,
-                    self.settings.registration.rat_grace_secs,
-                );
-                token
-            } else {
-                // The current token was used: the previous one's grace ends.
-                lifecycle::end_grace(&mut updated);
-                Plaintext::new(rat.unwrap_or_default().to_owned())
-            };
-            match self.store.replace(&current, &updated) {
+            let updated = plan.apply_to(&current, &self.rat_key);
+            let batch = WriteBatch::change(Change::Update {
+                expected_revision: current.revision,
+                record: updated.clone(),
+            });
+            match self.store.commit(batch).await {
                 Ok(()) => {
-                    self.store.durable().await.map_err(store_error)?;
-                    tracing::info!(client_id = %client_id, "client updated");
-                    return Ok(self.response(updated, &token, issued_secret.as_ref()));
+                    tracing::info!(client_id = %escaped(client_id), "client updated");
+                    let mut updated = updated;
+                    updated.revision = current.revision + 1;
+                    let secret = plan.issued_secret();
+                    return Ok(self.response(updated, &token, secret));
                 }
-                Err(StoreError::Conflict) => continue,
+                Err(StoreError::Conflict) => {
+                    // Lost a race: re-read. A concurrent update that rotated the token (or a
+                    // delete) leaves the caller's token dead, as for any invalid token.
+                    let fresh = self.authenticate_enabled(client_id, rat).await?;
+                    if fresh.client_secret_hash != current.client_secret_hash
+                        || fresh.client_secret_expires_at != current.client_secret_expires_at
+                    {
+                        // The plan's secret checks were made against the old secret.
+                        plan = self.plan_update(&fresh, rat, request).await?;
+                    }
+                    current = fresh;
+                }
                 Err(e) => return Err(store_error(e)),
             }
         }
@@ -451,17 +563,74 @@ impl Registrar {
         ))
     }
 
+    /// The expensive, race-independent part of an update (RFC 7592 §2.2): the request's
+    /// read-only members, the admitting tier's policy, the metadata engine, the outbound
+    /// checks, and the secret to issue, if any.
+    async fn plan_update(
+        &self,
+        current: &ClientRecord,
+        rat: Option<&str>,
+        request: &Map<String, Value>,
+    ) -> Result<UpdatePlan> {
+        self.check_update_request(current, rat.unwrap_or_default(), request)
+            .await?;
+        let mut plan = self.plan_change(current, request, None).await?;
+        if matches!(plan.secret, SecretChange::Keep) {
+            plan.secret = self.renewal(current, &plan.metadata, plan.now).await?;
+        }
+        plan.token = Some(if self.settings.registration.rotate_rat_on_update {
+            Plaintext::new(self.tokens.token(SECRET_BYTES))
+        } else {
+            Plaintext::new(rat.unwrap_or_default().to_owned())
+        });
+        Ok(plan)
+    }
+
+    /// Secret renewal (`crate::lifecycle`; RFC 7592 §2.2 lets the server issue a new secret on
+    /// update): a new secret when `current`'s is due, else `Keep`.
+    async fn renewal(
+        &self,
+        current: &ClientRecord,
+        metadata: &Map<String, Value>,
+        now: i64,
+    ) -> Result<SecretChange> {
+        let credentials = &self.settings.credentials;
+        if current.client_secret_hash.is_none()
+            || !lifecycle::secret_due_for_renewal(
+                current.client_secret_expires_at,
+                now,
+                credentials,
+            )
+        {
+            return Ok(SecretChange::Keep);
+        }
+        let Some((secret, hash)) = self.new_secret(metadata, &current.client_id).await? else {
+            return Ok(SecretChange::Keep);
+        };
+        tracing::info!(client_id = %escaped(&current.client_id), "client secret renewed");
+        Ok(SecretChange::Renew {
+            secret,
+            hash,
+            expires_at: self.secret_expiry(now),
+            overlap_until: lifecycle::renewal_overlap_until(
+                current.client_secret_expires_at,
+                now,
+                credentials,
+            ),
+        })
+    }
+
     /// The metadata of `request` judged as an update of `current` (RFC 7592 §2.2: the same
     /// validation as registration, under the policy and tier the client was admitted with), and
-    /// the credential changes its auth method calls for. Returns the updated record (token
-    /// untouched) and the new `client_secret` if one was issued. Used by RFC 7592 PUT and by the
-    /// admin API's PATCH; `privileged` as in `register_admitted`.
-    pub(crate) async fn revalidate(
+    /// the secret change its auth method calls for; the token is left as it is. Used by RFC 7592
+    /// PUT (through `plan_update`) and by the admin API's PATCH; `privileged` as in
+    /// `register_admitted`.
+    pub(crate) async fn plan_change(
         &self,
         current: &ClientRecord,
         request: &Map<String, Value>,
         privileged: Option<&[String]>,
-    ) -> Result<(ClientRecord, Option<Plaintext>)> {
+    ) -> Result<UpdatePlan> {
         // The admitting tier's policy is re-applied on every update (security.md B34).
         let policy = self.policy.policy_named(current.policy.as_deref())?;
         self.policy
@@ -476,79 +645,52 @@ impl Registrar {
             &self.settings.metadata,
         )?;
         let metadata = validate_with(&prepared, metadata_settings, privileged)?;
-        self.remote.check(&metadata).await?;
+        // Only what changed is fetched again, so replaying an update cannot buy fetches.
+        self.remote
+            .check_changes(&metadata, Some(&current.metadata))
+            .await?;
         self.policy
             .check(policy.as_deref(), claims.as_ref(), &metadata)?;
         let now = self.clock.now();
-        let mut updated = current.clone();
-        let mut issued_secret = None;
         let method = metadata
             .get("token_endpoint_auth_method")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if !uses_client_secret(method) {
-            updated.client_secret_hash = None;
-            updated.client_secret_expires_at = None;
-            updated.previous_secret_hash = None;
-            updated.previous_secret_expires_at = None;
+        let secret = if !uses_client_secret(method) {
+            SecretChange::Clear
         } else if current.client_secret_hash.as_deref().is_none_or(|stored| {
             metadata::needs_recoverable_secret(&metadata) && !is_recoverable(stored)
         }) {
             // Changing to a secret-based method, or to one that needs a recoverable secret
             // while the current one is only a hash: issue a new secret, shown in this
             // response only.
-            if let Some((secret, hash)) = self.new_secret(&metadata, &current.client_id).await? {
-                updated.client_secret_hash = Some(hash);
-                updated.client_secret_expires_at = Some(self.secret_expiry(now));
-                issued_secret = Some(secret);
+            match self.new_secret(&metadata, &current.client_id).await? {
+                Some((secret, hash)) => SecretChange::Issue {
+                    secret,
+                    hash,
+                    expires_at: self.secret_expiry(now),
+                },
+                None => SecretChange::Keep,
             }
-        }
-        updated.metadata = metadata;
-        updated.updated_at = now;
-        Ok((updated, issued_secret))
-    }
-
-    /// Secret renewal (`crate::lifecycle`, RFC 7592 §2.2 lets the server issue a new secret):
-    /// when `current`'s secret is due, a new one goes into `updated`; the old one keeps
-    /// authenticating for `client_secret_renewal_overlap_secs` if configured.
-    async fn renew_secret(
-        &self,
-        current: &ClientRecord,
-        updated: &mut ClientRecord,
-        now: i64,
-    ) -> Result<Option<Plaintext>> {
-        let credentials = &self.settings.credentials;
-        if updated.client_secret_hash.is_none()
-            || !lifecycle::secret_due_for_renewal(
-                current.client_secret_expires_at,
-                now,
-                credentials,
-            )
-        {
-            return Ok(None);
-        }
-        let Some((secret, hash)) = self
-            .new_secret(&updated.metadata, &current.client_id)
-            .await?
-        else {
-            return Ok(None);
+        } else {
+            SecretChange::Keep
         };
-        let overlap =
-            lifecycle::renewal_overlap_until(current.client_secret_expires_at, now, credentials);
-        updated.previous_secret_hash = overlap.and(current.client_secret_hash.clone());
-        updated.previous_secret_expires_at = overlap;
-        updated.client_secret_hash = Some(hash);
-        updated.client_secret_expires_at = Some(self.secret_expiry(now));
-        tracing::info!(client_id = %current.client_id, "client secret renewed");
-        Ok(Some(secret))
+        Ok(UpdatePlan {
+            metadata,
+            secret,
+            token: None,
+            rat_grace_secs: self.settings.registration.rat_grace_secs,
+            now,
+        })
     }
 
-    /// RFC 7592 §2.3: delete the registration; its token dies with it.
+    /// RFC 7592 §2.3: delete the registration; its token dies with it, and its place in its
+    /// policy's quota is freed in the same commit.
     pub async fn delete_client(&self, client_id: &str, rat: Option<&str>) -> Result<()> {
-        for _ in 0..MAX_RETRIES {
-            let current = self.current_token_holder(client_id, rat).await?;
-            if current.disabled {
-                return Err(RegistrationError::ClientDisabled);
+        for attempt in 0..MAX_RETRIES {
+            let current = self.authenticate_enabled(client_id, rat).await?;
+            if attempt == 0 {
+                self.policy.check_client_rate_limit(client_id)?;
             }
             if self.remove_record(&current).await? {
                 return Ok(());
@@ -559,8 +701,9 @@ impl Registrar {
         ))
     }
 
-    /// Delete `current` if it is still the stored record, freeing its place in its policy's
-    /// quota; `Ok(false)` when another writer changed it first (re-read and decide again).
+    /// Delete `current` if it is still at its revision, freeing its place in its policy's
+    /// quota in the same commit; `Ok(false)` when another writer changed it first (re-read and
+    /// decide again). RFC 7592 DELETE and the admin API both delete through here.
     pub(crate) async fn remove_record(&self, current: &ClientRecord) -> Result<bool> {
         self.remove_keeping(current, false).await
     }
@@ -572,18 +715,25 @@ impl Registrar {
         current: &ClientRecord,
         keep_software_place: bool,
     ) -> Result<bool> {
-        match self.store.remove(current) {
+        let software = current
+            .software_key
+            .as_deref()
+            .filter(|_| !keep_software_place)
+            .map(|key| CounterOp::Release {
+                key: lifecycle::software_counter(key),
+            });
+        let batch = WriteBatch::change(Change::Delete {
+            client_id: current.client_id.clone(),
+            expected_revision: current.revision,
+        })
+        .with_counters(
+            self.policy
+                .deletion_counters(current.policy.as_deref(), current.tier.as_deref()),
+        )
+        .with_counters(software);
+        match self.store.commit(batch).await {
             Ok(()) => {
-                self.policy
-                    .client_deleted(self.store.as_ref(), current.policy.as_deref());
-                match &current.software_key {
-                    Some(key) if !keep_software_place => self
-                        .policy
-                        .release(self.store.as_ref(), &[lifecycle::software_counter(key)]),
-                    _ => {}
-                }
-                self.store.durable().await.map_err(store_error)?;
-                tracing::info!(client_id = %current.client_id, "client deleted");
+                tracing::info!(client_id = %escaped(&current.client_id), "client deleted");
                 Ok(true)
             }
             Err(StoreError::Conflict) => Ok(false),
@@ -601,13 +751,40 @@ impl Registrar {
         &self.discovery
     }
 
+    /// `authenticate`, then refuse a client an operator disabled: it may read itself but not
+    /// change or delete itself (RFC 7592 §2.2, §2.3: 403).
+    async fn authenticate_enabled(
+        &self,
+        client_id: &str,
+        rat: Option<&str>,
+    ) -> Result<ClientRecord> {
+        // The previous token in its grace may only read: the same 401 as any invalid token.
+        let (record, RatMatch::Current) = self.authenticate(client_id, rat).await? else {
+            return Err(RegistrationError::InvalidToken);
+        };
+        if record.disabled {
+            return Err(RegistrationError::ClientDisabled);
+        }
+        Ok(record)
+    }
+
     /// RFC 7592 §2: the client must exist and the token must be its current registration access
     /// token. Every failure is the same `InvalidToken`, so a caller cannot learn whether a
-    /// `client_id` exists. A valid token presented for another (or an unknown) client is revoked
-    /// (RFC 7592 §2.1 SHOULD; node-oidc-provider does the same).
+    /// `client_id` exists.
     ///
-    /// Within a rotation's grace (`registration.rat_grace_secs`) the previous token matches
-    /// too, as `RatMatch::Previous`; only GET accepts it.
+    /// The token's tag is looked up first: a token that belongs to no client ends here, having
+    /// done the same work whether `client_id` exists or not (no record is read or decoded, which
+    /// made the existing-client path measurably slower, issue #12 item 10).
+    ///
+    /// A valid token presented for another *existing* client is revoked (RFC 7592 §2.1 SHOULD;
+    /// node-oidc-provider does the same). One presented at a path that names no client (a typo,
+    /// `/register/<id>%20`) only gets the 401: revoking it would lock its client out for good
+    /// over a mistyped URL (item 12).
+    ///
+    /// Within a rotation's grace (`registration.rat_grace_secs`) the previous token matches too,
+    /// as `RatMatch::Previous`; only GET accepts it. The store indexes current tokens only, so a
+    /// token it does not know is checked against `client_id`'s previous one (with grace off,
+    /// never).
     async fn authenticate(
         &self,
         client_id: &str,
@@ -615,49 +792,59 @@ impl Registrar {
     ) -> Result<(ClientRecord, RatMatch)> {
         let rat = rat.ok_or(RegistrationError::InvalidToken)?;
         let tag = self.rat_key.tag(rat);
-        let record = self.store.get(client_id).map_err(store_error)?;
-        if let Some(record) = record {
-            match lifecycle::match_rat(&record, &self.rat_key, rat, self.clock.now()) {
-                RatMatch::None => {}
-                matched => return Ok((record, matched)),
+        let Some(owner) = self.store.get_by_rat(&tag).await.map_err(store_error)? else {
+            if self.settings.registration.rat_grace_secs > 0 {
+                if let Some(record) = self.store.get(client_id).await.map_err(store_error)? {
+                    let now = self.clock.now();
+                    if lifecycle::match_rat(&record, &self.rat_key, rat, now) == RatMatch::Previous
+                    {
+                        return Ok((record, RatMatch::Previous));
+                    }
+                }
             }
+            return Err(RegistrationError::InvalidToken);
+        };
+        if owner.client_id == client_id {
+            if self.rat_key.matches(rat, &owner.rat_tag) {
+                return Ok((owner, RatMatch::Current));
+            }
+            return Err(RegistrationError::InvalidToken);
         }
-        if let Some(owner) = self.store.client_for_rat(&tag).map_err(store_error)? {
-            if owner != client_id {
-                self.revoke(&owner, &tag).await?;
-            }
+        if self
+            .store
+            .get(client_id)
+            .await
+            .map_err(store_error)?
+            .is_some()
+        {
+            self.revoke(owner, &tag).await?;
         }
         Err(RegistrationError::InvalidToken)
     }
 
-    /// `authenticate` for PUT and DELETE: only the current token; the previous one in its
-    /// grace gets the same 401 as any invalid token (it may only read).
-    async fn current_token_holder(
-        &self,
-        client_id: &str,
-        rat: Option<&str>,
-    ) -> Result<ClientRecord> {
-        match self.authenticate(client_id, rat).await? {
-            (record, RatMatch::Current) => Ok(record),
-            _ => Err(RegistrationError::InvalidToken),
+    /// Revoke `record`'s token (RFC 7592 §2.1 SHOULD) if it still carries `tag`; a concurrent
+    /// change (a new token already) makes the revocation moot.
+    async fn revoke(&self, record: ClientRecord, tag: &[u8]) -> Result<()> {
+        if !bool::from(record.rat_tag.as_slice().ct_eq(tag)) {
+            return Ok(());
         }
-    }
-
-    async fn revoke(&self, client_id: &str, tag: &[u8]) -> Result<()> {
-        if let Some(record) = self.store.get(client_id).map_err(store_error)? {
-            if bool::from(record.rat_tag.as_slice().ct_eq(tag)) {
-                let mut revoked = record.clone();
-                revoked.rat_tag = Vec::new();
-                lifecycle::end_grace(&mut revoked);
-                match self.store.replace(&record, &revoked) {
-                    Ok(()) | Err(StoreError::Conflict) => {}
-                    Err(e) => return Err(store_error(e)),
-                }
-                self.store.durable().await.map_err(store_error)?;
-                tracing::warn!(client_id = %client_id, "registration access token used for another client; revoked");
+        let client_id = record.client_id.clone();
+        let expected_revision = record.revision;
+        let mut revoked = record;
+        revoked.rat_tag = Vec::new();
+        lifecycle::end_grace(&mut revoked);
+        let batch = WriteBatch::change(Change::Update {
+            expected_revision,
+            record: revoked,
+        });
+        match self.store.commit(batch).await {
+            Ok(()) => {
+                tracing::warn!(client_id = %escaped(&client_id), "registration access token used for another client; revoked");
+                Ok(())
             }
+            Err(StoreError::Conflict) => Ok(()),
+            Err(e) => Err(store_error(e)),
         }
-        Ok(())
     }
 
     /// RFC 7592 §2.2 rules on the members of an update request that the server owns.
@@ -710,19 +897,33 @@ impl Registrar {
                 ))
             }
         }
+        let mismatch = || {
+            RegistrationError::InvalidRequest(
+                "client_secret does not match the current secret; a client cannot choose its secret (RFC 7592 §2.2)".into(),
+            )
+        };
         match (request.get("client_secret"), &current.client_secret_hash) {
             (None, _) => Ok(()),
-            (Some(Value::String(s)), Some(hash))
+            (Some(Value::String(s)), Some(hash)) => {
+                // Failed checks back off per client before any argon2 work (issue #12 item 1).
+                let backoff = self.policy.secret_backoff();
+                let now = self.clock.now();
+                backoff
+                    .check(&current.client_id, now)
+                    .map_err(|secs| RegistrationError::TooManyRequests(secs.max(1)))?;
                 if self
                     .hasher
                     .verify_client_secret(&current.client_id, s, hash)
-                    .await? =>
-            {
-                Ok(())
+                    .await?
+                {
+                    backoff.succeeded(&current.client_id);
+                    Ok(())
+                } else {
+                    backoff.failed(&current.client_id, now);
+                    Err(mismatch())
+                }
             }
-            (Some(_), _) => Err(RegistrationError::InvalidRequest(
-                "client_secret does not match the current secret; a client cannot choose its secret (RFC 7592 §2.2)".into(),
-            )),
+            (Some(_), _) => Err(mismatch()),
         }
     }
 
@@ -792,4 +993,26 @@ impl Registrar {
         }
         out
     }
+}
+
+/// Storm control's refusal, naming the policy (`invalid_client_metadata`, RFC 7591 §3.2.2).
+fn storm_refusal(
+    policy: &crate::policy::rules::Policy,
+    metadata: &Map<String, Value>,
+    raced: bool,
+) -> RegistrationError {
+    let software = match metadata.get("software_id") {
+        Some(_) => "software_id",
+        None => "client_name",
+    };
+    let why = if raced {
+        "too many registrations of it at once; try again"
+    } else {
+        "every registered client of it has been used"
+    };
+    RegistrationError::InvalidClientMetadata(format!(
+        "policy '{}': max_clients_per_software ({}) reached for this {software}, and {why}",
+        policy.name,
+        policy.max_clients_per_software()
+    ))
 }

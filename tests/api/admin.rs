@@ -2,7 +2,7 @@
 //! view, authentication for the authorization server, listing, operator writes.
 
 use crate::helpers::{
-    assert_error, spawn_app, spawn_app_with, spawn_app_with_clock, web_client, TestApp,
+    assert_error, spawn_app, spawn_app_with, spawn_with_clock, web_client, TestApp,
 };
 use registrar::clock::FixedClock;
 use registrar::settings::Settings;
@@ -358,7 +358,7 @@ async fn snapshot(r: reqwest::Response) -> (u16, Vec<(String, Vec<u8>)>, Vec<u8>
 #[tokio::test]
 async fn the_four_authentication_failures_are_byte_identical() {
     let clock = Arc::new(FixedClock::new(1_700_000_000));
-    let app = spawn_app_with_clock(clock.clone(), |s| {
+    let app = spawn_with_clock(clock.clone(), |s| {
         with_admin(s)
             .with("credentials.client_secret_lifetime_secs", 100)
             .unwrap()
@@ -702,17 +702,30 @@ async fn an_operator_creates_under_a_named_policy() {
     )
     .await;
     assert_eq!(created["policy"], "partners");
-    let r = call(
-        &app,
-        Method::POST,
-        "/admin/clients",
-        Some(WRITE),
-        Some(body),
-    )
-    .await;
-    assert_error(r, 400, "invalid_request").await;
-    let r = call(&app, Method::POST, "/admin/clients", Some(WRITE), Some(json!({"redirect_uris": ["https://a.example/cb"], "scope": "email", "policy": "partners"}))).await;
-    assert_eq!(r.status(), 400);
+    let create = |body: Value| {
+        call(
+            &app,
+            Method::POST,
+            "/admin/clients",
+            Some(WRITE),
+            Some(body),
+        )
+    };
+    let d = assert_error(create(body.clone()).await, 400, "invalid_request").await;
+    assert!(d.contains("partners"), "the policy's quota: {d}");
+    // Deleting through the admin API frees the place in the quota.
+    let path = format!("/admin/clients/{}", id_of(&created));
+    assert_eq!(
+        call(&app, Method::DELETE, &path, Some(WRITE), None)
+            .await
+            .status(),
+        204
+    );
+    let email =
+        json!({"redirect_uris": ["https://a.example/cb"], "scope": "email", "policy": "partners"});
+    let d = assert_error(create(email).await, 400, "invalid_client_metadata").await;
+    assert!(d.contains("scope"), "the policy's rules: {d}");
+    ok_json(create(body).await, 201).await;
 }
 
 #[tokio::test]
@@ -1047,7 +1060,7 @@ async fn a_reissued_registration_access_token_replaces_the_old_one_for_writes_at
 #[tokio::test]
 async fn last_used_at_is_coalesced_to_the_resolution() {
     let clock = Arc::new(FixedClock::new(1_700_000_000));
-    let app = spawn_app_with_clock(clock.clone(), with_admin).await;
+    let app = spawn_with_clock(clock.clone(), with_admin).await;
     let client = app.register(&web_client()).await;
     let (id, secret) = (id_of(&client), client["client_secret"].as_str().unwrap());
     let first = ok_json(authenticate(&app, &id, secret).await, 200).await;

@@ -42,7 +42,7 @@ async fn status(r: reqwest::Response) -> u16 {
 #[tokio::test]
 async fn a_client_that_lost_the_put_response_recovers_the_new_token_with_the_old_one() {
     let clock = Arc::new(FixedClock::new(T0));
-    let app = spawn_app_with_clock(clock.clone(), |s| s).await;
+    let app = spawn_with_clock(clock.clone(), |s| s).await;
     let c = app.register(&web_client()).await;
     let mut body = put_body(&c);
     body["client_name"] = json!("Renamed");
@@ -122,7 +122,7 @@ async fn the_first_use_of_the_new_token_ends_the_grace() {
 #[tokio::test]
 async fn the_grace_ends_after_rat_grace_secs() {
     let clock = Arc::new(FixedClock::new(T0));
-    let app = spawn_app_with_clock(clock.clone(), |s| {
+    let app = spawn_with_clock(clock.clone(), |s| {
         s.with("registration.rat_grace_secs", 100).unwrap()
     })
     .await;
@@ -198,7 +198,7 @@ async fn rotation_on_read_keeps_a_grace_for_the_token_it_replaced() {
 #[tokio::test]
 async fn the_grace_holds_across_a_restart() {
     let clock = Arc::new(FixedClock::new(T0));
-    let app = spawn_app_with_clock(clock.clone(), |s| s).await;
+    let app = spawn_with_clock(clock.clone(), |s| s).await;
     let c = app.register(&web_client()).await;
     let new: Value = app
         .put_client(&uri(&c), &rat(&c), &put_body(&c))
@@ -236,7 +236,7 @@ fn renewing(s: Settings) -> Settings {
 #[tokio::test]
 async fn a_put_renews_the_secret_only_inside_the_windows() {
     let clock = Arc::new(FixedClock::new(T0));
-    let app = spawn_app_with_clock(clock.clone(), renewing).await;
+    let app = spawn_with_clock(clock.clone(), renewing).await;
     let c = app.register(&web_client()).await;
     assert_eq!(c["client_secret_expires_at"], T0 + 1000);
 
@@ -308,7 +308,7 @@ async fn a_put_renews_the_secret_only_inside_the_windows() {
 #[tokio::test]
 async fn the_old_secret_overlaps_the_renewed_one_when_configured() {
     let clock = Arc::new(FixedClock::new(T0));
-    let app = spawn_app_with_clock(clock.clone(), |s| {
+    let app = spawn_with_clock(clock.clone(), |s| {
         renewing(s)
             .with("credentials.client_secret_renew_before_secs", 500)
             .unwrap()
@@ -347,7 +347,7 @@ fn reaping(s: Settings) -> Settings {
 #[tokio::test]
 async fn the_sweeper_reaps_never_used_then_inactive_clients_and_spares_the_exempt() {
     let clock = Arc::new(FixedClock::new(T0));
-    let app = spawn_app_with_clock(clock.clone(), |s| {
+    let app = spawn_with_clock(clock.clone(), |s| {
         reaping(s)
             .with("policies", json!({"kept": {"lifecycle_exempt": true}}))
             .unwrap()
@@ -429,7 +429,7 @@ async fn the_sweeper_reaps_never_used_then_inactive_clients_and_spares_the_exemp
 #[tokio::test]
 async fn an_authentication_keeps_a_client_from_being_reaped_as_unused() {
     let clock = Arc::new(FixedClock::new(T0));
-    let app = spawn_app_with_clock(clock.clone(), reaping).await;
+    let app = spawn_with_clock(clock.clone(), reaping).await;
     let c = app.register(&web_client()).await;
     ok_json(
         authenticate(&app, &id_of(&c), c["client_secret"].as_str().unwrap()).await,
@@ -448,7 +448,7 @@ async fn an_authentication_keeps_a_client_from_being_reaped_as_unused() {
 async fn the_background_sweeper_runs_on_its_interval() {
     // Real time here: this checks that startup runs the task, not the decisions.
     let clock = Arc::new(FixedClock::new(T0));
-    let app = spawn_app_with_clock(clock.clone(), |s| {
+    let app = spawn_with_clock(clock.clone(), |s| {
         reaping(s).with("lifecycle.sweep_interval_secs", 1).unwrap()
     })
     .await;
