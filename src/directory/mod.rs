@@ -455,17 +455,8 @@ impl Directory {
         if !crate::lifecycle::mark_used(&mut used, now, self.last_used_resolution) {
             return record;
         }
-        match self.save(&record, used).await {
-            Ok(Some(stored)) => stored,
-            // Another request recorded the use (or changed the client) first.
-            Ok(None) => record,
-            // The authentication itself succeeded; a store that cannot write now must not
-            // turn it into a failure.
-            Err(e) => {
-                tracing::warn!(error = %e, "could not record last_used_at");
-                record
-            }
-        }
+        // The authentication itself succeeded; failing to record the use must not undo it.
+        self.registrar.bookkeep(record, used).await
     }
 
     // --- store access -----------------------------------------------------------------------

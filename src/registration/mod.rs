@@ -457,7 +457,7 @@ impl Registrar {
             let token = lifecycle::sealed_token(&record, &self.rat_key)
                 .ok_or(RegistrationError::InvalidToken)?;
             let shown = match used {
-                true => self.save(&record, updated).await?.unwrap_or(record),
+                true => self.bookkeep(record, updated).await,
                 false => record,
             };
             return Ok(self.response(shown, &token, None));
@@ -469,8 +469,7 @@ impl Registrar {
             if !(used || ended) {
                 return Ok(self.response(record, &presented, None));
             }
-            // Another writer winning only delays the bookkeeping to the next call.
-            let shown = self.save(&record, updated).await?.unwrap_or(record);
+            let shown = self.bookkeep(record, updated).await;
             return Ok(self.response(shown, &presented, None));
         }
         let new_rat = Plaintext::new(self.tokens.token(SECRET_BYTES));
@@ -487,6 +486,24 @@ impl Registrar {
             return Err(RegistrationError::InvalidToken);
         };
         Ok(self.response(updated, &new_rat, None))
+    }
+
+    /// Store what a read changed only for bookkeeping (`last_used_at`, the end of a grace); the
+    /// stored record. Another writer winning, or a store that cannot write now (a full disk),
+    /// must not fail the read: the bookkeeping waits for the next call.
+    pub(crate) async fn bookkeep(
+        &self,
+        record: ClientRecord,
+        updated: ClientRecord,
+    ) -> ClientRecord {
+        match self.save(&record, updated).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => record,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record the use of a client");
+                record
+            }
+        }
     }
 
     /// `admin.last_used_resolution_secs`: how coarsely `last_used_at` is kept.
@@ -782,9 +799,8 @@ impl Registrar {
     /// over a mistyped URL (item 12).
     ///
     /// Within a rotation's grace (`registration.rat_grace_secs`) the previous token matches too,
-    /// as `RatMatch::Previous`; only GET accepts it. The store indexes current tokens only, so a
-    /// token it does not know is checked against `client_id`'s previous one (with grace off,
-    /// never).
+    /// as `RatMatch::Previous`; only GET accepts it. The store indexes it like the current one,
+    /// so it costs the same one lookup.
     async fn authenticate(
         &self,
         client_id: &str,
@@ -793,22 +809,13 @@ impl Registrar {
         let rat = rat.ok_or(RegistrationError::InvalidToken)?;
         let tag = self.rat_key.tag(rat);
         let Some(owner) = self.store.get_by_rat(&tag).await.map_err(store_error)? else {
-            if self.settings.registration.rat_grace_secs > 0 {
-                if let Some(record) = self.store.get(client_id).await.map_err(store_error)? {
-                    let now = self.clock.now();
-                    if lifecycle::match_rat(&record, &self.rat_key, rat, now) == RatMatch::Previous
-                    {
-                        return Ok((record, RatMatch::Previous));
-                    }
-                }
-            }
             return Err(RegistrationError::InvalidToken);
         };
         if owner.client_id == client_id {
-            if self.rat_key.matches(rat, &owner.rat_tag) {
-                return Ok((owner, RatMatch::Current));
-            }
-            return Err(RegistrationError::InvalidToken);
+            return match lifecycle::match_rat(&owner, &self.rat_key, rat, self.clock.now()) {
+                RatMatch::None => Err(RegistrationError::InvalidToken),
+                matched => Ok((owner, matched)),
+            };
         }
         if self
             .store
@@ -824,14 +831,23 @@ impl Registrar {
 
     /// Revoke `record`'s token (RFC 7592 §2.1 SHOULD) if it still carries `tag`; a concurrent
     /// change (a new token already) makes the revocation moot.
+    /// A previous token in its grace (`crate::lifecycle`) presented elsewhere only loses its
+    /// grace; the client's current token stays.
     async fn revoke(&self, record: ClientRecord, tag: &[u8]) -> Result<()> {
-        if !bool::from(record.rat_tag.as_slice().ct_eq(tag)) {
+        let current = bool::from(record.rat_tag.as_slice().ct_eq(tag));
+        let previous = record
+            .previous_rat_tag
+            .as_deref()
+            .is_some_and(|p| bool::from(p.ct_eq(tag)));
+        if !current && !previous {
             return Ok(());
         }
         let client_id = record.client_id.clone();
         let expected_revision = record.revision;
         let mut revoked = record;
-        revoked.rat_tag = Vec::new();
+        if current {
+            revoked.rat_tag = Vec::new();
+        }
         lifecycle::end_grace(&mut revoked);
         let batch = WriteBatch::change(Change::Update {
             expected_revision,

@@ -103,6 +103,15 @@ pub struct ClientRecord {
 impl ClientRecord {
     /// The creation time: `created_at`, or `client_id_issued_at` for records written before
     /// it was kept.
+    /// The registration access token tags [`ClientStore::get_by_rat`] finds this client by: the
+    /// current one and, during a rotation's grace, the previous one (`crate::lifecycle`), so
+    /// either costs one index lookup like any other token.
+    pub fn rat_tags(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(self.rat_tag.as_slice())
+            .chain(self.previous_rat_tag.as_deref())
+            .filter(|t| !t.is_empty())
+    }
+
     pub fn created(&self) -> i64 {
         if self.created_at == 0 {
             self.client_id_issued_at
@@ -223,7 +232,8 @@ impl WriteBatch {
 pub trait ClientStore: Send + Sync + 'static {
     /// The client with this `client_id`, if any.
     fn get(&self, client_id: &str) -> BoxFuture<'_, Result<Option<ClientRecord>, StoreError>>;
-    /// The client whose current registration access token has this tag (the RAT index).
+    /// The client one of whose [`ClientRecord::rat_tags`] is this tag (the RAT index): its
+    /// current registration access token, or the previous one in its grace.
     fn get_by_rat(&self, rat_tag: &[u8])
         -> BoxFuture<'_, Result<Option<ClientRecord>, StoreError>>;
     /// Apply the batch atomically. Resolves `Ok` only once everything in it is durable;
@@ -393,6 +403,34 @@ pub mod contract {
         lists(store).await;
         keeps_one_server_key(store).await;
         finds_unused_clients_of_a_software(store).await;
+        finds_a_client_by_its_previous_token(store).await;
+    }
+
+    /// During a RAT grace the previous token's tag finds the client too, until the grace ends.
+    pub async fn finds_a_client_by_its_previous_token(store: &dyn ClientStore) {
+        let mut r = record("grace", 0x61);
+        r.previous_rat_tag = Some(vec![0x62; 32]);
+        store.commit(insert(&r)).await.unwrap();
+        let by = |tag: u8| async move {
+            let found = store.get_by_rat(&[tag; 32]).await.unwrap();
+            found.map(|r| r.client_id)
+        };
+        assert_eq!(by(0x61).await.as_deref(), Some("grace"));
+        assert_eq!(by(0x62).await.as_deref(), Some("grace"));
+        // Rotate again: the current tag becomes the previous one, the old previous one goes.
+        let mut next = r.clone();
+        next.rat_tag = vec![0x63; 32];
+        next.previous_rat_tag = Some(vec![0x61; 32]);
+        store.commit(update(1, &next)).await.unwrap();
+        assert_eq!(by(0x62).await, None);
+        assert_eq!(by(0x61).await.as_deref(), Some("grace"));
+        assert_eq!(by(0x63).await.as_deref(), Some("grace"));
+        let mut ended = next.clone();
+        ended.previous_rat_tag = None;
+        store.commit(update(2, &ended)).await.unwrap();
+        assert_eq!(by(0x61).await, None);
+        store.commit(delete("grace", 3)).await.unwrap();
+        assert_eq!(by(0x63).await, None);
     }
 
     /// Storm control's candidates: never used, of one software key, oldest first.
