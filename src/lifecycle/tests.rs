@@ -2,13 +2,10 @@
 
 use super::*;
 use crate::clock::FixedClock;
-use crate::credentials::SecretHasher;
-use crate::fetch::{Fetcher, RemoteMetadata};
-use crate::policy::{PolicyEngine, RegistrationContext};
+use crate::policy::RegistrationContext;
 use crate::registration::{Parts, Registrar};
 use crate::settings::Settings;
 use crate::store::MemoryStore;
-use crate::tokens::SeededTokens;
 use std::sync::Arc;
 
 const NOW: i64 = 1_700_000_000;
@@ -204,19 +201,9 @@ fn replica_with(
             .with("fetch.fetch_jwks_uri", false)
             .unwrap(),
     );
-    Arc::new(Registrar::new(Parts {
-        store,
-        clock,
-        tokens: Arc::new(SeededTokens::new(seed)),
-        hasher: SecretHasher::new(64, 1, 1, 2).unwrap(),
-        rat_key: RatKey::new(vec![9; 32]).unwrap(),
-        remote: Arc::new(RemoteMetadata::new(
-            Fetcher::new(&settings.fetch).unwrap(),
-            false,
-        )),
-        policy: Arc::new(PolicyEngine::from_settings(&settings).unwrap()),
-        settings: Arc::new(settings),
-    }))
+    Arc::new(Registrar::new(Parts::for_tests(
+        settings, store, clock, seed,
+    )))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1032,3 +1032,29 @@ fn storm_refusal(
         policy.max_clients_per_software()
     ))
 }
+
+#[cfg(test)]
+impl Parts {
+    /// Parts for unit tests: `store` and `clock`, seeded tokens, cheap argon2, a fixed RAT key,
+    /// no `jwks_uri` fetching.
+    pub(crate) fn for_tests(
+        settings: Settings,
+        store: Arc<dyn ClientStore>,
+        clock: Arc<dyn Clock>,
+        seed: u64,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            tokens: Arc::new(crate::tokens::SeededTokens::new(seed)),
+            hasher: SecretHasher::new(64, 1, 1, 2).unwrap(),
+            rat_key: RatKey::new(vec![9; 32]).unwrap(),
+            remote: Arc::new(RemoteMetadata::new(
+                crate::fetch::Fetcher::new(&settings.fetch).unwrap(),
+                false,
+            )),
+            policy: Arc::new(PolicyEngine::from_settings(&settings).unwrap()),
+            settings: Arc::new(settings),
+        }
+    }
+}

@@ -12,10 +12,20 @@ use std::sync::Arc;
 const T0: i64 = 1_800_000_000;
 
 fn uri(c: &Value) -> String {
-    c["registration_client_uri"].as_str().unwrap().to_owned()
+    client_uri(c)
 }
 fn rat(c: &Value) -> String {
-    c["registration_access_token"].as_str().unwrap().to_owned()
+    client_rat(c)
+}
+
+/// Assert the RFC 7592 401 every bad, dead or reaped token gets.
+async fn refused(r: reqwest::Response) {
+    assert_error(r, 401, "invalid_token").await;
+}
+
+/// The JSON body of a response.
+async fn json_of(r: reqwest::Response) -> Value {
+    r.json().await.unwrap()
 }
 
 /// The body of an RFC 7592 PUT that keeps `current`'s metadata.
@@ -47,12 +57,7 @@ async fn a_client_that_lost_the_put_response_recovers_the_new_token_with_the_old
     let mut body = put_body(&c);
     body["client_name"] = json!("Renamed");
     // The response of this PUT is "lost": the client still holds only the old token.
-    let lost: Value = app
-        .put_client(&uri(&c), &rat(&c), &body)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let lost: Value = json_of(app.put_client(&uri(&c), &rat(&c), &body).await).await;
     assert_ne!(rat(&lost), rat(&c));
     clock.advance(60);
 
@@ -65,31 +70,15 @@ async fn a_client_that_lost_the_put_response_recovers_the_new_token_with_the_old
     );
     assert_eq!(recovered["client_name"], "Renamed");
     // Reading again with the old token gives the same new token (no second rotation).
-    let again: Value = app
-        .get_client(&uri(&c), &rat(&c))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let again: Value = json_of(app.get_client(&uri(&c), &rat(&c)).await).await;
     assert_eq!(
         again["registration_access_token"],
         lost["registration_access_token"]
     );
 
     // The old token may only read.
-    let d = assert_error(
-        app.put_client(&uri(&c), &rat(&c), &body).await,
-        401,
-        "invalid_token",
-    )
-    .await;
-    assert!(!d.is_empty());
-    assert_error(
-        app.delete_client(&uri(&c), &rat(&c)).await,
-        401,
-        "invalid_token",
-    )
-    .await;
+    refused(app.put_client(&uri(&c), &rat(&c), &body).await).await;
+    refused(app.delete_client(&uri(&c), &rat(&c)).await).await;
     // The recovered token is a full one.
     assert_eq!(
         status(app.put_client(&uri(&c), &rat(&recovered), &body).await).await,
@@ -101,22 +90,12 @@ async fn a_client_that_lost_the_put_response_recovers_the_new_token_with_the_old
 async fn the_first_use_of_the_new_token_ends_the_grace() {
     let app = spawn_app().await;
     let c = app.register(&web_client()).await;
-    let new: Value = app
-        .put_client(&uri(&c), &rat(&c), &put_body(&c))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let new: Value = json_of(app.put_client(&uri(&c), &rat(&c), &put_body(&c)).await).await;
     assert_eq!(
         status(app.get_client(&uri(&c), &rat(&new)).await).await,
         200
     );
-    assert_error(
-        app.get_client(&uri(&c), &rat(&c)).await,
-        401,
-        "invalid_token",
-    )
-    .await;
+    refused(app.get_client(&uri(&c), &rat(&c)).await).await;
 }
 
 #[tokio::test]
@@ -131,12 +110,7 @@ async fn the_grace_ends_after_rat_grace_secs() {
     clock.advance(99);
     assert_eq!(status(app.get_client(&uri(&c), &rat(&c)).await).await, 200);
     clock.advance(1);
-    assert_error(
-        app.get_client(&uri(&c), &rat(&c)).await,
-        401,
-        "invalid_token",
-    )
-    .await;
+    refused(app.get_client(&uri(&c), &rat(&c)).await).await;
 }
 
 #[tokio::test]
@@ -145,53 +119,23 @@ async fn without_grace_the_old_token_dies_at_once() {
     let c = app.register(&web_client()).await;
     let r = app.put_client(&uri(&c), &rat(&c), &put_body(&c)).await;
     assert_eq!(r.status(), 200);
-    assert_error(
-        app.get_client(&uri(&c), &rat(&c)).await,
-        401,
-        "invalid_token",
-    )
-    .await;
+    refused(app.get_client(&uri(&c), &rat(&c)).await).await;
 }
 
 #[tokio::test]
 async fn rotation_on_read_keeps_a_grace_for_the_token_it_replaced() {
     let app = spawn_app_with(|s| s.with("registration.rotate_rat_on_read", true).unwrap()).await;
     let c = app.register(&web_client()).await;
-    let first: Value = app
-        .get_client(&uri(&c), &rat(&c))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let first: Value = json_of(app.get_client(&uri(&c), &rat(&c)).await).await;
     assert_ne!(rat(&first), rat(&c));
     // The response was lost: the old token reads the registration with the token it rotated to.
-    let recovered: Value = app
-        .get_client(&uri(&c), &rat(&c))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let recovered: Value = json_of(app.get_client(&uri(&c), &rat(&c)).await).await;
     assert_eq!(rat(&recovered), rat(&first));
     // Using it rotates again; the grace now belongs to `first`, and `c`'s token is dead.
-    let second: Value = app
-        .get_client(&uri(&c), &rat(&first))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let second: Value = json_of(app.get_client(&uri(&c), &rat(&first)).await).await;
     assert_ne!(rat(&second), rat(&first));
-    assert_error(
-        app.get_client(&uri(&c), &rat(&c)).await,
-        401,
-        "invalid_token",
-    )
-    .await;
-    let via_first: Value = app
-        .get_client(&uri(&c), &rat(&first))
-        .await
-        .json()
-        .await
-        .unwrap();
+    refused(app.get_client(&uri(&c), &rat(&c)).await).await;
+    let via_first: Value = json_of(app.get_client(&uri(&c), &rat(&first)).await).await;
     assert_eq!(rat(&via_first), rat(&second));
 }
 
@@ -200,26 +144,16 @@ async fn the_grace_holds_across_a_restart() {
     let clock = Arc::new(FixedClock::new(T0));
     let app = spawn_with_clock(clock.clone(), |s| s).await;
     let c = app.register(&web_client()).await;
-    let new: Value = app
-        .put_client(&uri(&c), &rat(&c), &put_body(&c))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let new: Value = json_of(app.put_client(&uri(&c), &rat(&c), &put_body(&c)).await).await;
     let dir = app.stop().await;
     clock.advance(30);
     let app = spawn_in_with_clock(dir, clock.clone(), |s| s).await;
     // The client URI names the old listener's port; the path is what matters.
     let path = uri(&c).split_once("/register").unwrap().1.to_owned();
     let here = format!("{}{path}", app.endpoint);
-    let recovered: Value = app.get_client(&here, &rat(&c)).await.json().await.unwrap();
+    let recovered: Value = json_of(app.get_client(&here, &rat(&c)).await).await;
     assert_eq!(rat(&recovered), rat(&new));
-    assert_error(
-        app.delete_client(&here, &rat(&c)).await,
-        401,
-        "invalid_token",
-    )
-    .await;
+    refused(app.delete_client(&here, &rat(&c)).await).await;
     app.stop().await;
 }
 
@@ -242,24 +176,14 @@ async fn a_put_renews_the_secret_only_inside_the_windows() {
 
     // Long before the expiry: no new secret.
     clock.advance(899);
-    let u: Value = app
-        .put_client(&uri(&c), &rat(&c), &put_body(&c))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let u: Value = json_of(app.put_client(&uri(&c), &rat(&c), &put_body(&c)).await).await;
     assert!(u.get("client_secret").is_none(), "{u}");
     assert_eq!(u["client_secret_expires_at"], T0 + 1000);
 
     // Within the last tenth of the lifetime (the default renew_before): a new secret.
     clock.advance(1);
     let now = T0 + 900;
-    let r: Value = app
-        .put_client(&uri(&c), &rat(&u), &put_body(&u))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let r: Value = json_of(app.put_client(&uri(&c), &rat(&u), &put_body(&u)).await).await;
     let renewed = r["client_secret"].as_str().expect("renewed secret");
     assert_ne!(renewed, c["client_secret"].as_str().unwrap());
     assert_eq!(r["client_secret_expires_at"], now + 1000);
@@ -282,12 +206,7 @@ async fn a_put_renews_the_secret_only_inside_the_windows() {
         "invalid_client",
     )
     .await;
-    let late: Value = app
-        .put_client(&uri(&c), &rat(&r), &put_body(&r))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let late: Value = json_of(app.put_client(&uri(&c), &rat(&r), &put_body(&r)).await).await;
     let third = late["client_secret"]
         .as_str()
         .expect("renewed after expiry");
@@ -295,12 +214,11 @@ async fn a_put_renews_the_secret_only_inside_the_windows() {
 
     // Expired longer ago than the grace: no renewal.
     clock.advance(1000 + 50);
-    let too_late: Value = app
-        .put_client(&uri(&c), &rat(&late), &put_body(&late))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let too_late: Value = json_of(
+        app.put_client(&uri(&c), &rat(&late), &put_body(&late))
+            .await,
+    )
+    .await;
     assert!(too_late.get("client_secret").is_none(), "{too_late}");
     assert_error(authenticate(&app, &id, third).await, 401, "invalid_client").await;
 }
@@ -318,12 +236,7 @@ async fn the_old_secret_overlaps_the_renewed_one_when_configured() {
     .await;
     let c = app.register(&web_client()).await;
     clock.advance(500);
-    let r: Value = app
-        .put_client(&uri(&c), &rat(&c), &put_body(&c))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let r: Value = json_of(app.put_client(&uri(&c), &rat(&c), &put_body(&c)).await).await;
     assert!(r["client_secret"].is_string(), "{r}");
     let (id, old) = (id_of(&c), c["client_secret"].as_str().unwrap());
     clock.advance(29);
@@ -385,12 +298,7 @@ async fn the_sweeper_reaps_never_used_then_inactive_clients_and_spares_the_exemp
     clock.advance(50);
     let report = sweeper.sweep().await.unwrap();
     assert_eq!((report.examined, report.reaped), (4, 1));
-    assert_error(
-        app.get_client(&uri(&unused), &rat(&unused)).await,
-        401,
-        "invalid_token",
-    )
-    .await;
+    refused(app.get_client(&uri(&unused), &rat(&unused)).await).await;
     assert_eq!(
         status(app.get_client(&uri(&used), &rat(&used)).await).await,
         200
@@ -402,12 +310,7 @@ async fn the_sweeper_reaps_never_used_then_inactive_clients_and_spares_the_exemp
     assert_eq!(sweeper.sweep().await.unwrap().reaped, 0);
     clock.advance(1);
     assert_eq!(sweeper.sweep().await.unwrap().reaped, 1);
-    assert_error(
-        app.get_client(&uri(&used), &rat(&used)).await,
-        401,
-        "invalid_token",
-    )
-    .await;
+    refused(app.get_client(&uri(&used), &rat(&used)).await).await;
     assert_eq!(sweeper.reaped_total(), 2);
 
     // Operator-created clients and exempt policies live on.
@@ -462,12 +365,7 @@ async fn the_background_sweeper_runs_on_its_interval() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(sweeper.reaped_total(), 1);
-    assert_error(
-        app.get_client(&uri(&c), &rat(&c)).await,
-        401,
-        "invalid_token",
-    )
-    .await;
+    refused(app.get_client(&uri(&c), &rat(&c)).await).await;
     // The sweeper holds the store: let go of it, so that stopping releases the data directory.
     drop(sweeper);
     app.stop().await;
@@ -586,12 +484,7 @@ async fn without_software_id_clients_are_counted_by_client_name() {
     body.as_object_mut().unwrap().remove("software_id");
     let first = app.register(&body).await;
     let second = app.register(&body).await;
-    assert_error(
-        app.get_client(&uri(&first), &rat(&first)).await,
-        401,
-        "invalid_token",
-    )
-    .await;
+    refused(app.get_client(&uri(&first), &rat(&first)).await).await;
     assert_eq!(
         status(app.get_client(&uri(&second), &rat(&second)).await).await,
         200
