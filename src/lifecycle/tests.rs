@@ -183,12 +183,12 @@ fn software_keys_prefer_software_id_and_are_per_policy() {
 }
 
 /// A registrar over `store` with its own clock: what one replica is.
-fn replica(store: Arc<MemoryStore>, clock: Arc<FixedClock>, seed: u64) -> Arc<Registrar> {
+fn replica(store: Arc<dyn ClientStore>, clock: Arc<FixedClock>, seed: u64) -> Arc<Registrar> {
     replica_with(store, clock, seed, |s| s)
 }
 
 fn replica_with(
-    store: Arc<MemoryStore>,
+    store: Arc<dyn ClientStore>,
     clock: Arc<FixedClock>,
     seed: u64,
     tweak: impl FnOnce(Settings) -> Settings,
@@ -208,7 +208,16 @@ fn replica_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_sweeping_at_once_delete_each_client_once() {
-    let store = Arc::new(MemoryStore::new());
+    two_replicas_sweep(Arc::new(MemoryStore::new())).await;
+    let dir = tempfile::tempdir().unwrap();
+    two_replicas_sweep(Arc::new(
+        crate::store::SledStore::open(dir.path(), 1 << 20).unwrap(),
+    ))
+    .await;
+}
+
+/// Two registrars over one store, as two replicas over one database are.
+async fn two_replicas_sweep(store: Arc<dyn ClientStore>) {
     let clock = Arc::new(FixedClock::new(NOW));
     let a = replica(store.clone(), clock.clone(), 1);
     let b = replica(store.clone(), clock.clone(), 2);
@@ -250,15 +259,20 @@ async fn two_replicas_sweeping_at_once_delete_each_client_once() {
 async fn a_queued_candidate_used_since_is_skipped_not_evicted() {
     let store = Arc::new(MemoryStore::new());
     let clock = Arc::new(FixedClock::new(NOW));
-    let registrar = replica_with(store.clone(), clock.clone(), 3, |s| {
-        s.with("access.anonymous_policy", "mcp")
-            .unwrap()
-            .with(
-                "policies",
-                serde_json::json!({"mcp": {"max_clients_per_software": 2}}),
-            )
-            .unwrap()
-    });
+    let registrar = replica_with(
+        store.clone() as Arc<dyn ClientStore>,
+        clock.clone(),
+        3,
+        |s| {
+            s.with("access.anonymous_policy", "mcp")
+                .unwrap()
+                .with(
+                    "policies",
+                    serde_json::json!({"mcp": {"max_clients_per_software": 2}}),
+                )
+                .unwrap()
+        },
+    );
     let body = serde_json::json!({
         "redirect_uris": ["https://client.example.org/cb"],
         "token_endpoint_auth_method": "none",
@@ -286,4 +300,41 @@ async fn a_queued_candidate_used_since_is_skipped_not_evicted() {
     }
     // A evicted by C, C (not the used B) by D.
     assert_eq!(alive, [false, true, false, true]);
+}
+
+#[tokio::test]
+async fn the_grace_holds_on_another_replica_and_ends_there_on_first_use() {
+    let store: Arc<dyn ClientStore> = Arc::new(MemoryStore::new());
+    let clock = Arc::new(FixedClock::new(NOW));
+    let (a, b) = (
+        replica(store.clone(), clock.clone(), 4),
+        replica(store, clock, 5),
+    );
+    let body = serde_json::json!({"redirect_uris": ["https://client.example.org/cb"]});
+    let body = body.as_object().unwrap();
+    let c = a
+        .register_client(body, &RegistrationContext::default())
+        .await
+        .unwrap();
+    let id = c["client_id"].as_str().unwrap();
+    let old = c["registration_access_token"].as_str().unwrap();
+    let mut update = body.clone();
+    update.insert("client_id".into(), id.into());
+    // Replica A rotates; its response is lost.
+    let lost = a.update_client(id, Some(old), &update).await.unwrap();
+    let new = lost["registration_access_token"].as_str().unwrap();
+    assert_ne!(new, old);
+    // Replica B hands the new token to the old one's holder, for reading only.
+    let read = b.read_client(id, Some(old)).await.unwrap();
+    assert_eq!(read["registration_access_token"], new);
+    assert!(matches!(
+        b.update_client(id, Some(old), &update).await,
+        Err(crate::error::RegistrationError::InvalidToken)
+    ));
+    // The first use of the new token, on B, ends the grace for A too.
+    b.read_client(id, Some(new)).await.unwrap();
+    assert!(matches!(
+        a.read_client(id, Some(old)).await,
+        Err(crate::error::RegistrationError::InvalidToken)
+    ));
 }
