@@ -8,7 +8,7 @@
 //! authorization server asking the admin API.
 
 /// An error the registrar reports to a client.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistrationError {
     /// RFC 7591 §3.2.2 `invalid_redirect_uri`.
     #[error("{0}")]
@@ -25,6 +25,12 @@ pub enum RegistrationError {
     /// RFC 6749 §5.2 / RFC 7592 §2.2 `invalid_request` (e.g. a read-only field changed on PUT).
     #[error("{0}")]
     InvalidRequest(String),
+    /// RFC 6749 §5.2 `invalid_client`: a client identifier that cannot name a client, e.g. an
+    /// https `client_id` that breaks a rule of the client ID metadata document draft (§3), or
+    /// whose document could not be fetched or is invalid (§4, §5). Answered 400: the caller (the
+    /// authorization server) sent a client_id, not a credential.
+    #[error("{0}")]
+    InvalidClient(String),
     /// A presented credential was refused: on the public listener the registration access token
     /// (or initial access token) is missing, malformed, unknown or revoked (RFC 6750 §3.1
     /// `invalid_token`); on the admin listener the client secret did not authenticate the client
@@ -86,6 +92,7 @@ impl RegistrationError {
             Self::UnapprovedSoftwareStatement(_) => "unapproved_software_statement",
             Self::InvalidRequest(_) | Self::BodyTimeout => "invalid_request",
             Self::InvalidToken => "invalid_token",
+            Self::InvalidClient(_) => "invalid_client",
             Self::PayloadTooLarge(_) => "invalid_request",
             Self::UnsupportedMediaType => "invalid_request",
             Self::MethodNotAllowed(_) => "invalid_request",

@@ -46,6 +46,9 @@ pub struct Settings {
     /// Reaping of abandoned registrations (`crate::lifecycle`).
     #[serde(default)]
     pub lifecycle: crate::lifecycle::LifecycleSettings,
+    /// Client ID Metadata Documents: https `client_id`s (`crate::directory::cimd`).
+    #[serde(default)]
+    pub cimd: crate::directory::cimd::CimdSettings,
 }
 
 /// `[discovery]`: what the registrar publishes besides its own `registration_endpoint` and
@@ -426,6 +429,7 @@ impl Settings {
             .check(&self.server.host, self.server.port)
             .map_err(SettingsError)?;
         self.discovery.check()?;
+        self.cimd.check(&self.policies).map_err(SettingsError)?;
         Ok(())
     }
 }

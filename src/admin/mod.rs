@@ -38,12 +38,14 @@ fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A JSON object body, or `{}` when the request has none (the rotation endpoints take an
-/// optional body).
-async fn optional_body(
+/// The JSON object body of a request that is not client metadata (authenticate, rotation), or
+/// `{}` when it has none and `optional`. A malformed body is `invalid_request` here: the
+/// `invalid_client_metadata` of the body parser belongs to metadata bodies.
+async fn request_body(
     req: &HttpRequest,
     payload: web::Payload,
     limits: BodyLimits,
+    optional: bool,
 ) -> Result<Map<String, Value>, RegistrationError> {
     let empty = req
         .headers()
@@ -51,10 +53,15 @@ async fn optional_body(
         .is_some_and(|v| v.as_bytes() == b"0")
         || (!req.headers().contains_key(header::CONTENT_LENGTH)
             && !req.headers().contains_key(header::TRANSFER_ENCODING));
-    if empty {
+    if empty && optional {
         return Ok(Map::new());
     }
-    body::json_object(req, payload, limits).await
+    body::json_object(req, payload, limits)
+        .await
+        .map_err(|e| match e {
+            RegistrationError::InvalidClientMetadata(why) => RegistrationError::InvalidRequest(why),
+            other => other,
+        })
 }
 
 /// GET /admin/clients: list with filters and keyset pagination.
@@ -130,7 +137,7 @@ async fn authenticate(
     payload: web::Payload,
 ) -> Response {
     state.tokens.authorize(&req, Scope::ClientsAuthenticate)?;
-    let request = body::json_object(&req, payload, state.limits).await?;
+    let request = request_body(&req, payload, state.limits, false).await?;
     let secret = match request.get("client_secret") {
         Some(Value::String(s)) => s,
         _ => {
@@ -155,7 +162,7 @@ async fn rotate_secret(
     payload: web::Payload,
 ) -> Response {
     let admin = state.tokens.authorize(&req, Scope::ClientsWrite)?;
-    let request = optional_body(&req, payload, state.limits).await?;
+    let request = request_body(&req, payload, state.limits, true).await?;
     let issued = state.directory.rotate_secret(&client_id, &request).await?;
     tracing::info!(admin = %admin, client_id = %escaped(&*client_id), "admin: rotate client_secret");
     Ok(json(StatusCode::OK, &issued))

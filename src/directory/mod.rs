@@ -11,6 +11,7 @@
 //! Every store access is in the small functions at the end of `impl Directory` (`find`,
 //! `load`, `save`, `matching`), so another store interface touches only them.
 
+pub mod cimd;
 mod query;
 
 pub use crate::store::ClientFilter;
@@ -68,6 +69,8 @@ pub struct Directory {
     last_used_resolution: i64,
     privileged: Vec<String>,
     rat_grace_secs: u64,
+    /// Resolves https `client_id`s (client ID metadata documents).
+    cimd: cimd::Resolver,
 }
 
 /// One page of a listing.
@@ -83,7 +86,14 @@ impl Directory {
     /// The directory over the same parts (store, clock, hasher, keys) as `registrar`.
     pub fn new(parts: Parts, registrar: Arc<Registrar>) -> Self {
         let admin = &parts.settings.admin;
+        let cimd = cimd::Resolver::new(
+            parts.settings.cimd.clone(),
+            registrar.clone(),
+            parts.store.clone(),
+            parts.clock.clone(),
+        );
         Self {
+            cimd,
             last_used_resolution: admin.last_used_resolution_secs.min(i64::MAX as u64) as i64,
             privileged: admin.allowed_privileged_fields.clone(),
             rat_grace_secs: parts.settings.registration.rat_grace_secs,
@@ -97,8 +107,14 @@ impl Directory {
         }
     }
 
-    /// `GET /admin/clients/{client_id}`: the client view.
+    /// `GET /admin/clients/{client_id}`: the client view. An https `client_id` is resolved from
+    /// its metadata document first (`cimd`), and the lookup counts as a use (`last_used_at`):
+    /// such a client has no secret to authenticate with.
     pub async fn get(&self, client_id: &str) -> Result<Map<String, Value>> {
+        if cimd::is_metadata_document_id(client_id) {
+            let record = self.cimd.resolve(client_id).await?;
+            return Ok(view(self.touch(record, self.clock.now()).await));
+        }
         Ok(view(self.load(client_id).await?))
     }
 
@@ -109,6 +125,11 @@ impl Directory {
     /// the same error after the same work (one argon2id verification, on the hashing pool).
     /// A client whose auth method uses no secret is `invalid_request` naming its method.
     pub async fn authenticate(&self, client_id: &str, secret: &str) -> Result<Map<String, Value>> {
+        if cimd::is_metadata_document_id(client_id) {
+            // Resolved (and its document judged) first; it then has no secret, so the answer
+            // names its method like for any public or private_key_jwt client.
+            self.cimd.resolve(client_id).await?;
+        }
         let now = self.clock.now();
         let Some(record) = self.find(client_id).await? else {
             self.verify_dummy(secret).await?;
@@ -284,6 +305,11 @@ impl Directory {
         }
         for _ in 0..MAX_RETRIES {
             let current = self.load(client_id).await?;
+            if from_document(&current) && !metadata_patch.is_empty() {
+                return Err(RegistrationError::InvalidRequest(format!(
+                    "the metadata of {client_id:?} comes from its client ID metadata document and is replaced on every fetch; only disabled can be patched"
+                )));
+            }
             let (mut updated, secret) = if metadata_patch.is_empty() {
                 (current.clone(), None)
             } else {
@@ -395,6 +421,12 @@ impl Directory {
     pub async fn reissue_registration_token(&self, client_id: &str) -> Result<Map<String, Value>> {
         for _ in 0..MAX_RETRIES {
             let current = self.load(client_id).await?;
+            if from_document(&current) {
+                // RFC 7592 manages what RFC 7591 registered; a document is managed by its host.
+                return Err(RegistrationError::InvalidRequest(format!(
+                    "{client_id:?} comes from a client ID metadata document and has no registration access token"
+                )));
+            }
             let token = Plaintext::new(self.tokens.token(SECRET_BYTES));
             let mut updated = current.clone();
             let now = self.clock.now();
@@ -493,6 +525,11 @@ impl Directory {
             .await
             .map_err(store_error)
     }
+}
+
+/// Whether the client was resolved from its metadata document (`cimd`).
+fn from_document(record: &ClientRecord) -> bool {
+    record.source.as_deref() == Some(source::METADATA_DOCUMENT)
 }
 
 fn auth_method(record: &ClientRecord) -> String {

@@ -296,3 +296,94 @@ fn records_from_before_the_directory_fields_decode_and_view_sensibly() {
     };
     assert!(filter.matches(&ClientRecord::decode(&bytes).unwrap(), NOW));
 }
+
+/// Log lines written while the guard lives (on this thread: `#[tokio::test]` polls here).
+fn capture_logs() -> (
+    Arc<std::sync::Mutex<Vec<u8>>>,
+    tracing::subscriber::DefaultGuard,
+) {
+    #[derive(Clone)]
+    struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Sink(buf.clone());
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    (buf, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test]
+async fn a_changed_document_updates_its_client_and_a_change_of_keys_is_a_warning() {
+    let f = fixture();
+    let id = "https://app.example/client.json";
+    let document = |name: &str, x: &str| {
+        let Value::Object(m) = json!({
+            "redirect_uris": ["https://app.example/cb"],
+            "client_name": name,
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x}]},
+        }) else {
+            unreachable!()
+        };
+        m
+    };
+    let admission = f.registrar.policy().document_admission(None).unwrap();
+    let (logs, _guard) = capture_logs();
+    let first = f
+        .directory
+        .cimd
+        .save(id, document("A", "k1"), &admission)
+        .await
+        .unwrap();
+    assert_eq!((first.revision, first.created_at), (1, NOW));
+    assert_eq!(first.source.as_deref(), Some(source::METADATA_DOCUMENT));
+    // The same document again writes nothing.
+    let same = f
+        .directory
+        .cimd
+        .save(id, document("A", "k1"), &admission)
+        .await
+        .unwrap();
+    assert_eq!(same.revision, 1);
+    f.clock.advance(5);
+    let renamed = f
+        .directory
+        .cimd
+        .save(id, document("B", "k1"), &admission)
+        .await
+        .unwrap();
+    assert_eq!((renamed.revision, renamed.updated_at), (2, NOW + 5));
+    assert!(!String::from_utf8_lossy(&logs.lock().unwrap()).contains("changed its keys"));
+    let rekeyed = f
+        .directory
+        .cimd
+        .save(id, document("B", "k2"), &admission)
+        .await
+        .unwrap();
+    assert_eq!(rekeyed.revision, 3);
+    assert_eq!(rekeyed.created_at, NOW, "creation time survives");
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let warning = text
+        .lines()
+        .find(|l| l.contains("changed its keys"))
+        .unwrap_or_else(|| panic!("no key warning in:\n{text}"));
+    assert!(
+        warning.contains("WARN") && warning.contains(id),
+        "{warning}"
+    );
+    let stored = f.directory.get(id).await;
+    assert!(
+        stored.is_err(),
+        "a lookup fetches, and app.example is not served here"
+    );
+}

@@ -52,7 +52,8 @@ pub fn status(e: &RegistrationError) -> StatusCode {
         | E::InvalidClientMetadata(_)
         | E::InvalidSoftwareStatement(_)
         | E::UnapprovedSoftwareStatement(_)
-        | E::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+        | E::InvalidRequest(_)
+        | E::InvalidClient(_) => StatusCode::BAD_REQUEST,
         E::InvalidToken => StatusCode::UNAUTHORIZED,
         E::ClientDisabled => StatusCode::FORBIDDEN,
         E::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

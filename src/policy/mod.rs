@@ -49,6 +49,8 @@ pub mod tier {
     pub const SOFTWARE_STATEMENT: &str = "software_statement";
     /// Created by an operator through the admin API.
     pub const ADMIN: &str = "admin";
+    /// An https `client_id` resolved from its metadata document (`crate::directory::cimd`).
+    pub const METADATA_DOCUMENT: &str = "metadata_document";
 }
 
 /// A software statement whose signature and claims verified (RFC 7591 §2.3).
@@ -332,6 +334,16 @@ impl PolicyEngine {
     /// client): no credential to check, under the policy the operator names (or none), counted
     /// in that policy's quota like any other.
     pub fn operator_admission(&self, policy: Option<&str>) -> Result<Admission> {
+        self.named_admission(tier::ADMIN, policy)
+    }
+
+    /// The admission of a client resolved from its metadata document
+    /// (`crate::directory::cimd`), under `cimd.policy`: its quota counts these clients too.
+    pub fn document_admission(&self, policy: Option<&str>) -> Result<Admission> {
+        self.named_admission(tier::METADATA_DOCUMENT, policy)
+    }
+
+    fn named_admission(&self, tier: &'static str, policy: Option<&str>) -> Result<Admission> {
         let policy = match policy {
             None => None,
             Some(name) => Some(self.policies.get(name).cloned().ok_or_else(|| {
@@ -341,7 +353,7 @@ impl PolicyEngine {
             })?),
         };
         Ok(Admission {
-            tier: tier::ADMIN,
+            tier,
             policy,
             statement: None,
             counters: Vec::new(),

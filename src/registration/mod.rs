@@ -285,12 +285,9 @@ impl Registrar {
         let now = self.clock.now();
         let claims = admission.statement.as_ref().map(|s| &s.claims);
         let policy = admission.policy.as_deref();
-        let (prepared, metadata_settings) =
-            self.policy
-                .prepare(policy, claims, request, &self.settings.metadata)?;
-        let metadata = validate_with(&prepared, metadata_settings, privileged)?;
-        self.remote.check(&metadata).await?;
-        self.policy.check(policy, claims, &metadata)?;
+        let metadata = self
+            .judge(policy, claims, request, privileged, None)
+            .await?;
         let counters = self.policy.registration_counters(admission);
         // Operator-created clients are neither counted nor evicted by storm control.
         let Some(policy) = policy.filter(|_| source == source::REGISTRATION) else {
@@ -328,6 +325,35 @@ impl Registrar {
             }
         }
         Err(storm_refusal(policy, &metadata, true))
+    }
+
+    /// The one path from a request to registered metadata: the policy's preparation
+    /// (statement claims, forced values), the metadata engine (`metadata::validate`), the
+    /// network checks (`sector_identifier_uri`, `jwks_uri`) and the policy's allow-lists.
+    /// Registration, RFC 7592 updates, operator writes and client ID metadata documents
+    /// (`crate::directory::cimd`) all end here; only their admission differs. With `previous`
+    /// (an update), the network checks fetch only what changed
+    /// (`RemoteMetadata::check_changes`).
+    pub(crate) async fn judge(
+        &self,
+        policy: Option<&crate::policy::rules::Policy>,
+        claims: Option<&Map<String, Value>>,
+        request: &Map<String, Value>,
+        privileged: Option<&[String]>,
+        previous: Option<&Map<String, Value>>,
+    ) -> Result<Map<String, Value>> {
+        let (prepared, metadata_settings) =
+            self.policy
+                .prepare(policy, claims, request, &self.settings.metadata)?;
+        let metadata = validate_with(&prepared, metadata_settings, privileged)?;
+        self.remote.check_changes(&metadata, previous).await?;
+        self.policy.check(policy, claims, &metadata)?;
+        Ok(metadata)
+    }
+
+    /// The network checks' fetcher (`crate::fetch`), shared with client ID metadata documents.
+    pub(crate) fn fetcher(&self) -> &crate::fetch::Fetcher {
+        self.remote.fetcher()
     }
 
     /// Storm control (a policy's `max_clients_per_software`, see `crate::lifecycle`): the
@@ -655,19 +681,16 @@ impl Registrar {
         let claims = self
             .policy
             .stored_statement_claims(current.software_statement.as_deref(), request)?;
-        let (prepared, metadata_settings) = self.policy.prepare(
-            policy.as_deref(),
-            claims.as_ref(),
-            request,
-            &self.settings.metadata,
-        )?;
-        let metadata = validate_with(&prepared, metadata_settings, privileged)?;
         // Only what changed is fetched again, so replaying an update cannot buy fetches.
-        self.remote
-            .check_changes(&metadata, Some(&current.metadata))
+        let metadata = self
+            .judge(
+                policy.as_deref(),
+                claims.as_ref(),
+                request,
+                privileged,
+                Some(&current.metadata),
+            )
             .await?;
-        self.policy
-            .check(policy.as_deref(), claims.as_ref(), &metadata)?;
         let now = self.clock.now();
         let method = metadata
             .get("token_endpoint_auth_method")

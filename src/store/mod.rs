@@ -71,7 +71,7 @@ pub struct ClientRecord {
     /// Disabled by the operator: cannot authenticate, cannot change or delete itself.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
-    /// How the client arrived: `registration` (RFC 7591) or `admin`; `None` (older records)
+    /// How the client arrived: `registration` (RFC 7591), `admin` or `metadata_document`; `None` (older records)
     /// means `registration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
@@ -145,6 +145,8 @@ pub mod source {
     pub const REGISTRATION: &str = "registration";
     /// Created by an operator through the admin API.
     pub const ADMIN: &str = "admin";
+    /// Resolved from its client ID metadata document (`crate::directory::cimd`).
+    pub const METADATA_DOCUMENT: &str = "metadata_document";
 }
 
 /// What can go wrong in a store.

@@ -2,7 +2,7 @@
 //! view, authentication for the authorization server, listing, operator writes.
 
 use crate::helpers::{
-    assert_error, spawn_app, spawn_app_with, spawn_with_clock, web_client, TestApp,
+    assert_error, snapshot, spawn_app, spawn_app_with, spawn_with_clock, web_client, TestApp,
 };
 use registrar::clock::FixedClock;
 use registrar::settings::Settings;
@@ -342,19 +342,6 @@ async fn authentication_returns_the_view_and_records_the_use() {
     assert_eq!(view["last_used_at"], body["client"]["last_used_at"]);
 }
 
-/// Status, headers (but `date`, which is the second it was sent) and body, as bytes.
-async fn snapshot(r: reqwest::Response) -> (u16, Vec<(String, Vec<u8>)>, Vec<u8>) {
-    let status = r.status().as_u16();
-    let mut headers: Vec<(String, Vec<u8>)> = r
-        .headers()
-        .iter()
-        .filter(|(k, _)| k.as_str() != "date")
-        .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
-        .collect();
-    headers.sort();
-    (status, headers, r.bytes().await.unwrap().to_vec())
-}
-
 #[tokio::test]
 async fn the_four_authentication_failures_are_byte_identical() {
     let clock = Arc::new(FixedClock::new(1_700_000_000));
@@ -431,6 +418,22 @@ async fn a_client_without_a_secret_is_told_which_method_it_uses() {
     .await;
     let d = assert_error(r, 400, "invalid_request").await;
     assert!(d.contains("client_secret"), "{d}");
+    for body in ["{", "[]", "{\"client_secret\": 1}"] {
+        let r = app
+            .client
+            .post(format!(
+                "{}/admin/clients/{}/authenticate",
+                app.admin.as_ref().unwrap(),
+                id_of(&client)
+            ))
+            .header(AUTHORIZATION, format!("Bearer {AUTHN}"))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, 400, "invalid_request").await;
+    }
 }
 
 async fn list(app: &TestApp, query: &str) -> reqwest::Response {
@@ -1090,4 +1093,77 @@ async fn wrong_methods_and_paths_are_json_errors() {
     assert_error(r, 405, "invalid_request").await;
     let r = call(&app, Method::GET, "/admin/nothing", Some(ALL), None).await;
     assert_error(r, 404, "not_found").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagination_stays_exact_while_another_task_inserts_and_deletes() {
+    let app = admin_app().await;
+    let mut stable = BTreeSet::new();
+    let mut doomed = std::collections::VecDeque::new();
+    for i in 0..30 {
+        let c = app.register(&web_client()).await;
+        if i % 3 == 0 {
+            doomed.push_back(c);
+        } else {
+            stable.insert(id_of(&c));
+        }
+    }
+    // The churn runs from before the first page until after the last one.
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    let stop = Arc::new(AtomicBool::new(false));
+    let changes = Arc::new(AtomicUsize::new(0));
+    let churn = {
+        let (stop, changes, endpoint) = (stop.clone(), changes.clone(), app.endpoint.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.load(SeqCst) {
+                let r = http
+                    .post(&endpoint)
+                    .json(&web_client())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+                doomed.push_back(r.json::<Value>().await.unwrap());
+                let victim = doomed.pop_front().unwrap();
+                let r = http
+                    .delete(victim["registration_client_uri"].as_str().unwrap())
+                    .bearer_auth(victim["registration_access_token"].as_str().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 204);
+                changes.fetch_add(1, SeqCst);
+            }
+        })
+    };
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("limit=2&cursor={c}"),
+            None => "limit=2".into(),
+        };
+        let before = changes.load(SeqCst);
+        let page = ok_json(list(&app, &query).await, 200).await;
+        seen.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        if cursor.is_some() && seen.len() == 2 {
+            // Make sure at least one insert and delete land between two pages of this walk.
+            while changes.load(SeqCst) == before && !churn.is_finished() {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+    stop.store(true, SeqCst);
+    churn.await.unwrap();
+    assert!(changes.load(SeqCst) > 0);
+    let unique: BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "no client twice");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in client_id order");
+    let missing: Vec<&String> = stable.difference(&unique).collect();
+    assert!(missing.is_empty(), "stable clients missing: {missing:?}");
 }

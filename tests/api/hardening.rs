@@ -103,19 +103,6 @@ async fn a_token_presented_at_a_mistyped_client_path_keeps_working() {
 
 // Test debt: every bad token gets the same 401, byte for byte.
 
-/// Status, every header but `date`, and the body bytes of a response.
-async fn snapshot(r: reqwest::Response) -> (u16, Vec<(String, Vec<u8>)>, Vec<u8>) {
-    let status = r.status().as_u16();
-    let mut headers: Vec<(String, Vec<u8>)> = r
-        .headers()
-        .iter()
-        .filter(|(k, _)| k.as_str() != "date")
-        .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
-        .collect();
-    headers.sort();
-    (status, headers, r.bytes().await.unwrap().to_vec())
-}
-
 #[tokio::test]
 async fn every_bad_token_gets_a_byte_identical_401() {
     let app = spawn_app().await;

@@ -223,3 +223,17 @@ pub async fn assert_error(r: reqwest::Response, status: u16, code: &str) -> Stri
     assert!(!description.is_empty());
     description
 }
+
+/// Status, every header but `date` (the second it was sent), and the body bytes of a response:
+/// what "byte-identical responses" compares.
+pub async fn snapshot(r: reqwest::Response) -> (u16, Vec<(String, Vec<u8>)>, Vec<u8>) {
+    let status = r.status().as_u16();
+    let mut headers: Vec<(String, Vec<u8>)> = r
+        .headers()
+        .iter()
+        .filter(|(k, _)| k.as_str() != "date")
+        .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect();
+    headers.sort();
+    (status, headers, r.bytes().await.unwrap().to_vec())
+}

@@ -1,6 +1,7 @@
 //! Black-box API tests: each starts the registrar on port 0 with its own data directory.
 
 mod admin;
+mod cimd;
 mod cli;
 mod concurrency;
 mod discovery;

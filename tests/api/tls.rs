@@ -30,6 +30,13 @@ pub(crate) enum Reply {
     /// 200 with the JSON the test holds at the moment of the request; 503 while it is empty
     /// (documents that change while the registrar runs).
     Live(Arc<Mutex<String>>),
+    /// Like `Live`, with extra header lines (each ending in `\r\n`, e.g. `Cache-Control`) and
+    /// an optional delay before answering (client ID metadata documents).
+    Document {
+        headers: &'static str,
+        delay: Duration,
+        body: Arc<Mutex<String>>,
+    },
 }
 
 pub(crate) struct TlsServer {
@@ -39,13 +46,17 @@ pub(crate) struct TlsServer {
     requested: Arc<Mutex<Vec<String>>>,
     in_flight: Arc<AtomicUsize>,
     pub(crate) max_in_flight: Arc<AtomicUsize>,
+    routes: Routes,
     _dir: tempfile::TempDir,
 }
 
+type Routes = Arc<Mutex<HashMap<String, Reply>>>;
+
 impl TlsServer {
     pub(crate) async fn start(routes: Vec<(&str, Reply)>) -> Self {
-        let routes: Arc<HashMap<String, Reply>> =
-            Arc::new(routes.into_iter().map(|(p, r)| (p.to_owned(), r)).collect());
+        let routes: Routes = Arc::new(Mutex::new(
+            routes.into_iter().map(|(p, r)| (p.to_owned(), r)).collect(),
+        ));
         // A CA, and a server certificate for 127.0.0.1 and localhost signed by it.
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -84,6 +95,7 @@ impl TlsServer {
             requested: Arc::default(),
             in_flight: Arc::default(),
             max_in_flight: Arc::default(),
+            routes: routes.clone(),
             _dir: dir,
         };
         let (connections, requested) = (server.connections.clone(), server.requested.clone());
@@ -110,6 +122,11 @@ impl TlsServer {
         server
     }
 
+    /// Answer `path` with `reply` from now on (replacing what it answered before).
+    pub(crate) fn route(&self, path: &str, reply: Reply) {
+        self.routes.lock().unwrap().insert(path.to_owned(), reply);
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.port)
     }
@@ -133,30 +150,37 @@ impl TlsServer {
         allow_private: bool,
         tweak: impl FnOnce(registrar::settings::Settings) -> registrar::settings::Settings,
     ) -> TestApp {
+        let trusting = self.trusting(allow_private);
+        spawn_app_with(move |s| tweak(trusting(s))).await
+    }
+
+    /// The `[fetch]` settings that make the registrar trust (and, with `allow_private`, reach)
+    /// this server, for apps built some other way (an injected clock).
+    pub(crate) fn trusting(
+        &self,
+        allow_private: bool,
+    ) -> impl FnOnce(registrar::settings::Settings) -> registrar::settings::Settings {
         let ca = self.ca_file.clone();
-        spawn_app_with(move |s| {
-            tweak(
-                s.with("fetch.extra_root_ca_file", ca)
-                    .unwrap()
-                    .with("fetch.allow_private_addresses", allow_private)
-                    .unwrap()
-                    .with("fetch.timeout_ms", 1000)
-                    .unwrap()
-                    .with("fetch.max_body_bytes", 4096)
-                    .unwrap()
-                    .with("fetch.failure_ttl_ms", 0)
-                    .unwrap()
-                    .with("fetch.fetch_jwks_uri", true)
-                    .unwrap(),
-            )
-        })
-        .await
+        move |s| {
+            s.with("fetch.extra_root_ca_file", ca)
+                .unwrap()
+                .with("fetch.allow_private_addresses", allow_private)
+                .unwrap()
+                .with("fetch.timeout_ms", 1000)
+                .unwrap()
+                .with("fetch.max_body_bytes", 4096)
+                .unwrap()
+                .with("fetch.failure_ttl_ms", 0)
+                .unwrap()
+                .with("fetch.fetch_jwks_uri", true)
+                .unwrap()
+        }
     }
 }
 
 async fn serve(
     mut tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-    routes: &HashMap<String, Reply>,
+    routes: &Mutex<HashMap<String, Reply>>,
     requested: &Mutex<Vec<String>>,
 ) {
     let mut head = Vec::new();
@@ -170,11 +194,12 @@ async fn serve(
     let head = String::from_utf8_lossy(&head);
     let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
     requested.lock().unwrap().push(path.clone());
-    let reply =
-        routes
-            .get(&path)
-            .cloned()
-            .unwrap_or(Reply::Raw(404, "application/json", "{}".into()));
+    let reply = routes
+        .lock()
+        .unwrap()
+        .get(&path)
+        .cloned()
+        .unwrap_or(Reply::Raw(404, "application/json", "{}".into()));
     let respond = |status: u16, ct: &str, extra: &str, body: &str| {
         format!(
             "HTTP/1.1 {status} X\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
@@ -191,6 +216,15 @@ async fn serve(
             } else {
                 respond(200, "application/json", "", &body)
             }
+        }
+        Reply::Document {
+            headers,
+            delay,
+            body,
+        } => {
+            tokio::time::sleep(delay).await;
+            let body = body.lock().unwrap().clone();
+            respond(200, "application/json", headers, &body)
         }
         Reply::Redirect(to) => respond(
             302,
