@@ -141,14 +141,19 @@ pub fn sealed_token(record: &ClientRecord, key: &RatKey) -> Option<Plaintext> {
 /// `resolution` seconds so a busy client does not write on every request; true when
 /// `record.last_used_at` changed and needs writing.
 pub fn mark_used(record: &mut ClientRecord, now: i64, resolution: i64) -> bool {
-    if record
-        .last_used_at
-        .is_some_and(|at| now.saturating_sub(at) < resolution)
-    {
+    if !use_due(record, now, resolution) {
         return false;
     }
     record.last_used_at = Some(now);
     true
+}
+
+/// Whether a use at `now` is to be written (see [`mark_used`]): never used, or last recorded
+/// `resolution` seconds ago or more.
+pub fn use_due(record: &ClientRecord, now: i64, resolution: i64) -> bool {
+    record
+        .last_used_at
+        .is_none_or(|at| now.saturating_sub(at) >= resolution)
 }
 
 // --- secret renewal -------------------------------------------------------------------------
