@@ -438,6 +438,7 @@ impl Directory {
                 &token,
                 now,
                 self.rat_grace_secs,
+                None,
             );
             updated.updated_at = now;
             if self.save(&current, updated).await?.is_some() {

@@ -19,7 +19,7 @@ mod sweeper;
 
 pub use self::sweeper::{SweepReport, Sweeper, SweeperHandle};
 
-use crate::credentials::{Plaintext, RatKey};
+use crate::credentials::{Plaintext, RatKey, SealKey};
 use crate::settings::CredentialSettings;
 use crate::store::{source, ClientRecord, ClientStore, StoreError};
 use serde::{Deserialize, Serialize};
@@ -101,20 +101,27 @@ pub fn match_rat(record: &ClientRecord, key: &RatKey, presented: &str, now: i64)
 }
 
 /// Make `new` the current token of `record`. With `grace_secs` > 0 the replaced token stays
-/// good for GET until `now + grace_secs`, and `new` is sealed to it so that GET can return it.
+/// good for GET until `now + grace_secs`, and `new` is sealed to it so that GET can return it:
+/// keyed with the replaced token itself when the caller presented it (`previous`), else with
+/// its tag (the admin API's reissue).
 pub fn rotate_rat(
     record: &mut ClientRecord,
     key: &RatKey,
     new: &Plaintext,
     now: i64,
     grace_secs: u64,
+    previous: Option<&str>,
 ) {
     let old = std::mem::replace(&mut record.rat_tag, key.tag(new.expose()).to_vec());
     if grace_secs == 0 || old.is_empty() {
         end_grace(record);
         return;
     }
-    record.sealed_rat = Some(key.seal(&old, new));
+    let source = match previous {
+        Some(token) => SealKey::PreviousToken(token),
+        None => SealKey::PreviousTag(&old),
+    };
+    record.sealed_rat = Some(key.seal(source, new));
     record.previous_rat_tag = Some(old);
     record.previous_rat_expires_at = Some(now.saturating_add(secs(grace_secs)));
 }
@@ -129,10 +136,10 @@ pub fn end_grace(record: &mut ClientRecord) -> bool {
     had
 }
 
-/// The current token, opened from its seal; for a GET with the previous token in its grace.
-pub fn sealed_token(record: &ClientRecord, key: &RatKey) -> Option<Plaintext> {
-    let previous = record.previous_rat_tag.as_deref()?;
-    key.unseal(previous, record.sealed_rat.as_deref()?, &record.rat_tag)
+/// The current token, opened from its seal with the `presented` previous token; for a GET in
+/// its grace.
+pub fn sealed_token(record: &ClientRecord, key: &RatKey, presented: &str) -> Option<Plaintext> {
+    key.unseal(presented, record.sealed_rat.as_deref()?, &record.rat_tag)
 }
 
 // --- use ------------------------------------------------------------------------------------

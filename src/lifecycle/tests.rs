@@ -135,17 +135,17 @@ fn a_rotation_with_grace_keeps_the_old_token_for_reads_until_it_ends() {
     let mut r = record(NOW, None);
     r.rat_tag = key.tag("old").to_vec();
     let new = Plaintext::new("new".into());
-    rotate_rat(&mut r, &key, &new, NOW, 60);
+    rotate_rat(&mut r, &key, &new, NOW, 60, Some("old"));
     assert_eq!(match_rat(&r, &key, "new", NOW), RatMatch::Current);
     assert_eq!(match_rat(&r, &key, "old", NOW + 59), RatMatch::Previous);
     assert_eq!(match_rat(&r, &key, "old", NOW + 60), RatMatch::None);
     assert_eq!(match_rat(&r, &key, "other", NOW), RatMatch::None);
-    assert_eq!(sealed_token(&r, &key).unwrap().expose(), "new");
+    assert_eq!(sealed_token(&r, &key, "old").unwrap().expose(), "new");
     assert!(end_grace(&mut r));
     assert_eq!(match_rat(&r, &key, "old", NOW), RatMatch::None);
-    assert!(sealed_token(&r, &key).is_none());
+    assert!(sealed_token(&r, &key, "old").is_none());
     // Without grace nothing of the old token is kept.
-    rotate_rat(&mut r, &key, &Plaintext::new("newer".into()), NOW, 0);
+    rotate_rat(&mut r, &key, &Plaintext::new("newer".into()), NOW, 0, None);
     assert_eq!(match_rat(&r, &key, "new", NOW), RatMatch::None);
     assert!(r.previous_rat_tag.is_none() && r.sealed_rat.is_none());
 }

@@ -96,6 +96,8 @@ pub(crate) struct UpdatePlan {
     /// The registration access token after the update; `None` keeps the stored one (admin).
     /// Some only for RFC 7592 PUT, which also counts as a use of the client.
     token: Option<Plaintext>,
+    /// The token the PUT presented, which a rotation's grace seal is keyed with.
+    presented: Option<Plaintext>,
     /// `registration.rat_grace_secs` for the token a rotation replaces.
     rat_grace_secs: u64,
     now: i64,
@@ -154,7 +156,14 @@ impl UpdatePlan {
                 // The current token was used: the previous one's grace ends.
                 lifecycle::end_grace(&mut updated);
             } else {
-                lifecycle::rotate_rat(&mut updated, rat_key, token, self.now, self.rat_grace_secs);
+                lifecycle::rotate_rat(
+                    &mut updated,
+                    rat_key,
+                    token,
+                    self.now,
+                    self.rat_grace_secs,
+                    self.presented.as_ref().map(Plaintext::expose),
+                );
             }
             updated.last_used_at = Some(self.now);
         }
@@ -480,7 +489,7 @@ impl Registrar {
         if matched == RatMatch::Previous {
             // RAT grace: the caller lost the response that rotated its token; hand back the
             // current one (it grants nothing the previous one did not).
-            let token = lifecycle::sealed_token(&record, &self.rat_key)
+            let token = lifecycle::sealed_token(&record, &self.rat_key, rat.unwrap_or_default())
                 .ok_or(RegistrationError::InvalidToken)?;
             let shown = if use_due {
                 let mut used = record.clone();
@@ -514,6 +523,7 @@ impl Registrar {
             &new_rat,
             now,
             self.settings.registration.rat_grace_secs,
+            rat,
         );
         // If someone else changed the client (and maybe the token) meanwhile, the token the
         // caller holds may be dead now, so answer as for any invalid token.
@@ -630,6 +640,7 @@ impl Registrar {
         if matches!(plan.secret, SecretChange::Keep) {
             plan.secret = self.renewal(current, &plan.metadata, plan.now).await?;
         }
+        plan.presented = rat.map(|t| Plaintext::new(t.to_owned()));
         plan.token = Some(if self.settings.registration.rotate_rat_on_update {
             Plaintext::new(self.tokens.token(SECRET_BYTES))
         } else {
@@ -728,6 +739,7 @@ impl Registrar {
             metadata,
             secret,
             token: None,
+            presented: None,
             rat_grace_secs: self.settings.registration.rat_grace_secs,
             now,
         })
