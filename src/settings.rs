@@ -138,10 +138,17 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSettings {
+    /// Which store holds the clients: the embedded sled store (default) or a PostgreSQL-wire
+    /// database shared by any number of replicas.
+    #[serde(default)]
+    pub backend: crate::store::Backend,
     /// Directory of the embedded store; created when missing.
     pub data_dir: PathBuf,
     /// Page cache of the store in bytes.
     pub cache_capacity_bytes: u64,
+    /// `[storage.postgres]`, used when `backend = "postgres"`.
+    #[serde(default)]
+    pub postgres: crate::store::PostgresSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

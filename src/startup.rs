@@ -12,16 +12,12 @@ use crate::policy::PolicyEngine;
 use crate::registration::upstream::{Schedule, UpstreamTask};
 use crate::registration::{Parts, Registrar};
 use crate::settings::Settings;
-use crate::store::{ClientStore, OpenError, SledStore};
+use crate::store::OpenError;
 use crate::tokens::{OsTokens, TokenGenerator};
 use actix_web::dev::Server;
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App, HttpServer};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use std::io::Write;
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,11 +76,11 @@ impl Application {
         if settings.issuer.is_empty() {
             settings.issuer = format!("http://{local}");
         }
-        let store: Arc<dyn ClientStore> = Arc::new(SledStore::open(
-            &settings.storage.data_dir,
-            settings.storage.cache_capacity_bytes,
-        )?);
-        let rat_key = load_server_key(&settings, tokens.as_ref())?;
+        let store = crate::store::open(&settings.storage, clock.now()).await?;
+        let rat_key = crate::store::server_key::resolve(&settings, store.as_ref(), tokens.as_ref())
+            .await
+            .and_then(|key| RatKey::new(key).map_err(|e| e.to_string()))
+            .map_err(StartupError::ServerKey)?;
         let c = &settings.credentials;
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -320,47 +316,4 @@ fn start_upstream(
         d.authorization_server_metadata_url.clone(),
         schedule,
     )))
-}
-
-/// The RAT key: `credentials.server_key` if set, else the key file, created with 256 random bits
-/// on first start (mode 0600, fsynced before use).
-fn load_server_key(
-    settings: &Settings,
-    tokens: &dyn TokenGenerator,
-) -> Result<RatKey, StartupError> {
-    let c = &settings.credentials;
-    if !c.server_key.is_empty() {
-        return RatKey::from_base64(&c.server_key)
-            .map_err(|e| StartupError::ServerKey(e.to_string()));
-    }
-    let path = if c.server_key_file.is_empty() {
-        settings.storage.data_dir.join("server.key")
-    } else {
-        PathBuf::from(&c.server_key_file)
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => RatKey::from_base64(&text)
-            .map_err(|e| StartupError::ServerKey(format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut key = vec![0u8; 32];
-            tokens.fill(&mut key);
-            let encoded = URL_SAFE_NO_PAD.encode(&key);
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let mut file = options
-                .open(&path)
-                .map_err(|e| StartupError::ServerKey(format!("{}: {e}", path.display())))?;
-            file.write_all(encoded.as_bytes())
-                .and_then(|_| file.sync_all())
-                .map_err(|e| StartupError::ServerKey(format!("{}: {e}", path.display())))?;
-            tracing::info!(path = %path.display(), "generated a new server key");
-            RatKey::new(key).map_err(|e| StartupError::ServerKey(e.to_string()))
-        }
-        Err(e) => Err(StartupError::ServerKey(format!("{}: {e}", path.display()))),
-    }
 }

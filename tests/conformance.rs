@@ -1,9 +1,13 @@
 //! The conformance suite (conformance/cases) against the registrar started on a free port: every
 //! MUST case passes (except the ones listed in `WAITING_ON_METADATA`, which must fail until fixed), SHOULD cases are reported. Regenerates conformance/MATRIX.md.
 
+/// The backend `helpers` starts apps on.
+pub const POSTGRES: bool = false;
 #[allow(dead_code)]
 #[path = "api/helpers.rs"]
 mod helpers;
+#[path = "support/postgres.rs"]
+mod pg;
 #[allow(dead_code)]
 #[path = "api/tls.rs"]
 mod tls;
@@ -205,6 +209,15 @@ async fn every_must_case_passes_with_the_lifecycle_on() {
         "{:?}",
         renewal.outcome
     );
+    app.stop().await;
+}
+
+/// The same cases on the PostgreSQL backend (a database of the private test cluster).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_must_case_passes_on_postgres() {
+    let url = pg::shared().new_database();
+    let app = helpers::spawn_app_with(|s| helpers::with_postgres(s, &url)).await;
+    run_suite(&app.endpoint).await;
     app.stop().await;
 }
 

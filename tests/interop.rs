@@ -10,9 +10,13 @@
 //! The installs run once and are reused while the lockfiles are unchanged (a copy of the
 //! lockfile is kept next to the installed packages as a stamp).
 
+/// The backend `helpers` starts apps on.
+pub const POSTGRES: bool = false;
 #[allow(dead_code)]
 #[path = "api/helpers.rs"]
 mod helpers;
+#[path = "support/postgres.rs"]
+mod pg;
 #[allow(dead_code)]
 #[path = "api/tls.rs"]
 mod tls;
@@ -245,6 +249,19 @@ async fn openid_client_v6_registers_reads_updates_and_deletes() {
     let out = drive("openid-client", node_driver("openid-client.mjs")).await;
     assert!(out.contains("read after delete refused"), "{out}");
     assert!(out.contains("invalid registration refused"), "{out}");
+}
+
+/// One client library against the PostgreSQL backend: the store is invisible to clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openid_client_v6_works_against_the_postgres_backend() {
+    let url = pg::shared().new_database();
+    let out = drive_with(
+        "openid-client",
+        move |s| helpers::with_postgres(s, &url),
+        node_driver("openid-client.mjs"),
+    )
+    .await;
+    assert!(out.contains("read after delete refused"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
-//! The command line: `registrar [serve]` runs the server, `registrar clients ...` are the
-//! operator commands (an HTTP client of the admin API). main.rs only calls [`main`].
+//! The command line: `registrar [serve]` runs the server; `migrate`, `export` and `import`
+//! work on the configured store (`crate::commands`); `registrar clients ...` are the operator
+//! commands (an HTTP client of the admin API). main.rs only calls [`main`].
 
 mod clients;
 mod serve;
@@ -25,6 +26,18 @@ pub struct Cli {
 pub enum Command {
     /// Run the registration server (the default).
     Serve,
+    /// Apply pending database migrations (storage.backend = "postgres"); idempotent.
+    Migrate,
+    /// Write every client, counter and the server key to stdout as JSON lines.
+    Export,
+    /// Read an export (from FILE, or stdin) into the configured store.
+    Import {
+        /// Overwrite clients that exist with other content (refused otherwise).
+        #[arg(long)]
+        replace: bool,
+        /// The export to read; stdin when absent.
+        file: Option<PathBuf>,
+    },
     /// Operator commands on the registered clients, through the admin API.
     Clients(Box<clients::ClientsArgs>),
 }
@@ -34,6 +47,17 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None | Some(Command::Serve) => serve::run(cli.config.as_deref()),
+        Some(Command::Migrate) => serve::store_command(cli.config.as_deref(), |s| {
+            Box::pin(async move { crate::commands::migrate(&s).await })
+        }),
+        Some(Command::Export) => serve::store_command(cli.config.as_deref(), |s| {
+            Box::pin(async move { crate::commands::export(&s).await })
+        }),
+        Some(Command::Import { replace, file }) => {
+            serve::store_command(cli.config.as_deref(), move |s| {
+                Box::pin(async move { crate::commands::import(&s, file.as_deref(), replace).await })
+            })
+        }
         Some(Command::Clients(args)) => clients::run(*args),
     }
 }

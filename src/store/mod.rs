@@ -7,11 +7,15 @@
 
 mod filter;
 mod memory;
+pub mod postgres;
+pub mod server_key;
 mod sled;
+pub mod transfer;
 
 pub use self::filter::{ClientFilter, Listing};
 pub use self::memory::MemoryStore;
-pub use self::sled::{OpenError, SledStore};
+pub use self::postgres::{PostgresSettings, PostgresStore};
+pub use self::sled::SledStore;
 
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -149,6 +153,77 @@ pub mod source {
     pub const METADATA_DOCUMENT: &str = "metadata_document";
 }
 
+/// `storage.backend`: where clients are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The embedded store in `storage.data_dir` (one process).
+    #[default]
+    Sled,
+    /// A PostgreSQL-wire database (`[storage.postgres]`), shareable by replicas.
+    Postgres,
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process holds the data directory.
+    #[error("the data directory {0} is in use by another registrar process (its lock is held); stop that process or choose another storage.data_dir")]
+    Locked(String),
+    /// Anything else about the data directory (permissions, corruption, ...).
+    #[error("cannot open the store in {0}: {1}")]
+    Other(String, String),
+    /// The database cannot be reached or used (URL, network, credentials).
+    #[error("database: {0}")]
+    Database(String),
+    /// The database schema is missing or of another version.
+    #[error("database schema: {0}")]
+    Schema(String),
+}
+
+/// Open the configured backend, ready to serve: for PostgreSQL, connected, migrated when
+/// `migrate_on_start` is set, and with its schema version checked.
+pub async fn open(
+    settings: &crate::settings::StorageSettings,
+    now: i64,
+) -> Result<std::sync::Arc<dyn ClientStore>, OpenError> {
+    match settings.backend {
+        Backend::Sled => Ok(std::sync::Arc::new(SledStore::open(
+            &settings.data_dir,
+            settings.cache_capacity_bytes,
+        )?)),
+        Backend::Postgres => {
+            let store = PostgresStore::connect(&settings.postgres).await?;
+            if settings.postgres.migrate_on_start {
+                store.migrate(now).await?;
+            }
+            store.check_schema().await?;
+            Ok(std::sync::Arc::new(store))
+        }
+    }
+}
+
+/// `registrar migrate`: bring the configured database's schema to this build's version; the
+/// names of the migrations applied now (empty when it was current). The embedded store has no
+/// schema to migrate: an error says so.
+pub async fn migrate(
+    settings: &crate::settings::StorageSettings,
+    now: i64,
+) -> Result<Vec<&'static str>, OpenError> {
+    match settings.backend {
+        Backend::Sled => Err(OpenError::Schema(
+            "migrate applies to storage.backend = \"postgres\"; the sled store needs no migration"
+                .into(),
+        )),
+        Backend::Postgres => {
+            PostgresStore::connect(&settings.postgres)
+                .await?
+                .migrate(now)
+                .await
+        }
+    }
+}
+
 /// What can go wrong in a store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -198,6 +273,8 @@ pub enum CounterOp {
     Take { key: String, limit: u64 },
     /// Subtract one, never below zero.
     Release { key: String },
+    /// Set the counter to `value` (`registrar import`).
+    Set { key: String, value: u64 },
 }
 
 /// Everything one write changes, applied all or nothing by [`ClientStore::commit`].
@@ -253,6 +330,13 @@ pub trait ClientStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<ClientRecord>, StoreError>>;
+    /// Keyset scan of the counters in key order, after `after` (exclusive), at most `limit`
+    /// (`registrar export`).
+    fn scan_counters(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>>;
     /// The key the registration access token tags are made with: the stored one, or `proposed`
     /// stored atomically (and durably) if none is. Replicas sharing a database share the key.
     fn server_key(&self, proposed: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, StoreError>>;
@@ -401,6 +485,7 @@ pub mod contract {
         holds(store).await;
         counts(store).await;
         batches_are_all_or_nothing(store).await;
+        races(store).await;
         scans(store).await;
         lists(store).await;
         keeps_one_server_key(store).await;
@@ -478,6 +563,11 @@ pub mod contract {
         assert_eq!(store.get("a").await.unwrap(), Some(a.clone()));
         assert_eq!(store.get_by_rat(&[1; 32]).await.unwrap(), Some(a.clone()));
         assert_eq!(store.get_by_rat(&[7; 32]).await.unwrap(), None);
+        assert_eq!(
+            store.get("a\0").await.unwrap(),
+            None,
+            "any id may be asked for"
+        );
         assert_eq!(store.count().await.unwrap(), 1);
 
         let mut b = a.clone();
@@ -558,6 +648,23 @@ pub mod contract {
             store.commit(only(take("zero", 0))).await,
             Err(StoreError::CounterExhausted("zero".into()))
         );
+        store
+            .commit(only(CounterOp::Set {
+                key: "set".into(),
+                value: 7,
+            }))
+            .await
+            .unwrap();
+        assert_eq!(store.counter("set").await.unwrap(), 7);
+        let keys = store.scan_counters(None, 10).await.unwrap();
+        assert!(keys.contains(&("set".into(), 7)), "{keys:?}");
+        let after = store.scan_counters(Some("k"), 10).await.unwrap();
+        assert!(after.iter().all(|(k, _)| k.as_str() > "k"), "{after:?}");
+        assert_eq!(store.scan_counters(None, 1).await.unwrap().len(), 1);
+        // Keys embed claims of presented JWTs: any character, NUL included.
+        let odd = "ssa-jti:iss:\0\u{ff}'";
+        store.commit(only(take(odd, 1))).await.unwrap();
+        assert_eq!(store.counter(odd).await.unwrap(), 1);
     }
 
     /// A failing part (exhausted counter, lost compare-and-swap) leaves nothing applied.
@@ -605,6 +712,40 @@ pub mod contract {
             .unwrap();
         assert_eq!(store.counter("quota").await.unwrap(), 0);
         assert_eq!(store.get("batch-a").await.unwrap(), None);
+    }
+
+    /// Concurrent writers: one compare-and-swap per revision wins; bounded counters never
+    /// overshoot.
+    pub async fn races(store: &dyn ClientStore) {
+        let r = record("race", 20);
+        store.commit(insert(&r)).await.unwrap();
+        let updates = (0..8u8).map(|i| {
+            let mut next = r.clone();
+            next.rat_tag = vec![21 + i; 32];
+            store.commit(update(1, &next))
+        });
+        let results = futures_util::future::join_all(updates).await;
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "{results:?}");
+        assert!(results
+            .iter()
+            .all(|r| r.is_ok() || *r == Err(StoreError::Conflict)));
+        assert_eq!(store.get("race").await.unwrap().unwrap().revision, 2);
+        store.commit(delete("race", 2)).await.unwrap();
+
+        let takes = (0..8).map(|_| {
+            store.commit(WriteBatch {
+                change: None,
+                counters: vec![take("raced", 3)],
+            })
+        });
+        let results = futures_util::future::join_all(takes).await;
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            3,
+            "{results:?}"
+        );
+        assert_eq!(store.counter("raced").await.unwrap(), 3);
     }
 
     /// Keyset scan in `client_id` order.

@@ -12,7 +12,11 @@ async fn the_data_directory_is_0700_and_its_files_0600() {
     use std::os::unix::fs::PermissionsExt;
     let parent = tempfile::tempdir().unwrap();
     let data = parent.path().join("data");
-    let app = spawn_app_with(|s| s.with("storage.data_dir", data.to_str().unwrap()).unwrap()).await;
+    // sled's files, on whichever backend the target runs the rest on.
+    let app = spawn_on_sled_in(tempfile::tempdir().unwrap(), |s| {
+        s.with("storage.data_dir", data.to_str().unwrap()).unwrap()
+    })
+    .await;
     app.register(&web_client()).await;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data), 0o700, "{}", data.display());

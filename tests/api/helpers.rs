@@ -1,4 +1,6 @@
-//! `spawn_app()`: the registrar on port 0 with a temporary data directory.
+//! `spawn_app()`: the registrar on port 0 with a temporary data directory, on the backend the
+//! including test target chooses (`crate::POSTGRES`): the same tests run on sled (`api`) and
+//! on PostgreSQL (`api_postgres`, a database per test in `crate::pg`'s cluster).
 
 use registrar::settings::Settings;
 use registrar::startup::Application;
@@ -22,6 +24,49 @@ pub struct TestApp {
 /// Test defaults: port 0, a fresh data directory, cheap argon2 (the default parameters are
 /// covered by their own test), no `jwks_uri` fetching.
 pub fn test_settings(dir: &std::path::Path) -> Settings {
+    let settings = base_settings(dir);
+    if crate::POSTGRES {
+        with_postgres(settings, &database_for(dir))
+    } else {
+        settings
+    }
+}
+
+/// `settings` on the PostgreSQL database `url`, migrated at start.
+pub fn with_postgres(settings: Settings, url: &str) -> Settings {
+    settings
+        .with("storage.backend", "postgres")
+        .unwrap()
+        .with("storage.postgres.url", url)
+        .unwrap()
+        .with("storage.postgres.migrate_on_start", true)
+        .unwrap()
+}
+
+/// The test database of a data directory: made on first use and remembered in the directory,
+/// so a restart on the same directory finds the same clients, as with sled.
+pub fn database_for(dir: &std::path::Path) -> String {
+    let file = dir.join("test-database-url");
+    if let Ok(url) = std::fs::read_to_string(&file) {
+        return url;
+    }
+    let url = crate::pg::shared().new_database();
+    std::fs::write(&file, &url).unwrap();
+    url
+}
+
+/// The store of a stopped app's data directory, opened directly (fault injection, checks
+/// below the API).
+pub async fn open_store(
+    dir: &std::path::Path,
+) -> std::sync::Arc<dyn registrar::store::ClientStore> {
+    registrar::store::open(&test_settings(dir).storage, 0)
+        .await
+        .expect("the store opens")
+}
+
+/// The test settings on the embedded sled store, whatever the target's backend.
+pub fn base_settings(dir: &std::path::Path) -> Settings {
     Settings::defaults()
         .unwrap()
         .with("server.port", 0)
@@ -55,6 +100,13 @@ pub async fn spawn_app_with(tweak: impl FnOnce(Settings) -> Settings) -> TestApp
 
 pub async fn spawn_in(dir: TempDir, tweak: impl FnOnce(Settings) -> Settings) -> TestApp {
     let settings = tweak(test_settings(dir.path()));
+    start(dir, Application::build(settings).await.expect("app builds"))
+}
+
+/// An app on the embedded sled store in `dir`, whatever the target's backend.
+#[allow(dead_code)] // used by the targets that mix backends
+pub async fn spawn_on_sled_in(dir: TempDir, tweak: impl FnOnce(Settings) -> Settings) -> TestApp {
+    let settings = tweak(base_settings(dir.path()));
     start(dir, Application::build(settings).await.expect("app builds"))
 }
 
@@ -107,6 +159,9 @@ impl TestApp {
         // The sweeper holds the store open; the server's own copy goes with its task.
         drop(self.sweeper);
         self.handle.stop(true).await;
+        if self.dir.path().join("test-database-url").exists() {
+            return self.dir;
+        }
         // The store is dropped (and its lock released) when the server task finishes.
         for _ in 0..100 {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
