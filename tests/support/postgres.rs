@@ -92,7 +92,8 @@ fn install() -> Result<PathBuf, String> {
     if unsafe { libc::getuid() } != 0 {
         return Err("not installed, and not running as root to install it".into());
     }
-    let sh = "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql";
+    let sh =
+        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql";
     eprintln!("PostgreSQL server binaries missing: running `{sh}`");
     let status = Command::new("sh")
         .args(["-c", sh])
