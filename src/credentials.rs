@@ -395,6 +395,69 @@ impl RatKey {
         let tag = self.tag(presented);
         stored.len() == TAG_LEN && bool::from(tag.as_slice().ct_eq(stored))
     }
+
+    /// Keystream for a grace seal: HMAC-SHA-256(key, label || source || block) per 32-byte
+    /// block, `source` being the previous token itself when known (then only its holder, with
+    /// the server key, can open the seal) or else its tag.
+    fn seal_pad(&self, source: SealKey<'_>, len: usize) -> Vec<u8> {
+        let (label, bytes): (&[u8], &[u8]) = match source {
+            SealKey::PreviousToken(token) => {
+                (b"registrar rat-grace seal v1 token\0", token.as_bytes())
+            }
+            SealKey::PreviousTag(tag) => (b"registrar rat-grace seal v1 tag\0", tag),
+        };
+        let mut pad = Vec::with_capacity(len + TAG_LEN);
+        let mut block: u32 = 0;
+        while pad.len() < len {
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+                .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+            mac.update(label);
+            mac.update(bytes);
+            mac.update(&block.to_be_bytes());
+            pad.extend_from_slice(&mac.finalize().into_bytes());
+            block += 1;
+        }
+        pad.truncate(len);
+        pad
+    }
+
+    /// The current registration access token sealed for the grace period that follows a
+    /// rotation (see `crate::lifecycle`), opened only when the previous token is presented, so
+    /// a client that lost the rotating response gets the new token back.
+    pub fn seal(&self, source: SealKey<'_>, token: &Plaintext) -> Vec<u8> {
+        let bytes = token.expose().as_bytes();
+        let pad = self.seal_pad(source, bytes.len());
+        bytes.iter().zip(pad).map(|(b, p)| b ^ p).collect()
+    }
+
+    /// Open what [`RatKey::seal`] sealed to the `presented` previous token (either way it was
+    /// keyed); `None` unless the result is the token whose tag is `current_tag`, so a stale,
+    /// damaged or foreign seal never yields a token that does not work.
+    pub fn unseal(&self, presented: &str, sealed: &[u8], current_tag: &[u8]) -> Option<Plaintext> {
+        let tag = self.tag(presented);
+        let sources = [
+            SealKey::PreviousToken(presented),
+            SealKey::PreviousTag(&tag),
+        ];
+        let opened = sources.into_iter().find_map(|source| {
+            let pad = self.seal_pad(source, sealed.len());
+            let bytes: Vec<u8> = sealed.iter().zip(pad).map(|(b, p)| b ^ p).collect();
+            let token = String::from_utf8(bytes).ok()?;
+            self.matches(&token, current_tag)
+                .then(|| Plaintext::new(token))
+        });
+        opened
+    }
+}
+
+/// What a grace seal ([`RatKey::seal`]) is keyed with, besides the server key.
+#[derive(Debug, Clone, Copy)]
+pub enum SealKey<'a> {
+    /// The previous token, when the rotation saw it (RFC 7592 PUT or rotating GET): the
+    /// records and the server key together still do not open the seal.
+    PreviousToken(&'a str),
+    /// Its tag, when the rotation did not see it (the admin API's reissue).
+    PreviousTag(&'a [u8]),
 }
 
 /// SHA-256 digest of a static initial access token (RFC 7591 §3). Such tokens are long random
@@ -424,6 +487,32 @@ pub fn find_token_digest(presented: &str, stored: &[[u8; 32]]) -> Option<usize> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sealed_token_opens_only_for_the_previous_token_and_the_current_tag() {
+        let key = RatKey::new(vec![7; 32]).unwrap();
+        let new = Plaintext::new("new-token-with-some-length-0123456789-abcdef".into());
+        let new_tag = key.tag(new.expose());
+        let old_tag = key.tag("old-token");
+        for sealed in [
+            key.seal(SealKey::PreviousToken("old-token"), &new),
+            key.seal(SealKey::PreviousTag(&old_tag), &new),
+        ] {
+            assert_ne!(sealed, new.expose().as_bytes());
+            let opened = key.unseal("old-token", &sealed, &new_tag).unwrap();
+            assert_eq!(opened.expose(), new.expose());
+            assert!(key.unseal("other-token", &sealed, &new_tag).is_none());
+            assert!(key
+                .unseal("old-token", &sealed, &key.tag("newer"))
+                .is_none());
+            let other_key = RatKey::new(vec![8; 32]).unwrap();
+            assert!(other_key.unseal("old-token", &sealed, &new_tag).is_none());
+        }
+        // Keyed with the token, the seal does not open from the tag alone.
+        let sealed = key.seal(SealKey::PreviousToken("old-token"), &new);
+        let pad_from_tag = key.seal(SealKey::PreviousTag(&old_tag), &new);
+        assert_ne!(sealed, pad_from_tag);
+    }
 
     #[tokio::test]
     async fn hash_verifies_only_the_same_secret() {

@@ -13,6 +13,7 @@ pub mod directory;
 pub mod error;
 pub mod fetch;
 pub mod http;
+pub mod lifecycle;
 pub mod logsafe;
 pub mod metadata;
 pub mod openapi;

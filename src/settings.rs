@@ -43,6 +43,9 @@ pub struct Settings {
     pub discovery: DiscoverySettings,
     /// The admin listener (`crate::admin`).
     pub admin: crate::admin::config::AdminSettings,
+    /// Reaping of abandoned registrations (`crate::lifecycle`).
+    #[serde(default)]
+    pub lifecycle: crate::lifecycle::LifecycleSettings,
     /// Client ID Metadata Documents: https `client_id`s (`crate::directory::cimd`).
     #[serde(default)]
     pub cimd: crate::directory::cimd::CimdSettings,
@@ -229,6 +232,17 @@ pub struct CredentialSettings {
     /// hashes and those values may not appear in the `metadata.*_supported` lists.
     #[serde(default)]
     pub client_secret_derivation_key: String,
+    /// With a lifetime, a PUT (RFC 7592 §2.2) renews a secret expiring within this many
+    /// seconds; absent = a tenth of `client_secret_lifetime_secs` (`crate::lifecycle`).
+    #[serde(default)]
+    pub client_secret_renew_before_secs: Option<u64>,
+    /// A PUT still renews a secret that expired less than this many seconds ago.
+    #[serde(default)]
+    pub client_secret_expired_grace_secs: u64,
+    /// How long the replaced secret keeps authenticating after a renewal (never past its own
+    /// expiry); 0 = it stops at once.
+    #[serde(default)]
+    pub client_secret_renewal_overlap_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -238,6 +252,10 @@ pub struct RegistrationSettings {
     pub rotate_rat_on_update: bool,
     /// Issue a new registration access token on every GET.
     pub rotate_rat_on_read: bool,
+    /// After a rotation the previous token still answers GET (with the new token) for this
+    /// many seconds or until the new one is used; 0 = off (`crate::lifecycle`).
+    #[serde(default)]
+    pub rat_grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -469,6 +487,9 @@ impl Settings {
         }
         problems.extend(self.server.tls.problems("server.tls"));
         problems.extend(self.admin.tls.problems("admin.tls"));
+        if let Err(e) = self.lifecycle.check() {
+            problems.push(e);
+        }
         if self
             .credentials
             .client_secret_derivation_key

@@ -7,6 +7,7 @@ use crate::credentials::{RatKey, SecretHasher};
 use crate::directory::Directory;
 use crate::fetch::{Fetcher, RemoteMetadata};
 use crate::http::{self, AppState, BodyLimits};
+use crate::lifecycle::Sweeper;
 use crate::policy::PolicyEngine;
 use crate::registration::upstream::{Schedule, UpstreamTask};
 use crate::registration::{Parts, Registrar};
@@ -58,6 +59,8 @@ pub struct Application {
     metrics: Arc<Metrics>,
     /// Certificates re-read on SIGHUP (empty without TLS).
     tls_certs: Vec<Arc<ReloadableCert>>,
+    /// The lifecycle sweeper, when `[lifecycle]` reaps (started by `run_until_stopped`).
+    sweeper: Option<Arc<Sweeper>>,
     /// Keeps the authorization server's metadata in discovery (`[discovery]`), if configured.
     upstream: Option<UpstreamTask>,
 }
@@ -214,6 +217,10 @@ impl Application {
             tls_certs.extend(certs);
             Some((server, port, directory))
         };
+        let sweeper = settings
+            .lifecycle
+            .reaps()
+            .then(|| Arc::new(Sweeper::new(registrar.clone(), settings.lifecycle.clone())));
         Ok(Self {
             server,
             port: local.port(),
@@ -221,6 +228,7 @@ impl Application {
             registrar,
             metrics,
             tls_certs,
+            sweeper,
             upstream,
         })
     }
@@ -233,6 +241,12 @@ impl Application {
     /// The bound port of the admin listener, when it runs (at least one admin token).
     pub fn admin_port(&self) -> Option<u16> {
         self.admin.as_ref().map(|(_, port, _)| *port)
+    }
+
+    /// The lifecycle sweeper, when `[lifecycle]` has a TTL set; tests drive it with
+    /// `Sweeper::sweep` on their injected clock.
+    pub fn sweeper(&self) -> Option<Arc<Sweeper>> {
+        self.sweeper.clone()
     }
 
     /// The bound port.
@@ -268,9 +282,13 @@ impl Application {
             let handle = server.handle();
             (tokio::spawn(server), handle)
         });
+        let sweeper = self.sweeper.map(Sweeper::spawn);
         let result = self.server.await;
         if let Some(reload) = reload {
             reload.abort();
+        }
+        if let Some(sweeper) = sweeper {
+            sweeper.stop().await;
         }
         if let Some((task, handle)) = admin {
             handle.stop(true).await;

@@ -180,6 +180,38 @@ async fn every_must_case_passes_against_the_registrar() {
     app.stop().await;
 }
 
+/// The suite with the whole client lifecycle switched on: RAT grace (the default), a sweeper
+/// running every second (with TTLs far longer than the run, so it only competes for the store),
+/// and secret renewal on every PUT (`client_secret_renew_before_secs` = the lifetime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_must_case_passes_with_the_lifecycle_on() {
+    let app = helpers::spawn_app_with(|s| {
+        s.with("lifecycle.unused_client_ttl_secs", 86_400)
+            .unwrap()
+            .with("lifecycle.inactive_client_ttl_secs", 86_400)
+            .unwrap()
+            .with("lifecycle.sweep_interval_secs", 1)
+            .unwrap()
+            .with("credentials.client_secret_lifetime_secs", 3600)
+            .unwrap()
+            .with("credentials.client_secret_renew_before_secs", 3600)
+            .unwrap()
+    })
+    .await;
+    assert!(app.sweeper.is_some());
+    let results = run_suite(&app.endpoint).await;
+    let renewal = results
+        .iter()
+        .find(|r| r.case.id == "update-new-secret-comes-with-expiry")
+        .expect("the renewal case runs");
+    assert!(
+        matches!(renewal.outcome, Outcome::Pass),
+        "{:?}",
+        renewal.outcome
+    );
+    app.stop().await;
+}
+
 /// The same cases on the PostgreSQL backend (a database of the private test cluster).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_must_case_passes_on_postgres() {

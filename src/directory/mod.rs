@@ -22,7 +22,7 @@ use crate::credentials::{Plaintext, SecretHasher};
 use crate::error::{RegistrationError, Result};
 use crate::metadata::uses_client_secret;
 use crate::registration::{store_error, Parts, Registrar};
-use crate::store::{source, Change, ClientRecord, ClientStore, StoreError, WriteBatch};
+use crate::store::{source, ClientRecord, ClientStore};
 use crate::tokens::{TokenGenerator, SECRET_BYTES};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -68,6 +68,7 @@ pub struct Directory {
     dummy_hash: OnceCell<String>,
     last_used_resolution: i64,
     privileged: Vec<String>,
+    rat_grace_secs: u64,
     /// Resolves https `client_id`s (client ID metadata documents).
     cimd: cimd::Resolver,
 }
@@ -95,6 +96,7 @@ impl Directory {
             cimd,
             last_used_resolution: admin.last_used_resolution_secs.min(i64::MAX as u64) as i64,
             privileged: admin.allowed_privileged_fields.clone(),
+            rat_grace_secs: parts.settings.registration.rat_grace_secs,
             registrar,
             store: parts.store,
             clock: parts.clock,
@@ -431,7 +433,8 @@ impl Directory {
     }
 
     /// `POST /admin/clients/{client_id}/registration_access_token`: a new RFC 7592 token for a
-    /// client that lost its own; the old one is dead at once.
+    /// client that lost its own. The old one can no longer change or delete the client; within
+    /// `registration.rat_grace_secs` it may still read it (and so learn the new one).
     pub async fn reissue_registration_token(&self, client_id: &str) -> Result<Map<String, Value>> {
         for _ in 0..MAX_RETRIES {
             let current = self.load(client_id).await?;
@@ -443,8 +446,18 @@ impl Directory {
             }
             let token = Plaintext::new(self.tokens.token(SECRET_BYTES));
             let mut updated = current.clone();
-            updated.rat_tag = self.rat_key.tag(token.expose()).to_vec();
-            updated.updated_at = self.clock.now();
+            let now = self.clock.now();
+            // The client's old token keeps its GET-only grace (`crate::lifecycle`), so a client
+            // still holding it can fetch the new one.
+            crate::lifecycle::rotate_rat(
+                &mut updated,
+                &self.rat_key,
+                &token,
+                now,
+                self.rat_grace_secs,
+                None,
+            );
+            updated.updated_at = now;
             if self.save(&current, updated).await?.is_some() {
                 let mut out = Map::new();
                 out.insert("client_id".into(), Value::from(client_id));
@@ -488,25 +501,12 @@ impl Directory {
     /// Record `last_used_at`, at most once per `admin.last_used_resolution_secs`, so a busy
     /// token endpoint costs one write per client per resolution, not one per request.
     async fn touch(&self, record: ClientRecord, now: i64) -> ClientRecord {
-        if record
-            .last_used_at
-            .is_some_and(|at| now.saturating_sub(at) < self.last_used_resolution)
-        {
+        let mut used = record.clone();
+        if !crate::lifecycle::mark_used(&mut used, now, self.last_used_resolution) {
             return record;
         }
-        let mut used = record.clone();
-        used.last_used_at = Some(now);
-        match self.save(&record, used).await {
-            Ok(Some(stored)) => stored,
-            // Another request recorded the use (or changed the client) first.
-            Ok(None) => record,
-            // The authentication itself succeeded; a store that cannot write now must not
-            // turn it into a failure.
-            Err(e) => {
-                tracing::warn!(error = %e, "could not record last_used_at");
-                record
-            }
-        }
+        // The authentication itself succeeded; failing to record the use must not undo it.
+        self.registrar.bookkeep(record, used).await
     }
 
     // --- store access -----------------------------------------------------------------------
@@ -526,20 +526,9 @@ impl Directory {
     async fn save(
         &self,
         current: &ClientRecord,
-        mut updated: ClientRecord,
+        updated: ClientRecord,
     ) -> Result<Option<ClientRecord>> {
-        let batch = WriteBatch::change(Change::Update {
-            expected_revision: current.revision,
-            record: updated.clone(),
-        });
-        match self.registrar.commit(batch).await {
-            Ok(()) => {
-                updated.revision = current.revision + 1;
-                Ok(Some(updated))
-            }
-            Err(StoreError::Conflict) => Ok(None),
-            Err(e) => Err(store_error(e)),
-        }
+        self.registrar.save(current, updated).await
     }
 
     async fn matching(

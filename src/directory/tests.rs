@@ -2,12 +2,9 @@
 
 use super::*;
 use crate::clock::FixedClock;
-use crate::credentials::RatKey;
-use crate::fetch::{Fetcher, RemoteMetadata};
-use crate::policy::{PolicyEngine, RegistrationContext};
+use crate::policy::RegistrationContext;
 use crate::settings::Settings;
 use crate::store::MemoryStore;
-use crate::tokens::SeededTokens;
 use serde_json::json;
 
 const NOW: i64 = 1_700_000_000;
@@ -28,20 +25,7 @@ fn fixture() -> Fixture {
         .with("admin.last_used_resolution_secs", 60)
         .unwrap();
     let clock = Arc::new(FixedClock::new(NOW));
-    let parts = Parts {
-        store: Arc::new(MemoryStore::new()),
-        clock: clock.clone(),
-        tokens: Arc::new(SeededTokens::new(7)),
-        hasher: SecretHasher::new(64, 1, 1, 2).unwrap(),
-        rat_key: RatKey::new(vec![9; 32]).unwrap(),
-        remote: Arc::new(RemoteMetadata::new(
-            Fetcher::new(&settings.fetch).unwrap(),
-            false,
-        )),
-        policy: Arc::new(PolicyEngine::from_settings(&settings).unwrap()),
-        metrics: Arc::new(crate::telemetry::Metrics::new()),
-        settings: Arc::new(settings),
-    };
+    let parts = Parts::for_tests(settings, Arc::new(MemoryStore::new()), clock.clone(), 7);
     let registrar = Arc::new(Registrar::new(parts.clone()));
     Fixture {
         directory: Directory::new(parts, registrar.clone()),

@@ -157,6 +157,14 @@ pub struct PolicySettings {
     /// Most clients that may exist under this policy at once; 0 = unlimited.
     #[serde(default)]
     pub max_clients: u64,
+    /// Storm control (`crate::lifecycle`): most clients of one software (counted by
+    /// `software_id`, else `client_name`) at once; a registration beyond it evicts the oldest
+    /// never-used one, or is refused if all were used. 0 = unlimited.
+    #[serde(default)]
+    pub max_clients_per_software: u64,
+    /// Clients of this policy are never reaped by `[lifecycle]`.
+    #[serde(default)]
+    pub lifecycle_exempt: bool,
 }
 
 /// `[rate_limit]`: per-source token buckets on POST /register and on management calls, and a

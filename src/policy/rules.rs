@@ -85,6 +85,16 @@ impl Policy {
         self.settings.max_clients
     }
 
+    /// Most clients per software (storm control); 0 = unlimited.
+    pub fn max_clients_per_software(&self) -> u64 {
+        self.settings.max_clients_per_software
+    }
+
+    /// Whether `[lifecycle]` reaping spares this policy's clients.
+    pub fn lifecycle_exempt(&self) -> bool {
+        self.settings.lifecycle_exempt
+    }
+
     /// The metadata settings the engine runs with under this policy.
     pub fn metadata_settings(&self) -> &MetadataSettings {
         &self.metadata

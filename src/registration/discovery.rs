@@ -92,6 +92,9 @@ pub fn document(
             doc.insert(name.clone(), value.clone());
         }
     }
+    if let Some(renewal) = crate::lifecycle::renewal_discovery(&settings.credentials) {
+        doc.insert(crate::lifecycle::RENEWAL_MEMBER.into(), renewal);
+    }
     // The authorization server knows which PKCE methods its token endpoint verifies; the
     // configured list stands in until it says.
     let configured_pkce = &settings.discovery.code_challenge_methods_supported;

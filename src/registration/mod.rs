@@ -8,6 +8,7 @@ use crate::clock::Clock;
 use crate::credentials::{is_recoverable, Plaintext, RatKey, SecretHasher};
 use crate::error::{RegistrationError, Result};
 use crate::fetch::RemoteMetadata;
+use crate::lifecycle::{self, RatMatch};
 use crate::logsafe::escaped;
 use crate::metadata::{self, uses_client_secret};
 use crate::policy::{PolicyEngine, RegistrationContext};
@@ -24,6 +25,9 @@ use subtle::ConstantTimeEq;
 /// a re-read and a compare-and-swap (the expensive work is done once, before the loop).
 const MAX_RETRIES: usize = 64;
 
+/// Stale eviction candidates one registration at its software's limit may skip.
+const MAX_EVICTION_ATTEMPTS: usize = 256;
+
 /// The service behind every registration endpoint.
 pub struct Registrar {
     store: Arc<dyn ClientStore>,
@@ -37,6 +41,8 @@ pub struct Registrar {
     metrics: Arc<Metrics>,
     registration_endpoint: String,
     discovery: Arc<discovery::Discovery>,
+    /// Storm control's eviction candidates (`crate::lifecycle`).
+    evictions: lifecycle::EvictionQueue,
 }
 
 /// The pieces a `Registrar` is built from; `settings.issuer` must already be resolved.
@@ -92,7 +98,12 @@ pub(crate) struct UpdatePlan {
     metadata: Map<String, Value>,
     secret: SecretChange,
     /// The registration access token after the update; `None` keeps the stored one (admin).
+    /// Some only for RFC 7592 PUT, which also counts as a use of the client.
     token: Option<Plaintext>,
+    /// The token the PUT presented, which a rotation's grace seal is keyed with.
+    presented: Option<Plaintext>,
+    /// `registration.rat_grace_secs` for the token a rotation replaces.
+    rat_grace_secs: u64,
     now: i64,
 }
 
@@ -103,6 +114,14 @@ enum SecretChange {
         secret: Plaintext,
         hash: String,
         expires_at: i64,
+    },
+    /// Secret renewal (`crate::lifecycle`): a new secret; the old one keeps authenticating
+    /// until `overlap_until`, if set.
+    Renew {
+        secret: Plaintext,
+        hash: String,
+        expires_at: i64,
+        overlap_until: Option<i64>,
     },
 }
 
@@ -123,9 +142,34 @@ impl UpdatePlan {
                 updated.client_secret_hash = Some(hash.clone());
                 updated.client_secret_expires_at = Some(*expires_at);
             }
+            SecretChange::Renew {
+                hash,
+                expires_at,
+                overlap_until,
+                ..
+            } => {
+                updated.previous_secret_hash =
+                    overlap_until.and(current.client_secret_hash.clone());
+                updated.previous_secret_expires_at = *overlap_until;
+                updated.client_secret_hash = Some(hash.clone());
+                updated.client_secret_expires_at = Some(*expires_at);
+            }
         }
         if let Some(token) = &self.token {
-            updated.rat_tag = rat_key.tag(token.expose()).to_vec();
+            if rat_key.matches(token.expose(), &current.rat_tag) {
+                // The current token was used: the previous one's grace ends.
+                lifecycle::end_grace(&mut updated);
+            } else {
+                lifecycle::rotate_rat(
+                    &mut updated,
+                    rat_key,
+                    token,
+                    self.now,
+                    self.rat_grace_secs,
+                    self.presented.as_ref().map(Plaintext::expose),
+                );
+            }
+            updated.last_used_at = Some(self.now);
         }
         updated.metadata = self.metadata.clone();
         updated.updated_at = self.now;
@@ -134,7 +178,7 @@ impl UpdatePlan {
 
     pub(crate) fn issued_secret(&self) -> Option<&Plaintext> {
         match &self.secret {
-            SecretChange::Issue { secret, .. } => Some(secret),
+            SecretChange::Issue { secret, .. } | SecretChange::Renew { secret, .. } => Some(secret),
             _ => None,
         }
     }
@@ -164,6 +208,7 @@ impl Registrar {
             policy: parts.policy,
             metrics: parts.metrics,
             registration_endpoint,
+            evictions: lifecycle::EvictionQueue::default(),
         }
     }
 
@@ -180,6 +225,16 @@ impl Registrar {
     /// The registration policy engine.
     pub fn policy(&self) -> &PolicyEngine {
         &self.policy
+    }
+
+    /// The store (the sweeper scans it).
+    pub(crate) fn store(&self) -> &dyn ClientStore {
+        self.store.as_ref()
+    }
+
+    /// The injected clock.
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
     }
 
     /// Take one registration from the client address's bucket (security.md §5.2); call before
@@ -282,8 +337,42 @@ impl Registrar {
             .judge(policy, claims, request, privileged, None)
             .await?;
         let counters = self.policy.registration_counters(admission);
-        self.store_new_client(metadata, admission, counters, now, source)
-            .await
+        // Operator-created clients are neither counted nor evicted by storm control.
+        let Some(policy) = policy.filter(|_| source == source::REGISTRATION) else {
+            let stored = self
+                .store_new_client(metadata, admission, counters, now, source, None)
+                .await?;
+            return stored.map_err(|key| self.policy.counter_refusal(admission, &key));
+        };
+        let counter_limit = match policy.max_clients_per_software() {
+            0 => u64::MAX,
+            n => n,
+        };
+        for _ in 0..MAX_RETRIES {
+            let (key, held) = self.make_room(policy, &metadata).await?;
+            let counter = lifecycle::software_counter(&key);
+            let mut ops = counters.clone();
+            if !held {
+                // Counted even without a limit, so one set later starts from the true number.
+                ops.push(CounterOp::Take {
+                    key: counter.clone(),
+                    limit: counter_limit,
+                });
+            }
+            let stored = self
+                .store_new_client(metadata.clone(), admission, ops, now, source, Some(key))
+                .await;
+            if held && !matches!(stored, Ok(Ok(_))) {
+                self.release_counter(&counter).await;
+            }
+            match stored? {
+                Ok(response) => return Ok(response),
+                // Another registration took the last place meanwhile: make room again.
+                Err(exhausted) if exhausted == counter => continue,
+                Err(exhausted) => return Err(self.policy.counter_refusal(admission, &exhausted)),
+            }
+        }
+        Err(storm_refusal(policy, &metadata, true))
     }
 
     /// The one path from a request to registered metadata: the policy's preparation
@@ -315,6 +404,60 @@ impl Registrar {
         self.remote.fetcher()
     }
 
+    /// Storm control (a policy's `max_clients_per_software`, see `crate::lifecycle`): the
+    /// client's software key, and whether a place among that software's clients is already
+    /// held for it (true after evicting the oldest never-used client, whose place it takes, so
+    /// no other registration can take it in between). Refused with `invalid_client_metadata`
+    /// naming the policy when every client of that software has been used.
+    async fn make_room(
+        &self,
+        policy: &crate::policy::rules::Policy,
+        metadata: &Map<String, Value>,
+    ) -> Result<(String, bool)> {
+        let key = lifecycle::software_key(&policy.name, metadata);
+        let max = policy.max_clients_per_software();
+        if max == 0 {
+            return Ok((key, false));
+        }
+        let counter = lifecycle::software_counter(&key);
+        let taken = self.store.counter(&counter).await.map_err(store_error)?;
+        if taken < max {
+            return Ok((key, false));
+        }
+        // A candidate used, changed or evicted by another replica since it was queued fails the
+        // compare-and-delete: take the next.
+        let mut found = false;
+        for _ in 0..MAX_EVICTION_ATTEMPTS {
+            let next = self
+                .evictions
+                .next(self.store.as_ref(), &key)
+                .await
+                .map_err(store_error)?;
+            let Some(victim) = next else { break };
+            found = true;
+            if self.remove_keeping(&victim, true).await? {
+                lifecycle::audit_evicted(&victim, &policy.name);
+                return Ok((key, true));
+            }
+        }
+        Err(storm_refusal(policy, metadata, found))
+    }
+
+    /// Give back a counter place taken outside a client's own commit.
+    async fn release_counter(&self, key: &str) {
+        let batch = WriteBatch {
+            change: None,
+            counters: vec![CounterOp::Release {
+                key: key.to_owned(),
+            }],
+        };
+        if let Err(e) = self.commit(batch).await {
+            tracing::warn!(error = %e, "could not give back a storm control place");
+        }
+    }
+
+    /// Insert the new client with its counters in one commit. `Ok(Err(key))` when the counter
+    /// `key` was exhausted (nothing was stored).
     async fn store_new_client(
         &self,
         metadata: Map<String, Value>,
@@ -322,7 +465,8 @@ impl Registrar {
         counters: Vec<CounterOp>,
         now: i64,
         source: &str,
-    ) -> Result<Map<String, Value>> {
+        software_key: Option<String>,
+    ) -> Result<std::result::Result<Map<String, Value>, String>> {
         let client_id = self.tokens.token(CLIENT_ID_BYTES);
         // A derived (recoverable) secret is bound to the client_id, so it is issued after it.
         let mut secret = self.new_secret(&metadata, &client_id).await?;
@@ -341,6 +485,7 @@ impl Registrar {
             revision: 1,
             created_at: now,
             source: Some(source.to_owned()),
+            software_key,
             ..Default::default()
         };
         let mut attempts = 0;
@@ -358,14 +503,16 @@ impl Registrar {
                         record.client_secret_hash = secret.as_ref().map(|(_, h)| h.clone());
                     }
                 }
-                Err(StoreError::CounterExhausted(key)) => {
-                    return Err(self.policy.counter_refusal(admission, &key))
-                }
+                Err(StoreError::CounterExhausted(key)) => return Ok(Err(key)),
                 Err(e) => return Err(store_error(e)),
             }
         }
         tracing::info!(client_id = %escaped(&record.client_id), "client registered");
-        Ok(self.response(record, &rat, secret.as_ref().map(|(s, _)| s)))
+        Ok(Ok(self.response(
+            record,
+            &rat,
+            secret.as_ref().map(|(s, _)| s),
+        )))
     }
 
     /// RFC 7592 §2.1: read the current registration.
@@ -374,28 +521,99 @@ impl Registrar {
         client_id: &str,
         rat: Option<&str>,
     ) -> Result<Map<String, Value>> {
-        let record = self.authenticate(client_id, rat).await?;
+        let (record, matched) = self.authenticate(client_id, rat).await?;
+        let now = self.clock.now();
+        let use_due = lifecycle::use_due(&record, now, self.last_used_resolution());
+        let rotate = self.settings.registration.rotate_rat_on_read;
+        if matched == RatMatch::Previous {
+            // RAT grace: the caller lost the response that rotated its token; hand back the
+            // current one (it grants nothing the previous one did not).
+            let token = lifecycle::sealed_token(&record, &self.rat_key, rat.unwrap_or_default())
+                .ok_or(RegistrationError::InvalidToken)?;
+            let shown = if use_due {
+                let mut used = record.clone();
+                used.last_used_at = Some(now);
+                self.bookkeep(record, used).await
+            } else {
+                record
+            };
+            return Ok(self.response(shown, &token, None));
+        }
         let presented = Plaintext::new(rat.unwrap_or_default().to_owned());
-        if !self.settings.registration.rotate_rat_on_read {
+        // The common read: nothing to write, and no copy of the record (cloning its metadata
+        // was a tenth of the read path's CPU, BENCHMARKS.md).
+        if !rotate && !use_due && record.previous_rat_tag.is_none() {
             return Ok(self.response(record, &presented, None));
         }
+        let mut updated = record.clone();
+        if use_due {
+            updated.last_used_at = Some(now);
+        }
+        // First use of the current token: the previous one's grace ends.
+        lifecycle::end_grace(&mut updated);
+        if !rotate {
+            let shown = self.bookkeep(record, updated).await;
+            return Ok(self.response(shown, &presented, None));
+        }
         let new_rat = Plaintext::new(self.tokens.token(SECRET_BYTES));
-        let expected_revision = record.revision;
-        let mut updated = record;
-        updated.rat_tag = self.rat_key.tag(new_rat.expose()).to_vec();
+        lifecycle::rotate_rat(
+            &mut updated,
+            &self.rat_key,
+            &new_rat,
+            now,
+            self.settings.registration.rat_grace_secs,
+            rat,
+        );
+        // If someone else changed the client (and maybe the token) meanwhile, the token the
+        // caller holds may be dead now, so answer as for any invalid token.
+        let Some(updated) = self.save(&record, updated).await? else {
+            return Err(RegistrationError::InvalidToken);
+        };
+        Ok(self.response(updated, &new_rat, None))
+    }
+
+    /// Store what a read changed only for bookkeeping (`last_used_at`, the end of a grace); the
+    /// stored record. Another writer winning, or a store that cannot write now (a full disk),
+    /// must not fail the read: the bookkeeping waits for the next call.
+    pub(crate) async fn bookkeep(
+        &self,
+        record: ClientRecord,
+        updated: ClientRecord,
+    ) -> ClientRecord {
+        match self.save(&record, updated).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => record,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record the use of a client");
+                record
+            }
+        }
+    }
+
+    /// `admin.last_used_resolution_secs`: how coarsely `last_used_at` is kept.
+    fn last_used_resolution(&self) -> i64 {
+        i64::try_from(self.settings.admin.last_used_resolution_secs).unwrap_or(i64::MAX)
+    }
+
+    /// Replace `current` with `updated` if `current` is still the stored revision, durably;
+    /// the stored record, or `None` if another writer won.
+    pub(crate) async fn save(
+        &self,
+        current: &ClientRecord,
+        mut updated: ClientRecord,
+    ) -> Result<Option<ClientRecord>> {
         let batch = WriteBatch::change(Change::Update {
-            expected_revision,
+            expected_revision: current.revision,
             record: updated.clone(),
         });
         match self.commit(batch).await {
-            Ok(()) => {}
-            // Someone else changed the client (and maybe the token) meanwhile: the token the
-            // caller holds may be dead now, so answer as for any invalid token.
-            Err(StoreError::Conflict) => return Err(RegistrationError::InvalidToken),
-            Err(e) => return Err(store_error(e)),
+            Ok(()) => {
+                updated.revision = current.revision + 1;
+                Ok(Some(updated))
+            }
+            Err(StoreError::Conflict) => Ok(None),
+            Err(e) => Err(store_error(e)),
         }
-        updated.revision = expected_revision + 1;
-        Ok(self.response(updated, &new_rat, None))
     }
 
     /// RFC 7592 §2.2: replace the registration with the request's metadata.
@@ -458,12 +676,50 @@ impl Registrar {
         self.check_update_request(current, rat.unwrap_or_default(), request)
             .await?;
         let mut plan = self.plan_change(current, request, None).await?;
+        if matches!(plan.secret, SecretChange::Keep) {
+            plan.secret = self.renewal(current, &plan.metadata, plan.now).await?;
+        }
+        plan.presented = rat.map(|t| Plaintext::new(t.to_owned()));
         plan.token = Some(if self.settings.registration.rotate_rat_on_update {
             Plaintext::new(self.tokens.token(SECRET_BYTES))
         } else {
             Plaintext::new(rat.unwrap_or_default().to_owned())
         });
         Ok(plan)
+    }
+
+    /// Secret renewal (`crate::lifecycle`; RFC 7592 §2.2 lets the server issue a new secret on
+    /// update): a new secret when `current`'s is due, else `Keep`.
+    async fn renewal(
+        &self,
+        current: &ClientRecord,
+        metadata: &Map<String, Value>,
+        now: i64,
+    ) -> Result<SecretChange> {
+        let credentials = &self.settings.credentials;
+        if current.client_secret_hash.is_none()
+            || !lifecycle::secret_due_for_renewal(
+                current.client_secret_expires_at,
+                now,
+                credentials,
+            )
+        {
+            return Ok(SecretChange::Keep);
+        }
+        let Some((secret, hash)) = self.new_secret(metadata, &current.client_id).await? else {
+            return Ok(SecretChange::Keep);
+        };
+        tracing::info!(client_id = %escaped(&current.client_id), "client secret renewed");
+        Ok(SecretChange::Renew {
+            secret,
+            hash,
+            expires_at: self.secret_expiry(now),
+            overlap_until: lifecycle::renewal_overlap_until(
+                current.client_secret_expires_at,
+                now,
+                credentials,
+            ),
+        })
     }
 
     /// The metadata of `request` judged as an update of `current` (RFC 7592 §2.2: the same
@@ -522,6 +778,8 @@ impl Registrar {
             metadata,
             secret,
             token: None,
+            presented: None,
+            rat_grace_secs: self.settings.registration.rat_grace_secs,
             now,
         })
     }
@@ -547,6 +805,23 @@ impl Registrar {
     /// quota in the same commit; `Ok(false)` when another writer changed it first (re-read and
     /// decide again). RFC 7592 DELETE and the admin API both delete through here.
     pub(crate) async fn remove_record(&self, current: &ClientRecord) -> Result<bool> {
+        self.remove_keeping(current, false).await
+    }
+
+    /// `remove_record`; with `keep_software_place` the client's place among its software's
+    /// clients is not given back but handed to the registration that evicted it.
+    async fn remove_keeping(
+        &self,
+        current: &ClientRecord,
+        keep_software_place: bool,
+    ) -> Result<bool> {
+        let software = current
+            .software_key
+            .as_deref()
+            .filter(|_| !keep_software_place)
+            .map(|key| CounterOp::Release {
+                key: lifecycle::software_counter(key),
+            });
         let batch = WriteBatch::change(Change::Delete {
             client_id: current.client_id.clone(),
             expected_revision: current.revision,
@@ -554,7 +829,8 @@ impl Registrar {
         .with_counters(
             self.policy
                 .deletion_counters(current.policy.as_deref(), current.tier.as_deref()),
-        );
+        )
+        .with_counters(software);
         match self.commit(batch).await {
             Ok(()) => {
                 tracing::info!(client_id = %escaped(&current.client_id), "client deleted");
@@ -582,7 +858,10 @@ impl Registrar {
         client_id: &str,
         rat: Option<&str>,
     ) -> Result<ClientRecord> {
-        let record = self.authenticate(client_id, rat).await?;
+        // The previous token in its grace may only read: the same 401 as any invalid token.
+        let (record, RatMatch::Current) = self.authenticate(client_id, rat).await? else {
+            return Err(RegistrationError::InvalidToken);
+        };
         if record.disabled {
             return Err(RegistrationError::ClientDisabled);
         }
@@ -601,17 +880,25 @@ impl Registrar {
     /// node-oidc-provider does the same). One presented at a path that names no client (a typo,
     /// `/register/<id>%20`) only gets the 401: revoking it would lock its client out for good
     /// over a mistyped URL (item 12).
-    async fn authenticate(&self, client_id: &str, rat: Option<&str>) -> Result<ClientRecord> {
+    ///
+    /// Within a rotation's grace (`registration.rat_grace_secs`) the previous token matches too,
+    /// as `RatMatch::Previous`; only GET accepts it. The store indexes it like the current one,
+    /// so it costs the same one lookup.
+    async fn authenticate(
+        &self,
+        client_id: &str,
+        rat: Option<&str>,
+    ) -> Result<(ClientRecord, RatMatch)> {
         let rat = rat.ok_or(RegistrationError::InvalidToken)?;
         let tag = self.rat_key.tag(rat);
         let Some(owner) = self.store.get_by_rat(&tag).await.map_err(store_error)? else {
             return Err(RegistrationError::InvalidToken);
         };
         if owner.client_id == client_id {
-            if self.rat_key.matches(rat, &owner.rat_tag) {
-                return Ok(owner);
-            }
-            return Err(RegistrationError::InvalidToken);
+            return match lifecycle::match_rat(&owner, &self.rat_key, rat, self.clock.now()) {
+                RatMatch::None => Err(RegistrationError::InvalidToken),
+                matched => Ok((owner, matched)),
+            };
         }
         if self
             .store
@@ -627,14 +914,24 @@ impl Registrar {
 
     /// Revoke `record`'s token (RFC 7592 §2.1 SHOULD) if it still carries `tag`; a concurrent
     /// change (a new token already) makes the revocation moot.
+    /// A previous token in its grace (`crate::lifecycle`) presented elsewhere only loses its
+    /// grace; the client's current token stays.
     async fn revoke(&self, record: ClientRecord, tag: &[u8]) -> Result<()> {
-        if !bool::from(record.rat_tag.as_slice().ct_eq(tag)) {
+        let current = bool::from(record.rat_tag.as_slice().ct_eq(tag));
+        let previous = record
+            .previous_rat_tag
+            .as_deref()
+            .is_some_and(|p| bool::from(p.ct_eq(tag)));
+        if !current && !previous {
             return Ok(());
         }
         let client_id = record.client_id.clone();
         let expected_revision = record.revision;
         let mut revoked = record;
-        revoked.rat_tag = Vec::new();
+        if current {
+            revoked.rat_tag = Vec::new();
+        }
+        lifecycle::end_grace(&mut revoked);
         let batch = WriteBatch::change(Change::Update {
             expected_revision,
             record: revoked,
@@ -794,5 +1091,54 @@ impl Registrar {
             out.insert("software_statement".into(), Value::from(statement));
         }
         out
+    }
+}
+
+/// Storm control's refusal, naming the policy (`invalid_client_metadata`, RFC 7591 §3.2.2).
+fn storm_refusal(
+    policy: &crate::policy::rules::Policy,
+    metadata: &Map<String, Value>,
+    raced: bool,
+) -> RegistrationError {
+    let software = match metadata.get("software_id") {
+        Some(_) => "software_id",
+        None => "client_name",
+    };
+    let why = if raced {
+        "too many registrations of it at once; try again"
+    } else {
+        "every registered client of it has been used"
+    };
+    RegistrationError::InvalidClientMetadata(format!(
+        "policy '{}': max_clients_per_software ({}) reached for this {software}, and {why}",
+        policy.name,
+        policy.max_clients_per_software()
+    ))
+}
+
+#[cfg(test)]
+impl Parts {
+    /// Parts for unit tests: `store` and `clock`, seeded tokens, cheap argon2, a fixed RAT key,
+    /// no `jwks_uri` fetching.
+    pub(crate) fn for_tests(
+        settings: Settings,
+        store: Arc<dyn ClientStore>,
+        clock: Arc<dyn Clock>,
+        seed: u64,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            tokens: Arc::new(crate::tokens::SeededTokens::new(seed)),
+            hasher: SecretHasher::new(64, 1, 1, 2).unwrap(),
+            rat_key: RatKey::new(vec![9; 32]).unwrap(),
+            remote: Arc::new(RemoteMetadata::new(
+                crate::fetch::Fetcher::new(&settings.fetch).unwrap(),
+                false,
+            )),
+            policy: Arc::new(PolicyEngine::from_settings(&settings).unwrap()),
+            metrics: Arc::new(crate::telemetry::Metrics::new()),
+            settings: Arc::new(settings),
+        }
     }
 }

@@ -52,7 +52,9 @@ impl Inner {
             self.counters.insert(key.to_owned(), value);
         }
         if let Some(old) = old {
-            self.rats.remove(&old.rat_tag);
+            for tag in old.rat_tags() {
+                self.rats.remove(tag);
+            }
         }
         match batch.change {
             None => {}
@@ -87,9 +89,8 @@ impl Inner {
     }
 
     fn put(&mut self, record: ClientRecord) {
-        if !record.rat_tag.is_empty() {
-            self.rats
-                .insert(record.rat_tag.clone(), record.client_id.clone());
+        for tag in record.rat_tags() {
+            self.rats.insert(tag.to_vec(), record.client_id.clone());
         }
         self.clients.insert(record.client_id.clone(), record);
     }

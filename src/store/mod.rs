@@ -86,11 +86,36 @@ pub struct ClientRecord {
     /// End of the grace period of `previous_secret_hash` (seconds since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_secret_expires_at: Option<i64>,
+    /// Tag of the registration access token replaced by the last rotation, still accepted for
+    /// RFC 7592 GET (only) until `previous_rat_expires_at` or the first use of the current
+    /// token (`registration.rat_grace_secs`, see `crate::lifecycle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_rat_tag: Option<Vec<u8>>,
+    /// End of the grace of `previous_rat_tag` (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_rat_expires_at: Option<i64>,
+    /// The current registration access token sealed to the previous one
+    /// (`RatKey::seal`), so a GET with the previous token can hand it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_rat: Option<Vec<u8>>,
+    /// What storm control counts the client as (policy and `software_id`, else
+    /// `client_name`), fixed at registration; `None` without a policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_key: Option<String>,
 }
 
 impl ClientRecord {
     /// The creation time: `created_at`, or `client_id_issued_at` for records written before
     /// it was kept.
+    /// The registration access token tags [`ClientStore::get_by_rat`] finds this client by: the
+    /// current one and, during a rotation's grace, the previous one (`crate::lifecycle`), so
+    /// either costs one index lookup like any other token.
+    pub fn rat_tags(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(self.rat_tag.as_slice())
+            .chain(self.previous_rat_tag.as_deref())
+            .filter(|t| !t.is_empty())
+    }
+
     pub fn created(&self) -> i64 {
         if self.created_at == 0 {
             self.client_id_issued_at
@@ -299,7 +324,8 @@ pub trait ClientStore: Send + Sync + 'static {
     }
     /// The client with this `client_id`, if any.
     fn get(&self, client_id: &str) -> BoxFuture<'_, Result<Option<ClientRecord>, StoreError>>;
-    /// The client whose current registration access token has this tag (the RAT index).
+    /// The client one of whose [`ClientRecord::rat_tags`] is this tag (the RAT index): its
+    /// current registration access token, or the previous one in its grace.
     fn get_by_rat(&self, rat_tag: &[u8])
         -> BoxFuture<'_, Result<Option<ClientRecord>, StoreError>>;
     /// Apply the batch atomically. Resolves `Ok` only once everything in it is durable;
@@ -330,6 +356,33 @@ pub trait ClientStore: Send + Sync + 'static {
     /// Whether the store accepts writes right now (readiness; cheap, no I/O). False after a
     /// storage failure until the store has recovered; reads may keep working meanwhile.
     fn writable(&self) -> bool;
+    /// Up to `limit` clients with this `software_key` that were never used, oldest
+    /// (`created_at`, then `client_id`) first: storm control's eviction candidates
+    /// (`crate::lifecycle`). A SQL store overrides it with `WHERE software_key = $1 AND
+    /// last_used_at IS NULL ORDER BY created_at, client_id LIMIT $2` over an index on
+    /// `software_key`; this default walks every client with `scan`. It runs only when a
+    /// software is at its limit, once per that many evictions.
+    fn unused_clients_of_software<'a>(
+        &'a self,
+        software_key: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<ClientRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut found = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let batch = self.scan(after.as_deref(), 1024).await?;
+                let Some(last) = batch.last() else { break };
+                after = Some(last.client_id.clone());
+                found.extend(batch.into_iter().filter(|r| {
+                    r.last_used_at.is_none() && r.software_key.as_deref() == Some(software_key)
+                }));
+            }
+            found.sort_by(|a, b| (a.created_at, &a.client_id).cmp(&(b.created_at, &b.client_id)));
+            found.truncate(limit);
+            Ok(found)
+        })
+    }
     /// Up to `limit` clients after `after` (exclusive) that match `filter` at time `now`, in
     /// `client_id` order: the admin API's listing and bulk deletion. Keyset pagination, so a
     /// client present for a whole walk is returned exactly once whatever else changes.
@@ -449,6 +502,65 @@ pub mod contract {
         scans(store).await;
         lists(store).await;
         keeps_one_server_key(store).await;
+        finds_unused_clients_of_a_software(store).await;
+        finds_a_client_by_its_previous_token(store).await;
+    }
+
+    /// During a RAT grace the previous token's tag finds the client too, until the grace ends.
+    pub async fn finds_a_client_by_its_previous_token(store: &dyn ClientStore) {
+        let mut r = record("grace", 0x61);
+        r.previous_rat_tag = Some(vec![0x62; 32]);
+        store.commit(insert(&r)).await.unwrap();
+        let by = |tag: u8| async move {
+            let found = store.get_by_rat(&[tag; 32]).await.unwrap();
+            found.map(|r| r.client_id)
+        };
+        assert_eq!(by(0x61).await.as_deref(), Some("grace"));
+        assert_eq!(by(0x62).await.as_deref(), Some("grace"));
+        // Rotate again: the current tag becomes the previous one, the old previous one goes.
+        let mut next = r.clone();
+        next.rat_tag = vec![0x63; 32];
+        next.previous_rat_tag = Some(vec![0x61; 32]);
+        store.commit(update(1, &next)).await.unwrap();
+        assert_eq!(by(0x62).await, None);
+        assert_eq!(by(0x61).await.as_deref(), Some("grace"));
+        assert_eq!(by(0x63).await.as_deref(), Some("grace"));
+        let mut ended = next.clone();
+        ended.previous_rat_tag = None;
+        store.commit(update(2, &ended)).await.unwrap();
+        assert_eq!(by(0x61).await, None);
+        store.commit(delete("grace", 3)).await.unwrap();
+        assert_eq!(by(0x63).await, None);
+    }
+
+    /// Storm control's candidates: never used, of one software key, oldest first.
+    pub async fn finds_unused_clients_of_a_software(store: &dyn ClientStore) {
+        for (id, created, key, used) in [
+            ("sw-a", 5, "s", None),
+            ("sw-b", 3, "s", None),
+            ("sw-c", 1, "s", Some(9)),
+            ("sw-d", 2, "t", None),
+            ("sw-e", 3, "s", None),
+        ] {
+            let mut r = record(id, 0x80 + id.as_bytes()[3]);
+            r.created_at = created;
+            r.software_key = Some(key.into());
+            r.last_used_at = used;
+            store.commit(insert(&r)).await.unwrap();
+        }
+        let ids = |v: Vec<ClientRecord>| v.into_iter().map(|r| r.client_id).collect::<Vec<_>>();
+        let found = store.unused_clients_of_software("s", 10).await.unwrap();
+        assert_eq!(ids(found), ["sw-b", "sw-e", "sw-a"]);
+        let found = store.unused_clients_of_software("s", 1).await.unwrap();
+        assert_eq!(ids(found), ["sw-b"]);
+        assert!(store
+            .unused_clients_of_software("u", 10)
+            .await
+            .unwrap()
+            .is_empty());
+        for id in ["sw-a", "sw-b", "sw-c", "sw-d", "sw-e"] {
+            store.commit(delete(id, 1)).await.unwrap();
+        }
     }
 
     /// Insert, read by id and by token, update by revision, delete by revision.

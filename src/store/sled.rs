@@ -459,8 +459,8 @@ impl SledStore {
                     record.client_id
                 )));
             }
-            if !record.rat_tag.is_empty() {
-                let owner = handles.rats.get(&record.rat_tag).map_err(io)?;
+            for tag in record.rat_tags() {
+                let owner = handles.rats.get(tag).map_err(io)?;
                 if owner.as_deref() != Some(key.as_ref()) {
                     return Err(StoreError::Corrupt(format!(
                         "client {} has no token index entry",
@@ -474,7 +474,7 @@ impl SledStore {
             let (tag, owner) = entry.map_err(io)?;
             let record = handles.clients.get(&owner).map_err(io)?;
             let record = record.map(|b| ClientRecord::decode(&b)).transpose()?;
-            if record.is_none_or(|r| r.rat_tag != tag.as_ref()) {
+            if record.is_none_or(|r| !r.rat_tags().any(|t| t == tag.as_ref())) {
                 return Err(StoreError::Corrupt(format!(
                     "token index entry for {} does not match a record",
                     String::from_utf8_lossy(&owner)
@@ -643,23 +643,15 @@ fn apply_change(
         _ => return abort(StoreError::Conflict),
     };
     before.push((TreeId::Clients, key.to_vec(), current.map(|v| v.to_vec())));
-    let old_tag = old
-        .as_ref()
-        .map(|r| r.rat_tag.as_slice())
-        .unwrap_or_default();
-    let new_tag = new
-        .as_ref()
-        .map(|r| r.rat_tag.as_slice())
-        .unwrap_or_default();
-    if old_tag != new_tag {
-        if !old_tag.is_empty() {
-            before.push((TreeId::Rats, old_tag.to_vec(), Some(key.to_vec())));
-            rats.remove(old_tag)?;
-        }
-        if !new_tag.is_empty() {
-            let previous = rats.insert(new_tag, key)?;
-            before.push((TreeId::Rats, new_tag.to_vec(), previous.map(|v| v.to_vec())));
-        }
+    let old_tags: Vec<&[u8]> = old.iter().flat_map(ClientRecord::rat_tags).collect();
+    let new_tags: Vec<&[u8]> = new.iter().flat_map(ClientRecord::rat_tags).collect();
+    for tag in old_tags.iter().filter(|t| !new_tags.contains(t)) {
+        before.push((TreeId::Rats, tag.to_vec(), Some(key.to_vec())));
+        rats.remove(*tag)?;
+    }
+    for tag in new_tags.iter().filter(|t| !old_tags.contains(t)) {
+        let previous = rats.insert(*tag, key)?;
+        before.push((TreeId::Rats, tag.to_vec(), previous.map(|v| v.to_vec())));
     }
     match &new {
         Some(record) => {
@@ -804,7 +796,7 @@ impl ClientStore for SledStore {
             };
             // Index and records change in one transaction, so they agree; a record that does
             // not carry the tag (damage `verify` would report) is not this token's client.
-            Ok(read_client(shared, &owner)?.filter(|r| r.rat_tag == tag))
+            Ok(read_client(shared, &owner)?.filter(|r| r.rat_tags().any(|t| t == tag)))
         })
     }
 

@@ -64,14 +64,14 @@ pub async fn call(
     r.send().await.unwrap()
 }
 
-async fn ok_json(r: reqwest::Response, status: u16) -> Value {
+pub async fn ok_json(r: reqwest::Response, status: u16) -> Value {
     let got = r.status().as_u16();
     let body: Value = r.json().await.unwrap_or(Value::Null);
     assert_eq!(got, status, "{body}");
     body
 }
 
-async fn authenticate(app: &TestApp, id: &str, secret: &str) -> reqwest::Response {
+pub async fn authenticate(app: &TestApp, id: &str, secret: &str) -> reqwest::Response {
     call(
         app,
         Method::POST,
@@ -112,7 +112,7 @@ async fn patch_raw(
         .unwrap()
 }
 
-fn id_of(v: &Value) -> String {
+pub fn id_of(v: &Value) -> String {
     v["client_id"].as_str().unwrap().to_owned()
 }
 
@@ -1022,7 +1022,7 @@ async fn a_new_secret_is_shown_once_and_the_old_one_lives_through_the_grace() {
 }
 
 #[tokio::test]
-async fn a_reissued_registration_access_token_replaces_the_old_one_at_once() {
+async fn a_reissued_registration_access_token_replaces_the_old_one_for_writes_at_once() {
     let app = admin_app().await;
     let client = app.register(&web_client()).await;
     let uri = client["registration_client_uri"].as_str().unwrap();
@@ -1042,8 +1042,13 @@ async fn a_reissued_registration_access_token_replaces_the_old_one_at_once() {
     assert_eq!(issued["registration_client_uri"], uri);
     let new = issued["registration_access_token"].as_str().unwrap();
     assert_ne!(new, old);
-    assert_error(app.get_client(uri, old).await, 401, "invalid_token").await;
+    assert_error(app.delete_client(uri, old).await, 401, "invalid_token").await;
+    // Within the RAT grace the old token reads the client and learns the new token, until
+    // the new one is used.
+    let read = ok_json(app.get_client(uri, old).await, 200).await;
+    assert_eq!(read["registration_access_token"], new);
     assert_eq!(app.get_client(uri, new).await.status(), 200);
+    assert_error(app.get_client(uri, old).await, 401, "invalid_token").await;
     let r = call(
         &app,
         Method::POST,

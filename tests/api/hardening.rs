@@ -127,6 +127,11 @@ async fn every_bad_token_gets_a_byte_identical_401() {
         .await;
     assert_eq!(r.status(), 200);
     let a_now: Value = r.json().await.unwrap();
+    // Its first use ends the old token's GET-only grace (README "Client lifecycle").
+    let used = app
+        .get_client(&uri_a, &s(&a_now, "registration_access_token"))
+        .await;
+    assert_eq!(used.status(), 200);
     // deleted: d's token after d is gone
     let uri_d = s(&d, "registration_client_uri");
     assert_eq!(

@@ -18,6 +18,8 @@ pub struct TestApp {
     pub dir: TempDir,
     /// What `GET /metrics` would render for this server.
     pub scrape: registrar::telemetry::Scrape,
+    /// The lifecycle sweeper, when `[lifecycle]` reaps; tests call `sweep()` on their clock.
+    pub sweeper: Option<std::sync::Arc<registrar::lifecycle::Sweeper>>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -115,7 +117,15 @@ pub async fn spawn_with_clock(
     clock: std::sync::Arc<registrar::clock::FixedClock>,
     tweak: impl FnOnce(Settings) -> Settings,
 ) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
+    spawn_in_with_clock(tempfile::tempdir().unwrap(), clock, tweak).await
+}
+
+/// Like `spawn_in` (an existing data directory, e.g. after `stop`), on an injected clock.
+pub async fn spawn_in_with_clock(
+    dir: TempDir,
+    clock: std::sync::Arc<registrar::clock::FixedClock>,
+    tweak: impl FnOnce(Settings) -> Settings,
+) -> TestApp {
     let settings = tweak(test_settings(dir.path()));
     let app = Application::build_with(
         settings,
@@ -131,6 +141,7 @@ fn start(dir: TempDir, app: Application) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let admin = app.admin_port().map(|p| format!("http://127.0.0.1:{p}"));
     let endpoint = app.registration_endpoint();
+    let sweeper = app.sweeper();
     let handle = app.handle();
     let scrape = app.scrape();
     tokio::spawn(app.run_until_stopped());
@@ -141,6 +152,7 @@ fn start(dir: TempDir, app: Application) -> TestApp {
         client: reqwest::Client::new(),
         dir,
         scrape,
+        sweeper,
         handle,
     }
 }
@@ -148,6 +160,8 @@ fn start(dir: TempDir, app: Application) -> TestApp {
 impl TestApp {
     /// Stop the server and wait until it has released its data directory.
     pub async fn stop(self) -> TempDir {
+        // The sweeper holds the store open; the server's own copy goes with its task.
+        drop(self.sweeper);
         self.handle.stop(true).await;
         if self.dir.path().join("test-database-url").exists() {
             return self.dir;

@@ -17,6 +17,7 @@ mod hardening;
 mod helpers;
 mod hostile;
 mod hygiene;
+mod lifecycle;
 mod management;
 mod metadata;
 mod openapi;

@@ -64,8 +64,13 @@ async fn register_read_update_delete_round_trip() {
         "rotated"
     );
 
-    // the old token is dead, the new one works
-    assert_invalid_token(app.get_client(&uri(&created), &rat(&created)).await).await;
+    // the old token can no longer write (it may only read during the RAT grace, which the
+    // first use of the new token ends); the new one works
+    assert_invalid_token(
+        app.put_client(&uri(&created), &rat(&created), &update)
+            .await,
+    )
+    .await;
     let reread: Value = app
         .get_client(&uri(&created), &rat(&updated))
         .await
@@ -73,6 +78,7 @@ async fn register_read_update_delete_round_trip() {
         .await
         .unwrap();
     assert_eq!(reread["client_name"], "Renamed");
+    assert_invalid_token(app.get_client(&uri(&created), &rat(&created)).await).await;
 
     let r = app.delete_client(&uri(&created), &rat(&updated)).await;
     assert_eq!(r.status(), 204);
@@ -350,8 +356,9 @@ async fn rotation_can_be_turned_off_on_update_and_on_for_read() {
         read["registration_access_token"],
         c["registration_access_token"]
     );
-    assert_invalid_token(app.get_client(&uri(&c), &rat(&c)).await).await;
     assert_eq!(app.get_client(&uri(&c), &rat(&read)).await.status(), 200);
+    // The new token was used: the grace of the old one is over.
+    assert_invalid_token(app.get_client(&uri(&c), &rat(&c)).await).await;
 }
 
 #[tokio::test]

@@ -47,12 +47,28 @@ async fn a_client_registered_on_one_replica_is_read_updated_and_deleted_on_the_o
     let updated: Value = r.json().await.unwrap();
     assert_ne!(rat(&updated), rat(&c), "the update rotated the token");
 
-    // The rotation on B is visible on A at once: old token dead, new one works.
-    assert_eq!(a.get_client(&uri_on(&a, &c), &rat(&c)).await.status(), 401);
+    // The rotation on B is visible on A at once: the old token can no longer write there, and
+    // within the RAT grace (README "Client lifecycle") it reads the new token on A, as a
+    // client that lost B's response would; the new one works, and its first use ends the grace.
+    assert_eq!(
+        a.put_client(&uri_on(&a, &c), &rat(&c), &update)
+            .await
+            .status(),
+        401
+    );
+    let r = a.get_client(&uri_on(&a, &c), &rat(&c)).await;
+    assert_eq!(r.status(), 200);
+    let recovered: Value = r.json().await.unwrap();
+    assert_eq!(
+        rat(&recovered),
+        rat(&updated),
+        "the grace hands over B's new token"
+    );
     let r = a.get_client(&uri_on(&a, &c), &rat(&updated)).await;
     assert_eq!(r.status(), 200);
     let read: Value = r.json().await.unwrap();
     assert_eq!(read["client_name"], "renamed on B");
+    assert_eq!(b.get_client(&uri_on(&b, &c), &rat(&c)).await.status(), 401);
 
     assert_eq!(
         a.delete_client(&uri_on(&a, &c), &rat(&updated))

@@ -171,6 +171,7 @@ async fn acknowledged_writes_survive_sigkill_and_nothing_is_half_written() {
         let key_text = std::fs::read_to_string(dir.path().join("server.key")).unwrap();
         let key = RatKey::from_base64(&key_text).unwrap();
         let mut moved_on = Vec::new();
+        let mut gone = Vec::new();
         {
             let store = open_store(dir.path());
             let count = store
@@ -196,6 +197,7 @@ async fn acknowledged_writes_survive_sigkill_and_nothing_is_half_written() {
                         "round {round}: acknowledged client {id} lost"
                     );
                     moved_on.push(id.clone());
+                    gone.push(id.clone());
                     continue;
                 };
                 let name = record.metadata["client_name"].as_str().unwrap();
@@ -225,9 +227,9 @@ async fn acknowledged_writes_survive_sigkill_and_nothing_is_half_written() {
         }
 
         // Restart on the same directory: every client in its acknowledged state reads back with
-        // the token it holds; one whose in-flight write was applied refuses the old token (a new
-        // token was lost with the response, as RFC 7592 warns) and leaves the book; deleted
-        // clients stay unreachable.
+        // the token it holds; one whose in-flight write was applied (its new token lost with the
+        // response, as RFC 7592 warns) recovers the new token with the old one and leaves the
+        // book; deleted clients stay unreachable.
         server = Server::start(dir.path(), &[]);
         let http = reqwest::Client::new();
         let live: Vec<(String, Known)> = lock(&book)
@@ -246,11 +248,29 @@ async fn acknowledged_writes_survive_sigkill_and_nothing_is_half_written() {
         }
         for (id, known) in live {
             let r = get(&id, &known.rat).await.unwrap();
-            if moved_on.contains(&id) {
+            if gone.contains(&id) {
                 assert_eq!(
                     r.status(),
                     401,
+                    "round {round}: {id} after its delete applied"
+                );
+                lock(&book).live.remove(&id);
+                applied += 1;
+                continue;
+            }
+            if moved_on.contains(&id) {
+                // The new token was lost with the response; within the RAT grace the old one
+                // reads the registration and gets the new token back (README "Client
+                // lifecycle").
+                assert_eq!(
+                    r.status(),
+                    200,
                     "round {round}: old token of {id} after its in-flight write applied"
+                );
+                let read: Value = r.json().await.unwrap();
+                assert_ne!(
+                    read["registration_access_token"], known.rat,
+                    "round {round}: {id} recovers the new token"
                 );
                 lock(&book).live.remove(&id);
                 applied += 1;

@@ -36,6 +36,8 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_clients_rat_tag.sql"),
     migration!(4, "0004_counters.sql"),
     migration!(5, "0005_server_keys.sql"),
+    migration!(6, "0006_clients_previous_rat_tag.sql"),
+    migration!(7, "0007_clients_previous_rat_tag_index.sql"),
 ];
 
 /// The schema version this build needs.

@@ -166,6 +166,11 @@ fn tag(record: &ClientRecord) -> Option<&[u8]> {
     (!record.rat_tag.is_empty()).then_some(record.rat_tag.as_slice())
 }
 
+/// The previous token's tag during a RAT grace (`crate::lifecycle`), indexed like the current.
+fn previous_tag(record: &ClientRecord) -> Option<&[u8]> {
+    record.previous_rat_tag.as_deref().filter(|t| !t.is_empty())
+}
+
 /// A row of `SELECT revision, rat_tag, record`: the document, with the columns authoritative.
 fn decode(row: &Row) -> Result<ClientRecord, StoreError> {
     let revision: i64 = row.get(0);
@@ -438,18 +443,20 @@ impl PostgresStore {
                     let statement = tx
                         .prepare_cached(
                             "INSERT INTO clients \
-                             (client_id, revision, rat_tag, record, created_at, updated_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (client_id) DO NOTHING",
+                             (client_id, revision, rat_tag, record, created_at, updated_at, \
+                             previous_rat_tag) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (client_id) DO NOTHING",
                         )
                         .await
                         .map_err(attempt_error)?;
-                    let params: [&(dyn ToSql + Sync); 6] = [
+                    let params: [&(dyn ToSql + Sync); 7] = [
                         &r.client_id,
                         rev,
                         &tag(r),
                         json,
                         &r.client_id_issued_at,
                         &r.updated_at,
+                        &previous_tag(r),
                     ];
                     tx.execute(&statement, &params).await
                 }
@@ -463,13 +470,21 @@ impl PostgresStore {
                     let statement = tx
                         .prepare_cached(
                             "UPDATE clients SET revision = $3, rat_tag = $4, record = $5, \
-                             updated_at = $6 WHERE client_id = $1 AND revision = $2",
+                             updated_at = $6, previous_rat_tag = $7 \
+                             WHERE client_id = $1 AND revision = $2",
                         )
                         .await
                         .map_err(attempt_error)?;
                     let expected = revision(*expected_revision).map_err(Attempt::Failed)?;
-                    let params: [&(dyn ToSql + Sync); 6] =
-                        [&r.client_id, &expected, rev, &tag(r), json, &r.updated_at];
+                    let params: [&(dyn ToSql + Sync); 7] = [
+                        &r.client_id,
+                        &expected,
+                        rev,
+                        &tag(r),
+                        json,
+                        &r.updated_at,
+                        &previous_tag(r),
+                    ];
                     tx.execute(&statement, &params).await
                 }
                 (
@@ -657,7 +672,8 @@ impl ClientStore for PostgresStore {
             }
             let result = self
                 .query_opt(
-                    "SELECT revision, rat_tag, record FROM clients WHERE rat_tag = $1",
+                    "SELECT revision, rat_tag, record FROM clients \
+                     WHERE rat_tag = $1 OR previous_rat_tag = $1",
                     &[&tag],
                 )
                 .await;
