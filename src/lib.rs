@@ -6,6 +6,7 @@ pub mod clock;
 pub mod conformance;
 pub mod credentials;
 pub mod error;
+pub mod events;
 pub mod fetch;
 pub mod http;
 pub mod metadata;

@@ -40,6 +40,12 @@ pub struct Settings {
     /// Extra members merged into both discovery documents (e.g. `authorization_endpoint`).
     #[serde(default)]
     pub discovery: serde_json::Map<String, serde_json::Value>,
+    /// The audit trail (`crate::events::audit`).
+    #[serde(default)]
+    pub audit: crate::events::audit::AuditSettings,
+    /// Webhook subscriptions (`[[webhooks]]`, `crate::events::webhook`).
+    #[serde(default)]
+    pub webhooks: Vec<crate::events::WebhookSettings>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -315,6 +321,9 @@ impl Settings {
             return Err(SettingsError("server.body_limit_bytes must be > 0".into()));
         }
         self.fetch.check()?;
+        for hook in &self.webhooks {
+            hook.check().map_err(SettingsError)?;
+        }
         Ok(())
     }
 }
