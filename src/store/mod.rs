@@ -1,8 +1,10 @@
 //! Persistence of client registrations behind one trait. Only `sled.rs` knows the embedded
 //! store exists; the service sees `ClientStore`.
 
+pub(crate) mod event_log;
 mod memory;
 mod sled;
+mod sled_events;
 
 pub use self::memory::MemoryStore;
 pub use self::sled::{OpenError, SledStore};
