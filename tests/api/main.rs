@@ -14,3 +14,4 @@ mod policy;
 mod properties;
 mod registration;
 mod tls;
+mod webhooks;
