@@ -16,6 +16,7 @@
 //!   backoff, then dead letter), sending under the SSRF rules of `crate::fetch`.
 
 pub mod audit;
+pub mod emit;
 pub mod webhook;
 pub mod worker;
 
@@ -23,6 +24,7 @@ pub use audit::{
     seal, Actor, ActorKind, AuditEntry, AuditRecord, ChainError, ChainHead, ChainVerifier,
     Checkpoint, EventType, Verified,
 };
+pub use emit::{ChangeEvent, EventBatch, Events, Origin};
 pub use webhook::{OutboxOp, OutboxRow, WebhookSecret, WebhookSettings};
 pub use worker::{DeliveryWorker, OutboxQueue, WebhookTransport, WorkerHandle};
 
