@@ -245,36 +245,83 @@ impl DeliveryWorker {
     /// passed, at once again after a round that delivered something. Store errors are logged
     /// and retried on the next round.
     pub fn spawn(self, poll: Duration) -> WorkerHandle {
-        let wake = Arc::new(Notify::new());
-        let (stop, mut stopped) = watch::channel(false);
-        let wake2 = wake.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let again = match self.run_once().await {
+        let worker = Arc::new(self);
+        spawn_loop(poll, move || {
+            let worker = worker.clone();
+            async move {
+                match worker.run_once().await {
                     Ok(round) => round.delivered > 0,
                     Err(e) => {
                         tracing::error!(error = %e, "webhook outbox unreadable");
                         false
                     }
-                };
-                if *stopped.borrow() {
-                    break;
-                }
-                if again {
-                    continue;
-                }
-                tokio::select! {
-                    _ = stopped.changed() => break,
-                    _ = wake2.notified() => {}
-                    _ = tokio::time::sleep(poll) => {}
                 }
             }
-        });
-        WorkerHandle { wake, stop, task }
+        })
     }
 }
 
-/// The running worker.
+/// Run `round` in a background task until stopped: again at once when it returns true, else
+/// after `poll` or a [`WorkerHandle::wake`].
+pub fn spawn_loop<F, Fut>(poll: Duration, round: F) -> WorkerHandle
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let wake = Arc::new(Notify::new());
+    let (stop, mut stopped) = watch::channel(false);
+    let woken = wake.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let again = round().await;
+            if *stopped.borrow() {
+                break;
+            }
+            if again {
+                continue;
+            }
+            tokio::select! {
+                _ = stopped.changed() => break,
+                _ = woken.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    });
+    WorkerHandle { wake, stop, task }
+}
+
+/// Audit retention in the background: every `every`, prune what `settings` says is too old
+/// (`AuditLog::audit_prune` writes the checkpoint in the same write). Returns `None` when
+/// retention is off.
+pub fn spawn_retention(
+    log: Arc<dyn crate::events::AuditLog>,
+    settings: crate::events::audit::AuditSettings,
+    clock: Arc<dyn Clock>,
+    every: Duration,
+) -> Option<WorkerHandle> {
+    settings.cutoff(0)?;
+    Some(spawn_loop(every, move || {
+        let (log, clock, settings) = (log.clone(), clock.clone(), settings.clone());
+        async move {
+            let now = clock.now();
+            let Some(cutoff) = settings.cutoff(now) else {
+                return false;
+            };
+            match log.audit_prune(cutoff, now).await {
+                Ok(Some(cp)) => tracing::info!(
+                    pruned = cp.pruned_count,
+                    through = cp.pruned_through,
+                    "audit records pruned; checkpoint appended"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "audit retention failed"),
+            }
+            false
+        }
+    }))
+}
+
+/// A running background task (the delivery worker, retention).
 pub struct WorkerHandle {
     wake: Arc<Notify>,
     stop: watch::Sender<bool>,
@@ -581,6 +628,43 @@ pub(crate) mod tests {
         queue.push("a", "a2");
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(ids(&receiver), vec!["a1"]);
+    }
+
+    #[tokio::test]
+    async fn retention_runs_in_the_background_when_on() {
+        use crate::events::audit::{AuditSettings, EventType};
+        use crate::store::event_log::contract;
+        use crate::store::MemoryStore;
+        let clock = Arc::new(FixedClock::new(10 * 86_400));
+        let off = AuditSettings { retention_days: 0 };
+        let store = Arc::new(MemoryStore::new());
+        assert!(
+            spawn_retention(store.clone(), off, clock.clone(), Duration::from_millis(5)).is_none()
+        );
+        store.append_for_tests([
+            contract::entry(86_400, "a", EventType::Registered),
+            contract::entry(9 * 86_400, "a", EventType::Updated),
+        ]);
+        let on = AuditSettings { retention_days: 2 };
+        let handle = spawn_retention(store.clone(), on, clock, Duration::from_millis(5)).unwrap();
+        let mut first = 0;
+        for _ in 0..200 {
+            first = crate::events::AuditLog::audit_scan(store.as_ref(), 0, 1)
+                .await
+                .unwrap()[0]
+                .key;
+            if first == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        handle.stop().await;
+        assert_eq!(first, 2);
+        let v = crate::events::verify_log(store.as_ref())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((v.count, v.head.seq), (2, 3));
     }
 
     #[tokio::test]

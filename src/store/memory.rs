@@ -26,6 +26,15 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// Tests: append audit entries as a commit would.
+    #[cfg(test)]
+    pub(crate) fn append_for_tests(
+        &self,
+        entries: impl IntoIterator<Item = crate::events::AuditEntry>,
+    ) {
+        self.lock().events.append(entries);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
