@@ -37,15 +37,81 @@ pub struct Settings {
     pub policies: std::collections::BTreeMap<String, crate::policy::config::PolicySettings>,
     /// Per-source rate limit on registration.
     pub rate_limit: crate::policy::config::RateLimitSettings,
-    /// Extra members merged into both discovery documents (e.g. `authorization_endpoint`).
+    /// Both discovery documents: where the authorization server's own metadata comes from, and
+    /// extra members (e.g. `authorization_endpoint`).
     #[serde(default)]
-    pub discovery: serde_json::Map<String, serde_json::Value>,
+    pub discovery: DiscoverySettings,
     /// The audit trail (`crate::events::audit`).
     #[serde(default)]
     pub audit: crate::events::audit::AuditSettings,
     /// Webhook subscriptions (`[[webhooks]]`, `crate::events::webhook`).
     #[serde(default)]
     pub webhooks: Vec<crate::events::WebhookSettings>,
+}
+
+/// `[discovery]`: what the registrar publishes besides its own `registration_endpoint` and
+/// `*_supported` lists (RFC 8414 §2; OpenID Connect Discovery 1.0 §3).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiscoverySettings {
+    /// The authorization server's own RFC 8414 or OpenID Connect metadata URL (https), fetched
+    /// at start and every `authorization_server_metadata_refresh_secs`; its endpoints and keys
+    /// are published. Empty: none.
+    #[serde(default)]
+    pub authorization_server_metadata_url: String,
+    /// Seconds between two fetches of `authorization_server_metadata_url`.
+    #[serde(default = "default_refresh_secs")]
+    pub authorization_server_metadata_refresh_secs: u64,
+    /// Published `code_challenge_methods_supported` (RFC 8414 §2; the MCP authorization spec
+    /// requires it) unless the authorization server's metadata has its own. Empty: not published.
+    #[serde(default = "default_code_challenge_methods")]
+    pub code_challenge_methods_supported: Vec<String>,
+    /// Every other key: a member copied into both documents; it overrides a fetched member but
+    /// never what the registrar enforces (`issuer`, `registration_endpoint`, its lists).
+    #[serde(flatten)]
+    pub members: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for DiscoverySettings {
+    fn default() -> Self {
+        Self {
+            authorization_server_metadata_url: String::new(),
+            authorization_server_metadata_refresh_secs: default_refresh_secs(),
+            code_challenge_methods_supported: default_code_challenge_methods(),
+            members: serde_json::Map::new(),
+        }
+    }
+}
+
+fn default_refresh_secs() -> u64 {
+    3600
+}
+
+fn default_code_challenge_methods() -> Vec<String> {
+    vec!["S256".to_owned()]
+}
+
+impl DiscoverySettings {
+    fn check(&self) -> Result<(), SettingsError> {
+        let raw = &self.authorization_server_metadata_url;
+        if !raw.is_empty() {
+            let url = url::Url::parse(raw).map_err(|e| {
+                SettingsError(format!(
+                    "discovery.authorization_server_metadata_url {raw:?}: {e}"
+                ))
+            })?;
+            if url.scheme() != "https" || url.host().is_none() {
+                return Err(SettingsError(format!(
+                    "discovery.authorization_server_metadata_url {raw:?} must be an https URL (RFC 8414 §3)"
+                )));
+            }
+        }
+        if self.authorization_server_metadata_refresh_secs == 0 {
+            return Err(SettingsError(
+                "discovery.authorization_server_metadata_refresh_secs must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,8 +248,13 @@ pub struct MetadataSettings {
     pub authorization_details_types_supported: Vec<String>,
     /// Scope registered when the client sends none. Empty: no `scope` member.
     pub default_scope: String,
-    /// Allow `http` redirect URIs on loopback IP literals for `web` clients (development).
+    /// Allow `http` redirect URIs on `localhost`, `127.0.0.0/8` and `[::1]` (any port) for `web`
+    /// clients that do not use the implicit grant (OIDC Registration §2 leaves them to the
+    /// server; RFC 8252 §7.3). MCP hosts register this way without `application_type`.
     pub allow_http_loopback_redirects_for_web: bool,
+    /// Allow private-use URI schemes (RFC 8252 §7.1, `cursor://…`) for `web` clients that do not
+    /// use the implicit grant. The forbidden schemes stay refused either way.
+    pub allow_private_use_schemes_for_web: bool,
     /// Unknown metadata names kept and echoed (all other unknown names are dropped, RFC 7591 §2).
     pub extension_fields: Vec<String>,
     /// Hydra extension fields (`metadata`, `skip_consent`, lifespans, ...) that an anonymous
@@ -321,6 +392,7 @@ impl Settings {
             return Err(SettingsError("server.body_limit_bytes must be > 0".into()));
         }
         self.fetch.check()?;
+        self.discovery.check()?;
         for hook in &self.webhooks {
             hook.check().map_err(SettingsError)?;
         }

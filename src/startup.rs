@@ -6,6 +6,7 @@ use crate::credentials::{RatKey, SecretHasher};
 use crate::fetch::{Fetcher, RemoteMetadata};
 use crate::http::{self, AppState, BodyLimits};
 use crate::policy::PolicyEngine;
+use crate::registration::upstream::{Schedule, UpstreamTask};
 use crate::registration::{Parts, Registrar};
 use crate::settings::Settings;
 use crate::store::{ClientStore, OpenError, SledStore};
@@ -47,6 +48,8 @@ pub struct Application {
     port: u16,
     store: Arc<SledStore>,
     registrar: Arc<Registrar>,
+    /// Keeps the authorization server's metadata in discovery (`[discovery]`), if configured.
+    upstream: Option<UpstreamTask>,
 }
 
 impl Application {
@@ -109,6 +112,7 @@ impl Application {
             remote,
             policy,
         }));
+        let upstream = start_upstream(&settings, &registrar)?;
         let state = web::Data::new(AppState {
             registrar: registrar.clone(),
             limits: BodyLimits {
@@ -132,7 +136,10 @@ impl Application {
                         .exclude("/healthz")
                         .exclude("/readyz"),
                 ))
-                .configure(http::routes(&app_settings.registration_path))
+                .configure(http::routes(
+                    &app_settings.registration_path,
+                    &app_settings.issuer,
+                ))
                 .default_service(http::default_service())
         })
         .client_request_timeout(Duration::from_millis(settings.server.head_timeout_ms))
@@ -150,6 +157,7 @@ impl Application {
             port: local.port(),
             store,
             registrar,
+            upstream,
         })
     }
 
@@ -171,12 +179,47 @@ impl Application {
     /// Serve until SIGINT/SIGTERM (or `handle().stop()`), then flush the store.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        if let Some(upstream) = self.upstream {
+            upstream.stop().await;
+        }
         match self.store.flush() {
             Ok(()) => tracing::info!("store flushed; stopped"),
             Err(e) => tracing::error!(error = %e, "final store flush failed"),
         }
         result
     }
+}
+
+/// Start the task that fetches `discovery.authorization_server_metadata_url`; without one, warn
+/// now if the documents lack members client libraries require (RFC 8414 §2, OIDC Discovery §3).
+fn start_upstream(
+    settings: &Settings,
+    registrar: &Registrar,
+) -> Result<Option<UpstreamTask>, StartupError> {
+    let d = &settings.discovery;
+    if d.authorization_server_metadata_url.is_empty() {
+        if let Some(warning) = registrar.discovery_service().incomplete_warning() {
+            tracing::warn!("{warning}");
+        }
+        return Ok(None);
+    }
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+        StartupError::Other("the server must be built inside a Tokio runtime".into())
+    })?;
+    // A fetcher of its own: the authorization server's metadata neither waits for the slots of
+    // client-triggered fetches nor shares their negative cache.
+    let fetcher = Fetcher::new(&settings.fetch).map_err(|e| StartupError::Other(e.to_string()))?;
+    let schedule = Schedule {
+        refresh: Duration::from_secs(d.authorization_server_metadata_refresh_secs),
+        first_retry: Duration::from_millis(settings.fetch.failure_ttl_ms),
+    };
+    Ok(Some(UpstreamTask::spawn(
+        &runtime,
+        registrar.discovery_service().clone(),
+        fetcher,
+        d.authorization_server_metadata_url.clone(),
+        schedule,
+    )))
 }
 
 /// The RAT key: `credentials.server_key` if set, else the key file, created with 256 random bits

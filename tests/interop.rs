@@ -1,8 +1,11 @@
-//! Interop with the real client libraries, pinned with lockfiles: openid-client v6 and
-//! oauth4webapi v3 (tests/interop/js, installed with `npm ci`), and Ory Hydra's Python SDK
-//! ory-hydra-client (tests/interop/python/requirements.txt, installed into a venv under
-//! target/). Each drives the registrar through register -> read -> update -> read -> delete ->
-//! read-after-delete (must fail) and one invalid registration, and fails on any deviation.
+//! Interop with the real client libraries, pinned with lockfiles: openid-client v6,
+//! oauth4webapi v3 and the MCP TypeScript SDK (tests/interop/js, installed with `npm ci`), Ory
+//! Hydra's Python SDK ory-hydra-client (tests/interop/python/requirements.txt) and the MCP Python
+//! SDK `mcp` (tests/interop/python/mcp-requirements.txt), each installed into its own venv under
+//! target/, and openidconnect-rs (a dev-dependency pinned in Cargo.toml). Each drives the
+//! registrar through registration, RFC 7592 read, update and delete, and a refused registration,
+//! and fails on any deviation; the MCP SDKs also run their `auth()` / `OAuthClientProvider` flow up
+//! to the authorization redirect against a registrar configured as the README's MCP recipe says.
 //!
 //! The installs run once and are reused while the lockfiles are unchanged (a copy of the
 //! lockfile is kept next to the installed packages as a stamp).
@@ -11,6 +14,8 @@
 #[path = "api/helpers.rs"]
 mod helpers;
 
+use registrar::settings::Settings;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -100,17 +105,17 @@ struct Python {
     path: Option<PathBuf>,
 }
 
-/// A venv under target/ with requirements.txt installed. Where `python3 -m venv` is unusable
-/// (Debian without python3-venv), the packages go to a plain directory with
-/// `pip install --target` instead.
-fn pip_install() -> Result<Python, String> {
+/// A venv under target/ (`target/tmp/{name}-venv`) with `requirements` (a file in
+/// tests/interop/python) installed. Where `python3 -m venv` is unusable (Debian without
+/// python3-venv), the packages go to a plain directory with `pip install --target` instead.
+fn pip_install(requirements: &str, name: &str) -> Result<Python, String> {
     let _guard = PIP.lock().unwrap_or_else(|e| e.into_inner());
-    let requirements = interop_dir().join("python/requirements.txt");
+    let requirements = interop_dir().join("python").join(requirements);
     let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let venv = root.join("interop-venv");
+    let venv = root.join(format!("{name}-venv"));
     let python = venv.join("bin/python");
     let stamp = venv.join("registrar-installed-requirements.txt");
-    let target = root.join("interop-pip-target");
+    let target = root.join(format!("{name}-pip-target"));
     let target_stamp = target.join("registrar-installed-requirements.txt");
     let in_venv = |program: PathBuf| Python {
         program,
@@ -169,7 +174,41 @@ async fn drive(
     name: &str,
     driver: impl FnOnce(&str) -> Result<Command, String> + Send + 'static,
 ) -> String {
-    let app = helpers::spawn_app().await;
+    drive_with(name, |s| s, driver).await
+}
+
+/// The README's "Using it with an MCP server" recipe with the endpoints written under
+/// `[discovery]` (the other way, `discovery.authorization_server_metadata_url`, is covered in
+/// tests/api/discovery.rs): the registrar publishes discovery on behalf of an authorization server
+/// at `authorization_server`, whose endpoints the client libraries need to accept it.
+fn mcp_recipe(s: Settings, authorization_server: &str) -> Settings {
+    s.with(
+        "discovery.authorization_endpoint",
+        format!("{authorization_server}/authorize"),
+    )
+    .and_then(|s| {
+        s.with(
+            "discovery.token_endpoint",
+            format!("{authorization_server}/token"),
+        )
+    })
+    .and_then(|s| s.with("discovery.jwks_uri", format!("{authorization_server}/jwks")))
+    .and_then(|s| {
+        s.with(
+            "discovery.userinfo_endpoint",
+            format!("{authorization_server}/userinfo"),
+        )
+    })
+    .expect("recipe settings")
+}
+
+/// `drive` with the settings changed by `tweak`.
+async fn drive_with(
+    name: &str,
+    tweak: impl FnOnce(Settings) -> Settings,
+    driver: impl FnOnce(&str) -> Result<Command, String> + Send + 'static,
+) -> String {
+    let app = helpers::spawn_app_with(tweak).await;
     let issuer = app.address.clone();
     // Installing and driving block; keep them off the runtime's workers.
     let result = tokio::task::spawn_blocking(move || run(driver(&issuer)?, DRIVER_TIMEOUT))
@@ -214,17 +253,198 @@ async fn oauth4webapi_v3_registers_reads_updates_and_deletes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ory_hydra_python_sdk_registers_reads_updates_and_deletes() {
-    let out = drive("ory-hydra-client", |issuer| {
-        let python = pip_install()?;
+    let out = drive(
+        "ory-hydra-client",
+        python_driver("requirements.txt", "interop", "hydra_client.py"),
+    )
+    .await;
+    assert!(out.contains("read after delete refused"), "{out}");
+    assert!(out.contains("invalid registration refused"), "{out}");
+}
+
+fn python_driver(
+    requirements: &'static str,
+    venv: &'static str,
+    script: &'static str,
+) -> impl FnOnce(&str) -> Result<Command, String> {
+    move |issuer| {
+        let python = pip_install(requirements, venv)?;
         let mut cmd = Command::new(python.program);
         if let Some(path) = python.path {
             cmd.env("PYTHONPATH", path);
         }
-        cmd.arg(interop_dir().join("python/hydra_client.py"))
+        cmd.arg(interop_dir().join("python").join(script))
             .arg(issuer);
         Ok(cmd)
-    })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_typescript_sdk_discovers_registers_and_reaches_the_authorization_redirect() {
+    let out = drive_with(
+        "mcp-sdk",
+        |s| mcp_recipe(s, "https://as.example"),
+        node_driver("mcp-sdk.mjs"),
+    )
     .await;
-    assert!(out.contains("read after delete refused"), "{out}");
+    assert!(out.contains("discovery accepted"), "{out}");
+    assert!(out.contains("registerClient ok"), "{out}");
+    assert!(
+        out.contains("auth() redirected to the authorization endpoint"),
+        "{out}"
+    );
+    assert_eq!(out.matches("read after delete refused").count(), 2, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_python_sdk_discovers_registers_and_reaches_the_authorization_redirect() {
+    let out = drive_with(
+        "mcp-python",
+        |s| mcp_recipe(s, "https://as.example"),
+        python_driver("mcp-requirements.txt", "interop-mcp", "mcp_client.py"),
+    )
+    .await;
+    assert!(out.contains("discovery accepted"), "{out}");
     assert!(out.contains("invalid registration refused"), "{out}");
+    assert!(
+        out.contains("OAuthClientProvider redirected to the authorization endpoint"),
+        "{out}"
+    );
+    assert_eq!(out.matches("read after delete refused").count(), 2, "{out}");
+}
+
+/// A JWK Set server for openidconnect-rs, which fetches `jwks_uri` during discovery; answers
+/// every request with an empty set until the test ends.
+async fn jwks_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                let body = r#"{"keys":[]}"#;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openidconnect_rs_discovers_registers_and_manages() {
+    use openidconnect::core::{
+        CoreApplicationType, CoreClientAuthMethod, CoreClientRegistrationRequest, CoreGrantType,
+        CoreProviderMetadata, CoreRegisterErrorResponseType, CoreResponseType,
+    };
+    use openidconnect::registration::{ClientRegistrationError, EmptyAdditionalClientMetadata};
+    use openidconnect::{ClientName, IssuerUrl, RedirectUrl, ResponseTypes};
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // What the start-up warning says: the default documents lack the authorization server's
+    // members, and the library refuses them.
+    let bare = helpers::spawn_app().await;
+    let refused =
+        CoreProviderMetadata::discover_async(IssuerUrl::new(bare.address.clone()).unwrap(), &http)
+            .await;
+    assert!(refused.is_err(), "discovery without AS endpoints accepted");
+    bare.stop().await;
+
+    let authorization_server = jwks_server().await;
+    let app = helpers::spawn_app_with(|s| mcp_recipe(s, &authorization_server)).await;
+    let issuer = IssuerUrl::new(app.address.clone()).unwrap();
+    let provider = CoreProviderMetadata::discover_async(issuer, &http)
+        .await
+        .unwrap_or_else(|e| panic!("discover_async refused the discovery document: {e:?}"));
+    let endpoint = provider
+        .registration_endpoint()
+        .expect("registration_endpoint in discovery")
+        .clone();
+    assert_eq!(endpoint.as_str(), app.endpoint);
+    assert_eq!(
+        provider.token_endpoint().map(|u| u.to_string()),
+        Some(format!("{authorization_server}/token"))
+    );
+
+    let redirect = RedirectUrl::new("http://127.0.0.1:8765/callback".into()).unwrap();
+    let registered = CoreClientRegistrationRequest::new(
+        vec![redirect.clone()],
+        EmptyAdditionalClientMetadata::default(),
+    )
+    .set_application_type(Some(CoreApplicationType::Native))
+    .set_client_name(Some(
+        vec![(None, ClientName::new("openidconnect-rs interop".into()))]
+            .into_iter()
+            .collect(),
+    ))
+    .set_grant_types(Some(vec![
+        CoreGrantType::AuthorizationCode,
+        CoreGrantType::RefreshToken,
+    ]))
+    .set_response_types(Some(vec![ResponseTypes::new(vec![CoreResponseType::Code])]))
+    .set_token_endpoint_auth_method(Some(CoreClientAuthMethod::None))
+    .register_async(&endpoint, &http)
+    .await
+    .unwrap_or_else(|e| panic!("register_async: {e:?}"));
+    assert!(
+        registered.client_secret().is_none(),
+        "a public client got a secret"
+    );
+    assert_eq!(registered.redirect_uris(), &vec![redirect]);
+    let uri = registered
+        .registration_client_uri()
+        .expect("registration_client_uri")
+        .to_string();
+    let token = registered
+        .registration_access_token()
+        .expect("registration_access_token")
+        .secret()
+        .clone();
+
+    // RFC 7592 with plain HTTP: read, update sending back what GET returned, delete.
+    let read = app.get_client(&uri, &token).await;
+    assert_eq!(read.status(), 200);
+    let mut body: Value = read.json().await.unwrap();
+    assert_eq!(body["client_id"], registered.client_id().as_str());
+    body["client_name"] = json!("openidconnect-rs interop (updated)");
+    let token = body["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let updated = app.put_client(&uri, &token, &body).await;
+    assert_eq!(updated.status(), 200);
+    let updated: Value = updated.json().await.unwrap();
+    assert_eq!(updated["client_name"], "openidconnect-rs interop (updated)");
+    let token = updated["registration_access_token"].as_str().unwrap();
+    assert_eq!(app.delete_client(&uri, token).await.status(), 204);
+    assert_eq!(app.get_client(&uri, token).await.status(), 401);
+
+    // A refusal arrives as the library's typed error.
+    let refused = CoreClientRegistrationRequest::new(
+        vec![RedirectUrl::new("https://client.example.org/cb#fragment".into()).unwrap()],
+        EmptyAdditionalClientMetadata::default(),
+    )
+    .register_async(&endpoint, &http)
+    .await;
+    match refused {
+        Err(ClientRegistrationError::ServerResponse(e)) => {
+            assert_eq!(
+                *e.error(),
+                CoreRegisterErrorResponseType::InvalidRedirectUri
+            );
+            assert!(e
+                .error_description()
+                .is_some_and(|d| d.contains("fragment")));
+        }
+        other => panic!("expected a typed invalid_redirect_uri error, got {other:?}"),
+    }
+    app.stop().await;
 }

@@ -107,7 +107,7 @@ async fn delete(state: State, req: HttpRequest, client_id: web::Path<String>) ->
 
 /// GET /.well-known/openid-configuration and /.well-known/oauth-authorization-server.
 async fn discovery(state: State) -> HttpResponse {
-    HttpResponse::Ok().json(state.registrar.discovery())
+    HttpResponse::Ok().json(&*state.registrar.discovery())
 }
 
 /// GET /healthz.
@@ -170,7 +170,10 @@ pub fn cors(settings: &CorsSettings) -> Cors {
 }
 
 /// Mount every route on `cfg`.
-pub fn routes(registration_path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
+pub fn routes<'a>(
+    registration_path: &'a str,
+    issuer: &'a str,
+) -> impl FnOnce(&mut web::ServiceConfig) + 'a {
     move |cfg: &mut web::ServiceConfig| {
         let mut paths = vec![registration_path.to_owned()];
         if registration_path != HYDRA_REGISTRATION_PATH {
@@ -190,10 +193,7 @@ pub fn routes(registration_path: &str) -> impl FnOnce(&mut web::ServiceConfig) +
                     .default_service(web::to(method_not_allowed("GET, PUT, DELETE, OPTIONS"))),
             );
         }
-        for path in [
-            "/.well-known/openid-configuration",
-            "/.well-known/oauth-authorization-server",
-        ] {
+        for path in crate::registration::discovery::paths(issuer) {
             cfg.service(
                 web::resource(path)
                     .route(web::get().to(discovery))

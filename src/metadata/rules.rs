@@ -145,6 +145,13 @@ fn redirect_problem(
         Err(_) => return Some("is not an absolute URI"),
     };
     let scheme = url.scheme();
+    if !matches!(scheme, "http" | "https") && url.path().trim_start_matches('/').is_empty() {
+        // `cursor:` or `com.example.app://` alone: nothing identifies the handler's endpoint, and
+        // RFC 8252 §7.1's form is `scheme:/path`.
+        return Some(
+            "uses a private-use URI scheme with no path; register scheme:/path (RFC 8252 §7.1)",
+        );
+    }
     if native {
         return match scheme {
             "http" if uri::is_local(&url) => None,
@@ -158,14 +165,34 @@ fn redirect_problem(
             _ => None, // private-use URI scheme (RFC 8252 §7.1)
         };
     }
+    // Web clients. OIDC Registration §2 demands https and no localhost only of implicit web
+    // clients (their tokens travel in the redirect itself); for code-flow web clients it leaves
+    // http on loopback and private-use schemes to the server, and MCP hosts rely on both.
     match scheme {
-        "https" if implicit && uri::is_local(&url) => {
-            Some("must not be localhost for web clients using the implicit grant (OIDC Registration §2)")
-        }
+        "https" if implicit && uri::is_local(&url) => Some(
+            "must not be localhost for web clients using the implicit grant (OIDC Registration §2)",
+        ),
         "https" => None,
-        "http" if !implicit && s.allow_http_loopback_redirects_for_web && uri::is_loopback_ip(&url) => None,
-        "http" => Some("must use https for web clients (OIDC Registration §2)"),
-        _ => Some("uses a custom scheme, which only native clients may register (application_type \"native\")"),
+        "http" if implicit => {
+            Some("must use https for web clients using the implicit grant (OIDC Registration §2)")
+        }
+        "http" if uri::is_loopback_host(&url) => {
+            if s.allow_http_loopback_redirects_for_web {
+                None
+            } else {
+                Some("is http on a loopback host, which web clients may use only when metadata.allow_http_loopback_redirects_for_web is on (RFC 8252 §7.3)")
+            }
+        }
+        "http" => Some(
+            "is http on a host that is not loopback; web clients must use https there (RFC 6749 §3.1.2.1; RFC 9700 §2.1)",
+        ),
+        _ if implicit => Some(
+            "uses a private-use URI scheme; web clients using the implicit grant must use https (OIDC Registration §2)",
+        ),
+        _ if s.allow_private_use_schemes_for_web => None,
+        _ => Some(
+            "uses a private-use URI scheme, which only native clients may register while metadata.allow_private_use_schemes_for_web is off (RFC 8252 §7.1; application_type \"native\")",
+        ),
     }
 }
 
@@ -880,14 +907,47 @@ mod tests {
         let code = json!(["authorization_code"]);
         let implicit = json!(["implicit"]);
         assert!(check("web", "https://c.example/cb", code.clone()).is_ok());
-        assert!(check("web", "http://c.example/cb", code.clone())
-            .unwrap_err()
-            .starts_with("redirect:"));
-        assert!(check("web", "http://127.0.0.1:8080/cb", code.clone()).is_ok());
-        assert!(check("web", "http://localhost:8080/cb", code.clone()).is_err());
-        assert!(check("web", "com.example.app:/cb", code.clone()).is_err());
-        assert!(check("web", "https://localhost/cb", implicit.clone()).is_err());
-        assert!(check("web", "http://127.0.0.1/cb", implicit).is_err());
+        let e = check("web", "http://c.example/cb", code.clone()).unwrap_err();
+        assert!(
+            e.starts_with("redirect:") && e.contains("not loopback"),
+            "{e}"
+        );
+        // Code-flow web clients on loopback, any port or none (MCP hosts, Claude Code).
+        for uri in [
+            "http://127.0.0.1:8080/cb",
+            "http://localhost:8080/callback",
+            "http://localhost/callback",
+            "http://[::1]:3000/cb",
+        ] {
+            assert!(check("web", uri, code.clone()).is_ok(), "{uri}");
+        }
+        let e = check("web", "http://a.localhost/cb", code.clone()).unwrap_err();
+        assert!(e.contains("not loopback"), "{e}");
+        // Private-use schemes for code-flow web clients (Cursor, Windsurf).
+        assert!(check("web", "com.example.app:/cb", code.clone()).is_ok());
+        assert!(check(
+            "web",
+            "cursor://anysphere.cursor-retrieval/oauth/callback",
+            code.clone()
+        )
+        .is_ok());
+        let e = check("web", "cursor:", code.clone()).unwrap_err();
+        assert!(e.contains("no path") && e.contains("RFC 8252 §7.1"), "{e}");
+        let e = check("native", "com.example.app://", code.clone()).unwrap_err();
+        assert!(e.contains("no path"), "{e}");
+        // Implicit web clients: https only, never localhost, each refusal citing OIDC Reg §2.
+        for uri in [
+            "https://localhost/cb",
+            "http://127.0.0.1/cb",
+            "http://localhost/cb",
+            "com.example.app:/cb",
+        ] {
+            let e = check("web", uri, implicit.clone()).unwrap_err();
+            assert!(
+                e.contains("implicit grant") && e.contains("(OIDC Registration §2"),
+                "{uri}: {e}"
+            );
+        }
         assert!(check("native", "http://127.0.0.1:51004/cb", code.clone()).is_ok());
         assert!(check("native", "http://[::1]/cb", code.clone()).is_ok());
         assert!(check("native", "http://localhost/cb", code.clone()).is_ok());
@@ -895,5 +955,27 @@ mod tests {
         assert!(check("native", "https://c.example/cb", code.clone()).is_ok());
         assert!(check("native", "https://127.0.0.1/cb", code.clone()).is_err());
         assert!(check("native", "com.example.app:/cb", code).is_ok());
+    }
+
+    #[test]
+    fn stricter_web_redirect_rules_when_the_operator_switches_them_off() {
+        let mut s = settings();
+        s.allow_http_loopback_redirects_for_web = false;
+        s.allow_private_use_schemes_for_web = false;
+        let check = |uri: &str| {
+            let mut m = json!({"grant_types":["authorization_code"],"redirect_uris":[uri]})
+                .as_object()
+                .unwrap()
+                .clone();
+            redirect_uris_by_application_type(&mut m, &s).map_err(|e| e.to_string())
+        };
+        let e = check("http://localhost:3000/cb").unwrap_err();
+        assert!(e.contains("allow_http_loopback_redirects_for_web"), "{e}");
+        let e = check("cursor://oauth/callback").unwrap_err();
+        assert!(
+            e.contains("allow_private_use_schemes_for_web") && e.contains("native"),
+            "{e}"
+        );
+        assert!(check("https://c.example/cb").is_ok());
     }
 }

@@ -160,6 +160,14 @@ pub fn is_loopback_ip(url: &Url) -> bool {
     }
 }
 
+/// Whether the host is a loopback IP literal or exactly `localhost` (any letter case): the hosts
+/// of RFC 8252 §7.3 loopback redirects. Subdomains of `localhost` are not: the name was spelled
+/// out by the client, and exact names are what the authorization endpoint will compare.
+pub fn is_loopback_host(url: &Url) -> bool {
+    is_loopback_ip(url)
+        || matches!(url.host(), Some(Host::Domain(d)) if d.eq_ignore_ascii_case("localhost"))
+}
+
 /// Whether the host is `localhost` or a loopback IP literal.
 pub fn is_local(url: &Url) -> bool {
     is_loopback_ip(url)
@@ -254,5 +262,10 @@ mod tests {
         assert!(!is_loopback_ip(&u("http://127.0.0.1.evil.test/cb")));
         assert!(!is_loopback_ip(&u("http://localhost.evil.test/cb")));
         assert!(is_local(&u("http://localhost/cb")));
+        assert!(is_loopback_host(&u("http://LOCALHOST:3000/cb")));
+        assert!(is_loopback_host(&u("http://127.0.0.1/cb")));
+        assert!(is_loopback_host(&u("http://[::1]/cb")));
+        assert!(!is_loopback_host(&u("http://a.localhost/cb")));
+        assert!(!is_loopback_host(&u("http://localhost.evil.test/cb")));
     }
 }

@@ -1,7 +1,8 @@
 //! The registration service: RFC 7591 registration and RFC 7592 read, update and delete.
 //! Framework-free: it takes parsed JSON and tokens, returns JSON maps or `RegistrationError`.
 
-mod discovery;
+pub mod discovery;
+pub mod upstream;
 
 use crate::clock::Clock;
 use crate::credentials::{is_recoverable, Plaintext, RatKey, SecretHasher};
@@ -30,6 +31,7 @@ pub struct Registrar {
     remote: Arc<RemoteMetadata>,
     policy: Arc<PolicyEngine>,
     registration_endpoint: String,
+    discovery: Arc<discovery::Discovery>,
 }
 
 /// The pieces a `Registrar` is built from; `settings.issuer` must already be resolved.
@@ -67,7 +69,12 @@ impl Registrar {
             parts.settings.issuer.trim_end_matches('/'),
             parts.settings.registration_path
         );
+        let discovery = Arc::new(discovery::Discovery::new(
+            parts.settings.clone(),
+            registration_endpoint.clone(),
+        ));
         Self {
+            discovery,
             store: parts.store,
             clock: parts.clock,
             tokens: parts.tokens,
@@ -310,8 +317,13 @@ impl Registrar {
     }
 
     /// The discovery document (RFC 8414 §2 / OpenID Connect Discovery §3).
-    pub fn discovery(&self) -> Map<String, Value> {
-        discovery::document(&self.settings, &self.registration_endpoint)
+    pub fn discovery(&self) -> Arc<Map<String, Value>> {
+        self.discovery.document()
+    }
+
+    /// The discovery documents' state, which the authorization server metadata task updates.
+    pub fn discovery_service(&self) -> &Arc<discovery::Discovery> {
+        &self.discovery
     }
 
     /// RFC 7592 §2: the client must exist and the token must be its current registration access

@@ -909,46 +909,54 @@ async fn rule_redirect_uris_required_for_redirect_based_response_types() {
 async fn rule_redirect_uris_by_application_type() {
     let app = spawn_app().await;
     let reg = |app_type: &str, uri: &str, rt: &str| json!({"application_type": app_type, "redirect_uris": [uri], "response_types": [rt]});
-    // web: https; http only on loopback IPs; no custom schemes; implicit: no localhost.
+    // web, code flow: https; http on loopback (localhost, 127.0.0.1, [::1], any port or none);
+    // private-use schemes. Implicit: https only, not localhost.
     app.register(&reg("web", "https://client.example.org/cb", "code"))
         .await;
-    app.register(&reg("web", "http://127.0.0.1:3000/cb", "code"))
-        .await;
+    for uri in [
+        "http://127.0.0.1:3000/cb",
+        "http://localhost:3000/callback",
+        "http://localhost/callback",
+        "http://[::1]/cb",
+        "cursor://anysphere.cursor-retrieval/oauth/callback",
+        "com.example.app:/cb",
+    ] {
+        app.register(&reg("web", uri, "code")).await;
+    }
     refused(
         &app,
         reg("web", "http://client.example.org/cb", "code"),
         "invalid_redirect_uri",
-        &["http://client.example.org/cb", "https"],
+        &["http://client.example.org/cb", "https", "RFC 6749 §3.1.2.1"],
     )
     .await;
     refused(
         &app,
-        reg("web", "http://localhost:3000/cb", "code"),
+        reg("web", "windsurf:", "code"),
         "invalid_redirect_uri",
-        &["localhost"],
-    )
-    .await;
-    refused(
-        &app,
-        reg("web", "com.example.app:/cb", "code"),
-        "invalid_redirect_uri",
-        &["native"],
+        &["windsurf:", "no path", "RFC 8252 §7.1"],
     )
     .await;
     refused(
         &app,
         reg("web", "https://localhost/cb", "id_token"),
         "invalid_redirect_uri",
-        &["implicit"],
+        &["implicit", "localhost", "OIDC Registration §2"],
     )
     .await;
-    refused(
-        &app,
-        reg("web", "http://127.0.0.1/cb", "id_token"),
-        "invalid_redirect_uri",
-        &["https"],
-    )
-    .await;
+    for uri in [
+        "http://127.0.0.1/cb",
+        "http://localhost:3000/cb",
+        "com.example.app:/cb",
+    ] {
+        refused(
+            &app,
+            reg("web", uri, "id_token"),
+            "invalid_redirect_uri",
+            &[uri, "implicit grant", "OIDC Registration §2"],
+        )
+        .await;
+    }
     // native: loopback http on any port, claimed https, private-use schemes.
     app.register(&reg("native", "http://127.0.0.1:51004/cb", "code"))
         .await;
@@ -993,6 +1001,80 @@ async fn rule_redirect_uris_by_application_type() {
         &["post_logout_redirect_uris"],
     )
     .await;
+}
+
+#[tokio::test]
+async fn mcp_hosts_register_their_redirect_uris_as_web_clients() {
+    let app = spawn_app().await;
+    // The MCP TypeScript SDK and Claude Code: loopback, no application_type, public client.
+    let sdk = app
+        .register(&json!({
+            "redirect_uris": ["http://localhost:61234/callback"],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "client_name": "MCP Inspector"
+        }))
+        .await;
+    assert_eq!(sdk["application_type"], "web");
+    // Cursor: a private-use scheme mixed with https and loopback in one request.
+    let uris = json!([
+        "cursor://anysphere.cursor-retrieval/oauth/user-server/callback",
+        "https://cursor.example/oauth/callback",
+        "http://127.0.0.1:33418/callback"
+    ]);
+    let cursor = app
+        .register(&json!({
+            "redirect_uris": uris,
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "client_name": "Cursor"
+        }))
+        .await;
+    assert_eq!(cursor["redirect_uris"], uris);
+    // The dangerous schemes stay refused for web clients too.
+    for uri in [
+        "javascript:alert(1)",
+        "data:text/html,x",
+        "file:///etc/passwd",
+    ] {
+        refused(
+            &app,
+            json!({"redirect_uris": ["https://cursor.example/cb", uri]}),
+            "invalid_redirect_uri",
+            &["forbidden scheme"],
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn operators_can_keep_web_clients_to_https() {
+    let app = spawn_app_with(|s| {
+        s.with("metadata.allow_http_loopback_redirects_for_web", false)
+            .unwrap()
+            .with("metadata.allow_private_use_schemes_for_web", false)
+            .unwrap()
+    })
+    .await;
+    let reg = |uri: &str| json!({"redirect_uris": [uri]});
+    refused(
+        &app,
+        reg("http://localhost:3000/callback"),
+        "invalid_redirect_uri",
+        &["metadata.allow_http_loopback_redirects_for_web"],
+    )
+    .await;
+    refused(
+        &app,
+        reg("cursor://anysphere.cursor-retrieval/oauth/callback"),
+        "invalid_redirect_uri",
+        &["metadata.allow_private_use_schemes_for_web", "native"],
+    )
+    .await;
+    // Native clients keep both.
+    app.register(&json!({"application_type": "native", "redirect_uris": ["http://localhost:3000/cb", "com.example.app:/cb"]}))
+        .await;
 }
 
 #[tokio::test]

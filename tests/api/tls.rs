@@ -27,6 +27,9 @@ pub(crate) enum Reply {
     Endless(usize),
     /// A `Content-Length` far above any cap, and a tiny body.
     HugeLength,
+    /// 200 with the JSON the test holds at the moment of the request; 503 while it is empty
+    /// (documents that change while the registrar runs).
+    Live(Arc<Mutex<String>>),
 }
 
 /// One request as received: the head (request line and headers) and the body.
@@ -247,6 +250,14 @@ async fn serve(
     let out = match reply {
         Reply::Json(body) => respond(200, "application/json", "", &body),
         Reply::Raw(status, ct, body) => respond(status, ct, "", &body),
+        Reply::Live(doc) => {
+            let body = doc.lock().unwrap().clone();
+            if body.is_empty() {
+                respond(503, "application/json", "", "{}")
+            } else {
+                respond(200, "application/json", "", &body)
+            }
+        }
         Reply::Redirect(to) => respond(
             302,
             "application/json",

@@ -110,3 +110,31 @@ export async function main(lib, run) {
     process.exit(1);
   }
 }
+
+// RFC 7592 with plain HTTP, for libraries that stop at registration (the MCP SDKs): read, update
+// sending back exactly what GET returned (registration_access_token and registration_client_uri
+// included, which RFC 7592 §2.2 lets a server accept unchanged) with one member changed, delete,
+// and read-after-delete (must be 401).
+export async function manageWithPlainHttp(lib, registered) {
+  const uri = registered.registration_client_uri;
+  let token = registered.registration_access_token;
+  check(typeof uri === 'string' && typeof token === 'string', 'register: no registration_client_uri / registration_access_token');
+  const call = (method, token, body) => fetch(uri, {
+    method,
+    headers: { authorization: `Bearer ${token}`, accept: 'application/json', ...(body ? { 'content-type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const read = await json(await call('GET', token), 200, 'read');
+  check(read.client_id === registered.client_id, 'read: another client_id');
+  check(JSON.stringify(read.redirect_uris) === JSON.stringify(registered.redirect_uris), 'read: redirect_uris differ');
+  log(lib, 'read ok');
+  const updated = await json(await call('PUT', read.registration_access_token, { ...read, client_name: `${read.client_name} (updated)` }), 200, 'update');
+  check(updated.client_name === `${read.client_name} (updated)`, 'update: client_name not updated');
+  token = updated.registration_access_token;
+  log(lib, 'updated with the GET body sent back');
+  const deleted = await call('DELETE', token);
+  check(deleted.status === 204, `delete: expected HTTP 204, got ${deleted.status}`);
+  const after = await call('GET', token);
+  check(after.status === 401, `read after delete: expected 401, got ${after.status}`);
+  log(lib, 'deleted; read after delete refused');
+}

@@ -14,20 +14,10 @@ import ory_hydra_client
 from ory_hydra_client.exceptions import ApiException
 from ory_hydra_client.models.o_auth2_client import OAuth2Client
 
+from interop_driver import Deviation, check, logger
+
 LIB = "ory-hydra-client"
-
-
-class Deviation(Exception):
-    pass
-
-
-def check(condition, message):
-    if not condition:
-        raise Deviation(message)
-
-
-def log(message):
-    print(f"[{LIB}] {message}", flush=True)
+log = logger(LIB)
 
 
 def bearer(token):
