@@ -663,20 +663,8 @@ fn unhex32(s: &str) -> Option<[u8; 32]> {
 mod tests {
     use super::*;
 
-    fn entry(time: i64, event: EventType, client: &str) -> AuditEntry {
-        AuditEntry {
-            time,
-            event,
-            client_id: Some(client.into()),
-            actor: Actor::new(ActorKind::Anonymous),
-            source_ip: Some("192.0.2.7".into()),
-            request_id: Some("req-1".into()),
-            changed: vec!["client_name".into()],
-            before: None,
-            after: Some("ab".repeat(32)),
-            checkpoint: None,
-        }
-    }
+    use crate::store::contract::named as client_named;
+    use crate::store::event_log::contract::entry;
 
     fn chain(n: u64) -> Vec<AuditRecord> {
         let mut head = ChainHead::default();
@@ -684,7 +672,7 @@ mod tests {
             .map(|i| {
                 let r = seal(
                     &head,
-                    entry(100 + i as i64, EventType::Registered, &format!("c{i}")),
+                    entry(100 + i as i64, &format!("c{i}"), EventType::Registered),
                 );
                 head = r.head();
                 r
@@ -864,24 +852,7 @@ mod tests {
     }
 
     fn client(name: &str) -> ClientRecord {
-        let mut metadata = Map::new();
-        metadata.insert("client_name".into(), name.into());
-        metadata.insert(
-            "redirect_uris".into(),
-            serde_json::json!(["https://a.example/cb"]),
-        );
-        ClientRecord {
-            client_id: "c1".into(),
-            client_id_issued_at: 5,
-            client_secret_hash: Some("$argon2id$secret-hash".into()),
-            client_secret_expires_at: Some(0),
-            rat_tag: vec![7; 32],
-            metadata,
-            updated_at: 5,
-            policy: None,
-            tier: None,
-            software_statement: None,
-        }
+        client_named("c1", name)
     }
 
     #[test]

@@ -123,30 +123,11 @@ mod tests {
     use super::*;
     use crate::tokens::SeededTokens;
 
-    fn record(name: &str) -> ClientRecord {
-        let mut metadata = serde_json::Map::new();
-        metadata.insert("client_name".into(), name.into());
-        ClientRecord {
-            client_id: "c1".into(),
-            client_id_issued_at: 1,
-            client_secret_hash: None,
-            client_secret_expires_at: None,
-            rat_tag: vec![1; 32],
-            metadata,
-            updated_at: 1,
-            policy: None,
-            tier: None,
-            software_statement: None,
-        }
-    }
+    use crate::events::webhook::tests::hook;
+    use crate::store::contract::named as record_named;
 
-    fn hook(events: &[&str]) -> WebhookSettings {
-        WebhookSettings {
-            url: "https://hooks.example/in".into(),
-            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-            events: events.iter().map(|s| (*s).to_owned()).collect(),
-            max_attempts: 3,
-        }
+    fn record(name: &str) -> ClientRecord {
+        record_named("c1", name)
     }
 
     #[test]

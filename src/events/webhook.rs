@@ -160,6 +160,29 @@ pub struct OutboxRow {
     pub dead: bool,
 }
 
+impl OutboxRow {
+    /// After a failed attempt that will be retried.
+    pub fn retried(&mut self, attempts: u32, next_attempt_at: i64, last_error: &str) {
+        self.attempts = attempts;
+        self.next_attempt_at = next_attempt_at;
+        self.last_error = Some(last_error.to_owned());
+    }
+
+    /// After the last allowed attempt failed.
+    pub fn dead_lettered(&mut self, attempts: u32, last_error: &str) {
+        self.attempts = attempts;
+        self.last_error = Some(last_error.to_owned());
+        self.dead = true;
+    }
+
+    /// Back in the queue, due at `now`, attempts counted afresh.
+    pub fn redelivered(&mut self, now: i64) {
+        self.attempts = 0;
+        self.next_attempt_at = now;
+        self.dead = false;
+    }
+}
+
 /// A change to the outbox, applied by the store.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutboxOp {
@@ -255,7 +278,7 @@ pub fn rfc3339(secs: i64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The example of the Standard Webhooks reference libraries (python/tests, js/src/index.test.ts).
@@ -288,7 +311,8 @@ mod tests {
         );
     }
 
-    fn hook(events: &[&str]) -> WebhookSettings {
+    /// A hook for `https://hooks.example/in` with the test-vector secret (shared fixture).
+    pub(crate) fn hook(events: &[&str]) -> WebhookSettings {
         WebhookSettings {
             url: "https://hooks.example/in".into(),
             secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
@@ -339,20 +363,7 @@ mod tests {
 
     #[test]
     fn payloads_carry_the_view_or_only_the_client_id() {
-        let mut metadata = serde_json::Map::new();
-        metadata.insert("client_name".into(), "A".into());
-        let record = ClientRecord {
-            client_id: "c1".into(),
-            client_id_issued_at: 5,
-            client_secret_hash: Some("$argon2id$x".into()),
-            client_secret_expires_at: Some(0),
-            rat_tag: vec![1; 32],
-            metadata,
-            updated_at: 5,
-            policy: None,
-            tier: None,
-            software_statement: None,
-        };
+        let record = crate::store::contract::named("c1", "A");
         let p = payload(EventType::Registered, 0, "c1", Some(&record));
         assert_eq!(p["type"], "client.registered");
         assert_eq!(p["timestamp"], "1970-01-01T00:00:00Z");

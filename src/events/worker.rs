@@ -350,107 +350,27 @@ impl WorkerHandle {
 pub(crate) mod tests {
     use super::*;
     use crate::clock::FixedClock;
-    use crate::events::audit::EventType;
     use std::sync::Mutex;
 
-    /// An outbox in memory, applying ops the way the stores do.
-    #[derive(Default)]
-    pub(crate) struct MemQueue(pub(crate) Mutex<Vec<OutboxRow>>);
+    type Queue = crate::store::MemoryStore;
 
-    impl MemQueue {
-        pub(crate) fn push(&self, client: &str, id: &str) {
-            let mut rows = self.0.lock().unwrap();
-            let seq = rows.iter().map(|r| r.seq).max().unwrap_or(0) + 1;
-            rows.push(OutboxRow {
-                seq,
-                id: id.into(),
-                hook: "https://hooks.example/in".into(),
-                client_id: client.into(),
-                event: EventType::Updated,
-                body: format!(r#"{{"id":"{id}"}}"#),
-                attempts: 0,
-                next_attempt_at: 0,
-                last_error: None,
-                dead: false,
-            });
-        }
-        fn row(&self, id: &str) -> Option<OutboxRow> {
-            self.0.lock().unwrap().iter().find(|r| r.id == id).cloned()
-        }
+    async fn push(queue: &Queue, client: &str, id: &str) {
+        let row = crate::store::event_log::contract::row(client, id);
+        queue
+            .outbox_apply(vec![OutboxOp::Enqueue(row)])
+            .await
+            .unwrap();
     }
 
-    impl OutboxQueue for MemQueue {
-        fn outbox_pending(
-            &self,
-            limit: usize,
-        ) -> BoxFuture<'_, Result<Vec<OutboxRow>, StoreError>> {
-            let rows = self
-                .0
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|r| !r.dead)
-                .take(limit)
-                .cloned()
-                .collect();
-            Box::pin(async move { Ok(rows) })
-        }
-        fn outbox_dead(
-            &self,
-            after: u64,
-            limit: usize,
-        ) -> BoxFuture<'_, Result<Vec<OutboxRow>, StoreError>> {
-            let rows = self
-                .0
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|r| r.dead && r.seq > after)
-                .take(limit)
-                .cloned()
-                .collect();
-            Box::pin(async move { Ok(rows) })
-        }
-        fn outbox_apply(&self, ops: Vec<OutboxOp>) -> BoxFuture<'_, Result<(), StoreError>> {
-            let mut rows = self.0.lock().unwrap();
-            for op in ops {
-                match op {
-                    OutboxOp::Enqueue(r) => rows.push(r),
-                    OutboxOp::Delivered { seq } => rows.retain(|r| r.seq != seq),
-                    OutboxOp::Retry {
-                        seq,
-                        attempts,
-                        next_attempt_at,
-                        last_error,
-                    } => {
-                        if let Some(r) = rows.iter_mut().find(|r| r.seq == seq) {
-                            r.attempts = attempts;
-                            r.next_attempt_at = next_attempt_at;
-                            r.last_error = Some(last_error);
-                        }
-                    }
-                    OutboxOp::DeadLetter {
-                        seq,
-                        attempts,
-                        last_error,
-                    } => {
-                        if let Some(r) = rows.iter_mut().find(|r| r.seq == seq) {
-                            r.attempts = attempts;
-                            r.last_error = Some(last_error);
-                            r.dead = true;
-                        }
-                    }
-                    OutboxOp::Redeliver { seq, now } => {
-                        if let Some(r) = rows.iter_mut().find(|r| r.seq == seq) {
-                            r.attempts = 0;
-                            r.next_attempt_at = now;
-                            r.dead = false;
-                        }
-                    }
-                }
-            }
-            Box::pin(async { Ok(()) })
-        }
+    /// The row with this `webhook-id`, live or dead.
+    async fn row(queue: &Queue, id: &str) -> Option<OutboxRow> {
+        let live = queue.outbox_pending(100).await.unwrap();
+        let dead = queue.outbox_dead(0, 100).await.unwrap();
+        live.into_iter().chain(dead).find(|r| r.id == id)
+    }
+
+    async fn is_empty(queue: &Queue) -> bool {
+        queue.outbox_pending(100).await.unwrap().is_empty()
     }
 
     /// One received POST: url, headers, body.
@@ -487,15 +407,8 @@ pub(crate) mod tests {
         }
     }
 
-    fn setup(
-        max_attempts: u32,
-    ) -> (
-        Arc<MemQueue>,
-        Arc<Receiver>,
-        Arc<FixedClock>,
-        DeliveryWorker,
-    ) {
-        let queue = Arc::new(MemQueue::default());
+    fn setup(max_attempts: u32) -> (Arc<Queue>, Arc<Receiver>, Arc<FixedClock>, DeliveryWorker) {
+        let queue = Arc::new(Queue::new());
         let receiver = Arc::new(Receiver::default());
         let clock = Arc::new(FixedClock::new(1000));
         let hooks = [WebhookSettings {
@@ -532,11 +445,11 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn delivers_signed_and_removes_only_after_success() {
         let (queue, receiver, _clock, worker) = setup(3);
-        queue.push("a", "msg_1");
+        push(&queue, "a", "msg_1").await;
         *receiver.up.lock().unwrap() = true;
         let round = worker.run_once().await.unwrap();
         assert_eq!(round.delivered, 1);
-        assert!(queue.0.lock().unwrap().is_empty());
+        assert!(is_empty(&queue).await);
         let got = receiver.got.lock().unwrap();
         let (url, headers, body) = &got[0];
         assert_eq!(url, "https://hooks.example/in");
@@ -548,18 +461,18 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn one_line_per_client_in_order_and_other_clients_go_on() {
         let (queue, receiver, clock, worker) = setup(10);
-        queue.push("a", "a1");
-        queue.push("b", "b1");
-        queue.push("a", "a2");
+        push(&queue, "a", "a1").await;
+        push(&queue, "b", "b1").await;
+        push(&queue, "a", "a2").await;
         // Down: the first of each line fails and is rescheduled; a2 is not even tried.
         worker.run_once().await.unwrap();
-        assert_eq!(queue.row("a1").unwrap().attempts, 1);
-        assert_eq!(queue.row("a1").unwrap().next_attempt_at, 1002);
+        assert_eq!(row(&queue, "a1").await.unwrap().attempts, 1);
+        assert_eq!(row(&queue, "a1").await.unwrap().next_attempt_at, 1002);
         assert_eq!(
-            queue.row("a1").unwrap().last_error.as_deref(),
+            row(&queue, "a1").await.unwrap().last_error.as_deref(),
             Some("HTTP 503")
         );
-        assert_eq!(queue.row("a2").unwrap().attempts, 0);
+        assert_eq!(row(&queue, "a2").await.unwrap().attempts, 0);
         // Before the backoff has passed nothing is tried, even a2 which is "due".
         *receiver.up.lock().unwrap() = true;
         assert_eq!(worker.run_once().await.unwrap(), Round::default());
@@ -567,14 +480,14 @@ pub(crate) mod tests {
         assert_eq!(worker.run_once().await.unwrap().delivered, 2);
         assert_eq!(worker.run_once().await.unwrap().delivered, 1);
         assert_eq!(ids(&receiver), vec!["a1", "b1", "a2"]);
-        assert!(queue.0.lock().unwrap().is_empty());
+        assert!(is_empty(&queue).await);
     }
 
     #[tokio::test]
     async fn dead_letters_after_max_attempts_and_redelivers_with_the_same_id() {
         let (queue, receiver, clock, worker) = setup(3);
-        queue.push("a", "a1");
-        queue.push("a", "a2");
+        push(&queue, "a", "a1").await;
+        push(&queue, "a", "a2").await;
         for _ in 0..3 {
             worker.run_once().await.unwrap();
             clock.advance(BACKOFF_MAX_SECS);
@@ -601,11 +514,15 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_row_for_a_removed_hook_is_dead_lettered() {
         let (queue, _receiver, _clock, worker) = setup(1);
-        queue.push("a", "a1");
-        queue.0.lock().unwrap()[0].hook = "https://gone.example/".into();
+        let mut gone = crate::store::event_log::contract::row("a", "a1");
+        gone.hook = "https://gone.example/".into();
+        queue
+            .outbox_apply(vec![OutboxOp::Enqueue(gone)])
+            .await
+            .unwrap();
         assert_eq!(worker.run_once().await.unwrap().dead, 1);
         assert_eq!(
-            queue.row("a1").unwrap().last_error.as_deref(),
+            row(&queue, "a1").await.unwrap().last_error.as_deref(),
             Some("webhook no longer configured")
         );
     }
@@ -615,7 +532,7 @@ pub(crate) mod tests {
         let (queue, receiver, _clock, worker) = setup(3);
         *receiver.up.lock().unwrap() = true;
         let handle = worker.spawn(Duration::from_secs(3600));
-        queue.push("a", "a1");
+        push(&queue, "a", "a1").await;
         handle.wake();
         for _ in 0..200 {
             if !ids(&receiver).is_empty() {
@@ -625,7 +542,7 @@ pub(crate) mod tests {
         }
         assert_eq!(ids(&receiver), vec!["a1"]);
         handle.stop().await;
-        queue.push("a", "a2");
+        push(&queue, "a", "a2").await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(ids(&receiver), vec!["a1"]);
     }

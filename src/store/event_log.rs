@@ -51,9 +51,7 @@ impl EventState {
                     last_error,
                 } => {
                     if let Some(row) = self.outbox.get_mut(&seq) {
-                        row.attempts = attempts;
-                        row.next_attempt_at = next_attempt_at;
-                        row.last_error = Some(last_error);
+                        row.retried(attempts, next_attempt_at, &last_error);
                     }
                 }
                 OutboxOp::DeadLetter {
@@ -62,17 +60,13 @@ impl EventState {
                     last_error,
                 } => {
                     if let Some(mut row) = self.outbox.remove(&seq) {
-                        row.attempts = attempts;
-                        row.last_error = Some(last_error);
-                        row.dead = true;
+                        row.dead_lettered(attempts, &last_error);
                         self.dead.insert(seq, row);
                     }
                 }
                 OutboxOp::Redeliver { seq, now } => {
                     if let Some(mut row) = self.dead.remove(&seq) {
-                        row.attempts = 0;
-                        row.next_attempt_at = now;
-                        row.dead = false;
+                        row.redelivered(now);
                         self.outbox.insert(seq, row);
                     }
                 }
@@ -143,7 +137,7 @@ pub(crate) mod contract {
         OutboxRow {
             seq: 0,
             id: id.into(),
-            hook: "https://hooks.example/".into(),
+            hook: "https://hooks.example/in".into(),
             client_id: client.into(),
             event: EventType::Registered,
             body: "{}".into(),

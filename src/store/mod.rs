@@ -147,6 +147,16 @@ pub(crate) mod contract {
         }
     }
 
+    /// A client named `name` with a secret hash and a token tag (credential material that
+    /// events must never show).
+    pub fn named(id: &str, name: &str) -> ClientRecord {
+        let mut r = record(id, 7);
+        r.metadata.insert("client_name".into(), name.into());
+        r.client_secret_hash = Some("$argon2id$v=19$secret-hash".into());
+        r.client_secret_expires_at = Some(0);
+        r
+    }
+
     pub async fn holds(store: &dyn ClientStore) {
         let a = record("a", 1);
         store.insert(&a).unwrap();

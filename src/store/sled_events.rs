@@ -136,9 +136,7 @@ pub(crate) fn apply_outbox(
                 last_error,
             } => {
                 if let Some(mut row) = get_row(outbox, *seq)? {
-                    row.attempts = *attempts;
-                    row.next_attempt_at = *next_attempt_at;
-                    row.last_error = Some(last_error.clone());
+                    row.retried(*attempts, *next_attempt_at, last_error);
                     outbox.insert(&seq.to_be_bytes(), encode_row(&row)?)?;
                 }
             }
@@ -148,18 +146,14 @@ pub(crate) fn apply_outbox(
                 last_error,
             } => {
                 if let Some(mut row) = get_row(outbox, *seq)? {
-                    row.attempts = *attempts;
-                    row.last_error = Some(last_error.clone());
-                    row.dead = true;
+                    row.dead_lettered(*attempts, last_error);
                     outbox.remove(&seq.to_be_bytes())?;
                     dead.insert(&seq.to_be_bytes(), encode_row(&row)?)?;
                 }
             }
             OutboxOp::Redeliver { seq, now } => {
                 if let Some(mut row) = get_row(dead, *seq)? {
-                    row.attempts = 0;
-                    row.next_attempt_at = *now;
-                    row.dead = false;
+                    row.redelivered(*now);
                     dead.remove(&seq.to_be_bytes())?;
                     outbox.insert(&seq.to_be_bytes(), encode_row(&row)?)?;
                 }
