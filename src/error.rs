@@ -57,6 +57,10 @@ pub enum RegistrationError {
     /// Too much work is queued (e.g. the argon2 queue is full); retry shortly.
     #[error("the server is busy; retry shortly")]
     Overloaded,
+    /// A configured ceiling is reached (`access.max_anonymous_clients`); the message says which.
+    /// Not a retry-shortly condition, so no `Retry-After`.
+    #[error("{0}")]
+    CapacityReached(String),
     /// A bug or an unexpected condition. The cause is logged, never returned.
     #[error("internal error")]
     Internal(String),
@@ -86,7 +90,9 @@ impl RegistrationError {
             Self::MethodNotAllowed(_) => "invalid_request",
             Self::NotFound => "not_found",
             Self::TooManyRequests(_) => "too_many_requests",
-            Self::Unavailable | Self::Overloaded => "temporarily_unavailable",
+            Self::Unavailable | Self::Overloaded | Self::CapacityReached(_) => {
+                "temporarily_unavailable"
+            }
             Self::Internal(_) => "server_error",
         }
     }
@@ -117,7 +123,9 @@ impl ResponseError for RegistrationError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Overloaded | Self::CapacityReached(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -125,7 +133,7 @@ impl ResponseError for RegistrationError {
     fn error_response(&self) -> HttpResponse {
         let description = match self {
             Self::Internal(cause) => {
-                tracing::error!(cause = %cause, "internal error");
+                tracing::error!(cause = %crate::logsafe::escaped(cause), "internal error");
                 "the server could not complete the request".to_owned()
             }
             other => other.to_string(),

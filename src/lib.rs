@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod fetch;
 pub mod http;
+pub mod logsafe;
 pub mod metadata;
 pub mod policy;
 pub mod registration;

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
 
     let system = actix_web::rt::System::new();
     system.block_on(async move {
-        let app = match Application::build(settings) {
+        let app = match Application::build(settings).await {
             Ok(app) => app,
             Err(e) => {
                 tracing::error!("registrar cannot start: {e}");

@@ -260,6 +260,15 @@ pub struct MetadataSettings {
     /// Hydra extension fields (`metadata`, `skip_consent`, lifespans, ...) that an anonymous
     /// registrant may set to non-default values.
     pub allowed_privileged_fields: Vec<String>,
+    /// Largest stored metadata of one client, bytes (serialized JSON); 0 = unbounded.
+    pub max_client_bytes: usize,
+    /// Accept internationalized (punycode) host names in URIs, checked for mixed scripts and
+    /// delimiter look-alikes (UTS #39). Off: ASCII host names only.
+    pub allow_idn_hosts: bool,
+    /// Copied from `fetch.allow_private_addresses` when settings are loaded: URIs the AS or a
+    /// browser dereferences may then name reserved IP literals.
+    #[serde(skip)]
+    pub allow_private_address_uris: bool,
 }
 
 /// Outbound fetches of `sector_identifier_uri` and `jwks_uri` (src/fetch). Every default is the
@@ -331,7 +340,7 @@ impl Settings {
             .extract()
             .map_err(|e| SettingsError(e.to_string()))?;
         settings.check()?;
-        Ok(settings)
+        Ok(settings.derive())
     }
 
     /// Replace values by path, e.g. `("server.port", 0)`; used by tests and embedders.
@@ -341,7 +350,13 @@ impl Settings {
             .extract()
             .map_err(|e| SettingsError(e.to_string()))?;
         settings.check()?;
-        Ok(settings)
+        Ok(settings.derive())
+    }
+
+    /// Values one section takes from another, so each engine reads only its own section.
+    fn derive(mut self) -> Self {
+        self.metadata.allow_private_address_uris = self.fetch.allow_private_addresses;
+        self
     }
 
     fn check(&self) -> Result<(), SettingsError> {

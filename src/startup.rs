@@ -46,20 +46,20 @@ pub enum StartupError {
 pub struct Application {
     server: Server,
     port: u16,
-    store: Arc<SledStore>,
     registrar: Arc<Registrar>,
     /// Keeps the authorization server's metadata in discovery (`[discovery]`), if configured.
     upstream: Option<UpstreamTask>,
 }
 
 impl Application {
-    /// Build with the system clock and the OS random generator.
-    pub fn build(settings: Settings) -> Result<Self, StartupError> {
-        Self::build_with(settings, Arc::new(SystemClock), Arc::new(OsTokens))
+    /// Build with the system clock and the OS random generator. Asynchronous because opening
+    /// the store may wait on disk or a database.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with(settings, Arc::new(SystemClock), Arc::new(OsTokens)).await
     }
 
     /// Build with an injected clock and token generator (tests).
-    pub fn build_with(
+    pub async fn build_with(
         mut settings: Settings,
         clock: Arc<dyn Clock>,
         tokens: Arc<dyn TokenGenerator>,
@@ -73,7 +73,7 @@ impl Application {
         if settings.issuer.is_empty() {
             settings.issuer = format!("http://{local}");
         }
-        let store = Arc::new(SledStore::open(
+        let store: Arc<dyn ClientStore> = Arc::new(SledStore::open(
             &settings.storage.data_dir,
             settings.storage.cache_capacity_bytes,
         )?);
@@ -103,7 +103,7 @@ impl Application {
             Arc::new(PolicyEngine::from_settings(&settings).map_err(StartupError::Policy)?);
         let settings = Arc::new(settings);
         let registrar = Arc::new(Registrar::new(Parts {
-            store: store.clone() as Arc<dyn ClientStore>,
+            store,
             clock,
             tokens,
             hasher,
@@ -132,7 +132,18 @@ impl Application {
                 // several percent of the read path even when the filter then drops it.
                 .wrap(actix_web::middleware::Condition::new(
                     access_log,
-                    actix_web::middleware::Logger::new("%r %s %Dms")
+                    // The request line is the client's text: written through the one log
+                    // escape, so a path cannot end the line (issue #12 item 5).
+                    actix_web::middleware::Logger::new("%{request}xi %s %Dms")
+                        .custom_request_replace("request", |req| {
+                            crate::logsafe::escaped(format_args!(
+                                "{} {} {:?}",
+                                req.method(),
+                                req.uri(),
+                                req.version()
+                            ))
+                            .to_string()
+                        })
                         .exclude("/healthz")
                         .exclude("/readyz"),
                 ))
@@ -155,7 +166,6 @@ impl Application {
         Ok(Self {
             server,
             port: local.port(),
-            store,
             registrar,
             upstream,
         })
@@ -176,16 +186,16 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serve until SIGINT/SIGTERM (or `handle().stop()`), then flush the store.
+    /// Serve until SIGINT/SIGTERM (or `handle().stop()`). Every acknowledged write was durable
+    /// before its response (`ClientStore::commit`), so there is nothing left to flush; the store
+    /// closes when its last handle drops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         if let Some(upstream) = self.upstream {
             upstream.stop().await;
         }
-        match self.store.flush() {
-            Ok(()) => tracing::info!("store flushed; stopped"),
-            Err(e) => tracing::error!(error = %e, "final store flush failed"),
-        }
+        drop(self.registrar);
+        tracing::info!("stopped");
         result
     }
 }

@@ -16,14 +16,16 @@
 //! - No proxy (`no_proxy()`: a proxy would resolve names itself and bypass the check), no
 //!   redirects (a 3xx is an error), one total deadline, a streamed body cap, status 200 and a JSON
 //!   content type.
-//! - Cost control: a semaphore bounds fetches in flight; a host that was unreachable, too slow or
-//!   answered 5xx is not contacted again for `failure_ttl_ms`.
+//! - Cost control: a semaphore bounds fetches in flight; a host that was unreachable or too slow
+//!   is not contacted again for `failure_ttl_ms`, nor is a URL that answered 5xx (by its exact
+//!   URL: other documents on the same host are still fetched).
 
 pub mod ip;
 mod remote;
 
 pub use remote::RemoteMetadata;
 
+use crate::logsafe::escaped;
 use crate::settings::FetchSettings;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
@@ -74,8 +76,8 @@ pub enum FetchError {
     /// The body is not valid JSON (UTF-8 included).
     #[error("answered with a body that is not valid JSON")]
     NotJson,
-    /// The host failed recently and is in the negative cache.
-    #[error("could not be fetched: the host failed moments ago; try again in {0} s")]
+    /// The host (unreachable) or this URL (5xx) failed recently and is in the negative cache.
+    #[error("could not be fetched: it failed moments ago; try again in {0} s")]
     RecentlyFailed(u64),
     /// Too many fetches are in flight.
     #[error("too many outbound fetches in progress")]
@@ -184,8 +186,10 @@ impl Fetcher {
     /// GET `raw` under the SSRF rules above and parse the body as JSON.
     pub async fn get_json(&self, raw: &str) -> Result<serde_json::Value, FetchError> {
         let url = check_url(raw, self.allow_private)?;
-        let key = host_key(&url);
-        self.check_negative_cache(&key)?;
+        let host = host_key(&url);
+        let full = url.as_str().to_owned();
+        self.check_negative_cache(&host, Instant::now())?;
+        self.check_negative_cache(&full, Instant::now())?;
         // Wait for a slot at most half the deadline, so a queued request still ends within
         // 1.5 × timeout_ms and a flood turns into quick 429s rather than a growing queue.
         let _permit = tokio::time::timeout(self.timeout / 2, self.permits.acquire())
@@ -197,14 +201,16 @@ impl Fetcher {
             Err(_) => Err(FetchError::Unreachable(self.timeout.as_millis() as u64)),
         };
         // Only failures that cost a connection attempt are remembered; a document the client can
-        // fix (wrong content, 404) may be retried at once.
-        if matches!(
-            result,
-            Err(FetchError::Unreachable(_)
-                | FetchError::NoPublicAddress
-                | FetchError::Status(500..))
-        ) {
-            self.remember_failure(key);
+        // fix (wrong content, 404) may be retried at once. A host that cannot be reached is
+        // remembered by host and port: every URL on it would fail the same way. A 5xx is
+        // remembered by its exact URL only, so one registrant's failing path on a shared host
+        // cannot block everyone else's documents there (issue #12 item 2).
+        match result {
+            Err(FetchError::Unreachable(_) | FetchError::NoPublicAddress) => {
+                self.remember_failure(host, Instant::now())
+            }
+            Err(FetchError::Status(500..)) => self.remember_failure(full, Instant::now()),
+            _ => {}
         }
         result
     }
@@ -261,14 +267,15 @@ impl Fetcher {
         classify(host, self.timeout, e)
     }
 
-    fn check_negative_cache(&self, key: &str) -> Result<(), FetchError> {
+    /// `now` is a parameter (monotonic time, never the wall clock) so tests can move it.
+    fn check_negative_cache(&self, key: &str, now: Instant) -> Result<(), FetchError> {
         if self.failure_ttl.is_zero() {
             return Ok(());
         }
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         match failures.get(key) {
-            Some(until) if *until > Instant::now() => {
-                let left = until.saturating_duration_since(Instant::now());
+            Some(until) if *until > now => {
+                let left = until.saturating_duration_since(now);
                 Err(FetchError::RecentlyFailed(left.as_secs().max(1)))
             }
             Some(_) => {
@@ -279,11 +286,10 @@ impl Fetcher {
         }
     }
 
-    fn remember_failure(&self, key: String) {
+    fn remember_failure(&self, key: String, now: Instant) {
         if self.failure_ttl.is_zero() {
             return;
         }
-        let now = Instant::now();
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if failures.len() >= MAX_REMEMBERED_FAILURES {
             failures.retain(|_, until| *until > now);
@@ -301,20 +307,20 @@ pub(crate) fn classify(host: &str, timeout: Duration, e: reqwest::Error) -> Fetc
     while let Some(err) = source {
         if let Some(ReservedAddress(why)) = err.downcast_ref::<ReservedAddress>() {
             tracing::warn!(
-                host,
+                host = %escaped(host),
                 reason = why,
                 "refused to fetch a name that resolves to a reserved address"
             );
             return FetchError::NoPublicAddress;
         }
         if err.downcast_ref::<NoAddress>().is_some() {
-            tracing::info!(host, "outbound fetch: the name does not resolve");
+            tracing::info!(host = %escaped(host), "outbound fetch: the name does not resolve");
             return FetchError::NoPublicAddress;
         }
         source = err.source();
     }
     // Without the URL: it may carry a client's query parameters.
-    tracing::info!(host, error = %e.without_url(), "outbound fetch failed");
+    tracing::info!(host = %escaped(host), error = %escaped(e.without_url()), "outbound fetch failed");
     FetchError::Unreachable(timeout.as_millis() as u64)
 }
 
@@ -333,7 +339,7 @@ pub(crate) fn check_url(raw: &str, allow_private: bool) -> Result<Url, FetchErro
     if !allow_private {
         if let Some(why) = literal_reserved(&url) {
             tracing::warn!(
-                host = url.host_str(),
+                host = %escaped(url.host_str().unwrap_or_default()),
                 reason = why,
                 "refused to fetch a reserved address"
             );
@@ -518,13 +524,20 @@ mod tests {
     #[tokio::test]
     async fn a_failing_host_is_remembered_for_the_ttl() {
         let f = Fetcher::new(&settings()).unwrap();
-        f.remember_failure("a.example:443".into());
+        let t0 = Instant::now();
+        f.remember_failure("a.example:443".into(), t0);
         assert!(matches!(
-            f.check_negative_cache("a.example:443"),
+            f.check_negative_cache("a.example:443", t0),
             Err(FetchError::RecentlyFailed(1))
         ));
-        assert_eq!(f.check_negative_cache("b.example:443"), Ok(()));
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert_eq!(f.check_negative_cache("a.example:443"), Ok(()));
+        assert!(matches!(
+            f.check_negative_cache("a.example:443", t0 + Duration::from_millis(999)),
+            Err(FetchError::RecentlyFailed(1))
+        ));
+        assert_eq!(f.check_negative_cache("b.example:443", t0), Ok(()));
+        assert_eq!(
+            f.check_negative_cache("a.example:443", t0 + Duration::from_millis(1000)),
+            Ok(())
+        );
     }
 }

@@ -33,13 +33,40 @@ impl RemoteMetadata {
     /// (RFC 7592 §2.2). Failures are `invalid_client_metadata` naming the field and the problem,
     /// never quoting the fetched document.
     pub async fn check(&self, metadata: &Map<String, Value>) -> Result<()> {
+        self.check_changes(metadata, None).await
+    }
+
+    /// [`RemoteMetadata::check`] for an update from `previous` (RFC 7592 §2.2): a document is
+    /// fetched again only when what it is checked against changed — the `jwks_uri`, or for the
+    /// sector document its URL, the redirect URIs it must list and the members its CIBA/device
+    /// rule reads. An update replayed with the same URLs costs no fetch (issue #12 item 1).
+    pub async fn check_changes(
+        &self,
+        metadata: &Map<String, Value>,
+        previous: Option<&Map<String, Value>>,
+    ) -> Result<()> {
+        let changed = |names: &[&str]| {
+            previous.is_none_or(|p| names.iter().any(|n| p.get(*n) != metadata.get(*n)))
+        };
         if let Some(uri) = metadata
             .get("sector_identifier_uri")
             .and_then(Value::as_str)
         {
-            self.check_sector(uri, metadata).await?;
+            let inputs: &[&str] = if lists_jwks_uri(metadata) {
+                &[
+                    "sector_identifier_uri",
+                    "redirect_uris",
+                    "grant_types",
+                    "jwks_uri",
+                ]
+            } else {
+                &["sector_identifier_uri", "redirect_uris", "grant_types"]
+            };
+            if changed(inputs) {
+                self.check_sector(uri, metadata).await?;
+            }
         }
-        if self.fetch_jwks_uri {
+        if self.fetch_jwks_uri && changed(&["jwks_uri"]) {
             if let Some(uri) = metadata.get("jwks_uri").and_then(Value::as_str) {
                 let doc = self
                     .fetcher
@@ -99,16 +126,7 @@ impl RemoteMetadata {
                 )));
             }
         }
-        let grants = metadata
-            .get("grant_types")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        if grants
-            .iter()
-            .filter_map(Value::as_str)
-            .any(|g| GRANTS_NEEDING_JWKS_URI_IN_SECTOR.contains(&g))
-        {
+        if lists_jwks_uri(metadata) {
             if let Some(jwks_uri) = metadata.get("jwks_uri").and_then(Value::as_str) {
                 if !listed.contains(&jwks_uri) {
                     return Err(invalid(format!(
@@ -119,6 +137,19 @@ impl RemoteMetadata {
         }
         Ok(())
     }
+}
+
+/// Whether the sector document must also list the `jwks_uri` (CIBA and device grants).
+fn lists_jwks_uri(metadata: &Map<String, Value>) -> bool {
+    metadata
+        .get("grant_types")
+        .and_then(Value::as_array)
+        .is_some_and(|grants| {
+            grants
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|g| GRANTS_NEEDING_JWKS_URI_IN_SECTOR.contains(&g))
+        })
 }
 
 fn fetch_error(field: &str, e: FetchError) -> RegistrationError {

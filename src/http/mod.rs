@@ -51,6 +51,14 @@ async fn register(state: State, req: HttpRequest, payload: web::Payload) -> Resp
     Ok(json(actix_web::http::StatusCode::CREATED, &response))
 }
 
+/// A management request's context: only its source address matters there.
+fn source(state: &State, req: &HttpRequest) -> RegistrationContext {
+    RegistrationContext {
+        initial_access_token: None,
+        client_ip: client_ip(state, req),
+    }
+}
+
 /// The socket peer, or the address a trusted proxy reports (the decision is the resolver's).
 fn client_ip(state: &State, req: &HttpRequest) -> Option<std::net::IpAddr> {
     let peer = req.peer_addr()?.ip();
@@ -84,6 +92,9 @@ async fn update(
     payload: web::Payload,
 ) -> Response {
     let token = auth::bearer(&req)?;
+    state
+        .registrar
+        .check_management_rate_limit(&source(&state, &req))?;
     // Authenticate before reading the body would leak nothing more; reading first keeps one path.
     let request = body::json_object(&req, payload, state.limits).await?;
     let response = state
@@ -96,6 +107,9 @@ async fn update(
 /// DELETE {registration_path}/{client_id}: RFC 7592 §2.3.
 async fn delete(state: State, req: HttpRequest, client_id: web::Path<String>) -> Response {
     let token = auth::bearer(&req)?;
+    state
+        .registrar
+        .check_management_rate_limit(&source(&state, &req))?;
     state
         .registrar
         .delete_client(&client_id, token.as_deref())

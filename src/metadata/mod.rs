@@ -4,6 +4,7 @@
 pub mod jwks;
 pub mod rules;
 pub mod schema;
+pub mod unicode;
 pub mod uri;
 pub mod validate;
 

@@ -19,6 +19,8 @@ pub type Supported = fn(&MetadataSettings) -> &Vec<String>;
 pub enum Ty {
     /// A non-empty string.
     Text,
+    /// A name shown to users: a non-empty string that is not only whitespace.
+    Name,
     /// Any string, possibly empty.
     AnyText,
     /// `true` or `false`.
@@ -176,7 +178,7 @@ pub static FIELDS: &[Field] = &[
         D::Derived,
         "RFC 7591 §2, §2.1",
     ),
-    localized(f("client_name", T::Text, D::None, "RFC 7591 §2")),
+    localized(f("client_name", T::Name, D::None, "RFC 7591 §2")),
     localized(f(
         "client_uri",
         T::Uri(UriRule::Web),
@@ -327,7 +329,9 @@ pub static FIELDS: &[Field] = &[
     ),
     f(
         "backchannel_logout_uri",
-        T::Uri(UriRule::Web),
+        // https only: the AS posts logout tokens there (Back-Channel Logout §2.2 allows http for
+        // confidential clients; issue #12 item 4 does not).
+        T::Uri(UriRule::Https),
         D::None,
         "OIDC Back-Channel Logout §2.2",
     ),

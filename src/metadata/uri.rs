@@ -66,6 +66,9 @@ pub fn check(raw: &str, rule: UriRule) -> Result<Url, String> {
     if raw.contains('\\') {
         return Err(format!("{raw:?} contains a backslash"));
     }
+    // Stored and echoed as sent, so only an ASCII URI is its own ASCII serialization (issue #12
+    // item 8: `https://accounts.google.com⁄.evil.com/` is a host under evil.com).
+    super::unicode::ascii_uri(raw)?;
     let url = Url::parse(raw).map_err(|e| format!("{raw:?} is not an absolute URI ({e})"))?;
     let scheme = url.scheme().to_ascii_lowercase();
     if FORBIDDEN_SCHEMES.contains(&scheme.as_str()) {
@@ -147,6 +150,17 @@ fn require_scheme(raw: &str, url: &Url, allowed: &[&str]) -> Result<(), String> 
         return Err(format!("{raw:?} has no host"));
     }
     Ok(())
+}
+
+/// For a URL whose host is an IP literal in a reserved range (loopback, private, link-local,
+/// cloud metadata, ...; the fetcher's list, `crate::fetch::ip`), why it is reserved. Such a URL
+/// in a field the authorization server or a browser dereferences hands the SSRF downstream.
+pub fn reserved_literal(url: &Url) -> Option<&'static str> {
+    match url.host()? {
+        Host::Ipv4(v4) => crate::fetch::ip::reserved(std::net::IpAddr::V4(v4)),
+        Host::Ipv6(v6) => crate::fetch::ip::reserved(std::net::IpAddr::V6(v6)),
+        Host::Domain(_) => None,
+    }
 }
 
 /// Whether the URL's host is a loopback IP literal (`127.0.0.0/8` or `[::1]`). The name

@@ -12,6 +12,10 @@ pub const MAX_STRING_LEN: usize = 2048;
 pub const MAX_ITEMS: usize = 100;
 /// Longest accepted member name (a localized name included), in bytes.
 pub const MAX_NAME_LEN: usize = 128;
+/// Most `name#tag` variants of one localizable field (RFC 7591 §2.2). More languages than any
+/// consent screen offers; without a cap, thousands of variants made one request cost 15× more
+/// (issue #12 item 13).
+pub const MAX_LOCALIZED_VARIANTS: usize = 100;
 
 /// Validate a registration or update request body (RFC 7591 §2, §3.1; RFC 7592 §2.2) and
 /// return the metadata to register: unknown members dropped (RFC 7591 §2 "MUST ignore"),
@@ -86,7 +90,9 @@ pub fn validate(
         (rule.apply)(&mut known, settings)?;
     }
 
-    Ok(ordered(known, extensions))
+    let metadata = ordered(known, extensions);
+    check_size(&metadata, settings)?;
+    Ok(metadata)
 }
 
 /// RFC 7591 §2.2 localized variants (`client_name#ja-Jpan-JP`): language tags are
@@ -95,7 +101,8 @@ pub fn validate(
 /// needs the untagged base value: RFC 7591 §2.2 RECOMMENDS sending it, and without it there is
 /// nothing to show a user whose language has no variant.
 fn check_localized(known: &Map<String, Value>) -> Result<()> {
-    let mut seen: Vec<String> = Vec::new();
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut per_field: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for name in known.keys() {
         let Some((base, tag)) = name.split_once('#') else {
             continue;
@@ -105,13 +112,37 @@ fn check_localized(known: &Map<String, Value>) -> Result<()> {
                 "{name} requires the untagged {base} as well: a localized variant needs the default value (RFC 7591 §2.2)"
             )));
         }
+        let count = per_field.entry(base).or_default();
+        *count += 1;
+        if *count > MAX_LOCALIZED_VARIANTS {
+            return Err(RegistrationError::metadata(format!(
+                "{base} has more than {MAX_LOCALIZED_VARIANTS} localized variants (RFC 7591 §2.2)"
+            )));
+        }
         let key = format!("{base}#{}", tag.to_ascii_lowercase());
-        if seen.contains(&key) {
+        if !seen.insert(key) {
             return Err(RegistrationError::metadata(format!(
                 "{name}: the language tag {tag:?} is given twice (tags are case-insensitive, RFC 5646 §2.1.1; RFC 7591 §2.2)"
             )));
         }
-        seen.push(key);
+    }
+    Ok(())
+}
+
+/// `metadata.max_client_bytes`: the stored metadata of one client is bounded (issue #12 item 3),
+/// so the disk a registrant can take is bounded per registration, not only per request body.
+fn check_size(metadata: &Map<String, Value>, settings: &MetadataSettings) -> Result<()> {
+    if settings.max_client_bytes == 0 {
+        return Ok(());
+    }
+    let size = serde_json::to_vec(metadata)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > settings.max_client_bytes {
+        return Err(RegistrationError::metadata(format!(
+            "the client metadata takes {size} bytes as stored; this server stores at most {} bytes per client (metadata.max_client_bytes)",
+            settings.max_client_bytes
+        )));
     }
     Ok(())
 }
@@ -217,6 +248,15 @@ fn text<'v>(field: &Field, name: &str, v: &'v Value, allow_empty: bool) -> Resul
             format!("{name} must not contain control characters"),
         ));
     }
+    if let Some(c) = super::unicode::invisible_char(s) {
+        return Err(fail(
+            field,
+            format!(
+                "{name} must not contain invisible formatting characters or separators (found U+{:04X}: bidi controls, zero-width characters, BOM, tag characters and line/paragraph separators change what users see)",
+                c as u32
+            ),
+        ));
+    }
     Ok(s)
 }
 
@@ -279,10 +319,39 @@ fn one_of(field: &Field, name: &str, value: &str, allowed: &[String]) -> Result<
     }
 }
 
+/// The URI rules of `uri::check`, then the ones that depend on settings: internationalized hosts
+/// (`metadata.allow_idn_hosts`), and for every URI the authorization server or a browser
+/// dereferences (all but redirect URIs, where RFC 8252 §7.3 needs loopback, and CORS origins) no
+/// IP literal in a reserved range unless `fetch.allow_private_addresses` (issue #12 item 4).
+fn check_uri(
+    raw: &str,
+    rule: uri::UriRule,
+    settings: &MetadataSettings,
+) -> std::result::Result<(), String> {
+    let url = uri::check(raw, rule)?;
+    super::unicode::idn_host(&url, settings.allow_idn_hosts)?;
+    let dereferenced = !matches!(rule, uri::UriRule::Redirect | uri::UriRule::Origin);
+    if dereferenced && !settings.allow_private_address_uris {
+        if let Some(why) = uri::reserved_literal(&url) {
+            return Err(format!(
+                "{raw:?} points to a reserved address ({why}); the authorization server would call it or show it to browsers (fetch.allow_private_addresses)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Check one member against its row; returns the value to store.
 fn check_value(field: &Field, name: &str, v: &Value, settings: &MetadataSettings) -> Result<Value> {
     match field.ty {
         Ty::Text => text(field, name, v, false).map(|_| v.clone()),
+        Ty::Name => {
+            let s = text(field, name, v, false)?;
+            if s.trim().is_empty() {
+                return Err(fail(field, format!("{name} must contain something other than whitespace")));
+            }
+            Ok(v.clone())
+        }
         Ty::AnyText => text(field, name, v, true).map(|_| v.clone()),
         Ty::Bool => match v {
             Value::Bool(_) => Ok(v.clone()),
@@ -338,12 +407,12 @@ fn check_value(field: &Field, name: &str, v: &Value, settings: &MetadataSettings
         }
         Ty::Uri(rule) => {
             let s = text(field, name, v, false)?;
-            uri::check(s, rule).map_err(|e| fail(field, format!("{name}: {e}")))?;
+            check_uri(s, rule, settings).map_err(|e| fail(field, format!("{name}: {e}")))?;
             Ok(v.clone())
         }
         Ty::UriList(rule) => {
             for s in strings(field, name, v)? {
-                uri::check(s, rule).map_err(|e| fail(field, format!("{name}: {e}")))?;
+                check_uri(s, rule, settings).map_err(|e| fail(field, format!("{name}: {e}")))?;
             }
             Ok(v.clone())
         }

@@ -57,6 +57,10 @@ pub struct AccessSettings {
     pub statement_issuers: Vec<TrustedIssuer>,
     /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
     pub leeway_secs: u64,
+    /// Most clients registered without any credential (tiers `anonymous` and
+    /// `anonymous_exception`) that may exist at once; past it registration answers 503. Counted
+    /// durably from the first start of a version that has this setting. 0 = unlimited.
+    pub max_anonymous_clients: u64,
     /// Longest accepted software statement, in bytes.
     pub max_statement_bytes: usize,
 }
@@ -101,6 +105,11 @@ pub struct TrustedIssuer {
     /// token may name another configured policy in its `policy` claim.
     #[serde(default)]
     pub policy: String,
+    /// Required JWT header `typ` (RFC 7515 §4.1.9, compared case-insensitively, `application/`
+    /// optional); empty = not checked. An issuer listed both for tokens and for statements must
+    /// set two different values, so one kind of JWT cannot be used as the other.
+    #[serde(default)]
+    pub typ: String,
     /// Software statements: require a `jti` and refuse one seen before (durable replay cache).
     #[serde(default)]
     pub reject_replayed_jti: bool,
@@ -129,10 +138,14 @@ pub struct PolicySettings {
     /// `token_endpoint_auth_method` values a client may register; empty = any supported.
     #[serde(default)]
     pub allowed_auth_methods: Vec<String>,
-    /// Hosts that `redirect_uris` (and `post_logout_redirect_uris`) may use; a leading `*.`
-    /// matches any subdomain. Empty = any host.
+    /// Hosts that `http`/`https` `redirect_uris` (and `post_logout_redirect_uris`) may use; a
+    /// leading `*.` matches any subdomain. Empty = any host.
     #[serde(default)]
     pub allowed_redirect_hosts: Vec<String>,
+    /// Schemes other than `http`/`https` (private-use schemes of native apps, RFC 8252 §7.1)
+    /// that those URIs may use. When either list is set, a URI with another scheme is refused.
+    #[serde(default)]
+    pub allowed_redirect_schemes: Vec<String>,
     /// Metadata values set by the server whatever the client sent (RFC 7591 §3.2.1 allows
     /// substitution); they appear in the response.
     #[serde(default)]
@@ -146,7 +159,8 @@ pub struct PolicySettings {
     pub max_clients: u64,
 }
 
-/// `[rate_limit]`: per-source token bucket on POST /register.
+/// `[rate_limit]`: per-source token buckets on POST /register and on management calls, and a
+/// per-client one on management calls.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSettings {
@@ -156,8 +170,22 @@ pub struct RateLimitSettings {
     pub burst: u32,
     /// One more registration is allowed every `period_ms` milliseconds.
     pub period_ms: u64,
-    /// Most sources tracked at once; beyond it, new sources share one bucket.
+    /// Most sources tracked at once; beyond it, sources not yet tracked share one bucket.
     pub max_tracked_sources: usize,
+    /// PUT/DELETE on a registration a source may make in a burst (RFC 7592 §2.2, §2.3).
+    pub management_burst: u32,
+    /// One more management call per source every `management_period_ms` milliseconds.
+    pub management_period_ms: u64,
+    /// PUT/DELETE one client may make in a burst, counted once its token is verified.
+    pub client_burst: u32,
+    /// One more management call per client every `client_period_ms` milliseconds.
+    pub client_period_ms: u64,
+    /// Wrong `client_secret` values a client may send back on PUT before its secret checks are
+    /// blocked for a doubling time (1 s, 2 s, ...); 0 = no back-off. Applies even when
+    /// `enabled` is false: it only ever slows down wrong secrets.
+    pub secret_failures_before_backoff: u32,
+    /// Longest such block, in seconds.
+    pub secret_backoff_max_secs: u64,
     /// Peers (IP addresses or CIDR ranges) whose `client_ip_header` is believed.
     pub trusted_proxies: Vec<String>,
     /// Header naming the client address when the peer is a trusted proxy

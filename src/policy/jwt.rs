@@ -55,6 +55,7 @@ pub struct Issuer {
     keys: Vec<Key>,
     algorithms: Vec<Algorithm>,
     audience: Option<String>,
+    typ: Option<String>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -147,6 +148,7 @@ impl Issuer {
             keys,
             algorithms,
             audience: (!config.audience.is_empty()).then(|| config.audience.clone()),
+            typ: (!config.typ.is_empty()).then(|| config.typ.clone()),
         })
     }
 
@@ -160,7 +162,17 @@ impl Issuer {
         require_exp: bool,
     ) -> Result<Map<String, Value>, JwtError> {
         let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| JwtError::Malformed(format!("malformed JWT header: {e}")))?;
+            .map_err(|_| JwtError::Malformed("malformed JWT header".into()))?;
+        refuse_critical_extensions(token)?;
+        if let Some(expected) = &self.typ {
+            let matches = header.typ.as_deref().is_some_and(|t| same_typ(t, expected));
+            if !matches {
+                return Err(JwtError::Malformed(format!(
+                    "the JWT header typ must be {expected:?} for issuer {}",
+                    self.issuer
+                )));
+            }
+        }
         if !self.algorithms.contains(&header.alg) {
             return Err(JwtError::Signature(format!(
                 "algorithm {:?} is not accepted from issuer {}",
@@ -198,6 +210,42 @@ impl Issuer {
         check_claims(&claims, now, leeway, require_exp, self.audience.as_deref())?;
         Ok(claims)
     }
+}
+
+/// RFC 7515 §4.1.11: a recipient MUST reject a JWS whose `crit` lists an extension it does not
+/// understand, and this one understands none (RFC 7797 `b64` included: an unencoded payload
+/// would be verified as if it were encoded). A `b64` member outside `crit` is refused too,
+/// rather than guessing what the signer meant.
+fn refuse_critical_extensions(token: &str) -> Result<(), JwtError> {
+    let header = token.split('.').next().unwrap_or_default();
+    let bytes = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| JwtError::Malformed("malformed JWT header".into()))?;
+    let header: Map<String, Value> = serde_json::from_slice(&bytes)
+        .map_err(|_| JwtError::Malformed("malformed JWT header".into()))?;
+    if header.contains_key("crit") {
+        return Err(JwtError::Malformed(
+            "the JWT header lists critical extensions (crit), none of which this server understands (RFC 7515 §4.1.11)".into(),
+        ));
+    }
+    if header.contains_key("b64") {
+        return Err(JwtError::Malformed(
+            "the JWT header carries b64 (RFC 7797), which this server does not support".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 7515 §4.1.9: `typ` is compared case-insensitively, and `application/` may be omitted.
+fn same_typ(presented: &str, expected: &str) -> bool {
+    let bare = |t: &str| {
+        let lower = t.to_ascii_lowercase();
+        lower
+            .strip_prefix("application/")
+            .map(str::to_owned)
+            .unwrap_or(lower)
+    };
+    bare(presented) == bare(expected)
 }
 
 fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, JwtError> {
@@ -339,6 +387,33 @@ mod tests {
             ..TrustedIssuer::default()
         };
         assert!(Issuer::compile(&config).unwrap_err().contains("symmetric"));
+    }
+
+    #[test]
+    fn critical_extensions_are_refused() {
+        let enc = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let token = |h: Value| format!("{}.{}.sig", enc(h), enc(serde_json::json!({})));
+        assert!(refuse_critical_extensions(&token(serde_json::json!({"alg": "ES256"}))).is_ok());
+        for h in [
+            serde_json::json!({"alg": "ES256", "crit": ["exp"], "exp": 1}),
+            serde_json::json!({"alg": "ES256", "crit": ["b64"], "b64": false}),
+            serde_json::json!({"alg": "ES256", "b64": false}),
+        ] {
+            assert!(
+                matches!(
+                    refuse_critical_extensions(&token(h.clone())),
+                    Err(JwtError::Malformed(_))
+                ),
+                "{h}"
+            );
+        }
+    }
+
+    #[test]
+    fn typ_compares_like_a_media_type() {
+        assert!(same_typ("IAT+jwt", "iat+jwt"));
+        assert!(same_typ("application/iat+jwt", "iat+jwt"));
+        assert!(!same_typ("JWT", "iat+jwt"));
     }
 
     #[test]

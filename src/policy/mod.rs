@@ -2,9 +2,11 @@
 //!
 //! Framework-free. The engine decides admission (open, initial access token, software statement,
 //! or combinations), picks the policy of the admitting tier, applies it around the metadata
-//! engine, and consumes durable counters (token use counts, `jti` replay, client quotas) only
-//! once a request is otherwise valid, so a refused request does not burn a use.
+//! engine, and decides which durable counters (token use counts, `jti` replay, client quotas) a
+//! registration takes; the registration service commits them with the new client, so a refused
+//! or failed request does not burn a use.
 
+pub mod backoff;
 pub mod config;
 pub mod jwt;
 pub mod ratelimit;
@@ -12,11 +14,13 @@ pub mod rules;
 
 use crate::credentials::{find_token_digest, token_digest};
 use crate::error::{RegistrationError, Result};
+use crate::logsafe::escaped;
 use crate::settings::{MetadataSettings, Settings};
-use crate::store::{ClientStore, StoreError};
+use crate::store::CounterOp;
+use backoff::FailureBackoff;
 use config::{AccessMode, AnonymousKind};
 use jwt::{Issuer, JwtError};
-use ratelimit::{ClientIpResolver, RegistrationLimiter};
+use ratelimit::{ClientIpResolver, KeyedLimiter, RegistrationLimiter};
 use rules::{Policy, Violation, ViolationKind};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -73,6 +77,13 @@ enum CounterRefusal {
     StatementReplayed,
 }
 
+/// The durable count of clients registered without credentials (`access.max_anonymous_clients`).
+const ANONYMOUS_COUNTER: &str = "anonymous-clients";
+
+fn is_anonymous(tier: Option<&str>) -> bool {
+    matches!(tier, Some(tier::ANONYMOUS | tier::ANONYMOUS_EXCEPTION))
+}
+
 struct StaticToken {
     policy: Option<String>,
     max_uses: u64,
@@ -91,7 +102,11 @@ pub struct PolicyEngine {
     policies: BTreeMap<String, Arc<Policy>>,
     leeway: i64,
     max_statement_bytes: usize,
+    max_anonymous_clients: u64,
     limiter: Option<RegistrationLimiter>,
+    management_limiter: Option<RegistrationLimiter>,
+    client_limiter: Option<KeyedLimiter<String>>,
+    secret_backoff: FailureBackoff,
     resolver: ClientIpResolver,
 }
 
@@ -124,13 +139,6 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
         *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
     }
     Some(out)
-}
-
-fn store_error(e: StoreError) -> RegistrationError {
-    match e {
-        StoreError::Io(_) => RegistrationError::Unavailable,
-        other => RegistrationError::Internal(format!("store: {other}")),
-    }
 }
 
 impl PolicyEngine {
@@ -193,6 +201,7 @@ impl PolicyEngine {
         };
         let token_issuers = compile(&access.token_issuers, "access.token_issuers")?;
         let statement_issuers = compile(&access.statement_issuers, "access.statement_issuers")?;
+        separate_token_and_statement_issuers(access)?;
         let needs_token = matches!(
             access.mode,
             AccessMode::Token | AccessMode::TokenAndStatement
@@ -218,7 +227,23 @@ impl PolicyEngine {
             policies,
             leeway: i64::try_from(access.leeway_secs).unwrap_or(i64::MAX),
             max_statement_bytes: access.max_statement_bytes,
+            max_anonymous_clients: access.max_anonymous_clients,
             limiter: RegistrationLimiter::new(&settings.rate_limit)?,
+            management_limiter: RegistrationLimiter::management(&settings.rate_limit)?,
+            client_limiter: match settings.rate_limit.enabled {
+                true => Some(KeyedLimiter::new(
+                    settings.rate_limit.client_burst,
+                    settings.rate_limit.client_period_ms,
+                    settings.rate_limit.max_tracked_sources,
+                    String::new(),
+                    "rate_limit.client",
+                )?),
+                false => None,
+            },
+            secret_backoff: FailureBackoff::new(
+                settings.rate_limit.secret_failures_before_backoff,
+                settings.rate_limit.secret_backoff_max_secs,
+            ),
             resolver: ClientIpResolver::new(&settings.rate_limit)?,
         })
     }
@@ -230,12 +255,33 @@ impl PolicyEngine {
 
     /// Take one registration from `ip`'s bucket; `TooManyRequests` when it is empty.
     pub fn check_rate_limit(&self, ip: Option<IpAddr>) -> Result<()> {
-        match (&self.limiter, ip) {
-            (Some(limiter), Some(ip)) => limiter
-                .check(ip)
-                .map_err(|secs| RegistrationError::TooManyRequests(secs.max(1))),
-            _ => Ok(()),
-        }
+        take(self.limiter.as_ref().zip(ip).map(|(l, ip)| l.check(ip)))
+    }
+
+    /// Take one management call (PUT/DELETE, RFC 7592 §2.2–2.3) from `ip`'s bucket; call before
+    /// reading the body.
+    pub fn check_management_rate_limit(&self, ip: Option<IpAddr>) -> Result<()> {
+        take(
+            self.management_limiter
+                .as_ref()
+                .zip(ip)
+                .map(|(l, ip)| l.check(ip)),
+        )
+    }
+
+    /// Take one management call from the bucket of `client_id`, whose token was verified (so a
+    /// stranger who knows a `client_id` cannot drain it).
+    pub fn check_client_rate_limit(&self, client_id: &str) -> Result<()> {
+        take(
+            self.client_limiter
+                .as_ref()
+                .map(|l| l.check(client_id.to_owned())),
+        )
+    }
+
+    /// The per-client back-off of failed `client_secret` checks.
+    pub fn secret_backoff(&self) -> &FailureBackoff {
+        &self.secret_backoff
     }
 
     /// The policy called `name` (`None` = no policy). A stored client naming a policy that was
@@ -382,7 +428,7 @@ impl PolicyEngine {
             return Ok(t.policy.clone());
         }
         let refuse = |why: &dyn std::fmt::Display| {
-            tracing::info!(reason = %why, "initial access token refused");
+            tracing::info!(reason = %escaped(why), "initial access token refused");
             RegistrationError::InvalidToken
         };
         let iss = jwt::peek_issuer(token).map_err(|e| refuse(&e))?;
@@ -529,69 +575,131 @@ impl PolicyEngine {
         }
     }
 
-    /// Take the admission's counters (token uses, `jti`) and a place in the policy's quota.
-    /// All or nothing: on refusal the counters taken so far are given back. Returns the keys
-    /// taken, for [`PolicyEngine::release`] if the registration then fails.
-    pub fn consume(&self, store: &dyn ClientStore, admission: &Admission) -> Result<Vec<String>> {
-        let mut taken: Vec<String> = Vec::new();
-        let mut wanted: Vec<(String, u64, Option<CounterRefusal>)> = admission
+    /// The counter operations a registration under this admission needs (token uses, `jti`,
+    /// a place in the policy's quota), for the service to commit together with the new client:
+    /// the policy decides, only the service writes (so no counter is taken for a client that is
+    /// not stored, and none leaks when a write fails).
+    pub fn registration_counters(&self, admission: &Admission) -> Vec<CounterOp> {
+        let mut ops: Vec<CounterOp> = admission
             .counters
             .iter()
-            .map(|(k, l, r)| (k.clone(), *l, Some(*r)))
+            .map(|(key, limit, _)| CounterOp::Take {
+                key: key.clone(),
+                limit: *limit,
+            })
             .collect();
+        if is_anonymous(Some(admission.tier)) {
+            // A global ceiling on clients nobody vouched for (issue #12 item 3); counted even
+            // when unlimited, like the policy quota below.
+            let limit = match self.max_anonymous_clients {
+                0 => u64::MAX,
+                n => n,
+            };
+            ops.push(CounterOp::Take {
+                key: ANONYMOUS_COUNTER.to_owned(),
+                limit,
+            });
+        }
         if let Some(p) = &admission.policy {
             // Counted even when unlimited, so a quota added later starts from the true number.
             let limit = match p.max_clients() {
                 0 => u64::MAX,
                 n => n,
             };
-            wanted.push((policy_counter(&p.name), limit, None));
+            ops.push(CounterOp::Take {
+                key: policy_counter(&p.name),
+                limit,
+            });
         }
-        for (key, limit, refusal) in wanted {
-            match store.increment_counter(&key, limit) {
-                Ok(true) => taken.push(key),
-                Ok(false) => {
-                    self.release(store, &taken);
-                    return Err(match (refusal, &admission.policy) {
-                        (Some(CounterRefusal::TokenUsedUp), _) => {
-                            tracing::info!("initial access token used up");
-                            RegistrationError::InvalidToken
-                        }
-                        (Some(CounterRefusal::StatementReplayed), _) => {
-                            RegistrationError::InvalidSoftwareStatement(
-                                "software_statement: this jti was already used (replay)".into(),
-                            )
-                        }
-                        (None, Some(p)) => violation_error(
-                            p.quota_exceeded(),
-                            admission.statement.as_ref().map(|s| &s.claims),
-                        ),
-                        (None, None) => RegistrationError::Internal("quota without policy".into()),
-                    });
-                }
-                Err(e) => {
-                    self.release(store, &taken);
-                    return Err(store_error(e));
-                }
-            }
-        }
-        Ok(taken)
+        ops
     }
 
-    /// Give counters back (a registration failed after `consume`, or a client was deleted).
-    pub fn release(&self, store: &dyn ClientStore, keys: &[String]) {
-        for key in keys {
-            if let Err(e) = store.decrement_counter(key) {
-                tracing::warn!(error = %e, "could not release a registration counter");
+    /// The error for a registration whose commit found the counter `key` exhausted
+    /// (`StoreError::CounterExhausted`): a used-up initial access token, a replayed statement,
+    /// or a full policy quota.
+    pub fn counter_refusal(&self, admission: &Admission, key: &str) -> RegistrationError {
+        let refusal = admission
+            .counters
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, _, r)| *r);
+        match (refusal, &admission.policy) {
+            (Some(CounterRefusal::TokenUsedUp), _) => {
+                tracing::info!("initial access token used up");
+                RegistrationError::InvalidToken
             }
+            (Some(CounterRefusal::StatementReplayed), _) => {
+                RegistrationError::InvalidSoftwareStatement(
+                    "software_statement: this jti was already used (replay)".into(),
+                )
+            }
+            _ if key == ANONYMOUS_COUNTER => {
+                tracing::warn!(
+                    limit = self.max_anonymous_clients,
+                    "registration refused: access.max_anonymous_clients reached"
+                );
+                RegistrationError::CapacityReached(format!(
+                    "this server holds the most clients it accepts without an initial access token or software statement ({}); register with a credential or ask the operator",
+                    self.max_anonymous_clients
+                ))
+            }
+            (None, Some(p)) if key == policy_counter(&p.name) => violation_error(
+                p.quota_exceeded(),
+                admission.statement.as_ref().map(|s| &s.claims),
+            ),
+            _ => RegistrationError::Internal(format!("unexpected exhausted counter {key}")),
         }
     }
 
-    /// A client under `policy` was deleted: free its place in the quota.
-    pub fn client_deleted(&self, store: &dyn ClientStore, policy: Option<&str>) {
-        if let Some(name) = policy {
-            self.release(store, &[policy_counter(name)]);
+    /// The counter operations that go with deleting a client under `policy`, admitted as
+    /// `tier`: its places in the quotas are freed in the same commit as the deletion.
+    pub fn deletion_counters(&self, policy: Option<&str>, tier: Option<&str>) -> Vec<CounterOp> {
+        let mut ops: Vec<CounterOp> = policy
+            .map(|name| CounterOp::Release {
+                key: policy_counter(name),
+            })
+            .into_iter()
+            .collect();
+        if is_anonymous(tier) {
+            ops.push(CounterOp::Release {
+                key: ANONYMOUS_COUNTER.to_owned(),
+            });
         }
+        ops
+    }
+}
+
+/// An issuer trusted for both initial access tokens and software statements signs both with the
+/// same keys, so without a distinguishing `typ` a public statement would work as a bearer token
+/// (and pick the token tier's policy). Refused at start-up unless both entries require `typ`
+/// values that differ (issue #12 item 6).
+fn separate_token_and_statement_issuers(
+    access: &config::AccessSettings,
+) -> std::result::Result<(), String> {
+    for t in &access.token_issuers {
+        for s in access
+            .statement_issuers
+            .iter()
+            .filter(|s| s.issuer == t.issuer)
+        {
+            let distinct =
+                !t.typ.is_empty() && !s.typ.is_empty() && !t.typ.eq_ignore_ascii_case(&s.typ);
+            if !distinct {
+                return Err(format!(
+                    "issuer {:?} is in both access.token_issuers and access.statement_issuers; give the two entries different `typ` values (e.g. \"iat+jwt\" and \"software-statement+jwt\") so a software statement cannot be used as an initial access token",
+                    t.issuer
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A bucket's verdict (`None`: no limiter applies) as the service's error: 429 with the wait.
+fn take(verdict: Option<std::result::Result<(), u64>>) -> Result<()> {
+    match verdict {
+        Some(Err(secs)) => Err(RegistrationError::TooManyRequests(secs.max(1))),
+        _ => Ok(()),
     }
 }
 

@@ -172,34 +172,53 @@ impl Policy {
                 }
             }
         }
-        if !s.allowed_redirect_hosts.is_empty() {
+        if !s.allowed_redirect_hosts.is_empty() || !s.allowed_redirect_schemes.is_empty() {
             for member in ["redirect_uris", "post_logout_redirect_uris"] {
                 for uri in strings(metadata.get(member)) {
-                    let host = url::Url::parse(uri)
-                        .ok()
-                        .and_then(|u| u.host_str().map(|h| h.to_ascii_lowercase()));
-                    let ok = host.as_deref().is_some_and(|h| {
-                        s.allowed_redirect_hosts.iter().any(|a| host_matches(a, h))
-                    });
-                    if !ok {
+                    if let Err(why) = self.redirect_allowed(uri) {
                         let kind = if member == "redirect_uris" {
                             ViolationKind::RedirectUri
                         } else {
                             ViolationKind::Metadata
                         };
-                        return Err(self.violation(
-                            member,
-                            kind,
-                            format!(
-                                "{member}: host '{}' is not allowed",
-                                host.as_deref().unwrap_or("(none)")
-                            ),
-                        ));
+                        return Err(self.violation(member, kind, format!("{member}: {why}")));
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Host allow-lists speak of web hosts, so they judge `http`/`https` URIs only; any other
+    /// scheme (`com.example.app:/cb`, and `com.evil.app://localhost/cb`, whose "host" means
+    /// nothing) must be in `allowed_redirect_schemes`, which is empty unless configured (issue
+    /// #12 item 9).
+    fn redirect_allowed(&self, uri: &str) -> Result<(), String> {
+        let s = &self.settings;
+        let url = url::Url::parse(uri).map_err(|_| "not a URI".to_owned())?;
+        let scheme = url.scheme();
+        if matches!(scheme, "http" | "https") {
+            if s.allowed_redirect_hosts.is_empty() {
+                return Ok(());
+            }
+            let host = url.host_str().map(str::to_ascii_lowercase);
+            return match host.as_deref() {
+                Some(h) if s.allowed_redirect_hosts.iter().any(|a| host_matches(a, h)) => Ok(()),
+                other => Err(format!(
+                    "host '{}' is not allowed",
+                    other.unwrap_or("(none)")
+                )),
+            };
+        }
+        if s.allowed_redirect_schemes
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(scheme))
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "scheme '{scheme}' is not allowed (allowed_redirect_hosts applies to http and https URIs; other schemes need allowed_redirect_schemes)"
+        ))
     }
 
     /// The refusal when the quota is used up.

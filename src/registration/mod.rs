@@ -8,17 +8,20 @@ use crate::clock::Clock;
 use crate::credentials::{is_recoverable, Plaintext, RatKey, SecretHasher};
 use crate::error::{RegistrationError, Result};
 use crate::fetch::RemoteMetadata;
+use crate::logsafe::escaped;
 use crate::metadata::{self, uses_client_secret};
 use crate::policy::{PolicyEngine, RegistrationContext};
 use crate::settings::Settings;
-use crate::store::{ClientRecord, ClientStore, StoreError};
+use crate::store::{Change, ClientRecord, ClientStore, CounterOp, StoreError, WriteBatch};
 use crate::tokens::{TokenGenerator, CLIENT_ID_BYTES, SECRET_BYTES};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// How many times a write that lost a race is retried before giving up.
-const MAX_RETRIES: usize = 8;
+/// How many times a write that lost a race is retried before giving up. Each round of a race
+/// has one winner, so N concurrent writers of one client need up to N rounds; a retry is only
+/// a re-read and a compare-and-swap (the expensive work is done once, before the loop).
+const MAX_RETRIES: usize = 64;
 
 /// The service behind every registration endpoint.
 pub struct Registrar {
@@ -48,15 +51,63 @@ pub struct Parts {
     pub policy: Arc<PolicyEngine>,
 }
 
+/// The one mapping of store failures to the RFC error the caller sees. `Conflict` and
+/// `CounterExhausted` are handled where they can happen; reaching here they are bugs.
 fn store_error(e: StoreError) -> RegistrationError {
     match e {
-        StoreError::Io(cause) => {
-            tracing::error!(%cause, "store write failed");
+        StoreError::Unavailable(cause) => {
+            tracing::error!(cause = %escaped(&cause), "store unavailable");
             RegistrationError::Unavailable
         }
-        StoreError::Corrupt(cause) => RegistrationError::Internal(format!("store: {cause}")),
-        StoreError::Conflict => {
-            RegistrationError::Internal("store: unresolved write conflict".into())
+        other => RegistrationError::Internal(format!("store: {other}")),
+    }
+}
+
+/// What an update changes, decided once (validation, outbound fetches, argon2) before the
+/// compare-and-swap loop, which only re-applies it to a fresher read of the record.
+struct UpdatePlan {
+    metadata: Map<String, Value>,
+    secret: SecretChange,
+    token: Plaintext,
+    now: i64,
+}
+
+enum SecretChange {
+    Keep,
+    Clear,
+    Issue {
+        secret: Plaintext,
+        hash: String,
+        expires_at: i64,
+    },
+}
+
+impl UpdatePlan {
+    fn apply_to(&self, current: &ClientRecord, rat_key: &RatKey) -> ClientRecord {
+        let mut updated = current.clone();
+        match &self.secret {
+            SecretChange::Keep => {}
+            SecretChange::Clear => {
+                updated.client_secret_hash = None;
+                updated.client_secret_expires_at = None;
+            }
+            SecretChange::Issue {
+                hash, expires_at, ..
+            } => {
+                updated.client_secret_hash = Some(hash.clone());
+                updated.client_secret_expires_at = Some(*expires_at);
+            }
+        }
+        updated.rat_tag = rat_key.tag(self.token.expose()).to_vec();
+        updated.metadata = self.metadata.clone();
+        updated.updated_at = self.now;
+        updated
+    }
+
+    fn issued_secret(&self) -> Option<&Plaintext> {
+        match &self.secret {
+            SecretChange::Issue { secret, .. } => Some(secret),
+            _ => None,
         }
     }
 }
@@ -108,9 +159,15 @@ impl Registrar {
         self.policy.check_rate_limit(context.client_ip)
     }
 
+    /// Take one management call (PUT/DELETE) from the client address's bucket; call before
+    /// reading the body (issue #12 item 1).
+    pub fn check_management_rate_limit(&self, context: &RegistrationContext) -> Result<()> {
+        self.policy.check_management_rate_limit(context.client_ip)
+    }
+
     /// Number of registered clients.
-    pub fn client_count(&self) -> usize {
-        self.store.len()
+    pub async fn client_count(&self) -> Result<u64> {
+        self.store.count().await.map_err(store_error)
     }
 
     /// Whether registrations, updates and deletions can be stored right now. False while the
@@ -127,8 +184,9 @@ impl Registrar {
     /// credentials plus every registered metadata value with defaults applied.
     ///
     /// Admission first (initial access token, software statement; RFC 7591 §3, §3.1.1), then the
-    /// admitting tier's policy around the metadata engine; durable counters (token uses, `jti`,
-    /// policy quota) are taken only once the request is valid, and given back if storing fails.
+    /// admitting tier's policy around the metadata engine; the durable counters the policy asks
+    /// for (token uses, `jti`, policy quota) are taken in the same commit as the new client, so
+    /// they are taken only for a valid request that is stored.
     pub async fn register_client(
         &self,
         request: &Map<String, Value>,
@@ -146,18 +204,16 @@ impl Registrar {
         let metadata = metadata::validate(&prepared, metadata_settings)?;
         self.remote.check(&metadata).await?;
         self.policy.check(policy, claims, &metadata)?;
-        let counters = self.policy.consume(self.store.as_ref(), &admission)?;
-        let result = self.store_new_client(metadata, &admission, now).await;
-        if result.is_err() {
-            self.policy.release(self.store.as_ref(), &counters);
-        }
-        result
+        let counters = self.policy.registration_counters(&admission);
+        self.store_new_client(metadata, &admission, counters, now)
+            .await
     }
 
     async fn store_new_client(
         &self,
         metadata: Map<String, Value>,
         admission: &crate::policy::Admission,
+        counters: Vec<CounterOp>,
         now: i64,
     ) -> Result<Map<String, Value>> {
         let client_id = self.tokens.token(CLIENT_ID_BYTES);
@@ -175,10 +231,13 @@ impl Registrar {
             policy: admission.policy.as_ref().map(|p| p.name.clone()),
             tier: Some(admission.tier.to_owned()),
             software_statement: admission.statement.as_ref().map(|s| s.raw.clone()),
+            revision: 1,
         };
         let mut attempts = 0;
         loop {
-            match self.store.insert(&record) {
+            let batch = WriteBatch::change(Change::Insert(record.clone()))
+                .with_counters(counters.iter().cloned());
+            match self.store.commit(batch).await {
                 Ok(()) => break,
                 // 128 random bits do not collide in practice; if they do, draw again.
                 Err(StoreError::Conflict) if attempts < MAX_RETRIES => {
@@ -189,11 +248,13 @@ impl Registrar {
                         record.client_secret_hash = secret.as_ref().map(|(_, h)| h.clone());
                     }
                 }
+                Err(StoreError::CounterExhausted(key)) => {
+                    return Err(self.policy.counter_refusal(admission, &key))
+                }
                 Err(e) => return Err(store_error(e)),
             }
         }
-        self.store.durable().await.map_err(store_error)?;
-        tracing::info!(client_id = %record.client_id, "client registered");
+        tracing::info!(client_id = %escaped(&record.client_id), "client registered");
         Ok(self.response(record, &rat, secret.as_ref().map(|(s, _)| s)))
     }
 
@@ -209,16 +270,21 @@ impl Registrar {
             return Ok(self.response(record, &presented, None));
         }
         let new_rat = Plaintext::new(self.tokens.token(SECRET_BYTES));
-        let mut updated = record.clone();
+        let expected_revision = record.revision;
+        let mut updated = record;
         updated.rat_tag = self.rat_key.tag(new_rat.expose()).to_vec();
-        match self.store.replace(&record, &updated) {
+        let batch = WriteBatch::change(Change::Update {
+            expected_revision,
+            record: updated.clone(),
+        });
+        match self.store.commit(batch).await {
             Ok(()) => {}
             // Someone else changed the client (and maybe the token) meanwhile: the token the
             // caller holds may be dead now, so answer as for any invalid token.
             Err(StoreError::Conflict) => return Err(RegistrationError::InvalidToken),
             Err(e) => return Err(store_error(e)),
         }
-        self.store.durable().await.map_err(store_error)?;
+        updated.revision = expected_revision + 1;
         Ok(self.response(updated, &new_rat, None))
     }
 
@@ -229,64 +295,35 @@ impl Registrar {
         rat: Option<&str>,
         request: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
+        let mut current = self.authenticate(client_id, rat).await?;
+        self.policy.check_client_rate_limit(client_id)?;
+        let mut plan = self.plan_update(&current, rat, request).await?;
         for _ in 0..MAX_RETRIES {
-            let current = self.authenticate(client_id, rat).await?;
-            self.check_update_request(&current, rat.unwrap_or_default(), request)
-                .await?;
-            // The admitting tier's policy is re-applied on every update (security.md B34).
-            let policy = self.policy.policy_named(current.policy.as_deref())?;
-            self.policy
-                .check_update_tier(current.tier.as_deref(), request)?;
-            let claims = self
-                .policy
-                .stored_statement_claims(current.software_statement.as_deref(), request)?;
-            let (prepared, metadata_settings) = self.policy.prepare(
-                policy.as_deref(),
-                claims.as_ref(),
-                request,
-                &self.settings.metadata,
-            )?;
-            let metadata = metadata::validate(&prepared, metadata_settings)?;
-            self.remote.check(&metadata).await?;
-            self.policy
-                .check(policy.as_deref(), claims.as_ref(), &metadata)?;
-            let now = self.clock.now();
-            let mut updated = current.clone();
-            let mut issued_secret = None;
-            let method = metadata
-                .get("token_endpoint_auth_method")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if !uses_client_secret(method) {
-                updated.client_secret_hash = None;
-                updated.client_secret_expires_at = None;
-            } else if current.client_secret_hash.as_deref().is_none_or(|stored| {
-                metadata::needs_recoverable_secret(&metadata) && !is_recoverable(stored)
-            }) {
-                // Changing to a secret-based method, or to one that needs a recoverable secret
-                // while the current one is only a hash: issue a new secret, shown in this
-                // response only.
-                if let Some((secret, hash)) = self.new_secret(&metadata, client_id).await? {
-                    updated.client_secret_hash = Some(hash);
-                    updated.client_secret_expires_at = Some(self.secret_expiry(now));
-                    issued_secret = Some(secret);
-                }
-            }
-            let token = if self.settings.registration.rotate_rat_on_update {
-                Plaintext::new(self.tokens.token(SECRET_BYTES))
-            } else {
-                Plaintext::new(rat.unwrap_or_default().to_owned())
-            };
-            updated.rat_tag = self.rat_key.tag(token.expose()).to_vec();
-            updated.metadata = metadata;
-            updated.updated_at = now;
-            match self.store.replace(&current, &updated) {
+            let updated = plan.apply_to(&current, &self.rat_key);
+            let batch = WriteBatch::change(Change::Update {
+                expected_revision: current.revision,
+                record: updated.clone(),
+            });
+            match self.store.commit(batch).await {
                 Ok(()) => {
-                    self.store.durable().await.map_err(store_error)?;
-                    tracing::info!(client_id = %client_id, "client updated");
-                    return Ok(self.response(updated, &token, issued_secret.as_ref()));
+                    tracing::info!(client_id = %escaped(client_id), "client updated");
+                    let mut updated = updated;
+                    updated.revision = current.revision + 1;
+                    let secret = plan.issued_secret();
+                    return Ok(self.response(updated, &plan.token, secret));
                 }
-                Err(StoreError::Conflict) => continue,
+                Err(StoreError::Conflict) => {
+                    // Lost a race: re-read. A concurrent update that rotated the token (or a
+                    // delete) leaves the caller's token dead, as for any invalid token.
+                    let fresh = self.authenticate(client_id, rat).await?;
+                    if fresh.client_secret_hash != current.client_secret_hash
+                        || fresh.client_secret_expires_at != current.client_secret_expires_at
+                    {
+                        // The plan's secret checks were made against the old secret.
+                        plan = self.plan_update(&fresh, rat, request).await?;
+                    }
+                    current = fresh;
+                }
                 Err(e) => return Err(store_error(e)),
             }
         }
@@ -295,16 +332,93 @@ impl Registrar {
         ))
     }
 
-    /// RFC 7592 §2.3: delete the registration; its token dies with it.
+    /// The expensive, race-independent part of an update (RFC 7592 §2.2): the request's
+    /// read-only members, the admitting tier's policy, the metadata engine, the outbound
+    /// checks, and the secret to issue, if any.
+    async fn plan_update(
+        &self,
+        current: &ClientRecord,
+        rat: Option<&str>,
+        request: &Map<String, Value>,
+    ) -> Result<UpdatePlan> {
+        self.check_update_request(current, rat.unwrap_or_default(), request)
+            .await?;
+        // The admitting tier's policy is re-applied on every update (security.md B34).
+        let policy = self.policy.policy_named(current.policy.as_deref())?;
+        self.policy
+            .check_update_tier(current.tier.as_deref(), request)?;
+        let claims = self
+            .policy
+            .stored_statement_claims(current.software_statement.as_deref(), request)?;
+        let (prepared, metadata_settings) = self.policy.prepare(
+            policy.as_deref(),
+            claims.as_ref(),
+            request,
+            &self.settings.metadata,
+        )?;
+        let metadata = metadata::validate(&prepared, metadata_settings)?;
+        // Only what changed is fetched again, so replaying an update cannot buy fetches.
+        self.remote
+            .check_changes(&metadata, Some(&current.metadata))
+            .await?;
+        self.policy
+            .check(policy.as_deref(), claims.as_ref(), &metadata)?;
+        let now = self.clock.now();
+        let method = metadata
+            .get("token_endpoint_auth_method")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let secret = if !uses_client_secret(method) {
+            SecretChange::Clear
+        } else if current.client_secret_hash.as_deref().is_none_or(|stored| {
+            metadata::needs_recoverable_secret(&metadata) && !is_recoverable(stored)
+        }) {
+            // Changing to a secret-based method, or to one that needs a recoverable secret
+            // while the current one is only a hash: issue a new secret, shown in this
+            // response only.
+            match self.new_secret(&metadata, &current.client_id).await? {
+                Some((secret, hash)) => SecretChange::Issue {
+                    secret,
+                    hash,
+                    expires_at: self.secret_expiry(now),
+                },
+                None => SecretChange::Keep,
+            }
+        } else {
+            SecretChange::Keep
+        };
+        let token = if self.settings.registration.rotate_rat_on_update {
+            Plaintext::new(self.tokens.token(SECRET_BYTES))
+        } else {
+            Plaintext::new(rat.unwrap_or_default().to_owned())
+        };
+        Ok(UpdatePlan {
+            metadata,
+            secret,
+            token,
+            now,
+        })
+    }
+
+    /// RFC 7592 §2.3: delete the registration; its token dies with it, and its place in its
+    /// policy's quota is freed in the same commit.
     pub async fn delete_client(&self, client_id: &str, rat: Option<&str>) -> Result<()> {
-        for _ in 0..MAX_RETRIES {
+        for attempt in 0..MAX_RETRIES {
             let current = self.authenticate(client_id, rat).await?;
-            match self.store.remove(&current) {
+            if attempt == 0 {
+                self.policy.check_client_rate_limit(client_id)?;
+            }
+            let batch = WriteBatch::change(Change::Delete {
+                client_id: current.client_id.clone(),
+                expected_revision: current.revision,
+            })
+            .with_counters(
+                self.policy
+                    .deletion_counters(current.policy.as_deref(), current.tier.as_deref()),
+            );
+            match self.store.commit(batch).await {
                 Ok(()) => {
-                    self.policy
-                        .client_deleted(self.store.as_ref(), current.policy.as_deref());
-                    self.store.durable().await.map_err(store_error)?;
-                    tracing::info!(client_id = %client_id, "client deleted");
+                    tracing::info!(client_id = %escaped(client_id), "client deleted");
                     return Ok(());
                 }
                 Err(StoreError::Conflict) => continue,
@@ -328,39 +442,62 @@ impl Registrar {
 
     /// RFC 7592 §2: the client must exist and the token must be its current registration access
     /// token. Every failure is the same `InvalidToken`, so a caller cannot learn whether a
-    /// `client_id` exists. A valid token presented for another (or an unknown) client is revoked
-    /// (RFC 7592 §2.1 SHOULD; node-oidc-provider does the same).
+    /// `client_id` exists.
+    ///
+    /// The token's tag is looked up first: a token that belongs to no client ends here, having
+    /// done the same work whether `client_id` exists or not (no record is read or decoded, which
+    /// made the existing-client path measurably slower, issue #12 item 10).
+    ///
+    /// A valid token presented for another *existing* client is revoked (RFC 7592 §2.1 SHOULD;
+    /// node-oidc-provider does the same). One presented at a path that names no client (a typo,
+    /// `/register/<id>%20`) only gets the 401: revoking it would lock its client out for good
+    /// over a mistyped URL (item 12).
     async fn authenticate(&self, client_id: &str, rat: Option<&str>) -> Result<ClientRecord> {
         let rat = rat.ok_or(RegistrationError::InvalidToken)?;
         let tag = self.rat_key.tag(rat);
-        let record = self.store.get(client_id).map_err(store_error)?;
-        if let Some(record) = record {
-            if self.rat_key.matches(rat, &record.rat_tag) {
-                return Ok(record);
+        let Some(owner) = self.store.get_by_rat(&tag).await.map_err(store_error)? else {
+            return Err(RegistrationError::InvalidToken);
+        };
+        if owner.client_id == client_id {
+            if self.rat_key.matches(rat, &owner.rat_tag) {
+                return Ok(owner);
             }
+            return Err(RegistrationError::InvalidToken);
         }
-        if let Some(owner) = self.store.client_for_rat(&tag).map_err(store_error)? {
-            if owner != client_id {
-                self.revoke(&owner, &tag).await?;
-            }
+        if self
+            .store
+            .get(client_id)
+            .await
+            .map_err(store_error)?
+            .is_some()
+        {
+            self.revoke(owner, &tag).await?;
         }
         Err(RegistrationError::InvalidToken)
     }
 
-    async fn revoke(&self, client_id: &str, tag: &[u8]) -> Result<()> {
-        if let Some(record) = self.store.get(client_id).map_err(store_error)? {
-            if bool::from(record.rat_tag.as_slice().ct_eq(tag)) {
-                let mut revoked = record.clone();
-                revoked.rat_tag = Vec::new();
-                match self.store.replace(&record, &revoked) {
-                    Ok(()) | Err(StoreError::Conflict) => {}
-                    Err(e) => return Err(store_error(e)),
-                }
-                self.store.durable().await.map_err(store_error)?;
-                tracing::warn!(client_id = %client_id, "registration access token used for another client; revoked");
-            }
+    /// Revoke `record`'s token (RFC 7592 §2.1 SHOULD) if it still carries `tag`; a concurrent
+    /// change (a new token already) makes the revocation moot.
+    async fn revoke(&self, record: ClientRecord, tag: &[u8]) -> Result<()> {
+        if !bool::from(record.rat_tag.as_slice().ct_eq(tag)) {
+            return Ok(());
         }
-        Ok(())
+        let client_id = record.client_id.clone();
+        let expected_revision = record.revision;
+        let mut revoked = record;
+        revoked.rat_tag = Vec::new();
+        let batch = WriteBatch::change(Change::Update {
+            expected_revision,
+            record: revoked,
+        });
+        match self.store.commit(batch).await {
+            Ok(()) => {
+                tracing::warn!(client_id = %escaped(&client_id), "registration access token used for another client; revoked");
+                Ok(())
+            }
+            Err(StoreError::Conflict) => Ok(()),
+            Err(e) => Err(store_error(e)),
+        }
     }
 
     /// RFC 7592 §2.2 rules on the members of an update request that the server owns.
@@ -413,19 +550,33 @@ impl Registrar {
                 ))
             }
         }
+        let mismatch = || {
+            RegistrationError::InvalidRequest(
+                "client_secret does not match the current secret; a client cannot choose its secret (RFC 7592 §2.2)".into(),
+            )
+        };
         match (request.get("client_secret"), &current.client_secret_hash) {
             (None, _) => Ok(()),
-            (Some(Value::String(s)), Some(hash))
+            (Some(Value::String(s)), Some(hash)) => {
+                // Failed checks back off per client before any argon2 work (issue #12 item 1).
+                let backoff = self.policy.secret_backoff();
+                let now = self.clock.now();
+                backoff
+                    .check(&current.client_id, now)
+                    .map_err(|secs| RegistrationError::TooManyRequests(secs.max(1)))?;
                 if self
                     .hasher
                     .verify_client_secret(&current.client_id, s, hash)
-                    .await? =>
-            {
-                Ok(())
+                    .await?
+                {
+                    backoff.succeeded(&current.client_id);
+                    Ok(())
+                } else {
+                    backoff.failed(&current.client_id, now);
+                    Err(mismatch())
+                }
             }
-            (Some(_), _) => Err(RegistrationError::InvalidRequest(
-                "client_secret does not match the current secret; a client cannot choose its secret (RFC 7592 §2.2)".into(),
-            )),
+            (Some(_), _) => Err(mismatch()),
         }
     }
 

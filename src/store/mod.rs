@@ -1,5 +1,9 @@
-//! Persistence of client registrations behind one trait. Only `sled.rs` knows the embedded
-//! store exists; the service sees `ClientStore`.
+//! Persistence of client registrations behind one asynchronous trait. Only `sled.rs` knows the
+//! embedded store exists; the service sees `ClientStore`.
+//!
+//! Every write is one [`WriteBatch`] handed to [`ClientStore::commit`]: the record change with
+//! the revision it expects, plus the counter operations that go with it, applied atomically and
+//! acknowledged only once durable. Nothing downstream may act on a change before that.
 
 pub(crate) mod event_log;
 mod memory;
@@ -50,6 +54,12 @@ pub struct ClientRecord {
     /// is echoed unmodified and its claims keep precedence on update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub software_statement: Option<String>,
+    /// Number of committed changes to this record: 1 when inserted, +1 per update. Compared by
+    /// [`Change::Update`] and [`Change::Delete`] instead of the stored bytes, so a change of the
+    /// record format never turns into a permanent conflict. Records written before revisions
+    /// existed read as 0.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 impl ClientRecord {
@@ -73,63 +83,122 @@ impl ClientRecord {
 }
 
 /// What can go wrong in a store.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// The record changed (or appeared, or vanished) since it was read: another writer won.
+    /// The batch was not applied.
     #[error("conflicting concurrent write")]
     Conflict,
+    /// A `CounterOp::Take` found the counter (named here) at its limit. The batch was not applied.
+    #[error("counter {0} is exhausted")]
+    CounterExhausted(String),
     /// A stored value could not be read back.
     #[error("corrupt record: {0}")]
     Corrupt(String),
-    /// The storage medium failed (I/O error, disk full); writes are refused until it recovers.
-    #[error("storage I/O error: {0}")]
-    Io(String),
+    /// The storage is out of service for now (disk full, I/O error, database unreachable);
+    /// writes are refused until it recovers. Whether a failed commit was applied is unknown to
+    /// the caller only if the store says so; stores resolve that themselves where they can.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
-/// Storage of client registrations.
+/// The record change of a [`WriteBatch`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Store a new client (its `revision` as given, 1 for a fresh registration); `Conflict` if
+    /// the `client_id` exists.
+    Insert(ClientRecord),
+    /// Replace the stored client with `record` (same `client_id`), stored with revision
+    /// `expected_revision + 1`; `Conflict` if the stored revision differs or the client is absent.
+    Update {
+        expected_revision: u64,
+        record: ClientRecord,
+    },
+    /// Delete the client and its token index entry; `Conflict` if the stored revision differs
+    /// or the client is absent.
+    Delete {
+        client_id: String,
+        expected_revision: u64,
+    },
+}
+
+/// A counter operation of a [`WriteBatch`] (initial access token uses, software statement
+/// `jti` replay, per-policy client quotas).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CounterOp {
+    /// Add one unless the counter has already reached `limit`; else the whole batch fails with
+    /// `CounterExhausted(key)`.
+    Take { key: String, limit: u64 },
+    /// Subtract one, never below zero.
+    Release { key: String },
+}
+
+/// Everything one write changes, applied all or nothing by [`ClientStore::commit`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteBatch {
+    /// The record change, if any (a batch of counters alone is allowed).
+    pub change: Option<Change>,
+    /// Counter operations, applied in order.
+    pub counters: Vec<CounterOp>,
+    // The events issue (#17) adds `audit` and `outbox` rows here, written in the same
+    // transaction as the change they describe.
+}
+
+impl WriteBatch {
+    /// A batch with this change and no counters.
+    pub fn change(change: Change) -> Self {
+        Self {
+            change: Some(change),
+            counters: Vec::new(),
+        }
+    }
+
+    /// Add counter operations.
+    pub fn with_counters(mut self, counters: impl IntoIterator<Item = CounterOp>) -> Self {
+        self.counters.extend(counters);
+        self
+    }
+}
+
+/// Storage of client registrations (RFC 7591 §3.2.1 records, RFC 7592 access tokens).
 ///
-/// Writes are atomic. They are durable once `durable()` resolves: callers write, then await
-/// `durable()` before acknowledging, and concurrent callers share one flush (group commit).
+/// Every method is asynchronous: no implementation waits on disk or the network on the
+/// caller's (actix worker) thread.
 pub trait ClientStore: Send + Sync + 'static {
     /// The client with this `client_id`, if any.
-    fn get(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;
-    /// The `client_id` whose current registration access token has this tag, if any.
-    fn client_for_rat(&self, rat_tag: &[u8]) -> Result<Option<String>, StoreError>;
-    /// Store a new client; `Conflict` if the `client_id` is taken.
-    fn insert(&self, record: &ClientRecord) -> Result<(), StoreError>;
-    /// Replace `old` with `new` (same `client_id`); `Conflict` if the stored record is not `old`.
-    fn replace(&self, old: &ClientRecord, new: &ClientRecord) -> Result<(), StoreError>;
-    /// Delete `old`; `Conflict` if the stored record is not `old`.
-    fn remove(&self, old: &ClientRecord) -> Result<(), StoreError>;
-    /// Resolves when every write that returned before the call is on stable storage.
-    fn durable(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn get(&self, client_id: &str) -> BoxFuture<'_, Result<Option<ClientRecord>, StoreError>>;
+    /// The client whose current registration access token has this tag (the RAT index).
+    fn get_by_rat(&self, rat_tag: &[u8])
+        -> BoxFuture<'_, Result<Option<ClientRecord>, StoreError>>;
+    /// Apply the batch atomically. Resolves `Ok` only once everything in it is durable;
+    /// `Conflict` or `CounterExhausted` leave the store unchanged.
+    fn commit(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// The value of the counter `key` (0 when never taken).
+    fn counter(&self, key: &str) -> BoxFuture<'_, Result<u64, StoreError>>;
     /// Number of stored clients.
-    fn len(&self) -> usize;
-    /// Add one to the counter `key` unless it has already reached `limit`; `Ok(true)` when it
-    /// was added. Atomic, so concurrent callers cannot overshoot `limit`; durable like any write
-    /// (await `durable()`). Used for initial access token use counts, software statement `jti`
-    /// replay and per-policy client quotas.
-    fn increment_counter(&self, key: &str, limit: u64) -> Result<bool, StoreError>;
-    /// Subtract one from the counter `key`, never below zero.
-    fn decrement_counter(&self, key: &str) -> Result<(), StoreError>;
-    /// The value of the counter `key` (0 when it was never incremented).
-    fn counter(&self, key: &str) -> Result<u64, StoreError>;
-    /// Whether the store accepts writes. False after a storage failure (disk full, I/O error)
-    /// until the store has recovered; reads keep working meanwhile.
-    fn writable(&self) -> bool {
-        true
-    }
-    /// Whether no client is stored.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+    fn count(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// Keyset scan in `client_id` order: up to `limit` records with ids after `after`
+    /// (exclusive). For export, and later admin listing and the sweeper.
+    fn scan(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<ClientRecord>, StoreError>>;
+    /// The key the registration access token tags are made with: the stored one, or `proposed`
+    /// stored atomically (and durably) if none is. Replicas sharing a database share the key.
+    fn server_key(&self, proposed: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, StoreError>>;
+    /// Whether the store accepts writes right now (readiness; cheap, no I/O). False after a
+    /// storage failure until the store has recovered; reads may keep working meanwhile.
+    fn writable(&self) -> bool;
 }
 
-#[cfg(test)]
-pub(crate) mod contract {
-    //! The behaviour every `ClientStore` must show; run against each implementation.
+/// The behaviour every `ClientStore` must show; each backend's tests run all of it
+/// (`contract::all`). Public (but hidden) so the PostgreSQL integration tests run it too.
+#[doc(hidden)]
+pub mod contract {
     use super::*;
 
+    /// A minimal record with id `id` and a RAT tag of 32 bytes `tag`, at revision 1.
     pub fn record(id: &str, tag: u8) -> ClientRecord {
         let mut metadata = serde_json::Map::new();
         metadata.insert("client_name".into(), "x".into());
@@ -144,6 +213,7 @@ pub(crate) mod contract {
             policy: None,
             tier: None,
             software_statement: None,
+            revision: 1,
         }
     }
 
@@ -157,60 +227,226 @@ pub(crate) mod contract {
         r
     }
 
+    fn insert(r: &ClientRecord) -> WriteBatch {
+        WriteBatch::change(Change::Insert(r.clone()))
+    }
+
+    fn update(expected_revision: u64, record: &ClientRecord) -> WriteBatch {
+        WriteBatch::change(Change::Update {
+            expected_revision,
+            record: record.clone(),
+        })
+    }
+
+    fn delete(id: &str, expected_revision: u64) -> WriteBatch {
+        WriteBatch::change(Change::Delete {
+            client_id: id.into(),
+            expected_revision,
+        })
+    }
+
+    fn take(key: &str, limit: u64) -> CounterOp {
+        CounterOp::Take {
+            key: key.into(),
+            limit,
+        }
+    }
+
+    fn release(key: &str) -> CounterOp {
+        CounterOp::Release { key: key.into() }
+    }
+
+    /// Every contract case, in turn, on one fresh store.
+    pub async fn all(store: &dyn ClientStore) {
+        holds(store).await;
+        counts(store).await;
+        batches_are_all_or_nothing(store).await;
+        scans(store).await;
+        keeps_one_server_key(store).await;
+    }
+
+    /// Insert, read by id and by token, update by revision, delete by revision.
     pub async fn holds(store: &dyn ClientStore) {
+        assert!(store.writable());
         let a = record("a", 1);
-        store.insert(&a).unwrap();
-        assert!(matches!(store.insert(&a), Err(StoreError::Conflict)));
-        store.durable().await.unwrap();
-        assert_eq!(store.get("a").unwrap(), Some(a.clone()));
+        store.commit(insert(&a)).await.unwrap();
         assert_eq!(
-            store.client_for_rat(&[1; 32]).unwrap().as_deref(),
-            Some("a")
+            store.commit(insert(&a)).await,
+            Err(StoreError::Conflict),
+            "insert of a taken id"
         );
-        assert_eq!(store.len(), 1);
+        assert_eq!(store.get("a").await.unwrap(), Some(a.clone()));
+        assert_eq!(store.get_by_rat(&[1; 32]).await.unwrap(), Some(a.clone()));
+        assert_eq!(store.get_by_rat(&[7; 32]).await.unwrap(), None);
+        assert_eq!(store.count().await.unwrap(), 1);
 
         let mut b = a.clone();
         b.rat_tag = vec![2; 32];
-        store.replace(&a, &b).unwrap();
-        assert!(matches!(store.replace(&a, &b), Err(StoreError::Conflict)));
-        assert_eq!(store.client_for_rat(&[1; 32]).unwrap(), None);
+        b.metadata.insert("client_name".into(), "b".into());
+        store.commit(update(1, &b)).await.unwrap();
+        let stored = store.get("a").await.unwrap().unwrap();
+        assert_eq!(stored.revision, 2, "the store sets expected + 1");
+        assert_eq!(stored.metadata["client_name"], "b");
         assert_eq!(
-            store.client_for_rat(&[2; 32]).unwrap().as_deref(),
-            Some("a")
+            store.commit(update(1, &b)).await,
+            Err(StoreError::Conflict),
+            "a stale revision"
+        );
+        assert_eq!(
+            store.commit(update(1, &record("nobody", 9))).await,
+            Err(StoreError::Conflict),
+            "an absent client"
+        );
+        assert_eq!(store.get_by_rat(&[1; 32]).await.unwrap(), None, "old tag");
+        assert_eq!(
+            store
+                .get_by_rat(&[2; 32])
+                .await
+                .unwrap()
+                .map(|r| r.client_id),
+            Some("a".into())
         );
 
-        assert!(matches!(store.remove(&a), Err(StoreError::Conflict)));
-        store.remove(&b).unwrap();
-        store.durable().await.unwrap();
-        assert_eq!(store.get("a").unwrap(), None);
-        assert_eq!(store.client_for_rat(&[2; 32]).unwrap(), None);
-        assert!(store.is_empty());
+        // Revoking the token (empty tag) removes it from the index.
+        let mut revoked = stored.clone();
+        revoked.rat_tag = Vec::new();
+        store.commit(update(2, &revoked)).await.unwrap();
+        assert_eq!(store.get_by_rat(&[2; 32]).await.unwrap(), None);
+        assert_eq!(store.get_by_rat(&[]).await.unwrap(), None);
+
+        assert_eq!(
+            store.commit(delete("a", 2)).await,
+            Err(StoreError::Conflict)
+        );
+        assert_eq!(
+            store.commit(delete("nobody", 0)).await,
+            Err(StoreError::Conflict)
+        );
+        store.commit(delete("a", 3)).await.unwrap();
+        assert_eq!(store.get("a").await.unwrap(), None);
+        assert_eq!(store.count().await.unwrap(), 0);
+
+        // A deleted client's token is gone from the index too.
+        let c = record("c", 3);
+        store.commit(insert(&c)).await.unwrap();
+        store.commit(delete("c", 1)).await.unwrap();
+        assert_eq!(store.get_by_rat(&[3; 32]).await.unwrap(), None);
     }
 
+    /// Counters: bounded takes, releases never below zero.
     pub async fn counts(store: &dyn ClientStore) {
-        assert_eq!(store.counter("k").unwrap(), 0);
-        assert!(store.increment_counter("k", 2).unwrap());
-        assert!(store.increment_counter("k", 2).unwrap());
-        assert!(!store.increment_counter("k", 2).unwrap());
-        assert_eq!(store.counter("k").unwrap(), 2);
-        store.decrement_counter("k").unwrap();
-        assert_eq!(store.counter("k").unwrap(), 1);
-        store.decrement_counter("k").unwrap();
-        store.decrement_counter("k").unwrap();
-        assert_eq!(store.counter("k").unwrap(), 0);
-        assert_eq!(store.counter("other").unwrap(), 0);
-        assert!(!store.increment_counter("zero", 0).unwrap());
-        store.durable().await.unwrap();
+        let only = |op| WriteBatch {
+            change: None,
+            counters: vec![op],
+        };
+        assert_eq!(store.counter("k").await.unwrap(), 0);
+        store.commit(only(take("k", 2))).await.unwrap();
+        store.commit(only(take("k", 2))).await.unwrap();
+        assert_eq!(
+            store.commit(only(take("k", 2))).await,
+            Err(StoreError::CounterExhausted("k".into()))
+        );
+        assert_eq!(store.counter("k").await.unwrap(), 2);
+        store.commit(only(release("k"))).await.unwrap();
+        assert_eq!(store.counter("k").await.unwrap(), 1);
+        store.commit(only(release("k"))).await.unwrap();
+        store.commit(only(release("k"))).await.unwrap();
+        assert_eq!(store.counter("k").await.unwrap(), 0);
+        store.commit(only(release("never"))).await.unwrap();
+        assert_eq!(store.counter("never").await.unwrap(), 0);
+        assert_eq!(
+            store.commit(only(take("zero", 0))).await,
+            Err(StoreError::CounterExhausted("zero".into()))
+        );
+    }
+
+    /// A failing part (exhausted counter, lost compare-and-swap) leaves nothing applied.
+    pub async fn batches_are_all_or_nothing(store: &dyn ClientStore) {
+        let a = record("batch-a", 4);
+        let exhausted = insert(&a).with_counters([take("uses", 5), take("quota", 0)]);
+        assert_eq!(
+            store.commit(exhausted).await,
+            Err(StoreError::CounterExhausted("quota".into()))
+        );
+        assert_eq!(
+            store.get("batch-a").await.unwrap(),
+            None,
+            "insert rolled back"
+        );
+        assert_eq!(store.counter("uses").await.unwrap(), 0, "take rolled back");
+
+        store
+            .commit(insert(&a).with_counters([take("uses", 5), take("quota", 1)]))
+            .await
+            .unwrap();
+        assert_eq!(store.counter("uses").await.unwrap(), 1);
+        assert_eq!(store.counter("quota").await.unwrap(), 1);
+
+        // A duplicate insert with counters: the counters are not taken.
+        assert_eq!(
+            store
+                .commit(insert(&a).with_counters([take("uses", 5)]))
+                .await,
+            Err(StoreError::Conflict)
+        );
+        assert_eq!(store.counter("uses").await.unwrap(), 1);
+
+        // Delete with its release in one batch; a stale delete releases nothing.
+        assert_eq!(
+            store
+                .commit(delete("batch-a", 7).with_counters([release("quota")]))
+                .await,
+            Err(StoreError::Conflict)
+        );
+        assert_eq!(store.counter("quota").await.unwrap(), 1);
+        store
+            .commit(delete("batch-a", 1).with_counters([release("quota")]))
+            .await
+            .unwrap();
+        assert_eq!(store.counter("quota").await.unwrap(), 0);
+        assert_eq!(store.get("batch-a").await.unwrap(), None);
+    }
+
+    /// Keyset scan in `client_id` order.
+    pub async fn scans(store: &dyn ClientStore) {
+        for (i, id) in ["s3", "s1", "s4", "s2"].iter().enumerate() {
+            store
+                .commit(insert(&record(id, 10 + i as u8)))
+                .await
+                .unwrap();
+        }
+        let ids = |v: Vec<ClientRecord>| v.into_iter().map(|r| r.client_id).collect::<Vec<_>>();
+        assert_eq!(ids(store.scan(None, 3).await.unwrap()), ["s1", "s2", "s3"]);
+        assert_eq!(ids(store.scan(Some("s2"), 10).await.unwrap()), ["s3", "s4"]);
+        assert_eq!(
+            ids(store.scan(Some("s4"), 10).await.unwrap()),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            ids(store.scan(None, 0).await.unwrap()),
+            Vec::<String>::new()
+        );
+        for id in ["s1", "s2", "s3", "s4"] {
+            store.commit(delete(id, 1)).await.unwrap();
+        }
+    }
+
+    /// The first proposed server key is kept; later proposals get it back.
+    pub async fn keeps_one_server_key(store: &dyn ClientStore) {
+        let first = store.server_key(vec![1; 32]).await.unwrap();
+        assert_eq!(first, vec![1; 32]);
+        assert_eq!(store.server_key(vec![2; 32]).await.unwrap(), vec![1; 32]);
     }
 
     #[test]
-    fn records_written_before_policies_still_decode() {
+    fn records_written_before_policies_and_revisions_still_decode() {
         let old = br#"{"client_id":"a","client_id_issued_at":1,"rat_tag":[],"metadata":{},"updated_at":1}"#;
         let mut bytes = vec![RECORD_VERSION];
         bytes.extend_from_slice(old);
         let record = ClientRecord::decode(&bytes).unwrap();
         assert_eq!(record.policy, None);
         assert_eq!(record.software_statement, None);
+        assert_eq!(record.revision, 0);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The sled-backed `ClientStore`: the only file that knows sled.
 //!
 //! Layout: tree `clients` maps `client_id` → versioned record; tree `rat` maps the registration
-//! access token's HMAC tag → `client_id`. Both change in one transaction. Tree `counters` maps
-//! a counter name → big-endian u64 (initial access token uses, `jti` replay, policy quotas).
+//! access token's HMAC tag → `client_id`; tree `counters` maps a counter name → big-endian u64
+//! (initial access token uses, `jti` replay, policy quotas); tree `meta` holds the server key.
+//! One `commit` is one sled transaction over the first three trees, run on tokio's blocking
+//! pool (as every other sled call), never on an actix worker.
 //!
 //! Durability: sled makes writes durable only on `flush` (otherwise a background fsync every
 //! 500 ms). A dedicated flusher thread takes every waiter queued so far, flushes once and answers
@@ -11,7 +13,7 @@
 //! Storage failure (disk full, I/O error): sled turns any I/O error into a sticky global error
 //! that lasts until the database is reopened, and its in-memory trees keep the writes whose flush
 //! failed. So on the first failed write or flush the store turns *failed*:
-//! - writes are refused at once (`StoreError::Io`, a 503 upstream);
+//! - writes are refused at once (`StoreError::Unavailable`, a 503 upstream);
 //! - reads keep working and show the last durable state: every write since the last successful
 //!   flush left its before-image in an undo log, and reads of those keys answer from it, so a
 //!   client whose update got a 503 still reads its old registration with its old token;
@@ -19,8 +21,11 @@
 //!   file of `PROBE_BYTES` can be written and synced, closes and reopens the database, which
 //!   recovers exactly what was flushed. No operator action is needed.
 
-use super::{BoxFuture, ClientRecord, ClientStore, StoreError};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use super::{BoxFuture, Change, ClientRecord, ClientStore, CounterOp, StoreError, WriteBatch};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+};
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,6 +47,47 @@ const OPEN_PATIENCE: Duration = Duration::from_millis(500);
 /// Name of the probe file inside the data directory.
 const PROBE_FILE: &str = "space-probe.tmp";
 
+/// Create the data directory (and missing parents) mode 0700, and tighten an existing one to
+/// 0700: it holds every client's secret hash and the RAT index, which no other local user needs
+/// (issue #12 item 14). The files sled creates inside it later inherit the process umask, but
+/// cannot be reached through a 0700 directory.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700);
+        builder.create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    #[cfg(not(unix))]
+    builder.create(dir)?;
+    Ok(())
+}
+
+/// Set every regular file under `dir` to 0600 (sled creates `conf`, `db` and `blobs/` with the
+/// umask, typically 0644).
+fn private_files(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o700))?;
+                private_files(&entry.path())?;
+            } else if kind.is_file() {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -59,6 +105,7 @@ struct Handles {
     clients: sled::Tree,
     rats: sled::Tree,
     counters: sled::Tree,
+    meta: sled::Tree,
 }
 
 impl Handles {
@@ -83,7 +130,7 @@ impl Handles {
 
     fn open(dir: &Path, cache_capacity: u64) -> Result<Self, OpenError> {
         let shown = dir.display().to_string();
-        std::fs::create_dir_all(dir).map_err(|e| OpenError::Other(shown.clone(), e.to_string()))?;
+        private_dir(dir).map_err(|e| OpenError::Other(shown.clone(), e.to_string()))?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_capacity)
@@ -107,6 +154,8 @@ impl Handles {
         let clients = open_tree("clients")?;
         let rats = open_tree("rat")?;
         let counters = open_tree("counters")?;
+        let meta = open_tree("meta")?;
+        private_files(dir).map_err(|e| OpenError::Other(shown.clone(), e.to_string()))?;
         // The count lets an operator notice a store that came back smaller than it was: sled
         // stops recovery at the first bad checksum in its log, which it cannot tell from a torn
         // final write, so damage to the files loses later records without an error.
@@ -121,6 +170,7 @@ impl Handles {
             clients,
             rats,
             counters,
+            meta,
         })
     }
 }
@@ -140,7 +190,7 @@ type Slot = (TreeId, Vec<u8>);
 /// Unflushed writes of one slot: sequence number and before-image, oldest first.
 type Versions = VecDeque<(u64, Before)>;
 /// One change a write makes: tree, key, value before.
-type Change = (TreeId, Vec<u8>, Before);
+type Undo = (TreeId, Vec<u8>, Before);
 
 /// Before-images of every write since the last successful flush, oldest first per key.
 #[derive(Default)]
@@ -151,7 +201,7 @@ struct UndoLog {
 }
 
 impl UndoLog {
-    fn record(&mut self, changes: Vec<Change>) {
+    fn record(&mut self, changes: Vec<Undo>) {
         self.last += 1;
         for (tree, key, before) in changes {
             self.entries
@@ -204,7 +254,7 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or_else(|| {
-                StoreError::Io("the store is being reopened after a storage error".into())
+                StoreError::Unavailable("the store is being reopened after a storage error".into())
             })
     }
 
@@ -225,7 +275,7 @@ impl Shared {
     /// Refuse writes while failed.
     fn writable(&self) -> Result<(), StoreError> {
         if self.is_failed() {
-            Err(StoreError::Io(
+            Err(StoreError::Unavailable(
                 "the store refuses writes until storage recovers".into(),
             ))
         } else {
@@ -242,28 +292,39 @@ impl Shared {
         }
     }
 
-    /// Run one write transaction: refuse it while failed, record its before-images unless it
-    /// lost a compare-and-swap, and fail the store on a storage error.
-    fn write(
-        &self,
-        before: Vec<Change>,
-        tx: impl Fn(&Handles) -> Result<(), TransactionError<StoreError>>,
-    ) -> Result<(), StoreError> {
+    /// Apply one batch in one transaction over the clients, token index and counters: refuse
+    /// it while failed, record its before-images unless it was aborted (lost compare-and-swap,
+    /// exhausted counter), and fail the store on a storage error. Blocking: call it off the
+    /// async workers.
+    fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
         self.writable()?;
         let handles = self.handles()?;
+        let before = RefCell::new(Vec::new());
+        // Held across the transaction so sequence numbers follow commit order.
         let mut undo = self.undo();
-        let result = tx(&handles);
+        let result = (&handles.clients, &handles.rats, &handles.counters).transaction(
+            |(clients, rats, counters)| {
+                // sled may run the closure again after a conflict: start the images afresh.
+                let mut before = before.borrow_mut();
+                before.clear();
+                apply_counters(counters, &batch.counters, &mut before)?;
+                if let Some(change) = &batch.change {
+                    apply_change(clients, rats, change, &mut before)?;
+                }
+                Ok(())
+            },
+        );
         match &result {
-            Ok(()) => undo.record(before),
+            Ok(()) => undo.record(before.take()),
             // A storage error may have left part of the write in memory: keep its before-images
             // so reads mask it, like any other unflushed write.
-            Err(TransactionError::Storage(_)) => undo.record(before),
+            Err(TransactionError::Storage(_)) => undo.record(before.take()),
             Err(TransactionError::Abort(_)) => {}
         }
         drop(undo);
         result.map_err(|e| {
             let e = tx_error(e);
-            if matches!(e, StoreError::Io(_)) {
+            if matches!(e, StoreError::Unavailable(_)) {
                 self.fail(&e);
             }
             e
@@ -372,42 +433,20 @@ impl SledStore {
         self.shared.flush()
     }
 
-    /// Compare-and-swap one counter: `next` maps the current value to the new one, or `None` to
-    /// leave it. `Ok(true)` when it changed. Through `Shared::write`, so a counter change is
-    /// refused while the store is failed and masked from reads until flushed, like any write.
-    fn update_counter(
-        &self,
-        key: &str,
-        next: impl Fn(u64) -> Option<u64>,
-    ) -> Result<bool, StoreError> {
-        let k = key.as_bytes();
-        loop {
-            let before = self
-                .shared
-                .handles()?
-                .counters
-                .get(k)
-                .map_err(io)?
-                .map(|v| v.to_vec());
-            let Some(value) = next(counter_value(before.as_deref())) else {
-                return Ok(false);
-            };
-            let change = vec![(TreeId::Counters, k.to_vec(), before.clone())];
-            let written = self.shared.write(change, |h| {
-                h.counters.transaction(|counters| {
-                    if counters.get(k)?.as_deref() != before.as_deref() {
-                        return Err(ConflictableTransactionError::Abort(StoreError::Conflict));
-                    }
-                    counters.insert(k, value.to_be_bytes().to_vec())?;
-                    Ok(())
-                })
-            });
-            match written {
-                Ok(()) => return Ok(true),
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e),
-            }
-        }
+    /// Apply a batch without waiting for it to be durable: for bulk loading (the bench
+    /// loader), which calls [`SledStore::flush`] once at the end. Blocking.
+    pub fn apply_unflushed(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        self.shared.apply(batch)
+    }
+
+    /// Number of stored clients, synchronously (tools that open a stopped server's store).
+    pub fn len(&self) -> usize {
+        self.shared.handles().map_or(0, |h| h.clients.len())
+    }
+
+    /// Whether no client is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Check every stored record: it decodes, and the token index and the records agree (each
@@ -522,7 +561,7 @@ fn counter_value(bytes: Option<&[u8]>) -> u64 {
 fn io(e: sled::Error) -> StoreError {
     match e {
         sled::Error::Corruption { .. } => StoreError::Corrupt(e.to_string()),
-        other => StoreError::Io(other.to_string()),
+        other => StoreError::Unavailable(other.to_string()),
     }
 }
 
@@ -533,144 +572,167 @@ fn tx_error(e: TransactionError<StoreError>) -> StoreError {
     }
 }
 
-fn read_client(shared: &Shared, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-    if let Some(durable) = shared.durable_override(TreeId::Clients, key) {
-        return Ok(durable);
-    }
-    Ok(shared
-        .handles()?
-        .clients
-        .get(key)
-        .map_err(io)?
-        .map(|v| v.to_vec()))
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+fn abort<T>(e: StoreError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
 }
 
-impl ClientStore for SledStore {
-    fn get(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
-        read_client(&self.shared, client_id.as_bytes())?
-            .map(|bytes| ClientRecord::decode(&bytes))
-            .transpose()
-    }
-
-    fn client_for_rat(&self, rat_tag: &[u8]) -> Result<Option<String>, StoreError> {
-        let owner = match self.shared.durable_override(TreeId::Rats, rat_tag) {
-            Some(durable) => durable,
-            None => self
-                .shared
-                .handles()?
-                .rats
-                .get(rat_tag)
-                .map_err(io)?
-                .map(|v| v.to_vec()),
+/// The counter operations of a batch, inside its transaction. sled's transactional `get` sees
+/// the transaction's own earlier writes, so two operations on one key compose.
+fn apply_counters(
+    counters: &TransactionalTree,
+    ops: &[CounterOp],
+    before: &mut Vec<Undo>,
+) -> TxResult<()> {
+    for op in ops {
+        let (key, limit) = match op {
+            CounterOp::Take { key, limit } => (key, Some(*limit)),
+            CounterOp::Release { key } => (key, None),
         };
-        Ok(owner.map(|v| String::from_utf8_lossy(&v).into_owned()))
-    }
-
-    fn insert(&self, record: &ClientRecord) -> Result<(), StoreError> {
-        let bytes = record.encode()?;
-        let id = record.client_id.as_bytes();
-        let mut before = vec![(TreeId::Clients, id.to_vec(), None)];
-        if !record.rat_tag.is_empty() {
-            before.push((TreeId::Rats, record.rat_tag.clone(), None));
-        }
-        self.shared.write(before, |h| {
-            (&h.clients, &h.rats).transaction(|(clients, rats)| {
-                if clients.get(id)?.is_some() {
-                    return Err(ConflictableTransactionError::Abort(StoreError::Conflict));
-                }
-                clients.insert(id, bytes.as_slice())?;
-                if !record.rat_tag.is_empty() {
-                    rats.insert(record.rat_tag.as_slice(), id)?;
-                }
-                Ok(())
-            })
-        })
-    }
-
-    fn replace(&self, old: &ClientRecord, new: &ClientRecord) -> Result<(), StoreError> {
-        if old.client_id != new.client_id {
-            return Err(StoreError::Conflict);
-        }
-        let old_bytes = old.encode()?;
-        let new_bytes = new.encode()?;
-        let id = old.client_id.as_bytes();
-        let rotated = old.rat_tag != new.rat_tag;
-        let mut before = vec![(TreeId::Clients, id.to_vec(), Some(old_bytes.clone()))];
-        if rotated {
-            if !old.rat_tag.is_empty() {
-                before.push((TreeId::Rats, old.rat_tag.clone(), Some(id.to_vec())));
-            }
-            if !new.rat_tag.is_empty() {
-                before.push((TreeId::Rats, new.rat_tag.clone(), None));
-            }
-        }
-        self.shared.write(before, |h| {
-            (&h.clients, &h.rats).transaction(|(clients, rats)| {
-                let current = clients.get(id)?;
-                if current.as_deref() != Some(old_bytes.as_slice()) {
-                    return Err(ConflictableTransactionError::Abort(StoreError::Conflict));
-                }
-                clients.insert(id, new_bytes.as_slice())?;
-                if rotated {
-                    if !old.rat_tag.is_empty() {
-                        rats.remove(old.rat_tag.as_slice())?;
-                    }
-                    if !new.rat_tag.is_empty() {
-                        rats.insert(new.rat_tag.as_slice(), id)?;
-                    }
-                }
-                Ok(())
-            })
-        })
-    }
-
-    fn remove(&self, old: &ClientRecord) -> Result<(), StoreError> {
-        let old_bytes = old.encode()?;
-        let id = old.client_id.as_bytes();
-        let mut before = vec![(TreeId::Clients, id.to_vec(), Some(old_bytes.clone()))];
-        if !old.rat_tag.is_empty() {
-            before.push((TreeId::Rats, old.rat_tag.clone(), Some(id.to_vec())));
-        }
-        self.shared.write(before, |h| {
-            (&h.clients, &h.rats).transaction(|(clients, rats)| {
-                let current = clients.get(id)?;
-                if current.as_deref() != Some(old_bytes.as_slice()) {
-                    return Err(ConflictableTransactionError::Abort(StoreError::Conflict));
-                }
-                clients.remove(id)?;
-                if !old.rat_tag.is_empty() {
-                    rats.remove(old.rat_tag.as_slice())?;
-                }
-                Ok(())
-            })
-        })
-    }
-
-    fn increment_counter(&self, key: &str, limit: u64) -> Result<bool, StoreError> {
-        self.update_counter(key, |value| (value < limit).then(|| value + 1))
-    }
-
-    fn decrement_counter(&self, key: &str) -> Result<(), StoreError> {
-        self.update_counter(key, |value| value.checked_sub(1))
-            .map(|_| ())
-    }
-
-    fn counter(&self, key: &str) -> Result<u64, StoreError> {
         let k = key.as_bytes();
-        let bytes = match self.shared.durable_override(TreeId::Counters, k) {
-            Some(durable) => durable,
-            None => self
-                .shared
-                .handles()?
-                .counters
-                .get(k)
-                .map_err(io)?
-                .map(|v| v.to_vec()),
+        let current = counters.get(k)?;
+        let value = counter_value(current.as_deref());
+        let next = match limit {
+            Some(limit) if value >= limit => {
+                return abort(StoreError::CounterExhausted(key.clone()))
+            }
+            Some(_) => value + 1,
+            None if value == 0 => continue,
+            None => value - 1,
         };
-        Ok(counter_value(bytes.as_deref()))
+        before.push((TreeId::Counters, k.to_vec(), current.map(|v| v.to_vec())));
+        counters.insert(k, next.to_be_bytes().to_vec())?;
+    }
+    Ok(())
+}
+
+/// The record change of a batch, inside its transaction: the record and its token index entry
+/// change together, after the revision check.
+fn apply_change(
+    clients: &TransactionalTree,
+    rats: &TransactionalTree,
+    change: &Change,
+    before: &mut Vec<Undo>,
+) -> TxResult<()> {
+    let (id, expected, new) = match change {
+        Change::Insert(record) => (&record.client_id, None, Some(record.clone())),
+        Change::Update {
+            expected_revision,
+            record,
+        } => {
+            let mut next = record.clone();
+            next.revision = expected_revision + 1;
+            (&record.client_id, Some(*expected_revision), Some(next))
+        }
+        Change::Delete {
+            client_id,
+            expected_revision,
+        } => (client_id, Some(*expected_revision), None),
+    };
+    let key = id.as_bytes();
+    let current = clients.get(key)?;
+    let old = match (expected, &current) {
+        (None, None) => None,
+        (Some(revision), Some(bytes)) => {
+            let old = ClientRecord::decode(bytes).or_else(abort)?;
+            if old.revision != revision {
+                return abort(StoreError::Conflict);
+            }
+            Some(old)
+        }
+        _ => return abort(StoreError::Conflict),
+    };
+    before.push((TreeId::Clients, key.to_vec(), current.map(|v| v.to_vec())));
+    let old_tag = old
+        .as_ref()
+        .map(|r| r.rat_tag.as_slice())
+        .unwrap_or_default();
+    let new_tag = new
+        .as_ref()
+        .map(|r| r.rat_tag.as_slice())
+        .unwrap_or_default();
+    if old_tag != new_tag {
+        if !old_tag.is_empty() {
+            before.push((TreeId::Rats, old_tag.to_vec(), Some(key.to_vec())));
+            rats.remove(old_tag)?;
+        }
+        if !new_tag.is_empty() {
+            let previous = rats.insert(new_tag, key)?;
+            before.push((TreeId::Rats, new_tag.to_vec(), previous.map(|v| v.to_vec())));
+        }
+    }
+    match &new {
+        Some(record) => {
+            let bytes = record.encode().or_else(abort)?;
+            clients.insert(key, bytes)?;
+        }
+        None => {
+            clients.remove(key)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_client(shared: &Shared, key: &[u8]) -> Result<Option<ClientRecord>, StoreError> {
+    let bytes = match shared.durable_override(TreeId::Clients, key) {
+        Some(durable) => durable,
+        None => shared
+            .handles()?
+            .clients
+            .get(key)
+            .map_err(io)?
+            .map(|v| v.to_vec()),
+    };
+    bytes.map(|b| ClientRecord::decode(&b)).transpose()
+}
+
+fn read_rat_owner(shared: &Shared, tag: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    match shared.durable_override(TreeId::Rats, tag) {
+        Some(durable) => Ok(durable),
+        None => Ok(shared
+            .handles()?
+            .rats
+            .get(tag)
+            .map_err(io)?
+            .map(|v| v.to_vec())),
+    }
+}
+
+fn read_counter(shared: &Shared, key: &[u8]) -> Result<u64, StoreError> {
+    let bytes = match shared.durable_override(TreeId::Counters, key) {
+        Some(durable) => durable,
+        None => shared
+            .handles()?
+            .counters
+            .get(key)
+            .map_err(io)?
+            .map(|v| v.to_vec()),
+    };
+    Ok(counter_value(bytes.as_deref()))
+}
+
+/// The key under which `meta` keeps the RAT server key.
+const SERVER_KEY: &[u8] = b"server_key";
+
+impl SledStore {
+    /// Run a sled call on tokio's blocking pool: sled may wait on disk (a cache miss, a log
+    /// write), which must not stall an actix worker.
+    fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shared) -> Result<T, StoreError> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || f(&shared))
+                .await
+                .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("store task: {e}"))))
+        })
     }
 
-    fn durable(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+    /// Resolves when every write that returned before the call is on stable storage (one
+    /// shared flush for all the writers queued meanwhile: group commit).
+    fn durable(&self) -> BoxFuture<'static, Result<(), StoreError>> {
         let (tx, rx) = oneshot::channel();
         let sent = match &self.flush_tx {
             Some(flush_tx) => flush_tx.send(tx).map_err(|_| ()),
@@ -678,15 +740,116 @@ impl ClientStore for SledStore {
         };
         Box::pin(async move {
             if sent.is_err() {
-                return Err(StoreError::Io("flusher stopped".into()));
+                return Err(StoreError::Unavailable("flusher stopped".into()));
             }
             rx.await
-                .unwrap_or_else(|_| Err(StoreError::Io("flusher stopped".into())))
+                .unwrap_or_else(|_| Err(StoreError::Unavailable("flusher stopped".into())))
+        })
+    }
+}
+
+impl ClientStore for SledStore {
+    fn get(&self, client_id: &str) -> BoxFuture<'_, Result<Option<ClientRecord>, StoreError>> {
+        let id = client_id.to_owned();
+        self.blocking(move |shared| read_client(shared, id.as_bytes()))
+    }
+
+    fn get_by_rat(
+        &self,
+        rat_tag: &[u8],
+    ) -> BoxFuture<'_, Result<Option<ClientRecord>, StoreError>> {
+        let tag = rat_tag.to_vec();
+        self.blocking(move |shared| {
+            if tag.is_empty() {
+                return Ok(None);
+            }
+            let Some(owner) = read_rat_owner(shared, &tag)? else {
+                return Ok(None);
+            };
+            // Index and records change in one transaction, so they agree; a record that does
+            // not carry the tag (damage `verify` would report) is not this token's client.
+            Ok(read_client(shared, &owner)?.filter(|r| r.rat_tag == tag))
         })
     }
 
-    fn len(&self) -> usize {
-        self.shared.handles().map_or(0, |h| h.clients.len())
+    fn commit(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>> {
+        let applied = self.blocking(move |shared| shared.apply(&batch));
+        Box::pin(async move {
+            if let Err(e) = applied.await {
+                if matches!(e, StoreError::Unavailable(_)) {
+                    // Wake the flusher, which may be idle in `recv`: it runs the recovery.
+                    drop(self.durable());
+                }
+                return Err(e);
+            }
+            // Queued only once the write is in sled, so the flush that answers covers it.
+            self.durable().await
+        })
+    }
+
+    fn counter(&self, key: &str) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let key = key.to_owned();
+        self.blocking(move |shared| read_counter(shared, key.as_bytes()))
+    }
+
+    fn count(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.blocking(|shared| Ok(shared.handles()?.clients.len() as u64))
+    }
+
+    fn scan(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<ClientRecord>, StoreError>> {
+        let after = after.map(|a| a.as_bytes().to_vec());
+        self.blocking(move |shared| {
+            use std::ops::Bound;
+            let start = match after {
+                Some(a) => Bound::Excluded(a),
+                None => Bound::Unbounded,
+            };
+            let handles = shared.handles()?;
+            let mut page = Vec::new();
+            // While failed, each listed record is its durable version (a client deleted but not
+            // yet flushed is missing from the listing until the store recovers).
+            for entry in handles
+                .clients
+                .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            {
+                if page.len() >= limit {
+                    break;
+                }
+                let (key, _) = entry.map_err(io)?;
+                if let Some(record) = read_client(shared, &key)? {
+                    page.push(record);
+                }
+            }
+            Ok(page)
+        })
+    }
+
+    fn server_key(&self, proposed: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, StoreError>> {
+        let stored = self.blocking(move |shared| {
+            let meta = shared.handles()?.meta.clone();
+            if let Some(existing) = meta.get(SERVER_KEY).map_err(io)? {
+                return Ok((existing.to_vec(), false));
+            }
+            shared.writable()?;
+            match meta
+                .compare_and_swap(SERVER_KEY, None::<&[u8]>, Some(proposed.as_slice()))
+                .map_err(io)?
+            {
+                Ok(()) => Ok((proposed, true)),
+                Err(lost) => Ok((lost.current.map(|v| v.to_vec()).unwrap_or_default(), false)),
+            }
+        });
+        Box::pin(async move {
+            let (key, created) = stored.await?;
+            if created {
+                self.durable().await?;
+            }
+            Ok(key)
+        })
     }
 
     fn writable(&self) -> bool {
@@ -713,24 +876,65 @@ mod tests {
     use super::super::contract::record;
     use super::*;
 
+    fn insert(r: &ClientRecord) -> WriteBatch {
+        WriteBatch::change(Change::Insert(r.clone()))
+    }
+
     #[tokio::test]
     async fn sled_store_meets_the_contract() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
-        super::super::contract::holds(&store).await;
-        super::super::contract::counts(&store).await;
+        super::super::contract::all(&store).await;
     }
 
     #[tokio::test]
-    async fn records_survive_reopening() {
+    async fn records_counters_and_the_key_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = SledStore::open(dir.path(), 1 << 20).unwrap();
-            store.insert(&record("k", 3)).unwrap();
-            store.durable().await.unwrap();
+            let batch = insert(&record("k", 3)).with_counters([CounterOp::Take {
+                key: "c".into(),
+                limit: 9,
+            }]);
+            store.commit(batch).await.unwrap();
+            store.server_key(vec![5; 32]).await.unwrap();
         }
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(store.get("k").unwrap().unwrap().rat_tag, vec![3; 32]);
+        assert_eq!(store.get("k").await.unwrap().unwrap().rat_tag, vec![3; 32]);
+        assert_eq!(store.counter("c").await.unwrap(), 1);
+        assert_eq!(store.server_key(vec![6; 32]).await.unwrap(), vec![5; 32]);
+    }
+
+    /// A store written before revisions existed (records in the exact byte form of that
+    /// version, no `revision` member) opens, and its records update from revision 0.
+    #[tokio::test]
+    async fn records_without_a_revision_update_from_revision_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+            let handles = store.shared.handles().unwrap();
+            let old = br#"{"client_id":"old","client_id_issued_at":1,"rat_tag":[4,4],"metadata":{"client_name":"x"},"updated_at":1}"#;
+            let mut bytes = vec![1u8]; // the format byte of that version
+            bytes.extend_from_slice(old);
+            handles.clients.insert("old", bytes).unwrap();
+            handles.rats.insert([4u8, 4], "old").unwrap();
+            store.flush().unwrap();
+        }
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let old = store.get("old").await.unwrap().unwrap();
+        assert_eq!(old.revision, 0);
+        let mut new = old.clone();
+        new.metadata.insert("client_name".into(), "y".into());
+        store
+            .commit(WriteBatch::change(Change::Update {
+                expected_revision: 0,
+                record: new,
+            }))
+            .await
+            .unwrap();
+        let stored = store.get_by_rat(&[4, 4]).await.unwrap().unwrap();
+        assert_eq!(stored.revision, 1);
+        assert_eq!(stored.metadata["client_name"], "y");
     }
 
     #[test]
@@ -759,8 +963,7 @@ mod tests {
     async fn verify_accepts_a_consistent_store() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
-        store.insert(&record("v", 4)).unwrap();
-        store.durable().await.unwrap();
+        store.commit(insert(&record("v", 4))).await.unwrap();
         assert_eq!(store.verify().unwrap(), 1);
         assert!(store.writable());
     }
@@ -770,35 +973,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         let a = record("a", 1);
-        store.insert(&a).unwrap();
-        store.durable().await.unwrap();
-        // An update that reached sled's memory but whose flush then fails.
+        let take = |key: &str| CounterOp::Take {
+            key: key.into(),
+            limit: 5,
+        };
+        store
+            .commit(insert(&a).with_counters([take("n")]))
+            .await
+            .unwrap();
+        // An update (with a counter) that reached sled's memory but whose flush then fails.
         let mut b = a.clone();
         b.rat_tag = vec![2; 32];
         b.metadata.insert("client_name".into(), "new".into());
-        store.replace(&a, &b).unwrap();
+        let update = WriteBatch::change(Change::Update {
+            expected_revision: 1,
+            record: b.clone(),
+        })
+        .with_counters([take("n")]);
+        store.shared.apply(&update).unwrap();
         store
             .shared
-            .fail(&StoreError::Io("simulated: no space left".into()));
+            .fail(&StoreError::Unavailable("simulated: no space left".into()));
 
         assert!(!store.writable());
         assert_eq!(
-            store.get("a").unwrap(),
+            store.get("a").await.unwrap(),
             Some(a.clone()),
-            "the durable state"
+            "durable state"
         );
-        assert_eq!(
-            store.client_for_rat(&[1; 32]).unwrap().as_deref(),
-            Some("a")
-        );
-        assert_eq!(store.client_for_rat(&[2; 32]).unwrap(), None);
-        assert!(matches!(
-            store.insert(&record("c", 3)),
-            Err(StoreError::Io(_))
-        ));
-        assert!(matches!(store.replace(&a, &b), Err(StoreError::Io(_))));
-        assert!(matches!(store.remove(&a), Err(StoreError::Io(_))));
-        assert!(matches!(store.durable().await, Err(StoreError::Io(_))));
+        assert_eq!(store.get_by_rat(&[1; 32]).await.unwrap(), Some(a.clone()));
+        assert_eq!(store.get_by_rat(&[2; 32]).await.unwrap(), None);
+        assert_eq!(store.counter("n").await.unwrap(), 1);
+        let refused = |r: Result<(), StoreError>| matches!(r, Err(StoreError::Unavailable(_)));
+        assert!(refused(store.commit(insert(&record("c", 3))).await));
+        assert!(refused(store.commit(update.clone()).await));
 
         // This disk has room, so the flusher's probe passes and it reopens the database.
         for _ in 0..250 {
@@ -809,16 +1017,13 @@ mod tests {
         }
         assert!(store.writable(), "the store did not reopen");
         // Nothing really failed here, so the update's bytes reached the disk and it is whole.
-        assert_eq!(store.get("a").unwrap(), Some(b));
-        assert_eq!(
-            store.client_for_rat(&[2; 32]).unwrap().as_deref(),
-            Some("a")
-        );
-        assert_eq!(store.client_for_rat(&[1; 32]).unwrap(), None);
+        let stored = store.get("a").await.unwrap().unwrap();
+        assert_eq!((stored.revision, &stored.rat_tag), (2, &b.rat_tag));
+        assert_eq!(store.get_by_rat(&[1; 32]).await.unwrap(), None);
+        assert_eq!(store.counter("n").await.unwrap(), 2);
         assert_eq!(store.verify().unwrap(), 1);
-        store.insert(&record("c", 3)).unwrap();
-        store.durable().await.unwrap();
-        assert_eq!(store.len(), 2);
+        store.commit(insert(&record("c", 3))).await.unwrap();
+        assert_eq!(store.count().await.unwrap(), 2);
         assert!(!dir.path().join(PROBE_FILE).exists());
     }
 
@@ -826,11 +1031,12 @@ mod tests {
     async fn verify_reports_a_token_index_that_disagrees_with_the_records() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
-        store.insert(&record("a", 1)).unwrap();
+        store.commit(insert(&record("a", 1))).await.unwrap();
         // An index entry pointing at a client whose record carries another tag.
         let handles = store.shared.handles().unwrap();
         handles.rats.insert([9u8; 32], "a".as_bytes()).unwrap();
         assert!(matches!(store.verify(), Err(StoreError::Corrupt(_))));
+        assert_eq!(store.get_by_rat(&[9; 32]).await.unwrap(), None);
         handles.rats.remove([9u8; 32]).unwrap();
         handles.rats.remove([1u8; 32]).unwrap();
         assert!(matches!(store.verify(), Err(StoreError::Corrupt(_))));

@@ -31,7 +31,7 @@ fn corrupt<T>(what: &str, e: impl std::fmt::Display) -> TxResult<T> {
 }
 
 fn io(e: sled::Error) -> StoreError {
-    StoreError::Io(e.to_string())
+    StoreError::Unavailable(e.to_string())
 }
 
 /// The event trees of one database.

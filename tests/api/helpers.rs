@@ -34,6 +34,10 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
         // (tests/api/fetch.rs) switch it back on against their local HTTPS server.
         .with("fetch.fetch_jwks_uri", false)
         .unwrap()
+        // Every test registers from 127.0.0.1, many of them hundreds of clients; the rate limit
+        // tests (tests/api/policy.rs, hardening.rs) switch it back on with small numbers.
+        .with("rate_limit.enabled", false)
+        .unwrap()
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -47,7 +51,27 @@ pub async fn spawn_app_with(tweak: impl FnOnce(Settings) -> Settings) -> TestApp
 
 pub async fn spawn_in(dir: TempDir, tweak: impl FnOnce(Settings) -> Settings) -> TestApp {
     let settings = tweak(test_settings(dir.path()));
-    let app = Application::build(settings).expect("app builds");
+    start(dir, Application::build(settings).await.expect("app builds"))
+}
+
+/// Like `spawn_app_with`, on an injected clock the test moves instead of sleeping.
+pub async fn spawn_with_clock(
+    clock: std::sync::Arc<registrar::clock::FixedClock>,
+    tweak: impl FnOnce(Settings) -> Settings,
+) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = tweak(test_settings(dir.path()));
+    let app = Application::build_with(
+        settings,
+        clock,
+        std::sync::Arc::new(registrar::tokens::OsTokens),
+    )
+    .await
+    .expect("app builds");
+    start(dir, app)
+}
+
+fn start(dir: TempDir, app: Application) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let endpoint = app.registration_endpoint();
     let handle = app.handle();
@@ -148,6 +172,16 @@ impl TestApp {
 fn sled_unlocked(dir: PathBuf) -> bool {
     // A fresh open succeeds only once the previous holder has closed the database.
     registrar::store::SledStore::open(&dir, 1 << 20).is_ok()
+}
+
+/// The `registration_client_uri` of a client information response.
+pub fn client_uri(c: &Value) -> String {
+    c["registration_client_uri"].as_str().unwrap().to_owned()
+}
+
+/// The `registration_access_token` of a client information response.
+pub fn client_rat(c: &Value) -> String {
+    c["registration_access_token"].as_str().unwrap().to_owned()
 }
 
 pub fn web_client() -> Value {

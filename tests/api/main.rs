@@ -4,6 +4,7 @@ mod concurrency;
 mod discovery;
 mod disk_full;
 mod fetch;
+mod hardening;
 mod helpers;
 mod hostile;
 mod hygiene;

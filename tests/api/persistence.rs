@@ -88,3 +88,53 @@ async fn an_unreadable_record_gives_a_generic_500_and_the_server_keeps_serving()
     let r = app.healthz().await;
     assert_eq!(r.status(), 200);
 }
+
+/// A store written before records had a revision (the byte form of that version: format byte
+/// 1, then the JSON without `revision`) opens, and its clients update, read and delete through
+/// the API; the compare-and-swap treats the missing revision as 0.
+#[tokio::test]
+async fn clients_stored_before_revisions_existed_still_update_and_delete() {
+    let app = spawn_app().await;
+    let a = app.register(&web_client()).await;
+    let b = app.register(&web_client()).await;
+    let dir = app.stop().await;
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let clients = db.open_tree("clients").unwrap();
+        for c in [&a, &b] {
+            let id = c["client_id"].as_str().unwrap();
+            let bytes = clients.get(id).unwrap().unwrap();
+            assert_eq!(bytes[0], 1, "format byte");
+            let mut json: serde_json::Map<String, Value> =
+                serde_json::from_slice(&bytes[1..]).unwrap();
+            assert_eq!(json.remove("revision"), Some(Value::from(1)));
+            let mut old = vec![1u8];
+            serde_json::to_writer(&mut old, &json).unwrap();
+            clients.insert(id, old).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let app = spawn_in(dir, |s| s).await;
+    let uri = |c: &Value| format!("{}/{}", app.endpoint, c["client_id"].as_str().unwrap());
+    let rat = |c: &Value| c["registration_access_token"].as_str().unwrap().to_owned();
+
+    let mut update = web_client();
+    update["client_id"] = a["client_id"].clone();
+    update["client_name"] = "renamed".into();
+    let r = app.put_client(&uri(&a), &rat(&a), &update).await;
+    assert_eq!(r.status(), 200);
+    let updated: Value = r.json().await.unwrap();
+    assert_eq!(updated["client_name"], "renamed");
+    // A second update goes from the revision the first one stored.
+    update["client_name"] = "renamed twice".into();
+    let r = app.put_client(&uri(&a), &rat(&updated), &update).await;
+    assert_eq!(r.status(), 200);
+    let twice: Value = r.json().await.unwrap();
+    let r = app.get_client(&uri(&a), &rat(&twice)).await;
+    assert_eq!(r.status(), 200);
+    let read: Value = r.json().await.unwrap();
+    assert_eq!(read["client_name"], "renamed twice");
+
+    assert_eq!(app.delete_client(&uri(&b), &rat(&b)).await.status(), 204);
+    assert_eq!(app.get_client(&uri(&b), &rat(&b)).await.status(), 401);
+}

@@ -62,9 +62,25 @@ impl Signer {
     }
 
     fn sign(&self, claims: &Value) -> String {
+        self.sign_typed(claims, None)
+    }
+
+    fn sign_typed(&self, claims: &Value, typ: Option<&str>) -> String {
         let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());
+        header.typ = typ.map(str::to_owned);
         jsonwebtoken::encode(&header, claims, &self.key).unwrap()
+    }
+
+    /// Sign with a hand-written header (members jsonwebtoken's `Header` cannot carry).
+    fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &self.key, self.alg).unwrap();
+        format!("{input}.{signature}")
     }
 }
 
@@ -251,6 +267,7 @@ async fn the_server_refuses_to_start_when_a_mode_has_no_credentials_configured()
     let dir = tempfile::tempdir().unwrap();
     let settings = set(test_settings(dir.path()), "access.mode", json!("statement"));
     let err = registrar::startup::Application::build(settings)
+        .await
         .err()
         .expect("must not start");
     assert!(err.to_string().contains("statement_issuers"), "{err}");
@@ -761,6 +778,41 @@ async fn policy_refuses_redirect_uris_on_other_hosts() {
 }
 
 #[tokio::test]
+async fn policy_host_lists_do_not_admit_other_schemes_with_an_allowed_host() {
+    // Issue #12 item 9: the "host" of a private-use scheme means nothing.
+    let native = |uri: &str| json!({"redirect_uris": [uri], "application_type": "native", "token_endpoint_auth_method": "none"});
+    let app = anonymous_policy(json!({"allowed_redirect_hosts": ["localhost"]})).await;
+    let d = assert_error(
+        app.post(&native("com.evil.app://localhost/cb")).await,
+        400,
+        "invalid_redirect_uri",
+    )
+    .await;
+    assert!(d.contains("scheme 'com.evil.app' is not allowed"), "{d}");
+    app.register(&native("http://localhost:8080/cb")).await;
+    let app = anonymous_policy(json!({
+        "allowed_redirect_hosts": ["localhost"],
+        "allowed_redirect_schemes": ["com.example.app"],
+    }))
+    .await;
+    app.register(&native("com.example.app:/cb")).await;
+    app.register(&native("COM.EXAMPLE.APP:/cb")).await;
+    assert_error(
+        app.post(&native("com.evil.app:/cb")).await,
+        400,
+        "invalid_redirect_uri",
+    )
+    .await;
+    let d = assert_error(
+        app.post(&native("https://evil.example/cb")).await,
+        400,
+        "invalid_redirect_uri",
+    )
+    .await;
+    assert!(d.contains("host 'evil.example'"), "{d}");
+}
+
+#[tokio::test]
 async fn policy_forced_values_replace_the_request_and_show_in_the_response() {
     let app = anonymous_policy(
         json!({"force": {"skip_consent": false, "client_uri": "https://registered.example/"}}),
@@ -969,4 +1021,106 @@ async fn a_full_argon2_queue_answers_503_at_once_instead_of_queueing() {
         "{created} created, {refused} refused"
     );
     assert_eq!(app.post(&web_client()).await.status(), 201);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue #12 item 11: critical header parameters (RFC 7515 §4.1.11)
+
+#[tokio::test]
+async fn a_jwt_with_critical_header_parameters_is_refused() {
+    let signer = Signer::ed25519("k1");
+    let app = jwt_token_app(&signer, json!({})).await;
+    let claims = json!({"iss": ISSUER, "exp": now() + 300});
+    let plain = signer.sign_with_header(&json!({"alg": "EdDSA", "kid": "k1"}), &claims);
+    assert_eq!(
+        app.post_with_token(&plain, &web_client()).await.status(),
+        201
+    );
+    for header in [
+        json!({"alg": "EdDSA", "kid": "k1", "crit": ["exp"], "exp": 1}),
+        json!({"alg": "EdDSA", "kid": "k1", "crit": ["b64"], "b64": false}),
+    ] {
+        let token = signer.sign_with_header(&header, &claims);
+        assert_invalid_token(app.post_with_token(&token, &web_client()).await).await;
+    }
+    let ssa_signer = Signer::ed25519("ssa");
+    let app = statement_app(&ssa_signer, "statement", json!({})).await;
+    let mut claims = json!({"iss": SSA_ISSUER, "exp": now() + 300,
+        "redirect_uris": ["https://app.partner.example/cb"]});
+    let header = json!({"alg": "EdDSA", "kid": "ssa", "crit": ["x-unknown"], "x-unknown": 1});
+    let ssa = ssa_signer.sign_with_header(&header, &claims);
+    let d = assert_error(
+        app.post(&with_statement(&ssa)).await,
+        400,
+        "invalid_software_statement",
+    )
+    .await;
+    assert!(d.contains("crit"), "{d}");
+    claims["client_name"] = json!("ok");
+    let ssa = ssa_signer.sign_with_header(&json!({"alg": "EdDSA", "kid": "ssa"}), &claims);
+    app.register(&with_statement(&ssa)).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue #12 item 6: a software statement is not an initial access token
+
+fn dual_issuer_settings(s: Settings, signer: &Signer, token_typ: &str, ssa_typ: &str) -> Settings {
+    let token = issuer_config(
+        ISSUER,
+        signer,
+        json!({"typ": token_typ, "policy": "partners"}),
+    );
+    let ssa = issuer_config(ISSUER, signer, json!({"typ": ssa_typ}));
+    let s = set(s, "access.mode", json!("token_or_statement"));
+    let s = set(s, "access.token_issuers", json!([token]));
+    let s = set(s, "access.statement_issuers", json!([ssa]));
+    set(
+        s,
+        "policies.partners",
+        json!({"force": {"skip_consent": true}, "allowed_privileged_fields": ["skip_consent"]}),
+    )
+}
+
+#[tokio::test]
+async fn one_issuer_for_tokens_and_statements_needs_distinct_typ_values_to_start() {
+    let signer = Signer::ed25519("k1");
+    for (t, s) in [("", ""), ("iat+jwt", ""), ("JWT", "jwt")] {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = dual_issuer_settings(test_settings(dir.path()), &signer, t, s);
+        let err = registrar::startup::Application::build(settings)
+            .await
+            .err()
+            .expect("must not start");
+        assert!(err.to_string().contains("typ"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_software_statement_sent_as_a_bearer_token_is_refused() {
+    let signer = Signer::ed25519("k1");
+    let app =
+        spawn_app_with(|s| dual_issuer_settings(s, &signer, "iat+jwt", "software-statement+jwt"))
+            .await;
+    let claims = json!({"iss": ISSUER, "exp": now() + 300,
+        "redirect_uris": ["https://foreign.example/cb"]});
+    let ssa = signer.sign_typed(&claims, Some("software-statement+jwt"));
+    let iat = signer.sign_typed(&claims, Some("application/iat+jwt"));
+    // The statement as a token: refused, so it cannot pick the token tier's policy.
+    assert_invalid_token(app.post_with_token(&ssa, &web_client()).await).await;
+    // The token as a statement: refused too.
+    assert_error(
+        app.post(&with_statement(&iat)).await,
+        400,
+        "invalid_software_statement",
+    )
+    .await;
+    // Each in its own place works, and only the token gets the token tier's policy.
+    let by_token = app.post_with_token(&iat, &web_client()).await;
+    assert_eq!(by_token.status(), 201);
+    assert_eq!(
+        by_token.json::<Value>().await.unwrap()["skip_consent"],
+        true
+    );
+    let by_statement = app.register(&with_statement(&ssa)).await;
+    assert_ne!(by_statement["skip_consent"], true);
 }

@@ -118,6 +118,7 @@ async fn register_stores_the_secret_as_argon2id_with_the_default_parameters() {
     use registrar::store::ClientStore;
     let record = store
         .get(body["client_id"].as_str().unwrap())
+        .await
         .unwrap()
         .unwrap();
     let phc = record.client_secret_hash.clone().unwrap();

@@ -131,6 +131,7 @@ fn client(id: &str, name: &str) -> ClientRecord {
         policy: None,
         tier: None,
         software_statement: None,
+        revision: 1,
     }
 }
 

@@ -176,16 +176,20 @@ async fn acknowledged_writes_survive_sigkill_and_nothing_is_half_written() {
             let count = store
                 .verify()
                 .unwrap_or_else(|e| panic!("round {round}: {e}"));
-            let book = lock(&book);
-            for (id, _) in &book.deleted {
+            // A copy, so no lock is held across the store's awaits.
+            let (book_deleted, book_live) = {
+                let book = lock(&book);
+                (book.deleted.clone(), book.live.clone())
+            };
+            for (id, _) in &book_deleted {
                 assert!(
-                    store.get(id).unwrap().is_none(),
+                    store.get(id).await.unwrap().is_none(),
                     "round {round}: deleted client {id} came back"
                 );
             }
-            for (id, known) in &book.live {
+            for (id, known) in &book_live {
                 let old_tag = key.tag(&known.rat);
-                let Some(record) = store.get(id).unwrap() else {
+                let Some(record) = store.get(id).await.unwrap() else {
                     assert_eq!(
                         known.in_flight,
                         Some(Pending::Delete),
@@ -213,7 +217,7 @@ async fn acknowledged_writes_survive_sigkill_and_nothing_is_half_written() {
                     moved_on.push(id.clone());
                 }
             }
-            let expected = book.live.len() - moved_on.len();
+            let expected = book_live.len() - moved_on.len();
             assert!(
                 count >= expected,
                 "round {round}: {count} stored < {expected} acknowledged"

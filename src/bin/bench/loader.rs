@@ -1,5 +1,5 @@
 //! Bench-only population of a data directory: N clients written straight through the library's
-//! `SledStore` + `ClientStore::insert` (the server's own write path minus HTTP and hashing), each
+//! `SledStore::apply_unflushed` of an insert batch (the server's own write path minus HTTP and hashing), each
 //! with a real RAT tag under the server key the server will load from `{data_dir}/server.key`.
 //! Much faster than N HTTP registrations, and the records are byte-for-byte what the server
 //! writes for the bench's registration body.
@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use registrar::credentials::RatKey;
 use registrar::settings::Settings;
-use registrar::store::{ClientRecord, ClientStore, SledStore};
+use registrar::store::{Change, ClientRecord, SledStore, WriteBatch};
 use registrar::tokens::{OsTokens, TokenGenerator, CLIENT_ID_BYTES, SECRET_BYTES};
 use std::io::Write;
 use std::path::Path;
@@ -83,10 +83,14 @@ pub fn populate(dir: &Path, n: usize, sample: usize, pool: &Path) -> Res<Loaded>
                     policy: None,
                     tier: Some(registrar::policy::tier::ANONYMOUS.to_owned()),
                     software_statement: None,
+                    revision: 1,
                 };
-                store.insert(&record).map_err(|e| e.to_string())?;
+                let client_id = record.client_id.clone();
+                store
+                    .apply_unflushed(&WriteBatch::change(Change::Insert(record)))
+                    .map_err(|e| e.to_string())?;
                 if i % every == 0 {
-                    picked.push(format!("{} {rat}", record.client_id));
+                    picked.push(format!("{client_id} {rat}"));
                 }
                 i += threads;
             }

@@ -334,9 +334,12 @@ impl Bench {
 /// Settings shared by every registrar instance in the bench: request logging off (the peer has
 /// none either; the access log costs a write per request) and no RAT rotation on PUT (the peer
 /// runs with ROTATE_RAT=0 too), so wrk's pools stay valid.
-const BASE_ENV: [(&str, &str); 2] = [
+const BASE_ENV: [(&str, &str); 4] = [
     ("REGISTRAR_SERVER__LOG", "warn"),
     ("REGISTRAR_REGISTRATION__ROTATE_RAT_ON_UPDATE", "false"),
+    // The load comes from one loopback source, far past any per-source limit.
+    ("REGISTRAR_RATE_LIMIT__ENABLED", "false"),
+    ("REGISTRAR_ACCESS__MAX_ANONYMOUS_CLIENTS", "0"),
 ];
 
 fn with_base(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
