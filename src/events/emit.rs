@@ -7,6 +7,7 @@ use super::webhook::{rows_for, OutboxOp, WebhookSettings};
 use crate::store::ClientRecord;
 use crate::tokens::TokenGenerator;
 use std::sync::Arc;
+use tokio::sync::Notify;
 
 /// Random bytes in a `webhook-id` (after `msg_`).
 const WEBHOOK_ID_BYTES: usize = 16;
@@ -55,12 +56,37 @@ pub struct ChangeEvent<'a> {
 pub struct Events {
     hooks: Vec<WebhookSettings>,
     tokens: Arc<dyn TokenGenerator>,
+    waker: Arc<Notify>,
 }
 
 impl Events {
     /// `hooks`: `[[webhooks]]`; `tokens` draws the `webhook-id`s.
     pub fn new(hooks: Vec<WebhookSettings>, tokens: Arc<dyn TokenGenerator>) -> Self {
-        Self { hooks, tokens }
+        Self {
+            hooks,
+            tokens,
+            waker: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The notifier the delivery worker waits on (`DeliveryWorker::spawn`).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.waker.clone()
+    }
+
+    /// Tell the worker that a commit enqueued deliveries.
+    pub fn committed(&self, batch_had_deliveries: bool) {
+        if batch_had_deliveries {
+            self.waker.notify_one();
+        }
+    }
+
+    /// The audit entry of `change` alone, for changes no webhook hears of (a registration
+    /// access token rotated on read or revoked: the client view is unchanged).
+    pub fn audit_only(&self, change: ChangeEvent<'_>) -> EventBatch {
+        let mut batch = self.change(change);
+        batch.outbox.clear();
+        batch
     }
 
     /// The audit entry of `change` and one outbox row per hook that wants it.

@@ -17,6 +17,7 @@
 
 pub mod audit;
 pub mod emit;
+pub mod report;
 pub mod webhook;
 pub mod worker;
 

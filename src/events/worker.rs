@@ -244,9 +244,10 @@ impl DeliveryWorker {
     /// Run in the background: a round whenever [`WorkerHandle::wake`] is called or `poll`
     /// passed, at once again after a round that delivered something. Store errors are logged
     /// and retried on the next round.
-    pub fn spawn(self, poll: Duration) -> WorkerHandle {
+    /// `wake` is the notifier commits poke (`Events::waker`).
+    pub fn spawn(self, poll: Duration, wake: Arc<Notify>) -> WorkerHandle {
         let worker = Arc::new(self);
-        spawn_loop(poll, move || {
+        spawn_loop(poll, wake, move || {
             let worker = worker.clone();
             async move {
                 match worker.run_once().await {
@@ -263,12 +264,11 @@ impl DeliveryWorker {
 
 /// Run `round` in a background task until stopped: again at once when it returns true, else
 /// after `poll` or a [`WorkerHandle::wake`].
-pub fn spawn_loop<F, Fut>(poll: Duration, round: F) -> WorkerHandle
+pub fn spawn_loop<F, Fut>(poll: Duration, wake: Arc<Notify>, round: F) -> WorkerHandle
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send + 'static,
 {
-    let wake = Arc::new(Notify::new());
     let (stop, mut stopped) = watch::channel(false);
     let woken = wake.clone();
     let task = tokio::spawn(async move {
@@ -300,7 +300,7 @@ pub fn spawn_retention(
     every: Duration,
 ) -> Option<WorkerHandle> {
     settings.cutoff(0)?;
-    Some(spawn_loop(every, move || {
+    Some(spawn_loop(every, Arc::new(Notify::new()), move || {
         let (log, clock, settings) = (log.clone(), clock.clone(), settings.clone());
         async move {
             let now = clock.now();
@@ -531,7 +531,7 @@ pub(crate) mod tests {
     async fn the_background_task_delivers_when_woken_and_stops() {
         let (queue, receiver, _clock, worker) = setup(3);
         *receiver.up.lock().unwrap() = true;
-        let handle = worker.spawn(Duration::from_secs(3600));
+        let handle = worker.spawn(Duration::from_secs(3600), Arc::new(Notify::new()));
         push(&queue, "a", "a1").await;
         handle.wake();
         for _ in 0..200 {

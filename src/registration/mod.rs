@@ -7,6 +7,8 @@ pub mod upstream;
 use crate::clock::Clock;
 use crate::credentials::{is_recoverable, Plaintext, RatKey, SecretHasher};
 use crate::error::{RegistrationError, Result};
+use crate::events::emit::registration_actor;
+use crate::events::{Actor, ActorKind, ChangeEvent, EventBatch, EventType, Events, Origin};
 use crate::fetch::RemoteMetadata;
 use crate::logsafe::escaped;
 use crate::metadata::{self, uses_client_secret};
@@ -33,6 +35,7 @@ pub struct Registrar {
     settings: Arc<Settings>,
     remote: Arc<RemoteMetadata>,
     policy: Arc<PolicyEngine>,
+    events: Arc<Events>,
     registration_endpoint: String,
     discovery: Arc<discovery::Discovery>,
 }
@@ -49,6 +52,8 @@ pub struct Parts {
     pub remote: Arc<RemoteMetadata>,
     /// Who may register and with what (`[access]`, `[policies]`, `[rate_limit]`).
     pub policy: Arc<PolicyEngine>,
+    /// Audit entries and webhook rows for each change (`crate::events`).
+    pub events: Arc<Events>,
 }
 
 /// The one mapping of store failures to the RFC error the caller sees. `Conflict` and
@@ -134,6 +139,7 @@ impl Registrar {
             settings: parts.settings,
             remote: parts.remote,
             policy: parts.policy,
+            events: parts.events,
             registration_endpoint,
         }
     }
@@ -176,6 +182,36 @@ impl Registrar {
         self.store.writable()
     }
 
+    /// The events of one change of a client from `before` to `after`.
+    #[allow(clippy::too_many_arguments)]
+    fn events_of(
+        &self,
+        event: EventType,
+        actor: Actor,
+        origin: &Origin,
+        before: Option<&ClientRecord>,
+        after: Option<&ClientRecord>,
+        credentials_changed: &[&str],
+        with_webhooks: bool,
+    ) -> EventBatch {
+        let client_id = after.or(before).map_or("", |r| r.client_id.as_str());
+        let change = ChangeEvent {
+            time: self.clock.now(),
+            event,
+            client_id,
+            actor,
+            origin,
+            before,
+            after,
+            credentials_changed,
+        };
+        if with_webhooks {
+            self.events.change(change)
+        } else {
+            self.events.audit_only(change)
+        }
+    }
+
     fn client_uri(&self, client_id: &str) -> String {
         format!("{}/{}", self.registration_endpoint, client_id)
     }
@@ -191,6 +227,7 @@ impl Registrar {
         &self,
         request: &Map<String, Value>,
         context: &RegistrationContext,
+        origin: &Origin,
     ) -> Result<Map<String, Value>> {
         let now = self.clock.now();
         let admission = self
@@ -205,7 +242,12 @@ impl Registrar {
         self.remote.check(&metadata).await?;
         self.policy.check(policy, claims, &metadata)?;
         let counters = self.policy.registration_counters(&admission);
-        self.store_new_client(metadata, &admission, counters, now)
+        let actor = registration_actor(
+            admission.tier,
+            context.initial_access_token.as_deref(),
+            claims.and_then(|c| c.get("iss")).and_then(Value::as_str),
+        );
+        self.store_new_client(metadata, &admission, counters, now, actor, origin)
             .await
     }
 
@@ -215,6 +257,8 @@ impl Registrar {
         admission: &crate::policy::Admission,
         counters: Vec<CounterOp>,
         now: i64,
+        actor: Actor,
+        origin: &Origin,
     ) -> Result<Map<String, Value>> {
         let client_id = self.tokens.token(CLIENT_ID_BYTES);
         // A derived (recoverable) secret is bound to the client_id, so it is issued after it.
@@ -235,10 +279,24 @@ impl Registrar {
         };
         let mut attempts = 0;
         loop {
+            let events = self.events_of(
+                EventType::Registered,
+                actor.clone(),
+                origin,
+                None,
+                Some(&record),
+                &[],
+                true,
+            );
+            let deliveries = events.has_deliveries();
             let batch = WriteBatch::change(Change::Insert(record.clone()))
-                .with_counters(counters.iter().cloned());
+                .with_counters(counters.iter().cloned())
+                .with_events(events);
             match self.store.commit(batch).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.events.committed(deliveries);
+                    break;
+                }
                 // 128 random bits do not collide in practice; if they do, draw again.
                 Err(StoreError::Conflict) if attempts < MAX_RETRIES => {
                     attempts += 1;
@@ -263,20 +321,31 @@ impl Registrar {
         &self,
         client_id: &str,
         rat: Option<&str>,
+        origin: &Origin,
     ) -> Result<Map<String, Value>> {
-        let record = self.authenticate(client_id, rat).await?;
+        let record = self.authenticate(client_id, rat, origin).await?;
         let presented = Plaintext::new(rat.unwrap_or_default().to_owned());
         if !self.settings.registration.rotate_rat_on_read {
             return Ok(self.response(record, &presented, None));
         }
         let new_rat = Plaintext::new(self.tokens.token(SECRET_BYTES));
         let expected_revision = record.revision;
-        let mut updated = record;
+        let mut updated = record.clone();
         updated.rat_tag = self.rat_key.tag(new_rat.expose()).to_vec();
+        let events = self.events_of(
+            EventType::Updated,
+            Actor::new(ActorKind::RegistrationAccessToken),
+            origin,
+            Some(&record),
+            Some(&updated),
+            &["registration_access_token"],
+            false,
+        );
         let batch = WriteBatch::change(Change::Update {
             expected_revision,
             record: updated.clone(),
-        });
+        })
+        .with_events(events);
         match self.store.commit(batch).await {
             Ok(()) => {}
             // Someone else changed the client (and maybe the token) meanwhile: the token the
@@ -294,18 +363,38 @@ impl Registrar {
         client_id: &str,
         rat: Option<&str>,
         request: &Map<String, Value>,
+        origin: &Origin,
     ) -> Result<Map<String, Value>> {
-        let mut current = self.authenticate(client_id, rat).await?;
+        let mut current = self.authenticate(client_id, rat, origin).await?;
         self.policy.check_client_rate_limit(client_id)?;
         let mut plan = self.plan_update(&current, rat, request).await?;
         for _ in 0..MAX_RETRIES {
             let updated = plan.apply_to(&current, &self.rat_key);
+            let mut credentials = vec![];
+            if updated.rat_tag != current.rat_tag {
+                credentials.push("registration_access_token");
+            }
+            if updated.client_secret_hash != current.client_secret_hash {
+                credentials.push("client_secret");
+            }
+            let events = self.events_of(
+                EventType::Updated,
+                Actor::new(ActorKind::RegistrationAccessToken),
+                origin,
+                Some(&current),
+                Some(&updated),
+                &credentials,
+                true,
+            );
+            let deliveries = events.has_deliveries();
             let batch = WriteBatch::change(Change::Update {
                 expected_revision: current.revision,
                 record: updated.clone(),
-            });
+            })
+            .with_events(events);
             match self.store.commit(batch).await {
                 Ok(()) => {
+                    self.events.committed(deliveries);
                     tracing::info!(client_id = %escaped(client_id), "client updated");
                     let mut updated = updated;
                     updated.revision = current.revision + 1;
@@ -315,7 +404,7 @@ impl Registrar {
                 Err(StoreError::Conflict) => {
                     // Lost a race: re-read. A concurrent update that rotated the token (or a
                     // delete) leaves the caller's token dead, as for any invalid token.
-                    let fresh = self.authenticate(client_id, rat).await?;
+                    let fresh = self.authenticate(client_id, rat, origin).await?;
                     if fresh.client_secret_hash != current.client_secret_hash
                         || fresh.client_secret_expires_at != current.client_secret_expires_at
                     {
@@ -402,12 +491,27 @@ impl Registrar {
 
     /// RFC 7592 §2.3: delete the registration; its token dies with it, and its place in its
     /// policy's quota is freed in the same commit.
-    pub async fn delete_client(&self, client_id: &str, rat: Option<&str>) -> Result<()> {
+    pub async fn delete_client(
+        &self,
+        client_id: &str,
+        rat: Option<&str>,
+        origin: &Origin,
+    ) -> Result<()> {
         for attempt in 0..MAX_RETRIES {
-            let current = self.authenticate(client_id, rat).await?;
+            let current = self.authenticate(client_id, rat, origin).await?;
             if attempt == 0 {
                 self.policy.check_client_rate_limit(client_id)?;
             }
+            let events = self.events_of(
+                EventType::Deleted,
+                Actor::new(ActorKind::RegistrationAccessToken),
+                origin,
+                Some(&current),
+                None,
+                &[],
+                true,
+            );
+            let deliveries = events.has_deliveries();
             let batch = WriteBatch::change(Change::Delete {
                 client_id: current.client_id.clone(),
                 expected_revision: current.revision,
@@ -415,9 +519,11 @@ impl Registrar {
             .with_counters(
                 self.policy
                     .deletion_counters(current.policy.as_deref(), current.tier.as_deref()),
-            );
+            )
+            .with_events(events);
             match self.store.commit(batch).await {
                 Ok(()) => {
+                    self.events.committed(deliveries);
                     tracing::info!(client_id = %escaped(client_id), "client deleted");
                     return Ok(());
                 }
@@ -452,7 +558,12 @@ impl Registrar {
     /// node-oidc-provider does the same). One presented at a path that names no client (a typo,
     /// `/register/<id>%20`) only gets the 401: revoking it would lock its client out for good
     /// over a mistyped URL (item 12).
-    async fn authenticate(&self, client_id: &str, rat: Option<&str>) -> Result<ClientRecord> {
+    async fn authenticate(
+        &self,
+        client_id: &str,
+        rat: Option<&str>,
+        origin: &Origin,
+    ) -> Result<ClientRecord> {
         let rat = rat.ok_or(RegistrationError::InvalidToken)?;
         let tag = self.rat_key.tag(rat);
         let Some(owner) = self.store.get_by_rat(&tag).await.map_err(store_error)? else {
@@ -471,25 +582,36 @@ impl Registrar {
             .map_err(store_error)?
             .is_some()
         {
-            self.revoke(owner, &tag).await?;
+            self.revoke(owner, &tag, origin).await?;
         }
         Err(RegistrationError::InvalidToken)
     }
 
     /// Revoke `record`'s token (RFC 7592 §2.1 SHOULD) if it still carries `tag`; a concurrent
     /// change (a new token already) makes the revocation moot.
-    async fn revoke(&self, record: ClientRecord, tag: &[u8]) -> Result<()> {
+    async fn revoke(&self, record: ClientRecord, tag: &[u8], origin: &Origin) -> Result<()> {
         if !bool::from(record.rat_tag.as_slice().ct_eq(tag)) {
             return Ok(());
         }
         let client_id = record.client_id.clone();
         let expected_revision = record.revision;
-        let mut revoked = record;
+        let mut revoked = record.clone();
         revoked.rat_tag = Vec::new();
+        // The presenter holds this client's token, so it acts as its registration access token.
+        let events = self.events_of(
+            EventType::Updated,
+            Actor::new(ActorKind::RegistrationAccessToken),
+            origin,
+            Some(&record),
+            Some(&revoked),
+            &["registration_access_token"],
+            false,
+        );
         let batch = WriteBatch::change(Change::Update {
             expected_revision,
             record: revoked,
-        });
+        })
+        .with_events(events);
         match self.store.commit(batch).await {
             Ok(()) => {
                 tracing::warn!(client_id = %escaped(&client_id), "registration access token used for another client; revoked");

@@ -111,9 +111,10 @@ impl EventState {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod contract {
-    //! What every store's audit log and outbox must do; each implementation runs these.
+/// What every store's audit log and outbox must do; each implementation runs these. Public
+/// (but hidden) so every backend's tests, the PostgreSQL ones included, run it.
+#[doc(hidden)]
+pub mod contract {
     use crate::events::audit::{Actor, ActorKind, AuditEntry, EventType};
     use crate::events::webhook::{OutboxOp, OutboxRow};
     use crate::events::{verify_log, AuditLog, AuditQuery, OutboxQueue};

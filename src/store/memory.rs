@@ -55,6 +55,9 @@ impl Inner {
         for (key, value) in values {
             self.counters.insert(key.to_owned(), value);
         }
+        // Checked above: from here on nothing fails, so the events go with the change.
+        self.events.append(batch.audit);
+        self.events.apply(batch.outbox);
         if let Some(old) = old {
             self.rats.remove(&old.rat_tag);
         }
@@ -116,6 +119,15 @@ impl MemoryStore {
         entries: impl IntoIterator<Item = crate::events::AuditEntry>,
     ) {
         self.lock().events.append(entries);
+    }
+
+    /// Tests: edit the stored trail as someone with access to the store would.
+    #[cfg(test)]
+    pub(crate) fn tamper_for_tests(
+        &self,
+        edit: impl FnOnce(&mut BTreeMap<u64, crate::events::AuditRecord>),
+    ) {
+        edit(self.lock().events.tamper());
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -5,7 +5,8 @@
 //! the revision it expects, plus the counter operations that go with it, applied atomically and
 //! acknowledged only once durable. Nothing downstream may act on a change before that.
 
-pub(crate) mod event_log;
+#[doc(hidden)]
+pub mod event_log;
 mod memory;
 mod sled;
 mod sled_events;
@@ -140,8 +141,11 @@ pub struct WriteBatch {
     pub change: Option<Change>,
     /// Counter operations, applied in order.
     pub counters: Vec<CounterOp>,
-    // The events issue (#17) adds `audit` and `outbox` rows here, written in the same
-    // transaction as the change they describe.
+    /// Audit entries describing the change, sealed onto the chain by the store inside the
+    /// same write (`crate::events::audit::seal`), in order.
+    pub audit: Vec<crate::events::AuditEntry>,
+    /// Webhook outbox operations of the change (enqueued deliveries), in the same write.
+    pub outbox: Vec<crate::events::OutboxOp>,
 }
 
 impl WriteBatch {
@@ -149,8 +153,15 @@ impl WriteBatch {
     pub fn change(change: Change) -> Self {
         Self {
             change: Some(change),
-            counters: Vec::new(),
+            ..Self::default()
         }
+    }
+
+    /// Add the events of the change: its audit entry and outbox rows.
+    pub fn with_events(mut self, events: crate::events::EventBatch) -> Self {
+        self.audit.extend(events.audit);
+        self.outbox.extend(events.outbox);
+        self
     }
 
     /// Add counter operations.
@@ -164,7 +175,12 @@ impl WriteBatch {
 ///
 /// Every method is asynchronous: no implementation waits on disk or the network on the
 /// caller's (actix worker) thread.
-pub trait ClientStore: Send + Sync + 'static {
+///
+/// Every store also keeps the audit trail and the webhook outbox (`AuditLog`, `OutboxQueue`),
+/// written by `commit` together with the change they describe.
+pub trait ClientStore:
+    crate::events::AuditLog + crate::events::OutboxQueue + Send + Sync + 'static
+{
     /// The client with this `client_id`, if any.
     fn get(&self, client_id: &str) -> BoxFuture<'_, Result<Option<ClientRecord>, StoreError>>;
     /// The client whose current registration access token has this tag (the RAT index).
@@ -263,6 +279,61 @@ pub mod contract {
         batches_are_all_or_nothing(store).await;
         scans(store).await;
         keeps_one_server_key(store).await;
+        events_go_with_their_change(store).await;
+    }
+
+    /// The audit entries and outbox rows of a batch are written with its change, or not at
+    /// all when the change is refused; the chain stays one chain across commits.
+    pub async fn events_go_with_their_change(store: &dyn ClientStore) {
+        use crate::events::audit::EventType;
+        use crate::events::{verify_log, OutboxOp};
+        use crate::store::event_log::contract::{entry, row};
+        let before = verify_log(store).await.unwrap().unwrap().count;
+        let r = record("ev", 40);
+        let with = |batch: WriteBatch, id: &str, event| {
+            batch.with_events(crate::events::EventBatch {
+                audit: vec![entry(1, id, event)],
+                outbox: vec![OutboxOp::Enqueue(row(id, &format!("msg_{id}_{event}")))],
+            })
+        };
+        store
+            .commit(with(insert(&r), "ev", EventType::Registered))
+            .await
+            .unwrap();
+        // A conflicting change takes its events with it.
+        assert_eq!(
+            store
+                .commit(with(insert(&r), "ev", EventType::Registered))
+                .await,
+            Err(StoreError::Conflict)
+        );
+        assert_eq!(
+            store
+                .commit(with(update(7, &r), "ev", EventType::Updated))
+                .await,
+            Err(StoreError::Conflict)
+        );
+        store
+            .commit(with(delete("ev", 1), "ev", EventType::Deleted))
+            .await
+            .unwrap();
+        let v = verify_log(store).await.unwrap().unwrap();
+        assert_eq!(v.count, before + 2);
+        let page = store.audit_scan(v.head.seq - 2, 10).await.unwrap();
+        let events: Vec<_> = page
+            .into_iter()
+            .map(|row| row.record.unwrap().event)
+            .collect();
+        assert_eq!(events, [EventType::Registered, EventType::Deleted]);
+        let ids: Vec<String> = store
+            .outbox_pending(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.client_id == "ev")
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["msg_ev_client.registered", "msg_ev_client.deleted"]);
     }
 
     /// Insert, read by id and by token, update by revision, delete by revision.
@@ -336,8 +407,8 @@ pub mod contract {
     /// Counters: bounded takes, releases never below zero.
     pub async fn counts(store: &dyn ClientStore) {
         let only = |op| WriteBatch {
-            change: None,
             counters: vec![op],
+            ..WriteBatch::default()
         };
         assert_eq!(store.counter("k").await.unwrap(), 0);
         store.commit(only(take("k", 2))).await.unwrap();

@@ -330,3 +330,105 @@ async fn a_receiver_that_never_answers_2xx_gets_the_event_dead_lettered() {
         (5, Some("HTTP 500"))
     );
 }
+
+/// Wait (at most 15 s) until the receiver has `n` requests.
+pub(crate) async fn wait_for(server: &TlsServer, n: usize) -> Vec<Received> {
+    for _ in 0..300 {
+        let got = server.received();
+        if got.len() >= n {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "expected {n} deliveries, got {:?}",
+        server
+            .received()
+            .iter()
+            .map(|r| r.body.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn the_server_delivers_each_change_to_its_webhook_signed_and_in_order() {
+    let server = TlsServer::start(vec![("/hook", Reply::Json("{}".into()))]).await;
+    let hooks =
+        serde_json::json!([{"url": server.url("/hook"), "secret": SECRET, "events": ["*"]}]);
+    let app = server
+        .app_with(true, move |s| s.with("webhooks", hooks).unwrap())
+        .await;
+    let created = app
+        .register(&serde_json::json!({
+            "redirect_uris": ["https://client.example.org/cb"],
+            "client_name": "Hooked",
+            "token_endpoint_auth_method": "client_secret_basic",
+        }))
+        .await;
+    let uri = created["registration_client_uri"].as_str().unwrap();
+    let mut update = created.clone();
+    update["client_name"] = "Renamed".into();
+    let r = app
+        .put_client(
+            uri,
+            created["registration_access_token"].as_str().unwrap(),
+            &update,
+        )
+        .await;
+    let updated: serde_json::Value = r.json().await.unwrap();
+    let r = app
+        .delete_client(uri, updated["registration_access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(r.status(), 204);
+
+    let received = wait_for(&server, 3).await;
+    let bodies: Vec<serde_json::Value> = received
+        .iter()
+        .map(|r| serde_json::from_str(&r.body).unwrap())
+        .collect();
+    let types: Vec<&str> = bodies.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        ["client.registered", "client.updated", "client.deleted"]
+    );
+    assert_eq!(bodies[0]["data"]["client_name"], "Hooked");
+    assert_eq!(bodies[0]["data"]["client_id"], created["client_id"]);
+    assert_eq!(bodies[1]["data"]["client_name"], "Renamed");
+    assert_eq!(
+        bodies[2]["data"],
+        serde_json::json!({"client_id": created["client_id"]})
+    );
+    for (r, body) in received.iter().zip(&bodies) {
+        for secret in ["client_secret", "registration_access_token"] {
+            assert!(body["data"].get(secret).is_none(), "{body}");
+        }
+        assert!(!r.body.contains(created["client_secret"].as_str().unwrap()));
+    }
+    let out = verify_with_reference(SECRET, &received);
+    assert!(out.contains("[standardwebhooks] PASS"), "{out}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_webhook_with_a_bad_secret_or_url_stops_the_start() {
+    let base = || crate::helpers::test_settings(std::path::Path::new("/nonexistent"));
+    let hook = |url: &str, secret: &str| serde_json::json!([{"url": url, "secret": secret, "events": ["*"]}]);
+    let e = base()
+        .with("webhooks", hook("https://as.example/h", "not-whsec"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("whsec_") && !e.contains("not-whsec"), "{e}");
+    let e = base()
+        .with("webhooks", hook("http://as.example/h", SECRET))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("https"), "{e}");
+    let e = base()
+        .with(
+            "webhooks",
+            serde_json::json!([{"url": "https://as.example/h", "secret": SECRET, "events": ["client.nope"]}]),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("client.nope"), "{e}");
+}
