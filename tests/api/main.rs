@@ -1,5 +1,6 @@
 //! Black-box API tests: each starts the registrar on port 0 with its own data directory.
 
+mod audit;
 mod concurrency;
 mod discovery;
 mod disk_full;

@@ -5,3 +5,12 @@ mod connections;
 mod corruption;
 mod crash;
 mod process;
+mod webhooks;
+
+// The HTTPS receiver of the API tests (and the helpers it builds on).
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+#[allow(dead_code)]
+#[path = "../api/tls.rs"]
+mod tls;
