@@ -16,6 +16,7 @@
 //!   backoff, then dead letter), sending under the SSRF rules of `crate::fetch`.
 
 pub mod audit;
+pub mod cli;
 pub mod emit;
 pub mod report;
 pub mod webhook;
