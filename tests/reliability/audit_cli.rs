@@ -30,6 +30,9 @@ fn tamper(dir: &Path, edit: impl FnOnce(&sled::Tree)) {
     db.flush().unwrap();
 }
 
+/// One way of tampering with the audit tree.
+type Edit = Box<dyn FnOnce(&sled::Tree)>;
+
 fn copy_dir(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
@@ -81,7 +84,7 @@ async fn audit_verify_passes_after_a_sigkill_and_fails_on_each_kind_of_tampering
     assert_eq!(table.lines().count(), 2, "{table}");
 
     // Each kind of tampering, on its own copy of the store.
-    let cases: Vec<(&str, u64, Box<dyn FnOnce(&sled::Tree)>)> = vec![
+    let cases: Vec<(&str, u64, Edit)> = vec![
         (
             "edit",
             2,
