@@ -164,6 +164,29 @@ pub async fn list(log: &dyn AuditLog, query: &AuditQuery) -> Result<AuditPage, S
     }
 }
 
+/// Put the dead-lettered delivery with this `webhook-id` back in the queue, due at `now`
+/// (`POST /admin/webhooks/dead/{id}/redeliver`); `false` when no dead row has that id.
+pub async fn redeliver(
+    queue: &dyn OutboxQueue,
+    webhook_id: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let mut after = 0;
+    loop {
+        let page = queue.outbox_dead(after, PAGE).await?;
+        let Some(last) = page.last() else {
+            return Ok(false);
+        };
+        after = last.seq;
+        if let Some(row) = page.iter().find(|r| r.id == webhook_id) {
+            queue
+                .outbox_apply(vec![OutboxOp::Redeliver { seq: row.seq, now }])
+                .await?;
+            return Ok(true);
+        }
+    }
+}
+
 /// Lower-case hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;

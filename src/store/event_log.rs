@@ -247,9 +247,8 @@ pub mod contract {
             ("a1", true, 2)
         );
         assert!(q.outbox_dead(a1, 10).await.unwrap().is_empty());
-        q.outbox_apply(vec![OutboxOp::Redeliver { seq: a1, now: 70 }])
-            .await
-            .unwrap();
+        assert!(!crate::events::redeliver(q, "no-such-id", 70).await.unwrap());
+        assert!(crate::events::redeliver(q, "a1", 70).await.unwrap());
         let pending = q.outbox_pending(10).await.unwrap();
         assert_eq!(pending[0].id, "a1");
         assert_eq!(
