@@ -50,16 +50,8 @@ fn copy_dir(from: &Path, to: &Path) {
 async fn audit_verify_passes_after_a_sigkill_and_fails_on_each_kind_of_tampering() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let http = reqwest::Client::new();
     for i in 0..4 {
-        let body = json!({"redirect_uris": ["https://client.example.org/cb"], "client_name": format!("a{i}")});
-        let r = http
-            .post(&server.endpoint)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
+        server.register(&format!("a{i}")).await;
     }
     server.kill();
 

@@ -3,7 +3,7 @@
 
 use crate::process::Server;
 use crate::tls::{Reply, TlsServer};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -34,6 +34,20 @@ fn start(dir: &std::path::Path, env: &[(&'static str, String)]) -> Server {
     Server::start(dir, &env)
 }
 
+/// `(client_id, webhook-id)` of each delivery.
+fn client_and_id(received: &[crate::tls::Received]) -> Vec<(String, String)> {
+    received
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_str(&r.body).unwrap();
+            (
+                body["data"]["client_id"].as_str().unwrap().to_owned(),
+                r.header("webhook-id").unwrap(),
+            )
+        })
+        .collect()
+}
+
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     for _ in 0..300 {
         if done() {
@@ -54,34 +68,15 @@ async fn a_webhook_pending_at_a_sigkill_is_delivered_after_restart_with_the_same
     let dir = tempfile::tempdir().unwrap();
     let env = env(&receiver);
     let server = start(dir.path(), &env);
-    let http = reqwest::Client::new();
     let mut ids = Vec::new();
     for i in 0..3 {
-        let body = json!({"redirect_uris": ["https://client.example.org/cb"], "client_name": format!("k{i}")});
-        let r = http
-            .post(&server.endpoint)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        let created: Value = r.json().await.unwrap();
+        let created = server.register(&format!("k{i}")).await;
         ids.push(created["client_id"].as_str().unwrap().to_owned());
     }
     // Attempted (and refused) once each, then the process dies before any success.
     wait_until("the first attempts", || receiver.received().len() >= 3).await;
     server.kill();
-    let attempted: Vec<(String, String)> = receiver
-        .received()
-        .iter()
-        .map(|r| {
-            let body: Value = serde_json::from_str(&r.body).unwrap();
-            (
-                body["data"]["client_id"].as_str().unwrap().to_owned(),
-                r.header("webhook-id").unwrap(),
-            )
-        })
-        .collect();
+    let attempted = client_and_id(&receiver.received());
     let before = receiver.received().len();
     receiver.set_reply("/hook", Reply::Json("{}".into()));
 
@@ -95,16 +90,7 @@ async fn a_webhook_pending_at_a_sigkill_is_delivered_after_restart_with_the_same
     })
     .await;
     // Each client's event came with the id of its first attempt; nothing new was invented.
-    let after: Vec<(String, String)> = receiver.received()[before..]
-        .iter()
-        .map(|r| {
-            let body: Value = serde_json::from_str(&r.body).unwrap();
-            (
-                body["data"]["client_id"].as_str().unwrap().to_owned(),
-                r.header("webhook-id").unwrap(),
-            )
-        })
-        .collect();
+    let after = client_and_id(&receiver.received()[before..]);
     for id in &ids {
         let first = attempted.iter().find(|(c, _)| c == id).map(|(_, w)| w);
         let again = after.iter().find(|(c, _)| c == id).map(|(_, w)| w);
