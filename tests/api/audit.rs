@@ -199,3 +199,30 @@ async fn the_trail_survives_a_restart_and_the_chain_continues() {
     assert_eq!(records[1].seq, 2);
     assert_eq!(records[1].prev_hash, records[0].hash);
 }
+
+#[tokio::test]
+async fn retention_prunes_old_records_behind_a_checkpoint_and_the_rest_still_verifies() {
+    let day = 86_400;
+    let clock = std::sync::Arc::new(registrar::clock::FixedClock::new(100 * day));
+    let keep_one_day =
+        |s: registrar::settings::Settings| s.with("audit.retention_days", 1).unwrap();
+    let app = spawn_with_clock(clock.clone(), keep_one_day).await;
+    app.register(&web_client()).await;
+    app.register(&web_client()).await;
+    let dir = app.stop().await;
+    // Two days later the server starts again: retention runs once at start (before any stop).
+    clock.advance(2 * day);
+    let app = spawn_in_with_clock(dir, clock.clone(), keep_one_day).await;
+    let dir = app.stop().await;
+    let app = spawn_in_with_clock(dir, clock.clone(), keep_one_day).await;
+    app.register(&web_client()).await;
+    let (verified, records) = audit_trail(app).await;
+    let events: Vec<EventType> = records.iter().map(|r| r.event).collect();
+    assert_eq!(events, [EventType::Checkpoint, EventType::Registered]);
+    let checkpoint = records[0].checkpoint.as_ref().unwrap();
+    assert_eq!((checkpoint.pruned_through, checkpoint.pruned_count), (2, 2));
+    assert_eq!(records[0].seq, 3);
+    assert_eq!(records[0].prev_hash, checkpoint.pruned_head);
+    assert_eq!(verified.count, 2);
+    assert_eq!(verified.head.seq, 4);
+}

@@ -59,7 +59,15 @@ pub async fn spawn_with_clock(
     clock: std::sync::Arc<registrar::clock::FixedClock>,
     tweak: impl FnOnce(Settings) -> Settings,
 ) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
+    spawn_in_with_clock(tempfile::tempdir().unwrap(), clock, tweak).await
+}
+
+/// Like `spawn_with_clock`, on a given data directory (a restart).
+pub async fn spawn_in_with_clock(
+    dir: TempDir,
+    clock: std::sync::Arc<registrar::clock::FixedClock>,
+    tweak: impl FnOnce(Settings) -> Settings,
+) -> TestApp {
     let settings = tweak(test_settings(dir.path()));
     let app = Application::build_with(
         settings,
