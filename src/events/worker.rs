@@ -37,7 +37,10 @@ pub fn backoff_secs(attempts: u32) -> i64 {
 
 /// The durable outbox as the worker sees it; implemented by the store.
 pub trait OutboxQueue: Send + Sync + 'static {
-    /// Up to `limit` rows that are not dead, in `seq` order.
+    /// Up to `limit` rows that are not dead, in `seq` order: at least the oldest row of each
+    /// (hook, client) line. A store shared by replicas (PostgreSQL) returns only those heads and
+    /// claims them for a lease, so that one replica sends each; memory and sled may list the
+    /// rows behind a head too (the worker sends heads only).
     fn outbox_pending(&self, limit: usize) -> BoxFuture<'_, Result<Vec<OutboxRow>, StoreError>>;
     /// Up to `limit` dead rows with `seq > after`, in `seq` order.
     fn outbox_dead(

@@ -213,9 +213,11 @@ pub mod contract {
 
     /// An outbox with rows a1, b1, a2 enqueued in that order.
     pub async fn outbox_holds(q: &dyn OutboxQueue) {
+        // The head of each (hook, client) line, in `seq` order; a store may list the rows
+        // behind a head too (memory, sled) or only the heads (PostgreSQL, which claims them).
         let pending = q.outbox_pending(10).await.unwrap();
         let ids: Vec<_> = pending.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["a1", "b1", "a2"]);
+        assert!(ids == ["a1", "b1", "a2"] || ids == ["a1", "b1"], "{ids:?}");
         assert!(pending.windows(2).all(|w| w[0].seq < w[1].seq));
         let (a1, b1) = (pending[0].seq, pending[1].seq);
         q.outbox_apply(vec![
@@ -230,7 +232,11 @@ pub mod contract {
         .await
         .unwrap();
         let pending = q.outbox_pending(10).await.unwrap();
-        assert_eq!(pending.len(), 2);
+        assert_eq!(pending[0].id, "a1");
+        assert!(
+            pending.iter().all(|r| r.id != "b1"),
+            "delivered rows are gone"
+        );
         assert_eq!((pending[0].attempts, pending[0].next_attempt_at), (1, 50));
         assert_eq!(pending[0].last_error.as_deref(), Some("HTTP 500"));
         q.outbox_apply(vec![OutboxOp::DeadLetter {

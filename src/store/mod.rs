@@ -325,15 +325,21 @@ pub mod contract {
             .map(|row| row.record.unwrap().event)
             .collect();
         assert_eq!(events, [EventType::Registered, EventType::Deleted]);
-        let ids: Vec<String> = store
-            .outbox_pending(100)
+        // One line (hook, client): its rows come out one after the other, in commit order.
+        let head =
+            |rows: Vec<crate::events::OutboxRow>| rows.into_iter().find(|r| r.client_id == "ev");
+        let first = head(store.outbox_pending(100).await.unwrap()).unwrap();
+        assert_eq!(first.id, "msg_ev_client.registered");
+        store
+            .outbox_apply(vec![OutboxOp::Delivered { seq: first.seq }])
             .await
-            .unwrap()
-            .into_iter()
-            .filter(|r| r.client_id == "ev")
-            .map(|r| r.id)
-            .collect();
-        assert_eq!(ids, ["msg_ev_client.registered", "msg_ev_client.deleted"]);
+            .unwrap();
+        let second = head(store.outbox_pending(100).await.unwrap()).unwrap();
+        assert_eq!(second.id, "msg_ev_client.deleted");
+        store
+            .outbox_apply(vec![OutboxOp::Delivered { seq: second.seq }])
+            .await
+            .unwrap();
     }
 
     /// Insert, read by id and by token, update by revision, delete by revision.

@@ -398,7 +398,8 @@ async fn the_server_delivers_each_change_to_its_webhook_signed_and_in_order() {
 
 #[tokio::test]
 async fn a_webhook_with_a_bad_secret_or_url_stops_the_start() {
-    let base = || crate::helpers::test_settings(std::path::Path::new("/nonexistent"));
+    let dir = tempfile::tempdir().unwrap();
+    let base = || crate::helpers::test_settings(dir.path());
     let hook = |url: &str, secret: &str| serde_json::json!([{"url": url, "secret": secret, "events": ["*"]}]);
     let e = base()
         .with("webhooks", hook("https://as.example/h", "not-whsec"))
