@@ -1,17 +1,14 @@
-//! The one error type of the registrar and its one mapping to HTTP.
+//! The one error type of the registrar's services.
 //!
 //! Variants are the error codes of RFC 7591 §3.2.2 and RFC 7592 §2 (plus the few transport
-//! conditions every HTTP service needs). The service returns them; only `ResponseError` below turns
-//! them into responses, so status codes, `WWW-Authenticate` and `Cache-Control` are decided here
-//! and nowhere else.
-
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
-use serde::Serialize;
+//! conditions every HTTP service needs). The services return them and know nothing of HTTP; each
+//! listener maps them to responses in one place (`crate::http::error` for the public listener,
+//! `crate::admin::error` for the admin listener), so the same failure can be worded for its
+//! audience: a rejected credential is `invalid_token` to a registrant and `invalid_client` to the
+//! authorization server asking the admin API.
 
 /// An error the registrar reports to a client.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RegistrationError {
     /// RFC 7591 §3.2.2 `invalid_redirect_uri`.
     #[error("{0}")]
@@ -28,11 +25,27 @@ pub enum RegistrationError {
     /// RFC 6749 §5.2 / RFC 7592 §2.2 `invalid_request` (e.g. a read-only field changed on PUT).
     #[error("{0}")]
     InvalidRequest(String),
-    /// RFC 6750 §3.1 `invalid_token`: the registration access token (or initial access token) is
-    /// missing, malformed, unknown or revoked. RFC 7592 §2 requires the same 401 whether or not
-    /// the client exists, so this variant carries no detail about which case it was.
+    /// RFC 6749 §5.2 `invalid_client`: a client identifier that cannot name a client, e.g. an
+    /// https `client_id` that breaks a rule of the client ID metadata document draft (§3), or
+    /// whose document could not be fetched or is invalid (§4, §5). Answered 400: the caller (the
+    /// authorization server) sent a client_id, not a credential.
+    #[error("{0}")]
+    InvalidClient(String),
+    /// A presented credential was refused: on the public listener the registration access token
+    /// (or initial access token) is missing, malformed, unknown or revoked (RFC 6750 §3.1
+    /// `invalid_token`); on the admin listener the client secret did not authenticate the client
+    /// (RFC 6749 §5.2 `invalid_client`). RFC 7592 §2 requires the same 401 whether or not the
+    /// client exists, so this variant carries no detail about which case it was.
     #[error("the access token is missing, invalid, expired or revoked")]
     InvalidToken,
+    /// The client is disabled by the operator and may not change itself (RFC 7592 §2.2, §2.3:
+    /// 403 when the client is not allowed to update or delete its registration).
+    #[error("this client is disabled by the operator; it cannot be changed or deleted through the registration endpoint")]
+    ClientDisabled,
+    /// No client with this `client_id` (admin API only: the public endpoints never reveal
+    /// existence, RFC 7592 §2.1).
+    #[error("no client with client_id {0:?}")]
+    ClientNotFound(String),
     /// The request body exceeded the configured limit.
     #[error("request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
@@ -69,12 +82,6 @@ pub enum RegistrationError {
 /// Result alias used across the service.
 pub type Result<T, E = RegistrationError> = std::result::Result<T, E>;
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    error_description: String,
-}
-
 impl RegistrationError {
     /// The OAuth error code (RFC 7591 §3.2.2, RFC 6749 §5.2, RFC 6750 §3.1).
     pub fn code(&self) -> &'static str {
@@ -85,10 +92,12 @@ impl RegistrationError {
             Self::UnapprovedSoftwareStatement(_) => "unapproved_software_statement",
             Self::InvalidRequest(_) | Self::BodyTimeout => "invalid_request",
             Self::InvalidToken => "invalid_token",
+            Self::InvalidClient(_) => "invalid_client",
             Self::PayloadTooLarge(_) => "invalid_request",
             Self::UnsupportedMediaType => "invalid_request",
             Self::MethodNotAllowed(_) => "invalid_request",
-            Self::NotFound => "not_found",
+            Self::NotFound | Self::ClientNotFound(_) => "not_found",
+            Self::ClientDisabled => "access_denied",
             Self::TooManyRequests(_) => "too_many_requests",
             Self::Unavailable | Self::Overloaded | Self::CapacityReached(_) => {
                 "temporarily_unavailable"
@@ -105,69 +114,5 @@ impl RegistrationError {
     /// Shorthand for `invalid_redirect_uri`.
     pub fn redirect(msg: impl Into<String>) -> Self {
         Self::InvalidRedirectUri(msg.into())
-    }
-}
-
-impl ResponseError for RegistrationError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            Self::InvalidRedirectUri(_)
-            | Self::InvalidClientMetadata(_)
-            | Self::InvalidSoftwareStatement(_)
-            | Self::UnapprovedSoftwareStatement(_)
-            | Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            Self::InvalidToken => StatusCode::UNAUTHORIZED,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NotFound => StatusCode::NOT_FOUND,
-            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable | Self::Overloaded | Self::CapacityReached(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let description = match self {
-            Self::Internal(cause) => {
-                tracing::error!(cause = %crate::logsafe::escaped(cause), "internal error");
-                "the server could not complete the request".to_owned()
-            }
-            other => other.to_string(),
-        };
-        let mut response = HttpResponse::build(self.status_code());
-        response
-            .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-            .insert_header((header::PRAGMA, HeaderValue::from_static("no-cache")));
-        match self {
-            Self::InvalidToken => {
-                response.insert_header((
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(
-                        "Bearer error=\"invalid_token\", error_description=\"the access token is missing, invalid, expired or revoked\"",
-                    ),
-                ));
-            }
-            Self::MethodNotAllowed(allow) => {
-                response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
-            }
-            Self::TooManyRequests(secs) => {
-                response.insert_header((header::RETRY_AFTER, secs.to_string()));
-            }
-            Self::Unavailable => {
-                response.insert_header((header::RETRY_AFTER, "5"));
-            }
-            Self::Overloaded => {
-                response.insert_header((header::RETRY_AFTER, "1"));
-            }
-            _ => {}
-        }
-        response.json(ErrorBody {
-            error: self.code(),
-            error_description: description,
-        })
     }
 }

@@ -47,6 +47,11 @@ pub struct Settings {
     /// Webhook subscriptions (`[[webhooks]]`, `crate::events::webhook`).
     #[serde(default)]
     pub webhooks: Vec<crate::events::WebhookSettings>,
+    /// The admin listener (`crate::admin`).
+    pub admin: crate::admin::config::AdminSettings,
+    /// Client ID Metadata Documents: https `client_id`s (`crate::directory::cimd`).
+    #[serde(default)]
+    pub cimd: crate::directory::cimd::CimdSettings,
 }
 
 /// `[discovery]`: what the registrar publishes besides its own `registration_endpoint` and
@@ -136,10 +141,17 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSettings {
+    /// Which store holds the clients: the embedded sled store (default) or a PostgreSQL-wire
+    /// database shared by any number of replicas.
+    #[serde(default)]
+    pub backend: crate::store::Backend,
     /// Directory of the embedded store; created when missing.
     pub data_dir: PathBuf,
     /// Page cache of the store in bytes.
     pub cache_capacity_bytes: u64,
+    /// `[storage.postgres]`, used when `backend = "postgres"`.
+    #[serde(default)]
+    pub postgres: crate::store::PostgresSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -407,10 +419,14 @@ impl Settings {
             return Err(SettingsError("server.body_limit_bytes must be > 0".into()));
         }
         self.fetch.check()?;
+        self.admin
+            .check(&self.server.host, self.server.port)
+            .map_err(SettingsError)?;
         self.discovery.check()?;
         for hook in &self.webhooks {
             hook.check().map_err(SettingsError)?;
         }
+        self.cimd.check(&self.policies).map_err(SettingsError)?;
         Ok(())
     }
 }

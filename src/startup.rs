@@ -1,8 +1,10 @@
 //! Building and running the server: bind the listener (port 0 works), open the store, load the
 //! server key, mount the routes, stop gracefully and flush.
 
+use crate::admin::{self, auth::AdminTokens, AdminState};
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{RatKey, SecretHasher};
+use crate::directory::Directory;
 use crate::events::worker::{spawn_retention, HttpsTransport};
 use crate::events::{DeliveryWorker, Events, WorkerHandle};
 use crate::fetch::{Fetcher, RemoteMetadata};
@@ -11,16 +13,12 @@ use crate::policy::PolicyEngine;
 use crate::registration::upstream::{Schedule, UpstreamTask};
 use crate::registration::{Parts, Registrar};
 use crate::settings::Settings;
-use crate::store::{ClientStore, OpenError, SledStore};
+use crate::store::OpenError;
 use crate::tokens::{OsTokens, TokenGenerator};
 use actix_web::dev::Server;
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App, HttpServer};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use std::io::Write;
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +46,8 @@ pub enum StartupError {
 pub struct Application {
     server: Server,
     port: u16,
+    /// The admin listener, its port and its service.
+    admin: Option<(Server, u16, Arc<Directory>)>,
     registrar: Arc<Registrar>,
     /// Keeps the authorization server's metadata in discovery (`[discovery]`), if configured.
     upstream: Option<UpstreamTask>,
@@ -84,11 +84,11 @@ impl Application {
         if settings.issuer.is_empty() {
             settings.issuer = format!("http://{local}");
         }
-        let store: Arc<dyn ClientStore> = Arc::new(SledStore::open(
-            &settings.storage.data_dir,
-            settings.storage.cache_capacity_bytes,
-        )?);
-        let rat_key = load_server_key(&settings, tokens.as_ref())?;
+        let store = crate::store::open(&settings.storage, clock.now()).await?;
+        let rat_key = crate::store::server_key::resolve(&settings, store.as_ref(), tokens.as_ref())
+            .await
+            .and_then(|key| RatKey::new(key).map_err(|e| e.to_string()))
+            .map_err(StartupError::ServerKey)?;
         let c = &settings.credentials;
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -112,6 +112,8 @@ impl Application {
         let remote = Arc::new(RemoteMetadata::new(fetcher, settings.fetch.fetch_jwks_uri));
         let policy =
             Arc::new(PolicyEngine::from_settings(&settings).map_err(StartupError::Policy)?);
+        let admin_tokens =
+            AdminTokens::compile(&settings.admin.tokens).map_err(StartupError::Other)?;
         let settings = Arc::new(settings);
         let events = Arc::new(Events::new(settings.webhooks.clone(), tokens.clone()));
         let transport =
@@ -130,7 +132,7 @@ impl Application {
             clock.clone(),
             RETENTION_EVERY,
         );
-        let registrar = Arc::new(Registrar::new(Parts {
+        let parts = Parts {
             store,
             clock,
             tokens,
@@ -140,7 +142,8 @@ impl Application {
             settings: settings.clone(),
             remote,
             policy,
-        }));
+        };
+        let registrar = Arc::new(Registrar::new(parts.clone()));
         let upstream = start_upstream(&settings, &registrar)?;
         let state = web::Data::new(AppState {
             registrar: registrar.clone(),
@@ -192,14 +195,27 @@ impl Application {
             .listen(listener)
             .map_err(|e| StartupError::Bind(local.to_string(), e))?
             .run();
+        let admin = if admin_tokens.is_empty() {
+            None
+        } else {
+            let directory = Arc::new(Directory::new(parts, registrar.clone()));
+            let server = admin_server(&settings, directory.clone(), admin_tokens)?;
+            Some((server.0, server.1, directory))
+        };
         Ok(Self {
             server,
             port: local.port(),
+            admin,
             registrar,
             upstream,
             worker,
             retention,
         })
+    }
+
+    /// The bound port of the admin listener, when it runs (at least one admin token).
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(|(_, port, _)| *port)
     }
 
     /// The bound port.
@@ -221,7 +237,22 @@ impl Application {
     /// before its response (`ClientStore::commit`), so there is nothing left to flush; the store
     /// closes when its last handle drops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        // The admin listener lives as long as the public one: stopping the public server (a
+        // signal, or `handle().stop()`) stops it too.
+        let admin = self.admin.map(|(server, _, directory)| {
+            tokio::spawn(async move {
+                if let Err(e) = directory.warm().await {
+                    tracing::warn!(error = %e, "could not prepare the dummy client secret hash");
+                }
+            });
+            let handle = server.handle();
+            (tokio::spawn(server), handle)
+        });
         let result = self.server.await;
+        if let Some((task, handle)) = admin {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         if let Some(upstream) = self.upstream {
             upstream.stop().await;
         }
@@ -234,6 +265,43 @@ impl Application {
         tracing::info!("stopped");
         result
     }
+}
+
+/// The admin listener: its own address, its own routes, no CORS (Hydra's split).
+fn admin_server(
+    settings: &Settings,
+    directory: Arc<Directory>,
+    tokens: AdminTokens,
+) -> Result<(Server, u16), StartupError> {
+    let address = format!("{}:{}", settings.admin.host, settings.admin.port);
+    let listener =
+        TcpListener::bind(&address).map_err(|e| StartupError::Bind(address.clone(), e))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| StartupError::Bind(address.clone(), e))?
+        .port();
+    let state = web::Data::new(AdminState {
+        directory,
+        tokens,
+        limits: BodyLimits {
+            max_bytes: settings.server.body_limit_bytes,
+            timeout: Duration::from_millis(settings.server.body_timeout_ms),
+        },
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
+            .configure(admin::routes)
+    })
+    .client_request_timeout(Duration::from_millis(settings.server.head_timeout_ms))
+    .workers(2)
+    .shutdown_timeout(10)
+    .listen(listener)
+    .map_err(|e| StartupError::Bind(address, e))?
+    .run();
+    tracing::info!(address = %format!("{}:{port}", settings.admin.host), "admin API listening");
+    Ok((server, port))
 }
 
 /// Start the task that fetches `discovery.authorization_server_metadata_url`; without one, warn
@@ -266,47 +334,4 @@ fn start_upstream(
         d.authorization_server_metadata_url.clone(),
         schedule,
     )))
-}
-
-/// The RAT key: `credentials.server_key` if set, else the key file, created with 256 random bits
-/// on first start (mode 0600, fsynced before use).
-fn load_server_key(
-    settings: &Settings,
-    tokens: &dyn TokenGenerator,
-) -> Result<RatKey, StartupError> {
-    let c = &settings.credentials;
-    if !c.server_key.is_empty() {
-        return RatKey::from_base64(&c.server_key)
-            .map_err(|e| StartupError::ServerKey(e.to_string()));
-    }
-    let path = if c.server_key_file.is_empty() {
-        settings.storage.data_dir.join("server.key")
-    } else {
-        PathBuf::from(&c.server_key_file)
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => RatKey::from_base64(&text)
-            .map_err(|e| StartupError::ServerKey(format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut key = vec![0u8; 32];
-            tokens.fill(&mut key);
-            let encoded = URL_SAFE_NO_PAD.encode(&key);
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let mut file = options
-                .open(&path)
-                .map_err(|e| StartupError::ServerKey(format!("{}: {e}", path.display())))?;
-            file.write_all(encoded.as_bytes())
-                .and_then(|_| file.sync_all())
-                .map_err(|e| StartupError::ServerKey(format!("{}: {e}", path.display())))?;
-            tracing::info!(path = %path.display(), "generated a new server key");
-            RatKey::new(key).map_err(|e| StartupError::ServerKey(e.to_string()))
-        }
-        Err(e) => Err(StartupError::ServerKey(format!("{}: {e}", path.display()))),
-    }
 }

@@ -10,9 +10,16 @@
 //! The installs run once and are reused while the lockfiles are unchanged (a copy of the
 //! lockfile is kept next to the installed packages as a stamp).
 
+/// The backend `helpers` starts apps on.
+pub const POSTGRES: bool = false;
 #[allow(dead_code)]
 #[path = "api/helpers.rs"]
 mod helpers;
+#[path = "support/postgres.rs"]
+mod pg;
+#[allow(dead_code)]
+#[path = "api/tls.rs"]
+mod tls;
 
 use registrar::settings::Settings;
 use serde_json::{json, Value};
@@ -244,6 +251,19 @@ async fn openid_client_v6_registers_reads_updates_and_deletes() {
     assert!(out.contains("invalid registration refused"), "{out}");
 }
 
+/// One client library against the PostgreSQL backend: the store is invisible to clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openid_client_v6_works_against_the_postgres_backend() {
+    let url = pg::shared().new_database();
+    let out = drive_with(
+        "openid-client",
+        move |s| helpers::with_postgres(s, &url),
+        node_driver("openid-client.mjs"),
+    )
+    .await;
+    assert!(out.contains("read after delete refused"), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oauth4webapi_v3_registers_reads_updates_and_deletes() {
     let out = drive("oauth4webapi", node_driver("oauth4webapi.mjs")).await;
@@ -311,6 +331,68 @@ async fn mcp_python_sdk_discovers_registers_and_reaches_the_authorization_redire
         "{out}"
     );
     assert_eq!(out.matches("read after delete refused").count(), 2, "{out}");
+}
+
+/// The MCP TypeScript SDK with a `clientMetadataUrl` (tests/interop/js/mcp-sdk-cimd.mjs): the
+/// registrar's discovery makes it choose the Client ID Metadata Document, it reaches the
+/// authorization redirect without registering, and the client_id it sends resolves through the
+/// admin API from the document the test serves (README "Client ID Metadata Documents").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_typescript_sdk_uses_a_client_id_metadata_document_the_registrar_resolves() {
+    const ADMIN: &str = "interop-admin-token-0001";
+    const REDIRECT: &str = "http://localhost:47011/callback";
+    let body = std::sync::Arc::new(Mutex::new(String::new()));
+    let documents =
+        tls::TlsServer::start(vec![("/mcp-host.json", tls::Reply::Live(body.clone()))]).await;
+    let url = documents.url("/mcp-host.json");
+    *body.lock().unwrap() = json!({
+        "client_id": url,
+        "client_name": "MCP interop CIMD host",
+        "redirect_uris": [REDIRECT],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+    })
+    .to_string();
+    let trusting = documents.trusting(true);
+    let app = helpers::spawn_app_with(|s| {
+        mcp_recipe(trusting(s), "https://as.example")
+            .with("admin.port", 0)
+            .and_then(|s| {
+                s.with(
+                    "admin.tokens",
+                    json!([{"name": "as", "token": ADMIN, "scopes": ["clients:read"]}]),
+                )
+            })
+            .expect("admin settings")
+    })
+    .await;
+    let (issuer, admin) = (app.address.clone(), app.admin.clone().expect("admin runs"));
+    let document = url.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let dir = npm_install()?;
+        let mut cmd = Command::new("node");
+        cmd.arg(dir.join("mcp-sdk-cimd.mjs"))
+            .arg(&issuer)
+            .current_dir(&dir)
+            .env("CIMD_URL", &document)
+            .env("CIMD_REDIRECT", REDIRECT)
+            .env("ADMIN_URL", &admin)
+            .env("ADMIN_TOKEN", ADMIN);
+        run(cmd, DRIVER_TIMEOUT)
+    })
+    .await
+    .expect("driver thread");
+    app.stop().await;
+    let out = result.unwrap_or_else(|e| panic!("mcp-sdk-cimd deviated:\n{e}"));
+    println!("{out}");
+    assert!(out.contains("[mcp-sdk-cimd] PASS"), "{out}");
+    assert!(out.contains("without registering"), "{out}");
+    assert_eq!(
+        documents.requested(),
+        vec!["/mcp-host.json".to_owned()],
+        "the registrar fetches the document once"
+    );
 }
 
 /// A JWK Set server for openidconnect-rs, which fetches `jwks_uri` during discovery; answers

@@ -52,6 +52,11 @@ pub struct Case {
     /// Why the case exists or what it is modelled on (e.g. an OIDF conformance test name).
     #[serde(default)]
     pub note: Option<String>,
+    /// Client ID metadata documents to publish before the steps run: path (under the
+    /// document host's base URL, templated) → the JSON document (templated). Needs the
+    /// `metadata_documents` capability (a [`super::DocumentHost`]).
+    #[serde(default)]
+    pub documents: std::collections::BTreeMap<String, serde_json::Value>,
     /// The requests, in order; templates may refer to earlier steps by 1-based number.
     pub steps: Vec<Step>,
     /// Directory under `cases/` the case was loaded from (its category); set by the loader.

@@ -18,8 +18,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use template::{lookup, Recorded, Scope};
 
+/// Where the cases' client ID metadata documents are published
+/// (draft-ietf-oauth-client-id-metadata-document): an https server the target can reach. The
+/// runner cannot be one itself (the target needs a certificate it trusts), so the caller that
+/// starts the target provides it (`tests/conformance.rs` does, with its local HTTPS server).
+pub trait DocumentHost: Send + Sync {
+    /// The https URL documents are served under, without a trailing slash.
+    fn base_url(&self) -> String;
+    /// Serve `body` (JSON, `Content-Type: application/json`) at `path`, replacing what was there.
+    fn publish(&self, path: &str, body: String);
+}
+
 /// What the runner needs to know about the target.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Target {
     /// The absolute registration endpoint URL.
     pub registration_endpoint: String,
@@ -30,6 +41,20 @@ pub struct Target {
     pub provided: BTreeMap<String, String>,
     /// Per-request timeout.
     pub timeout: Option<Duration>,
+    /// Where `documents` of the cases are published; provides the `metadata_documents`
+    /// capability and the `{{provided.documents}}` (its base URL) and
+    /// `{{provided.documents_encoded}}` (the same, percent-encoded for a path segment) values.
+    pub documents: Option<std::sync::Arc<dyn DocumentHost>>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("registration_endpoint", &self.registration_endpoint)
+            .field("provided", &self.provided)
+            .field("documents", &self.documents.as_ref().map(|d| d.base_url()))
+            .finish_non_exhaustive()
+    }
 }
 
 /// The result of one case.
@@ -88,6 +113,13 @@ pub async fn run(target: &Target, cases: &[Case]) -> Result<Vec<CaseResult>, Run
     if let Some(iat) = &target.initial_access_token {
         provided.insert("initial_access_token".into(), iat.clone());
     }
+    if let Some(host) = &target.documents {
+        capabilities.insert("metadata_documents".into());
+        let base = host.base_url();
+        let encoded = url::form_urlencoded::byte_serialize(base.as_bytes()).collect();
+        provided.insert("documents".into(), base);
+        provided.insert("documents_encoded".into(), encoded);
+    }
     let mut results = Vec::with_capacity(cases.len());
     for case in cases {
         let missing: Vec<&str> = case
@@ -104,6 +136,9 @@ pub async fn run(target: &Target, cases: &[Case]) -> Result<Vec<CaseResult>, Run
                     missing.join(", "),
                     if missing[0] == "initial_access_token" {
                         "pass --initial-access-token TOKEN".to_owned()
+                    } else if missing[0] == "metadata_documents" {
+                        "an https host for the documents; tests/conformance.rs provides one"
+                            .to_owned()
                     } else {
                         format!("pass --provide {}=...", missing[0])
                     }
@@ -141,6 +176,13 @@ struct StepFailure {
 
 impl CaseRunner<'_> {
     async fn run(&self, case: &Case) -> CaseResult {
+        if let Err(message) = self.publish(case) {
+            return CaseResult {
+                case: case.clone(),
+                outcome: Outcome::Fail(format!("documents: {message}")),
+                detail: None,
+            };
+        }
         let mut recorded: Vec<Recorded> = Vec::new();
         for (i, step) in case.steps.iter().enumerate() {
             let n = i + 1;
@@ -162,6 +204,25 @@ impl CaseRunner<'_> {
             outcome: Outcome::Pass,
             detail: None,
         }
+    }
+
+    /// Publish the case's documents (templates rendered) on the target's document host.
+    fn publish(&self, case: &Case) -> Result<(), String> {
+        let Some(host) = &self.target.documents else {
+            return Ok(());
+        };
+        let scope = Scope {
+            endpoint: self.endpoint,
+            origin: self.origin,
+            case_id: &case.id,
+            provided: self.provided,
+            steps: &[],
+        };
+        for (path, document) in &case.documents {
+            let path = scope.render_text(path)?;
+            host.publish(&path, scope.render(document)?.to_string());
+        }
+        Ok(())
     }
 
     async fn step(

@@ -6,7 +6,6 @@
 
 use super::{report, AuditQuery, EventType};
 use crate::settings::Settings;
-use crate::store::SledStore;
 use std::process::ExitCode;
 
 /// The usage text of `registrar audit`.
@@ -75,10 +74,8 @@ pub fn parse(args: &[String]) -> Result<AuditCommand, String> {
 /// Run `command` against the store of `settings`; prints to stdout (results) and stderr
 /// (errors). Exit 0 on success, 1 when the chain is broken or the store unreadable.
 pub async fn run(settings: &Settings, command: AuditCommand) -> ExitCode {
-    let store = match SledStore::open(
-        &settings.storage.data_dir,
-        settings.storage.cache_capacity_bytes,
-    ) {
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    let store = match crate::store::open(&settings.storage, now).await {
         Ok(store) => store,
         Err(e) => {
             eprintln!("registrar: {e}");
@@ -86,7 +83,7 @@ pub async fn run(settings: &Settings, command: AuditCommand) -> ExitCode {
         }
     };
     match command {
-        AuditCommand::Verify => match report::verify(&store).await {
+        AuditCommand::Verify => match report::verify(store.as_ref()).await {
             Ok(line) => {
                 println!("{line}");
                 ExitCode::SUCCESS
@@ -96,19 +93,21 @@ pub async fn run(settings: &Settings, command: AuditCommand) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        AuditCommand::List { query, json } => match report::list_page(&store, &query, json).await {
-            Ok((text, next)) => {
-                print!("{text}");
-                if let Some(after) = next {
-                    eprintln!("registrar: more records: --after {after}");
+        AuditCommand::List { query, json } => {
+            match report::list_page(store.as_ref(), &query, json).await {
+                Ok((text, next)) => {
+                    print!("{text}");
+                    if let Some(after) = next {
+                        eprintln!("registrar: more records: --after {after}");
+                    }
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
+                Err(e) => {
+                    eprintln!("registrar: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("registrar: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
     }
 }
 

@@ -84,6 +84,29 @@ pub enum FetchError {
     Busy,
 }
 
+/// A fetched JSON document with the response headers that say how long it may be cached
+/// (RFC 9111 §5), unparsed: each caller decides what they mean to it.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The parsed body.
+    pub json: serde_json::Value,
+    /// `Cache-Control`, `Expires`, `Age` and `Date`, as sent.
+    pub caching: CachingHeaders,
+}
+
+/// The caching headers of a response (RFC 9111 §5.1–5.3, RFC 9110 §6.6.1), verbatim.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CachingHeaders {
+    /// `Cache-Control`.
+    pub cache_control: Option<String>,
+    /// `Expires`.
+    pub expires: Option<String>,
+    /// `Age`.
+    pub age: Option<String>,
+    /// `Date`.
+    pub date: Option<String>,
+}
+
 /// Marker error the resolver returns when a name resolves to a reserved address; found again by
 /// walking the reqwest error's source chain.
 #[derive(Debug)]
@@ -185,6 +208,14 @@ impl Fetcher {
 
     /// GET `raw` under the SSRF rules above and parse the body as JSON.
     pub async fn get_json(&self, raw: &str) -> Result<serde_json::Value, FetchError> {
+        self.get_document(raw, self.max_body)
+            .await
+            .map(|fetched| fetched.json)
+    }
+
+    /// Like [`Fetcher::get_json`] with a body cap of its own (`max_body`, e.g. the 5 KB of the
+    /// client ID metadata document draft §8.7), keeping the response's caching headers.
+    pub async fn get_document(&self, raw: &str, max_body: usize) -> Result<Fetched, FetchError> {
         let url = check_url(raw, self.allow_private)?;
         let host = host_key(&url);
         let full = url.as_str().to_owned();
@@ -196,7 +227,7 @@ impl Fetcher {
             .await
             .map_err(|_| FetchError::Busy)?
             .map_err(|_| FetchError::Busy)?;
-        let result = match tokio::time::timeout(self.timeout, self.exchange(url)).await {
+        let result = match tokio::time::timeout(self.timeout, self.exchange(url, max_body)).await {
             Ok(result) => result,
             Err(_) => Err(FetchError::Unreachable(self.timeout.as_millis() as u64)),
         };
@@ -215,7 +246,7 @@ impl Fetcher {
         result
     }
 
-    async fn exchange(&self, url: Url) -> Result<serde_json::Value, FetchError> {
+    async fn exchange(&self, url: Url, max_body: usize) -> Result<Fetched, FetchError> {
         let host = url.host_str().unwrap_or_default().to_owned();
         let response = self
             .client
@@ -239,27 +270,41 @@ impl Fetcher {
         {
             return Err(FetchError::NotJsonContentType);
         }
+        let header = |name: reqwest::header::HeaderName| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let caching = CachingHeaders {
+            cache_control: header(reqwest::header::CACHE_CONTROL),
+            expires: header(reqwest::header::EXPIRES),
+            age: header(reqwest::header::AGE),
+            date: header(reqwest::header::DATE),
+        };
         let declared = response
             .headers()
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.max_body as u64) {
-            return Err(FetchError::TooLarge(self.max_body));
+        if declared.is_some_and(|n| n > max_body as u64) {
+            return Err(FetchError::TooLarge(max_body));
         }
         let mut response = response;
-        let mut body = Vec::with_capacity(declared.unwrap_or(0).min(self.max_body as u64) as usize);
+        let mut body = Vec::with_capacity(declared.unwrap_or(0).min(max_body as u64) as usize);
         while let Some(chunk) = response
             .chunk()
             .await
             .map_err(|e| self.classify(&host, e))?
         {
-            if body.len() + chunk.len() > self.max_body {
-                return Err(FetchError::TooLarge(self.max_body));
+            if body.len() + chunk.len() > max_body {
+                return Err(FetchError::TooLarge(max_body));
             }
             body.extend_from_slice(&chunk);
         }
-        serde_json::from_slice(&body).map_err(|_| FetchError::NotJson)
+        let json = serde_json::from_slice(&body).map_err(|_| FetchError::NotJson)?;
+        Ok(Fetched { json, caching })
     }
 
     /// Map a transport error; the resolver's verdicts are found in the source chain.

@@ -29,6 +29,12 @@ impl RemoteMetadata {
         }
     }
 
+    /// The SSRF-safe fetcher these checks use (client ID metadata documents share it, its
+    /// slots and its negative cache).
+    pub fn fetcher(&self) -> &Fetcher {
+        &self.fetcher
+    }
+
     /// Check the validated metadata of a registration (RFC 7591 §3.1) or an update
     /// (RFC 7592 §2.2). Failures are `invalid_client_metadata` naming the field and the problem,
     /// never quoting the fetched document.

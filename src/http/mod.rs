@@ -1,10 +1,12 @@
 //! HTTP: routes and thin handlers. Each handler extracts, calls one `Registrar` method and builds
 //! the response; decisions live in the service, error mapping in `error.rs`.
 
-mod auth;
-mod body;
+pub(crate) mod auth;
+pub(crate) mod body;
+pub mod error;
 
 pub use body::{parse_object, BodyLimits};
+pub use error::PublicError;
 
 use crate::error::RegistrationError;
 use crate::events::Origin;
@@ -14,7 +16,7 @@ use crate::settings::CorsSettings;
 use actix_cors::Cors;
 use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{Map, Value};
+
 use std::sync::Arc;
 
 /// The fixed registration path of Ory Hydra's SDK (`OidcApi`), always served as an alias.
@@ -29,13 +31,14 @@ pub struct AppState {
 }
 
 type State = web::Data<AppState>;
-type Response = Result<HttpResponse, RegistrationError>;
+type Response = Result<HttpResponse, PublicError>;
 
-fn json(status: actix_web::http::StatusCode, body: &Map<String, Value>) -> HttpResponse {
-    HttpResponse::build(status)
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((header::PRAGMA, "no-cache"))
-        .json(body)
+/// A JSON response that no cache may keep (it may carry credentials).
+pub(crate) fn json(
+    status: actix_web::http::StatusCode,
+    body: &impl serde::Serialize,
+) -> HttpResponse {
+    error::no_store(status).json(body)
 }
 
 /// POST {registration_path}: RFC 7591 §3.1.
@@ -161,19 +164,23 @@ async fn healthz() -> HttpResponse {
 /// not help and would stop the reads it still serves.
 async fn readyz(state: State) -> Response {
     if !state.registrar.store_writable() {
-        return Err(RegistrationError::Unavailable);
+        return Err(RegistrationError::Unavailable.into());
     }
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(serde_json::json!({"status": "ready"})))
 }
 
-async fn not_found() -> Response {
-    Err(RegistrationError::NotFound)
+/// The handler of unknown paths, for either listener's error type.
+pub(crate) async fn not_found<E: From<RegistrationError>>() -> Result<HttpResponse, E> {
+    Err(RegistrationError::NotFound.into())
 }
 
-fn method_not_allowed(allow: &'static str) -> impl Fn() -> std::future::Ready<Response> + Clone {
-    move || std::future::ready(Err(RegistrationError::MethodNotAllowed(allow)))
+/// The handler of a known path with another method, for either listener's error type.
+pub(crate) fn method_not_allowed<E: From<RegistrationError> + 'static>(
+    allow: &'static str,
+) -> impl Fn() -> std::future::Ready<Result<HttpResponse, E>> + Clone {
+    move || std::future::ready(Err(RegistrationError::MethodNotAllowed(allow).into()))
 }
 
 /// The CORS policy for browser-based registrants (e.g. MCP inspectors).
@@ -222,14 +229,16 @@ pub fn routes<'a>(
             cfg.service(
                 web::resource(path.clone())
                     .route(web::post().to(register))
-                    .default_service(web::to(method_not_allowed("POST, OPTIONS"))),
+                    .default_service(web::to(method_not_allowed::<PublicError>("POST, OPTIONS"))),
             )
             .service(
                 web::resource(format!("{path}/{{client_id}}"))
                     .route(web::get().to(read))
                     .route(web::put().to(update))
                     .route(web::delete().to(delete))
-                    .default_service(web::to(method_not_allowed("GET, PUT, DELETE, OPTIONS"))),
+                    .default_service(web::to(method_not_allowed::<PublicError>(
+                        "GET, PUT, DELETE, OPTIONS",
+                    ))),
             );
         }
         for path in crate::registration::discovery::paths(issuer) {
@@ -237,25 +246,27 @@ pub fn routes<'a>(
                 web::resource(path)
                     .route(web::get().to(discovery))
                     .route(web::head().to(discovery))
-                    .default_service(web::to(method_not_allowed("GET, HEAD, OPTIONS"))),
+                    .default_service(web::to(method_not_allowed::<PublicError>(
+                        "GET, HEAD, OPTIONS",
+                    ))),
             );
         }
         cfg.service(
             web::resource("/healthz")
                 .route(web::get().to(healthz))
                 .route(web::head().to(healthz))
-                .default_service(web::to(method_not_allowed("GET, HEAD"))),
+                .default_service(web::to(method_not_allowed::<PublicError>("GET, HEAD"))),
         )
         .service(
             web::resource("/readyz")
                 .route(web::get().to(readyz))
                 .route(web::head().to(readyz))
-                .default_service(web::to(method_not_allowed("GET, HEAD"))),
+                .default_service(web::to(method_not_allowed::<PublicError>("GET, HEAD"))),
         );
     }
 }
 
 /// The handler for every unknown path.
 pub fn default_service() -> actix_web::Route {
-    web::to(not_found)
+    web::to(not_found::<PublicError>)
 }

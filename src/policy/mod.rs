@@ -47,6 +47,10 @@ pub mod tier {
     pub const INITIAL_ACCESS_TOKEN: &str = "initial_access_token";
     /// A software statement without a token.
     pub const SOFTWARE_STATEMENT: &str = "software_statement";
+    /// Created by an operator through the admin API.
+    pub const ADMIN: &str = "admin";
+    /// An https `client_id` resolved from its metadata document (`crate::directory::cimd`).
+    pub const METADATA_DOCUMENT: &str = "metadata_document";
 }
 
 /// A software statement whose signature and claims verified (RFC 7591 §2.3).
@@ -129,7 +133,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<[u8; 32]> {
+/// The 32 bytes of a 64-digit hex SHA-256 digest (configured token digests).
+pub(crate) fn unhex(s: &str) -> Option<[u8; 32]> {
     let s = s.trim();
     if s.len() != 64 || !s.is_ascii() {
         return None;
@@ -323,6 +328,36 @@ impl PolicyEngine {
             ));
         }
         Ok(())
+    }
+
+    /// The admission of a client an operator creates through the admin API (a pre-registered
+    /// client): no credential to check, under the policy the operator names (or none), counted
+    /// in that policy's quota like any other.
+    pub fn operator_admission(&self, policy: Option<&str>) -> Result<Admission> {
+        self.named_admission(tier::ADMIN, policy)
+    }
+
+    /// The admission of a client resolved from its metadata document
+    /// (`crate::directory::cimd`), under `cimd.policy`: its quota counts these clients too.
+    pub fn document_admission(&self, policy: Option<&str>) -> Result<Admission> {
+        self.named_admission(tier::METADATA_DOCUMENT, policy)
+    }
+
+    fn named_admission(&self, tier: &'static str, policy: Option<&str>) -> Result<Admission> {
+        let policy = match policy {
+            None => None,
+            Some(name) => Some(self.policies.get(name).cloned().ok_or_else(|| {
+                RegistrationError::InvalidRequest(format!(
+                    "policy: no policy named {name:?} is configured"
+                ))
+            })?),
+        };
+        Ok(Admission {
+            tier,
+            policy,
+            statement: None,
+            counters: Vec::new(),
+        })
     }
 
     /// RFC 7591 §3: decide whether the request may register, verifying every credential it

@@ -125,7 +125,29 @@ pub fn document(
     for (name, value) in added {
         doc.entry(name).or_insert(value);
     }
+    if settings.cimd.enabled {
+        publish_cimd(&mut doc);
+    }
     doc
+}
+
+/// Client ID Metadata Documents on (draft-ietf-oauth-client-id-metadata-document §6): say so,
+/// and list `none`, the method of a document that declares none. MCP clients check both (with
+/// `code_challenge_methods_supported`) before choosing a URL as `client_id`; Keycloak's
+/// omission of `none` (keycloak#49730) made its CIMD unusable for them.
+fn publish_cimd(doc: &mut Map<String, Value>) {
+    doc.insert(
+        "client_id_metadata_document_supported".into(),
+        Value::Bool(true),
+    );
+    let methods = doc
+        .entry("token_endpoint_auth_methods_supported")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if let Value::Array(list) = methods {
+        if !list.iter().any(|m| m == "none") {
+            list.push(Value::from("none"));
+        }
+    }
 }
 
 /// The members RFC 8414 §2, OpenID Connect Discovery §3 or MCP require that `doc` lacks, each

@@ -13,8 +13,8 @@ use crate::fetch::RemoteMetadata;
 use crate::logsafe::escaped;
 use crate::metadata::{self, uses_client_secret};
 use crate::policy::{PolicyEngine, RegistrationContext};
-use crate::settings::Settings;
-use crate::store::{Change, ClientRecord, ClientStore, CounterOp, StoreError, WriteBatch};
+use crate::settings::{MetadataSettings, Settings};
+use crate::store::{source, Change, ClientRecord, ClientStore, CounterOp, StoreError, WriteBatch};
 use crate::tokens::{TokenGenerator, CLIENT_ID_BYTES, SECRET_BYTES};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -35,12 +35,13 @@ pub struct Registrar {
     settings: Arc<Settings>,
     remote: Arc<RemoteMetadata>,
     policy: Arc<PolicyEngine>,
-    events: Arc<Events>,
     registration_endpoint: String,
     discovery: Arc<discovery::Discovery>,
+    events: Arc<Events>,
 }
 
 /// The pieces a `Registrar` is built from; `settings.issuer` must already be resolved.
+#[derive(Clone)]
 pub struct Parts {
     pub store: Arc<dyn ClientStore>,
     pub clock: Arc<dyn Clock>,
@@ -58,7 +59,7 @@ pub struct Parts {
 
 /// The one mapping of store failures to the RFC error the caller sees. `Conflict` and
 /// `CounterExhausted` are handled where they can happen; reaching here they are bugs.
-fn store_error(e: StoreError) -> RegistrationError {
+pub(crate) fn store_error(e: StoreError) -> RegistrationError {
     match e {
         StoreError::Unavailable(cause) => {
             tracing::error!(cause = %escaped(&cause), "store unavailable");
@@ -68,12 +69,31 @@ fn store_error(e: StoreError) -> RegistrationError {
     }
 }
 
+/// The metadata engine, with the allowed privileged fields replaced when `privileged` is given
+/// (the admin API's `admin.allowed_privileged_fields`).
+fn validate_with(
+    prepared: &Map<String, Value>,
+    settings: &MetadataSettings,
+    privileged: Option<&[String]>,
+) -> Result<Map<String, Value>> {
+    match privileged {
+        None => metadata::validate(prepared, settings),
+        Some(fields) => {
+            let mut settings = settings.clone();
+            settings.allowed_privileged_fields = fields.to_vec();
+            metadata::validate(prepared, &settings)
+        }
+    }
+}
+
 /// What an update changes, decided once (validation, outbound fetches, argon2) before the
-/// compare-and-swap loop, which only re-applies it to a fresher read of the record.
-struct UpdatePlan {
+/// compare-and-swap loop, which only re-applies it to a fresher read of the record. RFC 7592
+/// PUT and the admin API's PATCH both make one.
+pub(crate) struct UpdatePlan {
     metadata: Map<String, Value>,
     secret: SecretChange,
-    token: Plaintext,
+    /// The registration access token after the update; `None` keeps the stored one (admin).
+    token: Option<Plaintext>,
     now: i64,
 }
 
@@ -88,13 +108,15 @@ enum SecretChange {
 }
 
 impl UpdatePlan {
-    fn apply_to(&self, current: &ClientRecord, rat_key: &RatKey) -> ClientRecord {
+    pub(crate) fn apply_to(&self, current: &ClientRecord, rat_key: &RatKey) -> ClientRecord {
         let mut updated = current.clone();
         match &self.secret {
             SecretChange::Keep => {}
             SecretChange::Clear => {
                 updated.client_secret_hash = None;
                 updated.client_secret_expires_at = None;
+                updated.previous_secret_hash = None;
+                updated.previous_secret_expires_at = None;
             }
             SecretChange::Issue {
                 hash, expires_at, ..
@@ -103,13 +125,15 @@ impl UpdatePlan {
                 updated.client_secret_expires_at = Some(*expires_at);
             }
         }
-        updated.rat_tag = rat_key.tag(self.token.expose()).to_vec();
+        if let Some(token) = &self.token {
+            updated.rat_tag = rat_key.tag(token.expose()).to_vec();
+        }
         updated.metadata = self.metadata.clone();
         updated.updated_at = self.now;
         updated
     }
 
-    fn issued_secret(&self) -> Option<&Plaintext> {
+    pub(crate) fn issued_secret(&self) -> Option<&Plaintext> {
         match &self.secret {
             SecretChange::Issue { secret, .. } => Some(secret),
             _ => None,
@@ -184,7 +208,7 @@ impl Registrar {
 
     /// The events of one change of a client from `before` to `after`.
     #[allow(clippy::too_many_arguments)]
-    fn events_of(
+    pub(crate) fn events_of(
         &self,
         event: EventType,
         actor: Actor,
@@ -212,7 +236,8 @@ impl Registrar {
         }
     }
 
-    fn client_uri(&self, client_id: &str) -> String {
+    /// The RFC 7592 registration client URI of `client_id`.
+    pub(crate) fn client_uri(&self, client_id: &str) -> String {
         format!("{}/{}", self.registration_endpoint, client_id)
     }
 
@@ -233,22 +258,70 @@ impl Registrar {
         let admission = self
             .policy
             .admit(context.initial_access_token.as_deref(), request, now)?;
-        let claims = admission.statement.as_ref().map(|s| &s.claims);
-        let policy = admission.policy.as_deref();
-        let (prepared, metadata_settings) =
-            self.policy
-                .prepare(policy, claims, request, &self.settings.metadata)?;
-        let metadata = metadata::validate(&prepared, metadata_settings)?;
-        self.remote.check(&metadata).await?;
-        self.policy.check(policy, claims, &metadata)?;
-        let counters = self.policy.registration_counters(&admission);
         let actor = registration_actor(
             admission.tier,
             context.initial_access_token.as_deref(),
-            claims.and_then(|c| c.get("iss")).and_then(Value::as_str),
+            admission
+                .statement
+                .as_ref()
+                .and_then(|s| s.claims.get("iss"))
+                .and_then(Value::as_str),
         );
-        self.store_new_client(metadata, &admission, counters, now, actor, origin)
+        let who = (EventType::Registered, actor, origin.clone());
+        self.register_admitted(request, &admission, None, source::REGISTRATION, &who)
             .await
+    }
+
+    /// Everything of a registration after admission: the policy around the metadata engine,
+    /// the counters, the credentials and the store. Registration and operator creation (the
+    /// admin API) both come through here, so they obey the same rules. `privileged` replaces
+    /// the allowed privileged fields (the admin API's `admin.allowed_privileged_fields`).
+    pub(crate) async fn register_admitted(
+        &self,
+        request: &Map<String, Value>,
+        admission: &crate::policy::Admission,
+        privileged: Option<&[String]>,
+        source: &str,
+        who: &(EventType, Actor, Origin),
+    ) -> Result<Map<String, Value>> {
+        let now = self.clock.now();
+        let claims = admission.statement.as_ref().map(|s| &s.claims);
+        let policy = admission.policy.as_deref();
+        let metadata = self
+            .judge(policy, claims, request, privileged, None)
+            .await?;
+        let counters = self.policy.registration_counters(admission);
+        self.store_new_client(metadata, admission, counters, now, source, who)
+            .await
+    }
+
+    /// The one path from a request to registered metadata: the policy's preparation
+    /// (statement claims, forced values), the metadata engine (`metadata::validate`), the
+    /// network checks (`sector_identifier_uri`, `jwks_uri`) and the policy's allow-lists.
+    /// Registration, RFC 7592 updates, operator writes and client ID metadata documents
+    /// (`crate::directory::cimd`) all end here; only their admission differs. With `previous`
+    /// (an update), the network checks fetch only what changed
+    /// (`RemoteMetadata::check_changes`).
+    pub(crate) async fn judge(
+        &self,
+        policy: Option<&crate::policy::rules::Policy>,
+        claims: Option<&Map<String, Value>>,
+        request: &Map<String, Value>,
+        privileged: Option<&[String]>,
+        previous: Option<&Map<String, Value>>,
+    ) -> Result<Map<String, Value>> {
+        let (prepared, metadata_settings) =
+            self.policy
+                .prepare(policy, claims, request, &self.settings.metadata)?;
+        let metadata = validate_with(&prepared, metadata_settings, privileged)?;
+        self.remote.check_changes(&metadata, previous).await?;
+        self.policy.check(policy, claims, &metadata)?;
+        Ok(metadata)
+    }
+
+    /// The network checks' fetcher (`crate::fetch`), shared with client ID metadata documents.
+    pub(crate) fn fetcher(&self) -> &crate::fetch::Fetcher {
+        self.remote.fetcher()
     }
 
     async fn store_new_client(
@@ -257,8 +330,8 @@ impl Registrar {
         admission: &crate::policy::Admission,
         counters: Vec<CounterOp>,
         now: i64,
-        actor: Actor,
-        origin: &Origin,
+        source: &str,
+        who: &(EventType, Actor, Origin),
     ) -> Result<Map<String, Value>> {
         let client_id = self.tokens.token(CLIENT_ID_BYTES);
         // A derived (recoverable) secret is bound to the client_id, so it is issued after it.
@@ -276,18 +349,14 @@ impl Registrar {
             tier: Some(admission.tier.to_owned()),
             software_statement: admission.statement.as_ref().map(|s| s.raw.clone()),
             revision: 1,
+            created_at: now,
+            source: Some(source.to_owned()),
+            ..Default::default()
         };
         let mut attempts = 0;
         loop {
-            let events = self.events_of(
-                EventType::Registered,
-                actor.clone(),
-                origin,
-                None,
-                Some(&record),
-                &[],
-                true,
-            );
+            let events =
+                self.events_of(who.0, who.1.clone(), &who.2, None, Some(&record), &[], true);
             let deliveries = events.has_deliveries();
             let batch = WriteBatch::change(Change::Insert(record.clone()))
                 .with_counters(counters.iter().cloned())
@@ -365,9 +434,13 @@ impl Registrar {
         request: &Map<String, Value>,
         origin: &Origin,
     ) -> Result<Map<String, Value>> {
-        let mut current = self.authenticate(client_id, rat, origin).await?;
+        let mut current = self.authenticate_enabled(client_id, rat, origin).await?;
         self.policy.check_client_rate_limit(client_id)?;
         let mut plan = self.plan_update(&current, rat, request).await?;
+        let token = plan
+            .token
+            .clone()
+            .unwrap_or_else(|| Plaintext::new(rat.unwrap_or_default().to_owned()));
         for _ in 0..MAX_RETRIES {
             let updated = plan.apply_to(&current, &self.rat_key);
             let mut credentials = vec![];
@@ -399,12 +472,12 @@ impl Registrar {
                     let mut updated = updated;
                     updated.revision = current.revision + 1;
                     let secret = plan.issued_secret();
-                    return Ok(self.response(updated, &plan.token, secret));
+                    return Ok(self.response(updated, &token, secret));
                 }
                 Err(StoreError::Conflict) => {
                     // Lost a race: re-read. A concurrent update that rotated the token (or a
                     // delete) leaves the caller's token dead, as for any invalid token.
-                    let fresh = self.authenticate(client_id, rat, origin).await?;
+                    let fresh = self.authenticate_enabled(client_id, rat, origin).await?;
                     if fresh.client_secret_hash != current.client_secret_hash
                         || fresh.client_secret_expires_at != current.client_secret_expires_at
                     {
@@ -432,6 +505,26 @@ impl Registrar {
     ) -> Result<UpdatePlan> {
         self.check_update_request(current, rat.unwrap_or_default(), request)
             .await?;
+        let mut plan = self.plan_change(current, request, None).await?;
+        plan.token = Some(if self.settings.registration.rotate_rat_on_update {
+            Plaintext::new(self.tokens.token(SECRET_BYTES))
+        } else {
+            Plaintext::new(rat.unwrap_or_default().to_owned())
+        });
+        Ok(plan)
+    }
+
+    /// The metadata of `request` judged as an update of `current` (RFC 7592 §2.2: the same
+    /// validation as registration, under the policy and tier the client was admitted with), and
+    /// the secret change its auth method calls for; the token is left as it is. Used by RFC 7592
+    /// PUT (through `plan_update`) and by the admin API's PATCH; `privileged` as in
+    /// `register_admitted`.
+    pub(crate) async fn plan_change(
+        &self,
+        current: &ClientRecord,
+        request: &Map<String, Value>,
+        privileged: Option<&[String]>,
+    ) -> Result<UpdatePlan> {
         // The admitting tier's policy is re-applied on every update (security.md B34).
         let policy = self.policy.policy_named(current.policy.as_deref())?;
         self.policy
@@ -439,19 +532,16 @@ impl Registrar {
         let claims = self
             .policy
             .stored_statement_claims(current.software_statement.as_deref(), request)?;
-        let (prepared, metadata_settings) = self.policy.prepare(
-            policy.as_deref(),
-            claims.as_ref(),
-            request,
-            &self.settings.metadata,
-        )?;
-        let metadata = metadata::validate(&prepared, metadata_settings)?;
         // Only what changed is fetched again, so replaying an update cannot buy fetches.
-        self.remote
-            .check_changes(&metadata, Some(&current.metadata))
+        let metadata = self
+            .judge(
+                policy.as_deref(),
+                claims.as_ref(),
+                request,
+                privileged,
+                Some(&current.metadata),
+            )
             .await?;
-        self.policy
-            .check(policy.as_deref(), claims.as_ref(), &metadata)?;
         let now = self.clock.now();
         let method = metadata
             .get("token_endpoint_auth_method")
@@ -476,15 +566,10 @@ impl Registrar {
         } else {
             SecretChange::Keep
         };
-        let token = if self.settings.registration.rotate_rat_on_update {
-            Plaintext::new(self.tokens.token(SECRET_BYTES))
-        } else {
-            Plaintext::new(rat.unwrap_or_default().to_owned())
-        };
         Ok(UpdatePlan {
             metadata,
             secret,
-            token,
+            token: None,
             now,
         })
     }
@@ -497,43 +582,53 @@ impl Registrar {
         rat: Option<&str>,
         origin: &Origin,
     ) -> Result<()> {
+        let who = (
+            EventType::Deleted,
+            Actor::new(ActorKind::RegistrationAccessToken),
+            origin.clone(),
+        );
         for attempt in 0..MAX_RETRIES {
-            let current = self.authenticate(client_id, rat, origin).await?;
+            let current = self.authenticate_enabled(client_id, rat, origin).await?;
             if attempt == 0 {
                 self.policy.check_client_rate_limit(client_id)?;
             }
-            let events = self.events_of(
-                EventType::Deleted,
-                Actor::new(ActorKind::RegistrationAccessToken),
-                origin,
-                Some(&current),
-                None,
-                &[],
-                true,
-            );
-            let deliveries = events.has_deliveries();
-            let batch = WriteBatch::change(Change::Delete {
-                client_id: current.client_id.clone(),
-                expected_revision: current.revision,
-            })
-            .with_counters(
-                self.policy
-                    .deletion_counters(current.policy.as_deref(), current.tier.as_deref()),
-            )
-            .with_events(events);
-            match self.store.commit(batch).await {
-                Ok(()) => {
-                    self.events.committed(deliveries);
-                    tracing::info!(client_id = %escaped(client_id), "client deleted");
-                    return Ok(());
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(store_error(e)),
+            if self.remove_record(&current, &who).await? {
+                return Ok(());
             }
         }
         Err(RegistrationError::Internal(
             "delete kept losing races".into(),
         ))
+    }
+
+    /// Delete `current` if it is still at its revision, freeing its place in its policy's
+    /// quota in the same commit; `Ok(false)` when another writer changed it first (re-read and
+    /// decide again). RFC 7592 DELETE and the admin API both delete through here.
+    pub(crate) async fn remove_record(
+        &self,
+        current: &ClientRecord,
+        who: &(EventType, Actor, Origin),
+    ) -> Result<bool> {
+        let events = self.events_of(who.0, who.1.clone(), &who.2, Some(current), None, &[], true);
+        let deliveries = events.has_deliveries();
+        let batch = WriteBatch::change(Change::Delete {
+            client_id: current.client_id.clone(),
+            expected_revision: current.revision,
+        })
+        .with_counters(
+            self.policy
+                .deletion_counters(current.policy.as_deref(), current.tier.as_deref()),
+        )
+        .with_events(events);
+        match self.store.commit(batch).await {
+            Ok(()) => {
+                self.events.committed(deliveries);
+                tracing::info!(client_id = %escaped(&current.client_id), "client deleted");
+                Ok(true)
+            }
+            Err(StoreError::Conflict) => Ok(false),
+            Err(e) => Err(store_error(e)),
+        }
     }
 
     /// The discovery document (RFC 8414 §2 / OpenID Connect Discovery §3).
@@ -544,6 +639,21 @@ impl Registrar {
     /// The discovery documents' state, which the authorization server metadata task updates.
     pub fn discovery_service(&self) -> &Arc<discovery::Discovery> {
         &self.discovery
+    }
+
+    /// `authenticate`, then refuse a client an operator disabled: it may read itself but not
+    /// change or delete itself (RFC 7592 §2.2, §2.3: 403).
+    async fn authenticate_enabled(
+        &self,
+        client_id: &str,
+        rat: Option<&str>,
+        origin: &Origin,
+    ) -> Result<ClientRecord> {
+        let record = self.authenticate(client_id, rat, origin).await?;
+        if record.disabled {
+            return Err(RegistrationError::ClientDisabled);
+        }
+        Ok(record)
     }
 
     /// RFC 7592 §2: the client must exist and the token must be its current registration access
@@ -705,7 +815,7 @@ impl Registrar {
     /// A new `client_secret` and its stored form, if the auth method uses one: an argon2id hash,
     /// or, for `client_secret_jwt` and secret-keyed algorithms, a recoverable derived secret
     /// (refused unless the operator enabled them; see `credentials`).
-    async fn new_secret(
+    pub(crate) async fn new_secret(
         &self,
         metadata: &Map<String, Value>,
         client_id: &str,
@@ -726,7 +836,7 @@ impl Registrar {
         Ok(Some((secret, hash)))
     }
 
-    fn secret_expiry(&self, now: i64) -> i64 {
+    pub(crate) fn secret_expiry(&self, now: i64) -> i64 {
         match self.settings.credentials.client_secret_lifetime_secs {
             0 => 0,
             secs => now.saturating_add(secs as i64),

@@ -32,6 +32,7 @@ impl Inner {
                     (key, value + 1)
                 }
                 CounterOp::Release { key } => (key, self.value(&values, key).saturating_sub(1)),
+                CounterOp::Set { key, value } => (key, *value),
             };
             values.insert(key, next);
         }
@@ -187,6 +188,23 @@ impl ClientStore for MemoryStore {
             .map(|(_, r)| r.clone())
             .collect();
         Box::pin(async move { Ok(page) })
+    }
+
+    fn scan_counters(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
+        let inner = self.lock();
+        let mut all: Vec<(String, u64)> = inner
+            .counters
+            .iter()
+            .filter(|(k, _)| after.is_none_or(|a| k.as_str() > a))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        all.sort();
+        all.truncate(limit);
+        Box::pin(async move { Ok(all) })
     }
 
     fn server_key(&self, proposed: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, StoreError>> {

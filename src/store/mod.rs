@@ -7,12 +7,18 @@
 
 #[doc(hidden)]
 pub mod event_log;
+mod filter;
 mod memory;
+pub mod postgres;
+pub mod server_key;
 mod sled;
 mod sled_events;
+pub mod transfer;
 
+pub use self::filter::{ClientFilter, Listing};
 pub use self::memory::MemoryStore;
-pub use self::sled::{OpenError, SledStore};
+pub use self::postgres::{PostgresSettings, PostgresStore};
+pub use self::sled::SledStore;
 
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -26,7 +32,7 @@ const RECORD_VERSION: u8 = 1;
 
 /// One registered client as stored: its validated metadata plus the server-side credential
 /// material. Plaintext secrets are never part of it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClientRecord {
     /// RFC 7591 §3.2.1 `client_id`.
     pub client_id: String,
@@ -61,9 +67,41 @@ pub struct ClientRecord {
     /// existed read as 0.
     #[serde(default)]
     pub revision: u64,
+    /// Seconds since the epoch of the creation; 0 in records written before it was kept (the
+    /// directory then reports `client_id_issued_at`).
+    #[serde(default)]
+    pub created_at: i64,
+    /// Seconds since the epoch of the last successful client authentication through the admin
+    /// API, coarsened to `admin.last_used_resolution_secs`; `None` until first used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<i64>,
+    /// Disabled by the operator: cannot authenticate, cannot change or delete itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// How the client arrived: `registration` (RFC 7591), `admin` or `metadata_document`; `None` (older records)
+    /// means `registration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The secret replaced by a rotation with grace, still accepted until
+    /// `previous_secret_expires_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_hash: Option<String>,
+    /// End of the grace period of `previous_secret_hash` (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<i64>,
 }
 
 impl ClientRecord {
+    /// The creation time: `created_at`, or `client_id_issued_at` for records written before
+    /// it was kept.
+    pub fn created(&self) -> i64 {
+        if self.created_at == 0 {
+            self.client_id_issued_at
+        } else {
+            self.created_at
+        }
+    }
+
     /// Versioned byte form.
     pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
         let mut out = vec![RECORD_VERSION];
@@ -79,6 +117,87 @@ impl ClientRecord {
             }
             Some((v, _)) => Err(StoreError::Corrupt(format!("unknown record version {v}"))),
             None => Err(StoreError::Corrupt("empty record".into())),
+        }
+    }
+}
+
+/// Values of [`ClientRecord::source`]: how a client arrived.
+pub mod source {
+    /// RFC 7591 dynamic registration.
+    pub const REGISTRATION: &str = "registration";
+    /// Created by an operator through the admin API.
+    pub const ADMIN: &str = "admin";
+    /// Resolved from its client ID metadata document (`crate::directory::cimd`).
+    pub const METADATA_DOCUMENT: &str = "metadata_document";
+}
+
+/// `storage.backend`: where clients are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The embedded store in `storage.data_dir` (one process).
+    #[default]
+    Sled,
+    /// A PostgreSQL-wire database (`[storage.postgres]`), shareable by replicas.
+    Postgres,
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process holds the data directory.
+    #[error("the data directory {0} is in use by another registrar process (its lock is held); stop that process or choose another storage.data_dir")]
+    Locked(String),
+    /// Anything else about the data directory (permissions, corruption, ...).
+    #[error("cannot open the store in {0}: {1}")]
+    Other(String, String),
+    /// The database cannot be reached or used (URL, network, credentials).
+    #[error("database: {0}")]
+    Database(String),
+    /// The database schema is missing or of another version.
+    #[error("database schema: {0}")]
+    Schema(String),
+}
+
+/// Open the configured backend, ready to serve: for PostgreSQL, connected, migrated when
+/// `migrate_on_start` is set, and with its schema version checked.
+pub async fn open(
+    settings: &crate::settings::StorageSettings,
+    now: i64,
+) -> Result<std::sync::Arc<dyn ClientStore>, OpenError> {
+    match settings.backend {
+        Backend::Sled => Ok(std::sync::Arc::new(SledStore::open(
+            &settings.data_dir,
+            settings.cache_capacity_bytes,
+        )?)),
+        Backend::Postgres => {
+            let store = PostgresStore::connect(&settings.postgres).await?;
+            if settings.postgres.migrate_on_start {
+                store.migrate(now).await?;
+            }
+            store.check_schema().await?;
+            Ok(std::sync::Arc::new(store))
+        }
+    }
+}
+
+/// `registrar migrate`: bring the configured database's schema to this build's version; the
+/// names of the migrations applied now (empty when it was current). The embedded store has no
+/// schema to migrate: an error says so.
+pub async fn migrate(
+    settings: &crate::settings::StorageSettings,
+    now: i64,
+) -> Result<Vec<&'static str>, OpenError> {
+    match settings.backend {
+        Backend::Sled => Err(OpenError::Schema(
+            "migrate applies to storage.backend = \"postgres\"; the sled store needs no migration"
+                .into(),
+        )),
+        Backend::Postgres => {
+            PostgresStore::connect(&settings.postgres)
+                .await?
+                .migrate(now)
+                .await
         }
     }
 }
@@ -132,6 +251,8 @@ pub enum CounterOp {
     Take { key: String, limit: u64 },
     /// Subtract one, never below zero.
     Release { key: String },
+    /// Set the counter to `value` (`registrar import`).
+    Set { key: String, value: u64 },
 }
 
 /// Everything one write changes, applied all or nothing by [`ClientStore::commit`].
@@ -194,19 +315,79 @@ pub trait ClientStore:
     /// Number of stored clients.
     fn count(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
     /// Keyset scan in `client_id` order: up to `limit` records with ids after `after`
-    /// (exclusive). For export, and later admin listing and the sweeper.
+    /// (exclusive). For export, admin listing (a client present for a whole walk is returned
+    /// exactly once, whatever is inserted or deleted meanwhile) and the sweeper.
     fn scan(
         &self,
         after: Option<&str>,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<ClientRecord>, StoreError>>;
+    /// Keyset scan of the counters in key order, after `after` (exclusive), at most `limit`
+    /// (`registrar export`).
+    fn scan_counters(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>>;
     /// The key the registration access token tags are made with: the stored one, or `proposed`
     /// stored atomically (and durably) if none is. Replicas sharing a database share the key.
     fn server_key(&self, proposed: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, StoreError>>;
     /// Whether the store accepts writes right now (readiness; cheap, no I/O). False after a
     /// storage failure until the store has recovered; reads may keep working meanwhile.
     fn writable(&self) -> bool;
+    /// Up to `limit` clients after `after` (exclusive) that match `filter` at time `now`, in
+    /// `client_id` order: the admin API's listing and bulk deletion. Keyset pagination, so a
+    /// client present for a whole walk is returned exactly once whatever else changes.
+    ///
+    /// The default filters pages of [`ClientStore::scan`] in memory and examines at most
+    /// [`LIST_MAX_EXAMINED`] records per call (then `next` is where it stopped, and the page
+    /// may be short). A SQL store overrides it with
+    /// `WHERE client_id > $after AND <filter> ORDER BY client_id LIMIT $limit`.
+    fn list<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+        filter: &'a ClientFilter,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Listing, StoreError>> {
+        Box::pin(async move {
+            let mut listing = Listing::default();
+            if limit == 0 {
+                return Ok(listing);
+            }
+            let mut cursor = after.map(str::to_owned);
+            let mut examined = 0;
+            while listing.records.len() < limit {
+                let want = (limit - listing.records.len()).max(64);
+                let page = self.scan(cursor.as_deref(), want).await?;
+                let exhausted = page.len() < want;
+                for record in page {
+                    examined += 1;
+                    cursor = Some(record.client_id.clone());
+                    if filter.matches(&record, now) {
+                        listing.records.push(record);
+                        if listing.records.len() == limit {
+                            listing.next = cursor;
+                            return Ok(listing);
+                        }
+                    }
+                }
+                if exhausted {
+                    return Ok(listing);
+                }
+                if examined >= LIST_MAX_EXAMINED {
+                    break;
+                }
+            }
+            listing.next = cursor;
+            Ok(listing)
+        })
+    }
 }
+
+/// Records the default [`ClientStore::list`] examines per call at most, so a filter matching
+/// little cannot make one request walk the whole store.
+pub const LIST_MAX_EXAMINED: usize = 10_000;
 
 /// The behaviour every `ClientStore` must show; each backend's tests run all of it
 /// (`contract::all`). Public (but hidden) so the PostgreSQL integration tests run it too.
@@ -230,6 +411,8 @@ pub mod contract {
             tier: None,
             software_statement: None,
             revision: 1,
+            created_at: 1,
+            ..Default::default()
         }
     }
 
@@ -277,7 +460,9 @@ pub mod contract {
         holds(store).await;
         counts(store).await;
         batches_are_all_or_nothing(store).await;
+        races(store).await;
         scans(store).await;
+        lists(store).await;
         keeps_one_server_key(store).await;
         events_go_with_their_change(store).await;
     }
@@ -355,6 +540,11 @@ pub mod contract {
         assert_eq!(store.get("a").await.unwrap(), Some(a.clone()));
         assert_eq!(store.get_by_rat(&[1; 32]).await.unwrap(), Some(a.clone()));
         assert_eq!(store.get_by_rat(&[7; 32]).await.unwrap(), None);
+        assert_eq!(
+            store.get("a\0").await.unwrap(),
+            None,
+            "any id may be asked for"
+        );
         assert_eq!(store.count().await.unwrap(), 1);
 
         let mut b = a.clone();
@@ -435,6 +625,23 @@ pub mod contract {
             store.commit(only(take("zero", 0))).await,
             Err(StoreError::CounterExhausted("zero".into()))
         );
+        store
+            .commit(only(CounterOp::Set {
+                key: "set".into(),
+                value: 7,
+            }))
+            .await
+            .unwrap();
+        assert_eq!(store.counter("set").await.unwrap(), 7);
+        let keys = store.scan_counters(None, 10).await.unwrap();
+        assert!(keys.contains(&("set".into(), 7)), "{keys:?}");
+        let after = store.scan_counters(Some("k"), 10).await.unwrap();
+        assert!(after.iter().all(|(k, _)| k.as_str() > "k"), "{after:?}");
+        assert_eq!(store.scan_counters(None, 1).await.unwrap().len(), 1);
+        // Keys embed claims of presented JWTs: any character, NUL included.
+        let odd = "ssa-jti:iss:\0\u{ff}'";
+        store.commit(only(take(odd, 1))).await.unwrap();
+        assert_eq!(store.counter(odd).await.unwrap(), 1);
     }
 
     /// A failing part (exhausted counter, lost compare-and-swap) leaves nothing applied.
@@ -484,6 +691,41 @@ pub mod contract {
         assert_eq!(store.get("batch-a").await.unwrap(), None);
     }
 
+    /// Concurrent writers: one compare-and-swap per revision wins; bounded counters never
+    /// overshoot.
+    pub async fn races(store: &dyn ClientStore) {
+        let r = record("race", 20);
+        store.commit(insert(&r)).await.unwrap();
+        let updates = (0..8u8).map(|i| {
+            let mut next = r.clone();
+            next.rat_tag = vec![21 + i; 32];
+            store.commit(update(1, &next))
+        });
+        let results = futures_util::future::join_all(updates).await;
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "{results:?}");
+        assert!(results
+            .iter()
+            .all(|r| r.is_ok() || *r == Err(StoreError::Conflict)));
+        assert_eq!(store.get("race").await.unwrap().unwrap().revision, 2);
+        store.commit(delete("race", 2)).await.unwrap();
+
+        let takes = (0..8).map(|_| {
+            store.commit(WriteBatch {
+                change: None,
+                counters: vec![take("raced", 3)],
+                ..WriteBatch::default()
+            })
+        });
+        let results = futures_util::future::join_all(takes).await;
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            3,
+            "{results:?}"
+        );
+        assert_eq!(store.counter("raced").await.unwrap(), 3);
+    }
+
     /// Keyset scan in `client_id` order.
     pub async fn scans(store: &dyn ClientStore) {
         for (i, id) in ["s3", "s1", "s4", "s2"].iter().enumerate() {
@@ -504,6 +746,66 @@ pub mod contract {
             Vec::<String>::new()
         );
         for id in ["s1", "s2", "s3", "s4"] {
+            store.commit(delete(id, 1)).await.unwrap();
+        }
+    }
+
+    /// Filtered keyset listing: matches only, in order, `next` where the page stopped.
+    pub async fn lists(store: &dyn ClientStore) {
+        for (i, id) in ["l1", "l2", "l3", "l4", "l5"].iter().enumerate() {
+            let mut r = record(id, 20 + i as u8);
+            r.disabled = i % 2 == 0;
+            r.last_used_at = (i == 4).then_some(100);
+            store.commit(insert(&r)).await.unwrap();
+        }
+        let ids = |l: &Listing| {
+            l.records
+                .iter()
+                .map(|r| r.client_id.clone())
+                .collect::<Vec<_>>()
+        };
+        let disabled = ClientFilter {
+            disabled: Some(true),
+            ..Default::default()
+        };
+        let first = store.list(None, 2, &disabled, 0).await.unwrap();
+        assert_eq!(ids(&first), ["l1", "l3"]);
+        assert_eq!(first.next.as_deref(), Some("l3"));
+        let rest = store
+            .list(first.next.as_deref(), 2, &disabled, 0)
+            .await
+            .unwrap();
+        assert_eq!(ids(&rest), ["l5"]);
+        assert_eq!(rest.next, None);
+        let idle = ClientFilter {
+            unused_for_secs: Some(50),
+            ..Default::default()
+        };
+        // l5 was used at 100: idle for 50 s at 150, not at 149.
+        assert_eq!(
+            store
+                .list(None, 10, &idle, 149)
+                .await
+                .unwrap()
+                .records
+                .len(),
+            4
+        );
+        assert_eq!(
+            store
+                .list(None, 10, &idle, 150)
+                .await
+                .unwrap()
+                .records
+                .len(),
+            5
+        );
+        let all = store
+            .list(None, 10, &ClientFilter::default(), 0)
+            .await
+            .unwrap();
+        assert_eq!(ids(&all), ["l1", "l2", "l3", "l4", "l5"]);
+        for id in ["l1", "l2", "l3", "l4", "l5"] {
             store.commit(delete(id, 1)).await.unwrap();
         }
     }

@@ -22,7 +22,9 @@
 //!   recovers exactly what was flushed. No operator action is needed.
 
 use super::sled_events::{self, EventTrees};
-use super::{BoxFuture, Change, ClientRecord, ClientStore, CounterOp, StoreError, WriteBatch};
+use super::{
+    BoxFuture, Change, ClientRecord, ClientStore, CounterOp, OpenError, StoreError, WriteBatch,
+};
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
 };
@@ -87,17 +89,6 @@ fn private_files(dir: &Path) -> std::io::Result<()> {
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
-}
-
-/// Why the store could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// Another process holds the data directory.
-    #[error("the data directory {0} is in use by another registrar process (its lock is held); stop that process or choose another storage.data_dir")]
-    Locked(String),
-    /// Anything else (permissions, corruption, ...).
-    #[error("cannot open the store in {0}: {1}")]
-    Other(String, String),
 }
 
 /// One open database and its trees.
@@ -604,20 +595,22 @@ fn apply_counters(
     before: &mut Vec<Undo>,
 ) -> TxResult<()> {
     for op in ops {
-        let (key, limit) = match op {
-            CounterOp::Take { key, limit } => (key, Some(*limit)),
-            CounterOp::Release { key } => (key, None),
+        let key = match op {
+            CounterOp::Take { key, .. }
+            | CounterOp::Release { key }
+            | CounterOp::Set { key, .. } => key,
         };
         let k = key.as_bytes();
         let current = counters.get(k)?;
         let value = counter_value(current.as_deref());
-        let next = match limit {
-            Some(limit) if value >= limit => {
+        let next = match op {
+            CounterOp::Take { limit, .. } if value >= *limit => {
                 return abort(StoreError::CounterExhausted(key.clone()))
             }
-            Some(_) => value + 1,
-            None if value == 0 => continue,
-            None => value - 1,
+            CounterOp::Take { .. } => value + 1,
+            CounterOp::Release { .. } if value == 0 => continue,
+            CounterOp::Release { .. } => value - 1,
+            CounterOp::Set { value, .. } => *value,
         };
         before.push((TreeId::Counters, k.to_vec(), current.map(|v| v.to_vec())));
         counters.insert(k, next.to_be_bytes().to_vec())?;
@@ -730,6 +723,39 @@ fn read_counter(shared: &Shared, key: &[u8]) -> Result<u64, StoreError> {
     Ok(counter_value(bytes.as_deref()))
 }
 
+/// Up to `limit` items of `tree` in key order after `after` (exclusive): `read` turns a key into
+/// its item, or `None` to leave the key out.
+fn keyset<T>(
+    shared: &Shared,
+    tree: TreeId,
+    after: Option<Vec<u8>>,
+    limit: usize,
+    read: impl Fn(&[u8]) -> Result<Option<T>, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    use std::ops::Bound;
+    let start = match after {
+        Some(a) => Bound::Excluded(a),
+        None => Bound::Unbounded,
+    };
+    let handles = shared.handles()?;
+    let tree = match tree {
+        TreeId::Clients => &handles.clients,
+        TreeId::Rats => &handles.rats,
+        TreeId::Counters => &handles.counters,
+    };
+    let mut page = Vec::new();
+    for entry in tree.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+        if page.len() >= limit {
+            break;
+        }
+        let (key, _) = entry.map_err(io)?;
+        if let Some(item) = read(&key)? {
+            page.push(item);
+        }
+    }
+    Ok(page)
+}
+
 /// The key under which `meta` keeps the RAT server key.
 const SERVER_KEY: &[u8] = b"server_key";
 
@@ -820,29 +846,26 @@ impl ClientStore for SledStore {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<ClientRecord>, StoreError>> {
         let after = after.map(|a| a.as_bytes().to_vec());
+        // While failed, each listed record is its durable version (a client deleted but not yet
+        // flushed is missing from the listing until the store recovers).
         self.blocking(move |shared| {
-            use std::ops::Bound;
-            let start = match after {
-                Some(a) => Bound::Excluded(a),
-                None => Bound::Unbounded,
-            };
-            let handles = shared.handles()?;
-            let mut page = Vec::new();
-            // While failed, each listed record is its durable version (a client deleted but not
-            // yet flushed is missing from the listing until the store recovers).
-            for entry in handles
-                .clients
-                .range::<Vec<u8>, _>((start, Bound::Unbounded))
-            {
-                if page.len() >= limit {
-                    break;
-                }
-                let (key, _) = entry.map_err(io)?;
-                if let Some(record) = read_client(shared, &key)? {
-                    page.push(record);
-                }
-            }
-            Ok(page)
+            keyset(shared, TreeId::Clients, after, limit, |key| {
+                read_client(shared, key)
+            })
+        })
+    }
+
+    fn scan_counters(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(String, u64)>, StoreError>> {
+        let after = after.map(|a| a.as_bytes().to_vec());
+        self.blocking(move |shared| {
+            keyset(shared, TreeId::Counters, after, limit, |key| {
+                let value = read_counter(shared, key)?;
+                Ok(Some((String::from_utf8_lossy(key).into_owned(), value)))
+            })
         })
     }
 

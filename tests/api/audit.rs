@@ -11,10 +11,10 @@ use serde_json::{json, Value};
 /// Stop the app and read its whole trail; panics unless the chain verifies.
 pub(crate) async fn audit_trail(app: TestApp) -> (Verified, Vec<AuditRecord>) {
     let dir = app.stop().await;
-    let store = registrar::store::SledStore::open(dir.path(), 1 << 20).unwrap();
-    let verified = verify_log(&store).await.unwrap().expect("chain intact");
+    let store = open_store(dir.path()).await;
+    let verified = verify_log(store.as_ref()).await.unwrap().expect("chain intact");
     let page = registrar::events::list(
-        &store,
+        store.as_ref(),
         &registrar::events::AuditQuery {
             limit: 1000,
             ..Default::default()

@@ -12,7 +12,11 @@ async fn the_data_directory_is_0700_and_its_files_0600() {
     use std::os::unix::fs::PermissionsExt;
     let parent = tempfile::tempdir().unwrap();
     let data = parent.path().join("data");
-    let app = spawn_app_with(|s| s.with("storage.data_dir", data.to_str().unwrap()).unwrap()).await;
+    // sled's files, on whichever backend the target runs the rest on.
+    let app = spawn_on_sled_in(tempfile::tempdir().unwrap(), |s| {
+        s.with("storage.data_dir", data.to_str().unwrap()).unwrap()
+    })
+    .await;
     app.register(&web_client()).await;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data), 0o700, "{}", data.display());
@@ -102,19 +106,6 @@ async fn a_token_presented_at_a_mistyped_client_path_keeps_working() {
 }
 
 // Test debt: every bad token gets the same 401, byte for byte.
-
-/// Status, every header but `date`, and the body bytes of a response.
-async fn snapshot(r: reqwest::Response) -> (u16, Vec<(String, Vec<u8>)>, Vec<u8>) {
-    let status = r.status().as_u16();
-    let mut headers: Vec<(String, Vec<u8>)> = r
-        .headers()
-        .iter()
-        .filter(|(k, _)| k.as_str() != "date")
-        .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
-        .collect();
-    headers.sort();
-    (status, headers, r.bytes().await.unwrap().to_vec())
-}
 
 #[tokio::test]
 async fn every_bad_token_gets_a_byte_identical_401() {

@@ -1,4 +1,6 @@
-//! `spawn_app()`: the registrar on port 0 with a temporary data directory.
+//! `spawn_app()`: the registrar on port 0 with a temporary data directory, on the backend the
+//! including test target chooses (`crate::POSTGRES`): the same tests run on sled (`api`) and
+//! on PostgreSQL (`api_postgres`, a database per test in `crate::pg`'s cluster).
 
 use registrar::settings::Settings;
 use registrar::startup::Application;
@@ -9,6 +11,8 @@ use tempfile::TempDir;
 
 pub struct TestApp {
     pub address: String,
+    /// Base URL of the admin listener, when it runs (admin tokens configured).
+    pub admin: Option<String>,
     pub endpoint: String,
     pub client: reqwest::Client,
     pub dir: TempDir,
@@ -18,6 +22,49 @@ pub struct TestApp {
 /// Test defaults: port 0, a fresh data directory, cheap argon2 (the default parameters are
 /// covered by their own test), no `jwks_uri` fetching.
 pub fn test_settings(dir: &std::path::Path) -> Settings {
+    let settings = base_settings(dir);
+    if crate::POSTGRES {
+        with_postgres(settings, &database_for(dir))
+    } else {
+        settings
+    }
+}
+
+/// `settings` on the PostgreSQL database `url`, migrated at start.
+pub fn with_postgres(settings: Settings, url: &str) -> Settings {
+    settings
+        .with("storage.backend", "postgres")
+        .unwrap()
+        .with("storage.postgres.url", url)
+        .unwrap()
+        .with("storage.postgres.migrate_on_start", true)
+        .unwrap()
+}
+
+/// The test database of a data directory: made on first use and remembered in the directory,
+/// so a restart on the same directory finds the same clients, as with sled.
+pub fn database_for(dir: &std::path::Path) -> String {
+    let file = dir.join("test-database-url");
+    if let Ok(url) = std::fs::read_to_string(&file) {
+        return url;
+    }
+    let url = crate::pg::shared().new_database();
+    std::fs::write(&file, &url).unwrap();
+    url
+}
+
+/// The store of a stopped app's data directory, opened directly (fault injection, checks
+/// below the API).
+pub async fn open_store(
+    dir: &std::path::Path,
+) -> std::sync::Arc<dyn registrar::store::ClientStore> {
+    registrar::store::open(&test_settings(dir).storage, 0)
+        .await
+        .expect("the store opens")
+}
+
+/// The test settings on the embedded sled store, whatever the target's backend.
+pub fn base_settings(dir: &std::path::Path) -> Settings {
     Settings::defaults()
         .unwrap()
         .with("server.port", 0)
@@ -54,6 +101,13 @@ pub async fn spawn_in(dir: TempDir, tweak: impl FnOnce(Settings) -> Settings) ->
     start(dir, Application::build(settings).await.expect("app builds"))
 }
 
+/// An app on the embedded sled store in `dir`, whatever the target's backend.
+#[allow(dead_code)] // used by the targets that mix backends
+pub async fn spawn_on_sled_in(dir: TempDir, tweak: impl FnOnce(Settings) -> Settings) -> TestApp {
+    let settings = tweak(base_settings(dir.path()));
+    start(dir, Application::build(settings).await.expect("app builds"))
+}
+
 /// Like `spawn_app_with`, on an injected clock the test moves instead of sleeping.
 pub async fn spawn_with_clock(
     clock: std::sync::Arc<registrar::clock::FixedClock>,
@@ -81,11 +135,13 @@ pub async fn spawn_in_with_clock(
 
 fn start(dir: TempDir, app: Application) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
+    let admin = app.admin_port().map(|p| format!("http://127.0.0.1:{p}"));
     let endpoint = app.registration_endpoint();
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
+        admin,
         endpoint,
         client: reqwest::Client::new(),
         dir,
@@ -97,6 +153,9 @@ impl TestApp {
     /// Stop the server and wait until it has released its data directory.
     pub async fn stop(self) -> TempDir {
         self.handle.stop(true).await;
+        if self.dir.path().join("test-database-url").exists() {
+            return self.dir;
+        }
         // The store is dropped (and its lock released) when the server task finishes.
         for _ in 0..100 {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -212,4 +271,18 @@ pub async fn assert_error(r: reqwest::Response, status: u16, code: &str) -> Stri
         .to_owned();
     assert!(!description.is_empty());
     description
+}
+
+/// Status, every header but `date` (the second it was sent), and the body bytes of a response:
+/// what "byte-identical responses" compares.
+pub async fn snapshot(r: reqwest::Response) -> (u16, Vec<(String, Vec<u8>)>, Vec<u8>) {
+    let status = r.status().as_u16();
+    let mut headers: Vec<(String, Vec<u8>)> = r
+        .headers()
+        .iter()
+        .filter(|(k, _)| k.as_str() != "date")
+        .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect();
+    headers.sort();
+    (status, headers, r.bytes().await.unwrap().to_vec())
 }

@@ -1,6 +1,15 @@
-//! Black-box API tests: each starts the registrar on port 0 with its own data directory.
+//! Black-box API tests: each starts the registrar on port 0 with its own data directory, on
+//! the embedded sled store (`tests/api_postgres` runs the same modules on PostgreSQL).
 
+/// The backend `helpers` starts apps on.
+pub const POSTGRES: bool = false;
+#[path = "../support/postgres.rs"]
+mod pg;
+
+mod admin;
 mod audit;
+mod cimd;
+mod cli;
 mod concurrency;
 mod discovery;
 mod disk_full;

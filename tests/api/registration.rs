@@ -114,8 +114,7 @@ async fn register_stores_the_secret_as_argon2id_with_the_default_parameters() {
         .unwrap()
         .to_owned();
     let dir = app.stop().await;
-    let store = registrar::store::SledStore::open(dir.path(), 1 << 20).unwrap();
-    use registrar::store::ClientStore;
+    let store = open_store(dir.path()).await;
     let record = store
         .get(body["client_id"].as_str().unwrap())
         .await

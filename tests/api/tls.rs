@@ -30,6 +30,13 @@ pub(crate) enum Reply {
     /// 200 with the JSON the test holds at the moment of the request; 503 while it is empty
     /// (documents that change while the registrar runs).
     Live(Arc<Mutex<String>>),
+    /// Like `Live`, with extra header lines (each ending in `\r\n`, e.g. `Cache-Control`) and
+    /// an optional delay before answering (client ID metadata documents).
+    Document {
+        headers: &'static str,
+        delay: Duration,
+        body: Arc<Mutex<String>>,
+    },
 }
 
 /// One request as received: the head (request line and headers) and the body.
@@ -138,6 +145,11 @@ impl TlsServer {
         server
     }
 
+    /// Answer `path` with `reply` from now on (replacing what it answered before).
+    pub(crate) fn route(&self, path: &str, reply: Reply) {
+        self.routes.lock().unwrap().insert(path.to_owned(), reply);
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.port)
     }
@@ -153,11 +165,6 @@ impl TlsServer {
     /// Every request received so far, with its body.
     pub(crate) fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
-    }
-
-    /// Answer `path` with `reply` from now on.
-    pub(crate) fn set_reply(&self, path: &str, reply: Reply) {
-        self.routes.lock().unwrap().insert(path.to_owned(), reply);
     }
 
     /// The PEM file of this server's CA.
@@ -176,24 +183,31 @@ impl TlsServer {
         allow_private: bool,
         tweak: impl FnOnce(registrar::settings::Settings) -> registrar::settings::Settings,
     ) -> TestApp {
+        let trusting = self.trusting(allow_private);
+        spawn_app_with(move |s| tweak(trusting(s))).await
+    }
+
+    /// The `[fetch]` settings that make the registrar trust (and, with `allow_private`, reach)
+    /// this server, for apps built some other way (an injected clock).
+    pub(crate) fn trusting(
+        &self,
+        allow_private: bool,
+    ) -> impl FnOnce(registrar::settings::Settings) -> registrar::settings::Settings {
         let ca = self.ca_file.clone();
-        spawn_app_with(move |s| {
-            tweak(
-                s.with("fetch.extra_root_ca_file", ca)
-                    .unwrap()
-                    .with("fetch.allow_private_addresses", allow_private)
-                    .unwrap()
-                    .with("fetch.timeout_ms", 1000)
-                    .unwrap()
-                    .with("fetch.max_body_bytes", 4096)
-                    .unwrap()
-                    .with("fetch.failure_ttl_ms", 0)
-                    .unwrap()
-                    .with("fetch.fetch_jwks_uri", true)
-                    .unwrap(),
-            )
-        })
-        .await
+        move |s| {
+            s.with("fetch.extra_root_ca_file", ca)
+                .unwrap()
+                .with("fetch.allow_private_addresses", allow_private)
+                .unwrap()
+                .with("fetch.timeout_ms", 1000)
+                .unwrap()
+                .with("fetch.max_body_bytes", 4096)
+                .unwrap()
+                .with("fetch.failure_ttl_ms", 0)
+                .unwrap()
+                .with("fetch.fetch_jwks_uri", true)
+                .unwrap()
+        }
     }
 }
 
@@ -257,6 +271,15 @@ async fn serve(
             } else {
                 respond(200, "application/json", "", &body)
             }
+        }
+        Reply::Document {
+            headers,
+            delay,
+            body,
+        } => {
+            tokio::time::sleep(delay).await;
+            let body = body.lock().unwrap().clone();
+            respond(200, "application/json", headers, &body)
         }
         Reply::Redirect(to) => respond(
             302,

@@ -243,7 +243,7 @@ async fn deliveries_verify_with_the_reference_standard_webhooks_library() {
 async fn a_receiver_down_then_up_gets_everything_in_order_per_client() {
     let mut rig = Rig::new().await;
     rig.server
-        .set_reply("/hook", Reply::Raw(503, "application/json", "{}".into()));
+        .route("/hook", Reply::Raw(503, "application/json", "{}".into()));
     let (a, b) = (client("client-a", "A"), client("client-b", "B"));
     for i in 0..3 {
         let mut a = a.clone();
@@ -267,7 +267,7 @@ async fn a_receiver_down_then_up_gets_everything_in_order_per_client() {
 
     // Up again: everything arrives, each client's events in commit order, none twice after
     // its 2xx.
-    rig.server.set_reply("/hook", Reply::Json("{}".into()));
+    rig.server.route("/hook", Reply::Json("{}".into()));
     rig.clock.advance(4);
     for _ in 0..10 {
         rig.worker.run_once().await.unwrap();
@@ -301,7 +301,7 @@ async fn a_receiver_down_then_up_gets_everything_in_order_per_client() {
 async fn a_receiver_that_never_answers_2xx_gets_the_event_dead_lettered() {
     let mut rig = Rig::new().await;
     rig.server
-        .set_reply("/hook", Reply::Raw(500, "application/json", "{}".into()));
+        .route("/hook", Reply::Raw(500, "application/json", "{}".into()));
     rig.enqueue(EventType::Registered, &client("client-a", "A"))
         .await;
     for _ in 0..5 {

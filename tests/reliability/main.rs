@@ -8,6 +8,11 @@ mod crash;
 mod process;
 mod webhooks;
 
+/// The backend `helpers` starts apps on.
+pub const POSTGRES: bool = false;
+#[path = "../support/postgres.rs"]
+mod pg;
+
 // The HTTPS receiver of the API tests (and the helpers it builds on).
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]

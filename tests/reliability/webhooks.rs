@@ -78,7 +78,7 @@ async fn a_webhook_pending_at_a_sigkill_is_delivered_after_restart_with_the_same
     server.kill();
     let attempted = client_and_id(&receiver.received());
     let before = receiver.received().len();
-    receiver.set_reply("/hook", Reply::Json("{}".into()));
+    receiver.route("/hook", Reply::Json("{}".into()));
 
     let server = start(dir.path(), &env);
     wait_until("delivery after the restart", || {

@@ -84,6 +84,8 @@ pub fn populate(dir: &Path, n: usize, sample: usize, pool: &Path) -> Res<Loaded>
                     tier: Some(registrar::policy::tier::ANONYMOUS.to_owned()),
                     software_statement: None,
                     revision: 1,
+                    created_at: now,
+                    ..Default::default()
                 };
                 let client_id = record.client_id.clone();
                 store

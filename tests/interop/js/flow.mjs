@@ -138,3 +138,56 @@ export async function manageWithPlainHttp(lib, registered) {
   check(after.status === 401, `read after delete: expected 401, got ${after.status}`);
   log(lib, 'deleted; read after delete refused');
 }
+
+// An MCP server's RFC 9728 protected-resource metadata naming `issuer` as its authorization
+// server, on a local port; returns the resource URL and a close function.
+export async function startResourceServer(issuer) {
+  const { default: http } = await import('node:http');
+  let resource;
+  const server = http.createServer((req, res) => {
+    if (req.url === '/.well-known/oauth-protected-resource/mcp' || req.url === '/.well-known/oauth-protected-resource') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ resource, authorization_servers: [issuer.href.replace(/\/$/, '')], scopes_supported: ['mcp'] }));
+    } else {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end('{}');
+    }
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  resource = `http://127.0.0.1:${server.address().port}/mcp`;
+  return { resource, close: () => server.close() };
+}
+
+// An OAuthClientProvider of the MCP SDKs that keeps what auth() hands it and captures the
+// authorization redirect instead of opening a browser; `extra` adds members (clientMetadataUrl).
+export function capturingProvider(redirectUrl, clientMetadata, extra = {}) {
+  const seen = {};
+  const provider = {
+    get redirectUrl() { return redirectUrl; },
+    get clientMetadata() { return clientMetadata; },
+    state: () => 'interop-state',
+    clientInformation: () => seen.client,
+    saveClientInformation: (i) => { seen.client = i; },
+    tokens: () => undefined,
+    saveTokens: () => { throw new Error('no tokens expected before the redirect'); },
+    redirectToAuthorization: (url) => { seen.redirect = url; },
+    saveCodeVerifier: (v) => { seen.verifier = v; },
+    codeVerifier: () => seen.verifier,
+    ...extra,
+  };
+  return { provider, seen };
+}
+
+// The checks every authorization redirect of an MCP SDK's auth() must pass: the authorization
+// endpoint, code flow, PKCE S256, state, the resource (RFC 8707); returns the query.
+export function checkAuthorizationRedirect(redirect, metadata, redirectUri, resource) {
+  check(redirect instanceof URL, 'auth(): redirectToAuthorization not called');
+  check(`${redirect.origin}${redirect.pathname}` === metadata.authorization_endpoint, `auth(): redirected to ${redirect.href}`);
+  const q = redirect.searchParams;
+  check(q.get('response_type') === 'code', 'auth(): response_type');
+  check(q.get('redirect_uri') === redirectUri, 'auth(): redirect_uri');
+  check(q.get('code_challenge_method') === 'S256' && (q.get('code_challenge') ?? '').length >= 43, 'auth(): no S256 PKCE challenge');
+  check(q.get('state') === 'interop-state', 'auth(): state');
+  check(q.get('resource') === resource, `auth(): resource ${q.get('resource')}`);
+  return q;
+}

@@ -8,10 +8,9 @@
 //    here by the driver) through discovery and registration to the authorization redirect,
 //    which an OAuthClientProvider captures and this driver checks (PKCE S256, resource, client).
 // 4. RFC 7592 read / update / delete of both registrations with plain HTTP.
-import http from 'node:http';
 import { auth, discoverAuthorizationServerMetadata, registerClient } from '@modelcontextprotocol/sdk/client/auth.js';
 import { OAuthClientInformationFullSchema } from '@modelcontextprotocol/sdk/shared/auth.js';
-import { check, main, manageWithPlainHttp } from './flow.mjs';
+import { capturingProvider, check, checkAuthorizationRedirect, main, manageWithPlainHttp, startResourceServer } from './flow.mjs';
 
 const lib = 'mcp-sdk';
 const log = (m) => console.log(`[${lib}] ${m}`);
@@ -52,49 +51,19 @@ await main(lib, async (issuer) => {
   log(`registerClient ok (${info.client_id})`);
 
   // An MCP server's RFC 9728 metadata pointing at the authorization server (the registrar's issuer).
-  const resourceServer = http.createServer((req, res) => {
-    if (req.url === '/.well-known/oauth-protected-resource/mcp' || req.url === '/.well-known/oauth-protected-resource') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ resource: resource, authorization_servers: [issuer.href.replace(/\/$/, '')], scopes_supported: ['mcp'] }));
-    } else {
-      res.writeHead(404, { 'content-type': 'application/json' });
-      res.end('{}');
-    }
-  });
-  await new Promise((r) => resourceServer.listen(0, '127.0.0.1', r));
-  const resource = `http://127.0.0.1:${resourceServer.address().port}/mcp`;
-  let redirect;
-  let saved;
-  let verifier;
-  const provider = {
-    get redirectUrl() { return clientMetadata.redirect_uris[0]; },
-    get clientMetadata() { return { ...clientMetadata, client_name: 'MCP interop auth()' }; },
-    state: () => 'interop-state',
-    clientInformation: () => saved,
-    saveClientInformation: (i) => { saved = i; },
-    tokens: () => undefined,
-    saveTokens: () => { throw new Error('no tokens expected before the redirect'); },
-    redirectToAuthorization: (url) => { redirect = url; },
-    saveCodeVerifier: (v) => { verifier = v; },
-    codeVerifier: () => verifier,
-  };
+  const { resource, close } = await startResourceServer(issuer);
+  const { provider, seen } = capturingProvider(clientMetadata.redirect_uris[0], { ...clientMetadata, client_name: 'MCP interop auth()' });
   const rawAuth = [];
   try {
     const result = await auth(provider, { serverUrl: resource, fetchFn: recordingFetch(rawAuth) });
     check(result === 'REDIRECT', `auth(): expected REDIRECT, got ${result}`);
   } finally {
-    resourceServer.close();
+    close();
   }
+  const saved = seen.client;
   check(saved?.client_id, 'auth(): no client registered');
-  check(redirect instanceof URL, 'auth(): redirectToAuthorization not called');
-  check(`${redirect.origin}${redirect.pathname}` === metadata.authorization_endpoint, `auth(): redirected to ${redirect.href}`);
-  const q = redirect.searchParams;
-  check(q.get('response_type') === 'code', 'auth(): response_type');
+  const q = checkAuthorizationRedirect(seen.redirect, metadata, clientMetadata.redirect_uris[0], resource);
   check(q.get('client_id') === saved.client_id, 'auth(): client_id is not the registered one');
-  check(q.get('redirect_uri') === clientMetadata.redirect_uris[0], 'auth(): redirect_uri');
-  check(q.get('code_challenge_method') === 'S256' && (q.get('code_challenge') ?? '').length >= 43, 'auth(): no S256 PKCE challenge');
-  check(q.get('state') === 'interop-state', 'auth(): state');
-  check(q.get('resource') === resource, `auth(): resource ${q.get('resource')}`);
   check(q.get('scope') === 'mcp', `auth(): scope ${q.get('scope')} (the resource's scopes_supported)`);
   log(`auth() redirected to the authorization endpoint (client ${saved.client_id}, PKCE S256)`);
 

@@ -1,0 +1,91 @@
+//! The command line: `registrar [serve]` runs the server; `migrate`, `export` and `import`
+//! work on the configured store (`crate::commands`); `registrar clients ...` are the operator
+//! commands (an HTTP client of the admin API). main.rs only calls [`main`].
+
+mod clients;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// OAuth 2.0 / OpenID Connect Dynamic Client Registration server (RFC 7591, RFC 7592).
+#[derive(Debug, Parser)]
+#[command(name = "registrar", version, about, long_about = None)]
+pub struct Cli {
+    /// Settings file; its keys override the embedded config/default.toml, and REGISTRAR_*
+    /// environment variables override both.
+    #[arg(short, long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the registration server (the default).
+    Serve,
+    /// Apply pending database migrations (storage.backend = "postgres"); idempotent.
+    Migrate,
+    /// Write every client, counter and the server key to stdout as JSON lines.
+    Export,
+    /// Read an export (from FILE, or stdin) into the configured store.
+    Import {
+        /// Overwrite clients that exist with other content (refused otherwise).
+        #[arg(long)]
+        replace: bool,
+        /// The export to read; stdin when absent.
+        file: Option<PathBuf>,
+    },
+    /// Operator commands on the registered clients, through the admin API.
+    Clients(Box<clients::ClientsArgs>),
+    /// The audit trail, offline against the configured store: `audit verify` checks the hash
+    /// chain, `audit list` prints records (`registrar audit --help`).
+    #[command(disable_help_flag = true)]
+    Audit {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Parse the arguments and run the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None | Some(Command::Serve) => serve::run(cli.config.as_deref()),
+        Some(Command::Migrate) => serve::store_command(cli.config.as_deref(), |s| {
+            Box::pin(async move { crate::commands::migrate(&s).await })
+        }),
+        Some(Command::Export) => serve::store_command(cli.config.as_deref(), |s| {
+            Box::pin(async move { crate::commands::export(&s).await })
+        }),
+        Some(Command::Import { replace, file }) => {
+            serve::store_command(cli.config.as_deref(), move |s| {
+                Box::pin(async move { crate::commands::import(&s, file.as_deref(), replace).await })
+            })
+        }
+        Some(Command::Clients(args)) => clients::run(*args),
+        Some(Command::Audit { args }) => audit(cli.config.as_deref(), &args),
+    }
+}
+
+/// `registrar audit ...` (`crate::events::cli`).
+fn audit(config: Option<&std::path::Path>, args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{}", crate::events::cli::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    let command = match crate::events::cli::parse(args) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("registrar: {e}\n{}", crate::events::cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let settings = match serve::load(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    actix_web::rt::System::new().block_on(crate::events::cli::run(&settings, command))
+}
