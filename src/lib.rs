@@ -11,6 +11,7 @@ pub mod conformance;
 pub mod credentials;
 pub mod directory;
 pub mod error;
+pub mod events;
 pub mod fetch;
 pub mod http;
 pub mod lifecycle;

@@ -41,6 +41,12 @@ pub struct Settings {
     /// extra members (e.g. `authorization_endpoint`).
     #[serde(default)]
     pub discovery: DiscoverySettings,
+    /// The audit trail (`crate::events::audit`).
+    #[serde(default)]
+    pub audit: crate::events::audit::AuditSettings,
+    /// Webhook subscriptions (`[[webhooks]]`, `crate::events::webhook`).
+    #[serde(default)]
+    pub webhooks: Vec<crate::events::WebhookSettings>,
     /// The admin listener (`crate::admin`).
     pub admin: crate::admin::config::AdminSettings,
     /// Reaping of abandoned registrations (`crate::lifecycle`).
@@ -531,6 +537,11 @@ impl Settings {
         }
         if let Err(e) = self.cimd.check(&self.policies) {
             problems.push(e);
+        }
+        for hook in &self.webhooks {
+            if let Err(e) = hook.check() {
+                problems.push(e);
+            }
         }
         problems
     }

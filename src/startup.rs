@@ -5,6 +5,8 @@ use crate::admin::{self, auth::AdminTokens, AdminState};
 use crate::clock::{Clock, SystemClock};
 use crate::credentials::{RatKey, SecretHasher};
 use crate::directory::Directory;
+use crate::events::worker::{spawn_retention, HttpsTransport};
+use crate::events::{DeliveryWorker, Events, WorkerHandle};
 use crate::fetch::{Fetcher, RemoteMetadata};
 use crate::http::{self, AppState, BodyLimits};
 use crate::lifecycle::Sweeper;
@@ -63,7 +65,16 @@ pub struct Application {
     sweeper: Option<Arc<Sweeper>>,
     /// Keeps the authorization server's metadata in discovery (`[discovery]`), if configured.
     upstream: Option<UpstreamTask>,
+    /// Delivers the webhook outbox (`crate::events::worker`).
+    worker: WorkerHandle,
+    /// Prunes the audit trail (`audit.retention_days`), if on.
+    retention: Option<WorkerHandle>,
 }
+
+/// How often the webhook worker looks at the outbox when no commit woke it (retries come due).
+const WEBHOOK_POLL: Duration = Duration::from_millis(500);
+/// How often audit retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 impl Application {
     /// Build with the system clock and the OS random generator. Asynchronous because opening
@@ -134,10 +145,28 @@ impl Application {
         let admin_tokens =
             AdminTokens::compile(&settings.admin.tokens).map_err(StartupError::Other)?;
         let settings = Arc::new(settings);
+        let events = Arc::new(Events::new(settings.webhooks.clone(), tokens.clone()));
+        let transport =
+            HttpsTransport::new(&settings.fetch).map_err(|e| StartupError::Other(e.to_string()))?;
+        let worker = DeliveryWorker::new(
+            store.clone(),
+            Arc::new(transport),
+            clock.clone(),
+            &settings.webhooks,
+        )
+        .map_err(StartupError::Other)?
+        .spawn(WEBHOOK_POLL, events.waker());
+        let retention = spawn_retention(
+            store.clone(),
+            settings.audit.clone(),
+            clock.clone(),
+            RETENTION_EVERY,
+        );
         let parts = Parts {
             store,
             clock,
             tokens,
+            events,
             hasher,
             rat_key,
             settings: settings.clone(),
@@ -230,6 +259,8 @@ impl Application {
             tls_certs,
             sweeper,
             upstream,
+            worker,
+            retention,
         })
     }
 
@@ -296,6 +327,11 @@ impl Application {
         }
         if let Some(upstream) = self.upstream {
             upstream.stop().await;
+        }
+        // Undelivered webhooks stay in the outbox for the next start.
+        self.worker.stop().await;
+        if let Some(retention) = self.retention {
+            retention.stop().await;
         }
         drop(self.registrar);
         tracing::info!("stopped");

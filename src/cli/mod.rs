@@ -44,6 +44,13 @@ pub enum Command {
     },
     /// Operator commands on the registered clients, through the admin API.
     Clients(Box<clients::ClientsArgs>),
+    /// The audit trail, offline against the configured store: `audit verify` checks the hash
+    /// chain, `audit list` prints records (`registrar audit --help`).
+    #[command(disable_help_flag = true)]
+    Audit {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Parse the arguments and run the command.
@@ -64,5 +71,26 @@ pub fn main() -> ExitCode {
             })
         }
         Some(Command::Clients(args)) => clients::run(*args),
+        Some(Command::Audit { args }) => audit(cli.config.as_deref(), &args),
     }
+}
+
+/// `registrar audit ...` (`crate::events::cli`).
+fn audit(config: Option<&std::path::Path>, args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{}", crate::events::cli::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    let command = match crate::events::cli::parse(args) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("registrar: {e}\n{}", crate::events::cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let settings = match serve::load(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    actix_web::rt::System::new().block_on(crate::events::cli::run(&settings, command))
 }

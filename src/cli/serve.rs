@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 /// Load the settings and start logging (`server.log_format`), or say why not.
-fn load(config: Option<&Path>) -> Result<Settings, ExitCode> {
+pub(crate) fn load(config: Option<&Path>) -> Result<Settings, ExitCode> {
     let settings = Settings::load(config).map_err(|e| {
         eprintln!("registrar: {e}");
         ExitCode::FAILURE

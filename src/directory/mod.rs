@@ -14,7 +14,8 @@
 pub mod cimd;
 mod query;
 
-pub use crate::store::ClientFilter;
+pub use crate::events::EventType;
+use crate::store::ClientFilter;
 pub use query::{ListQuery, Purpose, MAX_LIMIT};
 
 use crate::clock::Clock;
@@ -205,7 +206,11 @@ impl Directory {
     pub async fn delete(&self, client_id: &str) -> Result<()> {
         for _ in 0..MAX_RETRIES {
             let current = self.load(client_id).await?;
-            if self.registrar.remove_record(&current).await? {
+            if self
+                .registrar
+                .remove_record(&current, &admin_change(EventType::Deleted))
+                .await?
+            {
                 return Ok(());
             }
         }
@@ -224,7 +229,12 @@ impl Directory {
             let listing = self.matching(after.as_deref(), 500, filter, now).await?;
             for mut record in listing.records {
                 for _ in 0..MAX_RETRIES {
-                    if dry_run || self.registrar.remove_record(&record).await? {
+                    if dry_run
+                        || self
+                            .registrar
+                            .remove_record(&record, &admin_change(EventType::Deleted))
+                            .await?
+                    {
                         count += 1;
                         break;
                     }
@@ -272,7 +282,13 @@ impl Directory {
             .operator_admission(policy.as_deref())?;
         let issued = self
             .registrar
-            .register_admitted(&request, &admission, Some(&self.privileged), source::ADMIN)
+            .register_admitted(
+                &request,
+                &admission,
+                Some(&self.privileged),
+                source::ADMIN,
+                &admin_change(EventType::Created),
+            )
             .await?;
         let client_id = issued
             .get("client_id")
@@ -617,6 +633,22 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 /// The opaque form of a keyset cursor (the last `client_id` of a page).
 pub fn encode_cursor(client_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(client_id.as_bytes())
+}
+
+/// The event of an operator change. The admin token's name is not passed down to the
+/// directory yet, so the actor is `admin` without a name.
+fn admin_change(
+    event: crate::events::EventType,
+) -> (
+    crate::events::EventType,
+    crate::events::Actor,
+    crate::events::Origin,
+) {
+    (
+        event,
+        crate::events::Actor::new(crate::events::ActorKind::Admin),
+        crate::events::Origin::default(),
+    )
 }
 
 #[cfg(test)]

@@ -38,7 +38,11 @@ async fn register(f: &Fixture, body: Value) -> (String, String) {
     let Value::Object(body) = body else { panic!() };
     let r = f
         .registrar
-        .register_client(&body, &RegistrationContext::default())
+        .register_client(
+            &body,
+            &RegistrationContext::default(),
+            &crate::events::Origin::default(),
+        )
         .await
         .unwrap();
     (

@@ -193,42 +193,17 @@ pub struct Fetcher {
 /// Why the fetcher could not be built (a bad `extra_root_ca_file`, mostly).
 #[derive(Debug, thiserror::Error)]
 #[error("fetch client: {0}")]
-pub struct BuildError(String);
+pub struct BuildError(pub(crate) String);
 
 impl Fetcher {
     /// Build the client from `[fetch]` settings. Logs a warning when private addresses are
     /// allowed, because that setting turns registration into an SSRF probe if used in production.
     pub fn new(settings: &FetchSettings) -> Result<Self, BuildError> {
         let timeout = Duration::from_millis(settings.timeout_ms);
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .https_only(true)
-            .no_proxy()
-            .redirect(Policy::none())
-            .timeout(timeout)
-            .connect_timeout(timeout)
+        let builder = safe_client_builder(settings, timeout)?
             // Every fetch opens its own connection: fetches are rare, and a pooled connection
             // would outlive the negative cache's view of the host.
-            .pool_max_idle_per_host(0)
-            .http1_only()
-            .dns_resolver(Arc::new(PinningResolver {
-                allow_private: settings.allow_private_addresses,
-            }));
-        if !settings.extra_root_ca_file.is_empty() {
-            let pem = std::fs::read(&settings.extra_root_ca_file)
-                .map_err(|e| BuildError(format!("{}: {e}", settings.extra_root_ca_file)))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| BuildError(format!("{}: {e}", settings.extra_root_ca_file)))?;
-            if certs.is_empty() {
-                return Err(BuildError(format!(
-                    "{}: no PEM certificate found",
-                    settings.extra_root_ca_file
-                )));
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
+            .pool_max_idle_per_host(0);
         let client = builder.build().map_err(|e| BuildError(e.to_string()))?;
         if settings.allow_private_addresses {
             tracing::warn!(
@@ -258,24 +233,7 @@ impl Fetcher {
     /// Like [`Fetcher::get_json`] with a body cap of its own (`max_body`, e.g. the 5 KB of the
     /// client ID metadata document draft §8.7), keeping the response's caching headers.
     pub async fn get_document(&self, raw: &str, max_body: usize) -> Result<Fetched, FetchError> {
-        let url = Url::parse(raw).map_err(|_| FetchError::NotHttps)?;
-        if url.scheme() != "https"
-            || !url.username().is_empty()
-            || url.password().is_some()
-            || url.host().is_none()
-        {
-            return Err(FetchError::NotHttps);
-        }
-        if !self.allow_private {
-            if let Some(why) = literal_reserved(&url) {
-                tracing::warn!(
-                    host = %escaped(url.host_str().unwrap_or_default()),
-                    reason = why,
-                    "refused to fetch a reserved address"
-                );
-                return Err(FetchError::Reserved(why));
-            }
-        }
+        let url = check_url(raw, self.allow_private)?;
         let host = host_key(&url);
         let full = url.as_str().to_owned();
         self.check_negative_cache(&host, Instant::now())?;
@@ -368,25 +326,7 @@ impl Fetcher {
 
     /// Map a transport error; the resolver's verdicts are found in the source chain.
     fn classify(&self, host: &str, e: reqwest::Error) -> FetchError {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(err) = source {
-            if let Some(ReservedAddress(why)) = err.downcast_ref::<ReservedAddress>() {
-                tracing::warn!(
-                    host = %escaped(host),
-                    reason = why,
-                    "refused to fetch a name that resolves to a reserved address"
-                );
-                return FetchError::NoPublicAddress;
-            }
-            if err.downcast_ref::<NoAddress>().is_some() {
-                tracing::info!(host = %escaped(host), "outbound fetch: the name does not resolve");
-                return FetchError::NoPublicAddress;
-            }
-            source = err.source();
-        }
-        // Without the URL: it may carry a client's query parameters.
-        tracing::info!(host = %escaped(host), error = %escaped(e.without_url()), "outbound fetch failed");
-        FetchError::Unreachable(self.timeout.as_millis() as u64)
+        classify(host, self.timeout, e)
     }
 
     /// `now` is a parameter (monotonic time, never the wall clock) so tests can move it.
@@ -420,6 +360,92 @@ impl Fetcher {
             failures.insert(key, now + self.failure_ttl);
         }
     }
+}
+
+/// Map a transport error of the safe client; the resolver's verdicts are found in the source
+/// chain. Shared with the webhook sender (`crate::events::worker`).
+pub(crate) fn classify(host: &str, timeout: Duration, e: reqwest::Error) -> FetchError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = source {
+        if let Some(ReservedAddress(why)) = err.downcast_ref::<ReservedAddress>() {
+            tracing::warn!(
+                host = %escaped(host),
+                reason = why,
+                "refused to fetch a name that resolves to a reserved address"
+            );
+            return FetchError::NoPublicAddress;
+        }
+        if err.downcast_ref::<NoAddress>().is_some() {
+            tracing::info!(host = %escaped(host), "outbound fetch: the name does not resolve");
+            return FetchError::NoPublicAddress;
+        }
+        source = err.source();
+    }
+    // Without the URL: it may carry a client's query parameters.
+    tracing::info!(host = %escaped(host), error = %escaped(e.without_url()), "outbound fetch failed");
+    FetchError::Unreachable(timeout.as_millis() as u64)
+}
+
+/// Parse `raw` and apply the checks made before any I/O: an absolute `https` URL with a host
+/// and no userinfo, and (unless `allow_private`) no reserved IP literal. Shared with the
+/// webhook sender.
+pub(crate) fn check_url(raw: &str, allow_private: bool) -> Result<Url, FetchError> {
+    let url = Url::parse(raw).map_err(|_| FetchError::NotHttps)?;
+    if url.scheme() != "https"
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.host().is_none()
+    {
+        return Err(FetchError::NotHttps);
+    }
+    if !allow_private {
+        if let Some(why) = literal_reserved(&url) {
+            tracing::warn!(
+                host = %escaped(url.host_str().unwrap_or_default()),
+                reason = why,
+                "refused to fetch a reserved address"
+            );
+            return Err(FetchError::Reserved(why));
+        }
+    }
+    Ok(url)
+}
+
+/// The reqwest client builder with the SSRF rules: rustls, https only, no proxy, no
+/// redirects, `timeout` for connect and whole exchange, HTTP/1.1, the pinning resolver, and the
+/// extra roots of `extra_root_ca_file`. Shared with the webhook sender, which adds its own
+/// pool settings.
+pub(crate) fn safe_client_builder(
+    settings: &FetchSettings,
+    timeout: Duration,
+) -> Result<reqwest::ClientBuilder, BuildError> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .https_only(true)
+        .no_proxy()
+        .redirect(Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .http1_only()
+        .dns_resolver(Arc::new(PinningResolver {
+            allow_private: settings.allow_private_addresses,
+        }));
+    if !settings.extra_root_ca_file.is_empty() {
+        let pem = std::fs::read(&settings.extra_root_ca_file)
+            .map_err(|e| BuildError(format!("{}: {e}", settings.extra_root_ca_file)))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| BuildError(format!("{}: {e}", settings.extra_root_ca_file)))?;
+        if certs.is_empty() {
+            return Err(BuildError(format!(
+                "{}: no PEM certificate found",
+                settings.extra_root_ca_file
+            )));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder)
 }
 
 /// For an IP-literal host, why it is reserved (if it is).

@@ -9,6 +9,7 @@ pub use body::{parse_object, BodyLimits};
 pub use error::PublicError;
 
 use crate::error::RegistrationError;
+use crate::events::Origin;
 use crate::policy::RegistrationContext;
 use crate::registration::Registrar;
 use crate::settings::CorsSettings;
@@ -52,7 +53,11 @@ async fn register(state: State, req: HttpRequest, payload: web::Payload) -> Resp
     // Before the body is read, so a flood costs no body reads.
     state.registrar.check_rate_limit(&context)?;
     let request = body::json_object(&req, payload, state.limits).await?;
-    let response = state.registrar.register_client(&request, &context).await?;
+    let origin = origin(&state, &req);
+    let response = state
+        .registrar
+        .register_client(&request, &context, &origin)
+        .await?;
     Ok(json(actix_web::http::StatusCode::CREATED, &response))
 }
 
@@ -80,12 +85,27 @@ fn client_ip(state: &State, req: &HttpRequest) -> Option<std::net::IpAddr> {
     Some(resolver.resolve(peer, &values))
 }
 
+/// Where the request came from, for the audit trail: the client address as the rate limiter
+/// sees it, and the request id (`X-Request-Id`, when it is a short printable value).
+fn origin(state: &State, req: &HttpRequest) -> Origin {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned);
+    Origin {
+        source_ip: client_ip(state, req).map(|ip| ip.to_string()),
+        request_id,
+    }
+}
+
 /// GET {registration_path}/{client_id}: RFC 7592 §2.1.
 async fn read(state: State, req: HttpRequest, client_id: web::Path<String>) -> Response {
     let token = auth::management_token(&req)?;
     let response = state
         .registrar
-        .read_client(&client_id, token.as_deref())
+        .read_client(&client_id, token.as_deref(), &origin(&state, &req))
         .await?;
     Ok(json(actix_web::http::StatusCode::OK, &response))
 }
@@ -105,7 +125,12 @@ async fn update(
     let request = body::json_object(&req, payload, state.limits).await?;
     let response = state
         .registrar
-        .update_client(&client_id, token.as_deref(), &request)
+        .update_client(
+            &client_id,
+            token.as_deref(),
+            &request,
+            &origin(&state, &req),
+        )
         .await?;
     Ok(json(actix_web::http::StatusCode::OK, &response))
 }
@@ -118,7 +143,7 @@ async fn delete(state: State, req: HttpRequest, client_id: web::Path<String>) ->
         .check_management_rate_limit(&source(&state, &req))?;
     state
         .registrar
-        .delete_client(&client_id, token.as_deref())
+        .delete_client(&client_id, token.as_deref(), &origin(&state, &req))
         .await?;
     Ok(HttpResponse::NoContent()
         .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -95,7 +95,12 @@ impl Sweeper {
             let Some(reason) = reap_reason(&record, now, &self.settings, exempt) else {
                 return Ok(false);
             };
-            if self.registrar.remove_record(&record).await? {
+            let who = (
+                crate::events::audit::EventType::Reaped,
+                crate::events::audit::Actor::system(),
+                crate::events::Origin::default(),
+            );
+            if self.registrar.remove_record(&record, &who).await? {
                 audit_reaped(&record, reason);
                 return Ok(true);
             }

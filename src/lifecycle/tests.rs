@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::clock::FixedClock;
+use crate::events::Origin;
 use crate::policy::RegistrationContext;
 use crate::registration::{Parts, Registrar};
 use crate::settings::Settings;
@@ -227,7 +228,7 @@ async fn two_replicas_sweep(store: Arc<dyn ClientStore>) {
     });
     let body = body.as_object().unwrap();
     for _ in 0..300 {
-        a.register_client(body, &RegistrationContext::default())
+        a.register_client(body, &RegistrationContext::default(), &Origin::default())
             .await
             .unwrap();
     }
@@ -283,10 +284,17 @@ async fn a_queued_candidate_used_since_is_skipped_not_evicted() {
         if ids.len() == 3 {
             // B was queued as the next candidate when C evicted A; now it is used.
             let (b, rat) = &ids[1];
-            registrar.read_client(b, Some(rat.as_str())).await.unwrap();
+            registrar
+                .read_client(b, Some(rat.as_str()), &Origin::default())
+                .await
+                .unwrap();
         }
         let r = registrar
-            .register_client(body.as_object().unwrap(), &RegistrationContext::default())
+            .register_client(
+                body.as_object().unwrap(),
+                &RegistrationContext::default(),
+                &Origin::default(),
+            )
             .await
             .unwrap();
         let id = r["client_id"].as_str().unwrap().to_owned();
@@ -313,7 +321,7 @@ async fn the_grace_holds_on_another_replica_and_ends_there_on_first_use() {
     let body = serde_json::json!({"redirect_uris": ["https://client.example.org/cb"]});
     let body = body.as_object().unwrap();
     let c = a
-        .register_client(body, &RegistrationContext::default())
+        .register_client(body, &RegistrationContext::default(), &Origin::default())
         .await
         .unwrap();
     let id = c["client_id"].as_str().unwrap();
@@ -321,20 +329,29 @@ async fn the_grace_holds_on_another_replica_and_ends_there_on_first_use() {
     let mut update = body.clone();
     update.insert("client_id".into(), id.into());
     // Replica A rotates; its response is lost.
-    let lost = a.update_client(id, Some(old), &update).await.unwrap();
+    let lost = a
+        .update_client(id, Some(old), &update, &Origin::default())
+        .await
+        .unwrap();
     let new = lost["registration_access_token"].as_str().unwrap();
     assert_ne!(new, old);
     // Replica B hands the new token to the old one's holder, for reading only.
-    let read = b.read_client(id, Some(old)).await.unwrap();
+    let read = b
+        .read_client(id, Some(old), &Origin::default())
+        .await
+        .unwrap();
     assert_eq!(read["registration_access_token"], new);
     assert!(matches!(
-        b.update_client(id, Some(old), &update).await,
+        b.update_client(id, Some(old), &update, &Origin::default())
+            .await,
         Err(crate::error::RegistrationError::InvalidToken)
     ));
     // The first use of the new token, on B, ends the grace for A too.
-    b.read_client(id, Some(new)).await.unwrap();
+    b.read_client(id, Some(new), &Origin::default())
+        .await
+        .unwrap();
     assert!(matches!(
-        a.read_client(id, Some(old)).await,
+        a.read_client(id, Some(old), &Origin::default()).await,
         Err(crate::error::RegistrationError::InvalidToken)
     ));
 }

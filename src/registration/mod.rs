@@ -7,6 +7,8 @@ pub mod upstream;
 use crate::clock::Clock;
 use crate::credentials::{is_recoverable, Plaintext, RatKey, SecretHasher};
 use crate::error::{RegistrationError, Result};
+use crate::events::emit::registration_actor;
+use crate::events::{Actor, ActorKind, ChangeEvent, EventBatch, EventType, Events, Origin};
 use crate::fetch::RemoteMetadata;
 use crate::lifecycle::{self, RatMatch};
 use crate::logsafe::escaped;
@@ -43,6 +45,7 @@ pub struct Registrar {
     discovery: Arc<discovery::Discovery>,
     /// Storm control's eviction candidates (`crate::lifecycle`).
     evictions: lifecycle::EvictionQueue,
+    events: Arc<Events>,
 }
 
 /// The pieces a `Registrar` is built from; `settings.issuer` must already be resolved.
@@ -60,6 +63,8 @@ pub struct Parts {
     pub policy: Arc<PolicyEngine>,
     /// Where registrations, store writes and fetches are counted.
     pub metrics: Arc<Metrics>,
+    /// Audit entries and webhook rows for each change (`crate::events`).
+    pub events: Arc<Events>,
 }
 
 /// The one mapping of store failures to the RFC error the caller sees. `Conflict` and
@@ -207,6 +212,7 @@ impl Registrar {
             remote: parts.remote,
             policy: parts.policy,
             metrics: parts.metrics,
+            events: parts.events,
             registration_endpoint,
             evictions: lifecycle::EvictionQueue::default(),
         }
@@ -282,6 +288,36 @@ impl Registrar {
         self.store.writable()
     }
 
+    /// The events of one change of a client from `before` to `after`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn events_of(
+        &self,
+        event: EventType,
+        actor: Actor,
+        origin: &Origin,
+        before: Option<&ClientRecord>,
+        after: Option<&ClientRecord>,
+        credentials_changed: &[&str],
+        with_webhooks: bool,
+    ) -> EventBatch {
+        let client_id = after.or(before).map_or("", |r| r.client_id.as_str());
+        let change = ChangeEvent {
+            time: self.clock.now(),
+            event,
+            client_id,
+            actor,
+            origin,
+            before,
+            after,
+            credentials_changed,
+        };
+        if with_webhooks {
+            self.events.change(change)
+        } else {
+            self.events.audit_only(change)
+        }
+    }
+
     /// The RFC 7592 registration client URI of `client_id`.
     pub(crate) fn client_uri(&self, client_id: &str) -> String {
         format!("{}/{}", self.registration_endpoint, client_id)
@@ -298,6 +334,7 @@ impl Registrar {
         &self,
         request: &Map<String, Value>,
         context: &RegistrationContext,
+        origin: &Origin,
     ) -> Result<Map<String, Value>> {
         let now = self.clock.now();
         let admission =
@@ -311,8 +348,18 @@ impl Registrar {
                     return Err(e);
                 }
             };
+        let actor = registration_actor(
+            admission.tier,
+            context.initial_access_token.as_deref(),
+            admission
+                .statement
+                .as_ref()
+                .and_then(|s| s.claims.get("iss"))
+                .and_then(Value::as_str),
+        );
+        let who = (EventType::Registered, actor, origin.clone());
         let result = self
-            .register_admitted(request, &admission, None, source::REGISTRATION)
+            .register_admitted(request, &admission, None, source::REGISTRATION, &who)
             .await;
         let outcome = result.as_ref().map_or_else(|e| e.code(), |_| "created");
         self.metrics.registration(outcome, admission.tier);
@@ -329,6 +376,7 @@ impl Registrar {
         admission: &crate::policy::Admission,
         privileged: Option<&[String]>,
         source: &str,
+        who: &(EventType, Actor, Origin),
     ) -> Result<Map<String, Value>> {
         let now = self.clock.now();
         let claims = admission.statement.as_ref().map(|s| &s.claims);
@@ -340,7 +388,7 @@ impl Registrar {
         // Operator-created clients are neither counted nor evicted by storm control.
         let Some(policy) = policy.filter(|_| source == source::REGISTRATION) else {
             let stored = self
-                .store_new_client(metadata, admission, counters, now, source, None)
+                .store_new_client(metadata, admission, counters, now, source, None, who)
                 .await?;
             return stored.map_err(|key| self.policy.counter_refusal(admission, &key));
         };
@@ -349,7 +397,7 @@ impl Registrar {
             n => n,
         };
         for _ in 0..MAX_RETRIES {
-            let (key, held) = self.make_room(policy, &metadata).await?;
+            let (key, held) = self.make_room(policy, &metadata, &who.2).await?;
             let counter = lifecycle::software_counter(&key);
             let mut ops = counters.clone();
             if !held {
@@ -360,7 +408,15 @@ impl Registrar {
                 });
             }
             let stored = self
-                .store_new_client(metadata.clone(), admission, ops, now, source, Some(key))
+                .store_new_client(
+                    metadata.clone(),
+                    admission,
+                    ops,
+                    now,
+                    source,
+                    Some(key),
+                    who,
+                )
                 .await;
             if held && !matches!(stored, Ok(Ok(_))) {
                 self.release_counter(&counter).await;
@@ -413,6 +469,7 @@ impl Registrar {
         &self,
         policy: &crate::policy::rules::Policy,
         metadata: &Map<String, Value>,
+        origin: &Origin,
     ) -> Result<(String, bool)> {
         let key = lifecycle::software_key(&policy.name, metadata);
         let max = policy.max_clients_per_software();
@@ -435,7 +492,8 @@ impl Registrar {
                 .map_err(store_error)?;
             let Some(victim) = next else { break };
             found = true;
-            if self.remove_keeping(&victim, true).await? {
+            let who = (EventType::Evicted, Actor::system(), origin.clone());
+            if self.remove_keeping(&victim, true, &who).await? {
                 lifecycle::audit_evicted(&victim, &policy.name);
                 return Ok((key, true));
             }
@@ -446,10 +504,10 @@ impl Registrar {
     /// Give back a counter place taken outside a client's own commit.
     async fn release_counter(&self, key: &str) {
         let batch = WriteBatch {
-            change: None,
             counters: vec![CounterOp::Release {
                 key: key.to_owned(),
             }],
+            ..WriteBatch::default()
         };
         if let Err(e) = self.commit(batch).await {
             tracing::warn!(error = %e, "could not give back a storm control place");
@@ -466,6 +524,7 @@ impl Registrar {
         now: i64,
         source: &str,
         software_key: Option<String>,
+        who: &(EventType, Actor, Origin),
     ) -> Result<std::result::Result<Map<String, Value>, String>> {
         let client_id = self.tokens.token(CLIENT_ID_BYTES);
         // A derived (recoverable) secret is bound to the client_id, so it is issued after it.
@@ -490,10 +549,17 @@ impl Registrar {
         };
         let mut attempts = 0;
         loop {
+            let events =
+                self.events_of(who.0, who.1.clone(), &who.2, None, Some(&record), &[], true);
+            let deliveries = events.has_deliveries();
             let batch = WriteBatch::change(Change::Insert(record.clone()))
-                .with_counters(counters.iter().cloned());
+                .with_counters(counters.iter().cloned())
+                .with_events(events);
             match self.commit(batch).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.events.committed(deliveries);
+                    break;
+                }
                 // 128 random bits do not collide in practice; if they do, draw again.
                 Err(StoreError::Conflict) if attempts < MAX_RETRIES => {
                     attempts += 1;
@@ -520,8 +586,9 @@ impl Registrar {
         &self,
         client_id: &str,
         rat: Option<&str>,
+        origin: &Origin,
     ) -> Result<Map<String, Value>> {
-        let (record, matched) = self.authenticate(client_id, rat).await?;
+        let (record, matched) = self.authenticate(client_id, rat, origin).await?;
         let now = self.clock.now();
         let use_due = lifecycle::use_due(&record, now, self.last_used_resolution());
         let rotate = self.settings.registration.rotate_rat_on_read;
@@ -564,9 +631,18 @@ impl Registrar {
             self.settings.registration.rat_grace_secs,
             rat,
         );
+        let events = self.events_of(
+            EventType::Updated,
+            Actor::new(ActorKind::RegistrationAccessToken),
+            origin,
+            Some(&record),
+            Some(&updated),
+            &["registration_access_token"],
+            false,
+        );
         // If someone else changed the client (and maybe the token) meanwhile, the token the
         // caller holds may be dead now, so answer as for any invalid token.
-        let Some(updated) = self.save(&record, updated).await? else {
+        let Some(updated) = self.save_with(&record, updated, events).await? else {
             return Err(RegistrationError::InvalidToken);
         };
         Ok(self.response(updated, &new_rat, None))
@@ -600,14 +676,28 @@ impl Registrar {
     pub(crate) async fn save(
         &self,
         current: &ClientRecord,
-        mut updated: ClientRecord,
+        updated: ClientRecord,
     ) -> Result<Option<ClientRecord>> {
+        self.save_with(current, updated, EventBatch::default())
+            .await
+    }
+
+    /// `save`, with the audit entries and webhook rows of the change in the same commit.
+    pub(crate) async fn save_with(
+        &self,
+        current: &ClientRecord,
+        mut updated: ClientRecord,
+        events: EventBatch,
+    ) -> Result<Option<ClientRecord>> {
+        let deliveries = events.has_deliveries();
         let batch = WriteBatch::change(Change::Update {
             expected_revision: current.revision,
             record: updated.clone(),
-        });
+        })
+        .with_events(events);
         match self.commit(batch).await {
             Ok(()) => {
+                self.events.committed(deliveries);
                 updated.revision = current.revision + 1;
                 Ok(Some(updated))
             }
@@ -622,8 +712,9 @@ impl Registrar {
         client_id: &str,
         rat: Option<&str>,
         request: &Map<String, Value>,
+        origin: &Origin,
     ) -> Result<Map<String, Value>> {
-        let mut current = self.authenticate_enabled(client_id, rat).await?;
+        let mut current = self.authenticate_enabled(client_id, rat, origin).await?;
         self.policy.check_client_rate_limit(client_id)?;
         let mut plan = self.plan_update(&current, rat, request).await?;
         let token = plan
@@ -632,12 +723,31 @@ impl Registrar {
             .unwrap_or_else(|| Plaintext::new(rat.unwrap_or_default().to_owned()));
         for _ in 0..MAX_RETRIES {
             let updated = plan.apply_to(&current, &self.rat_key);
+            let mut credentials = vec![];
+            if updated.rat_tag != current.rat_tag {
+                credentials.push("registration_access_token");
+            }
+            if updated.client_secret_hash != current.client_secret_hash {
+                credentials.push("client_secret");
+            }
+            let events = self.events_of(
+                EventType::Updated,
+                Actor::new(ActorKind::RegistrationAccessToken),
+                origin,
+                Some(&current),
+                Some(&updated),
+                &credentials,
+                true,
+            );
+            let deliveries = events.has_deliveries();
             let batch = WriteBatch::change(Change::Update {
                 expected_revision: current.revision,
                 record: updated.clone(),
-            });
+            })
+            .with_events(events);
             match self.commit(batch).await {
                 Ok(()) => {
+                    self.events.committed(deliveries);
                     tracing::info!(client_id = %escaped(client_id), "client updated");
                     let mut updated = updated;
                     updated.revision = current.revision + 1;
@@ -647,7 +757,7 @@ impl Registrar {
                 Err(StoreError::Conflict) => {
                     // Lost a race: re-read. A concurrent update that rotated the token (or a
                     // delete) leaves the caller's token dead, as for any invalid token.
-                    let fresh = self.authenticate_enabled(client_id, rat).await?;
+                    let fresh = self.authenticate_enabled(client_id, rat, origin).await?;
                     if fresh.client_secret_hash != current.client_secret_hash
                         || fresh.client_secret_expires_at != current.client_secret_expires_at
                     {
@@ -786,13 +896,23 @@ impl Registrar {
 
     /// RFC 7592 §2.3: delete the registration; its token dies with it, and its place in its
     /// policy's quota is freed in the same commit.
-    pub async fn delete_client(&self, client_id: &str, rat: Option<&str>) -> Result<()> {
+    pub async fn delete_client(
+        &self,
+        client_id: &str,
+        rat: Option<&str>,
+        origin: &Origin,
+    ) -> Result<()> {
+        let who = (
+            EventType::Deleted,
+            Actor::new(ActorKind::RegistrationAccessToken),
+            origin.clone(),
+        );
         for attempt in 0..MAX_RETRIES {
-            let current = self.authenticate_enabled(client_id, rat).await?;
+            let current = self.authenticate_enabled(client_id, rat, origin).await?;
             if attempt == 0 {
                 self.policy.check_client_rate_limit(client_id)?;
             }
-            if self.remove_record(&current).await? {
+            if self.remove_record(&current, &who).await? {
                 return Ok(());
             }
         }
@@ -804,8 +924,12 @@ impl Registrar {
     /// Delete `current` if it is still at its revision, freeing its place in its policy's
     /// quota in the same commit; `Ok(false)` when another writer changed it first (re-read and
     /// decide again). RFC 7592 DELETE and the admin API both delete through here.
-    pub(crate) async fn remove_record(&self, current: &ClientRecord) -> Result<bool> {
-        self.remove_keeping(current, false).await
+    pub(crate) async fn remove_record(
+        &self,
+        current: &ClientRecord,
+        who: &(EventType, Actor, Origin),
+    ) -> Result<bool> {
+        self.remove_keeping(current, false, who).await
     }
 
     /// `remove_record`; with `keep_software_place` the client's place among its software's
@@ -814,6 +938,7 @@ impl Registrar {
         &self,
         current: &ClientRecord,
         keep_software_place: bool,
+        who: &(EventType, Actor, Origin),
     ) -> Result<bool> {
         let software = current
             .software_key
@@ -822,6 +947,8 @@ impl Registrar {
             .map(|key| CounterOp::Release {
                 key: lifecycle::software_counter(key),
             });
+        let events = self.events_of(who.0, who.1.clone(), &who.2, Some(current), None, &[], true);
+        let deliveries = events.has_deliveries();
         let batch = WriteBatch::change(Change::Delete {
             client_id: current.client_id.clone(),
             expected_revision: current.revision,
@@ -830,9 +957,11 @@ impl Registrar {
             self.policy
                 .deletion_counters(current.policy.as_deref(), current.tier.as_deref()),
         )
-        .with_counters(software);
+        .with_counters(software)
+        .with_events(events);
         match self.commit(batch).await {
             Ok(()) => {
+                self.events.committed(deliveries);
                 tracing::info!(client_id = %escaped(&current.client_id), "client deleted");
                 Ok(true)
             }
@@ -857,9 +986,10 @@ impl Registrar {
         &self,
         client_id: &str,
         rat: Option<&str>,
+        origin: &Origin,
     ) -> Result<ClientRecord> {
         // The previous token in its grace may only read: the same 401 as any invalid token.
-        let (record, RatMatch::Current) = self.authenticate(client_id, rat).await? else {
+        let (record, RatMatch::Current) = self.authenticate(client_id, rat, origin).await? else {
             return Err(RegistrationError::InvalidToken);
         };
         if record.disabled {
@@ -888,6 +1018,7 @@ impl Registrar {
         &self,
         client_id: &str,
         rat: Option<&str>,
+        origin: &Origin,
     ) -> Result<(ClientRecord, RatMatch)> {
         let rat = rat.ok_or(RegistrationError::InvalidToken)?;
         let tag = self.rat_key.tag(rat);
@@ -907,7 +1038,7 @@ impl Registrar {
             .map_err(store_error)?
             .is_some()
         {
-            self.revoke(owner, &tag).await?;
+            self.revoke(owner, &tag, origin).await?;
         }
         Err(RegistrationError::InvalidToken)
     }
@@ -916,7 +1047,7 @@ impl Registrar {
     /// change (a new token already) makes the revocation moot.
     /// A previous token in its grace (`crate::lifecycle`) presented elsewhere only loses its
     /// grace; the client's current token stays.
-    async fn revoke(&self, record: ClientRecord, tag: &[u8]) -> Result<()> {
+    async fn revoke(&self, record: ClientRecord, tag: &[u8], origin: &Origin) -> Result<()> {
         let current = bool::from(record.rat_tag.as_slice().ct_eq(tag));
         let previous = record
             .previous_rat_tag
@@ -927,15 +1058,26 @@ impl Registrar {
         }
         let client_id = record.client_id.clone();
         let expected_revision = record.revision;
-        let mut revoked = record;
+        let mut revoked = record.clone();
         if current {
             revoked.rat_tag = Vec::new();
         }
         lifecycle::end_grace(&mut revoked);
+        // The presenter holds this client's token, so it acts as its registration access token.
+        let events = self.events_of(
+            EventType::Updated,
+            Actor::new(ActorKind::RegistrationAccessToken),
+            origin,
+            Some(&record),
+            Some(&revoked),
+            &["registration_access_token"],
+            false,
+        );
         let batch = WriteBatch::change(Change::Update {
             expected_revision,
             record: revoked,
-        });
+        })
+        .with_events(events);
         match self.commit(batch).await {
             Ok(()) => {
                 tracing::warn!(client_id = %escaped(&client_id), "registration access token used for another client; revoked");
@@ -1138,6 +1280,10 @@ impl Parts {
             )),
             policy: Arc::new(PolicyEngine::from_settings(&settings).unwrap()),
             metrics: Arc::new(crate::telemetry::Metrics::new()),
+            events: Arc::new(crate::events::Events::new(
+                Vec::new(),
+                Arc::new(crate::tokens::SeededTokens::new(seed + 1)),
+            )),
             settings: Arc::new(settings),
         }
     }

@@ -1,7 +1,11 @@
 //! In-memory `ClientStore` for unit tests and embedding without persistence: one mutex makes
 //! each batch atomic.
 
+use super::event_log::EventState;
 use super::{BoxFuture, Change, ClientRecord, ClientStore, CounterOp, StoreError, WriteBatch};
+use crate::events::audit::Checkpoint;
+use crate::events::webhook::{OutboxOp, OutboxRow};
+use crate::events::{AuditLog, OutboxQueue, StoredAudit};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
@@ -10,6 +14,7 @@ struct Inner {
     clients: BTreeMap<String, ClientRecord>,
     rats: HashMap<Vec<u8>, String>,
     counters: HashMap<String, u64>,
+    events: EventState,
     server_key: Option<Vec<u8>>,
 }
 
@@ -51,6 +56,9 @@ impl Inner {
         for (key, value) in values {
             self.counters.insert(key.to_owned(), value);
         }
+        // Checked above: from here on nothing fails, so the events go with the change.
+        self.events.append(batch.audit);
+        self.events.apply(batch.outbox);
         if let Some(old) = old {
             for tag in old.rat_tags() {
                 self.rats.remove(tag);
@@ -104,6 +112,24 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Tests: append audit entries as a commit would.
+    #[cfg(test)]
+    pub(crate) fn append_for_tests(
+        &self,
+        entries: impl IntoIterator<Item = crate::events::AuditEntry>,
+    ) {
+        self.lock().events.append(entries);
+    }
+
+    /// Tests: edit the stored trail as someone with access to the store would.
+    #[cfg(test)]
+    pub(crate) fn tamper_for_tests(
+        &self,
+        edit: impl FnOnce(&mut BTreeMap<u64, crate::events::AuditRecord>),
+    ) {
+        edit(self.lock().events.tamper());
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -192,10 +218,115 @@ impl ClientStore for MemoryStore {
     }
 }
 
+impl AuditLog for MemoryStore {
+    fn audit_scan(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredAudit>, StoreError>> {
+        let rows = self.lock().events.scan(after, limit);
+        Box::pin(async move { Ok(rows) })
+    }
+
+    fn audit_prune(
+        &self,
+        cutoff: i64,
+        now: i64,
+    ) -> BoxFuture<'_, Result<Option<Checkpoint>, StoreError>> {
+        let checkpoint = self.lock().events.prune(cutoff, now);
+        Box::pin(async move { Ok(checkpoint) })
+    }
+}
+
+impl OutboxQueue for MemoryStore {
+    fn outbox_pending(&self, limit: usize) -> BoxFuture<'_, Result<Vec<OutboxRow>, StoreError>> {
+        let rows = self.lock().events.pending(limit);
+        Box::pin(async move { Ok(rows) })
+    }
+
+    fn outbox_dead(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<OutboxRow>, StoreError>> {
+        let rows = self.lock().events.dead(after, limit);
+        Box::pin(async move { Ok(rows) })
+    }
+
+    fn outbox_apply(&self, ops: Vec<OutboxOp>) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.lock().events.apply(ops);
+        Box::pin(async { Ok(()) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[tokio::test]
     async fn memory_store_meets_the_contract() {
         super::super::contract::all(&super::MemoryStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn memory_events_meet_the_contract() {
+        use crate::events::audit::EventType;
+        use crate::events::webhook::OutboxOp;
+        use crate::store::event_log::contract;
+        let store = super::MemoryStore::new();
+        store.lock().events.append([
+            contract::entry(10, "a", EventType::Registered),
+            contract::entry(20, "b", EventType::Updated),
+            contract::entry(30, "a", EventType::Deleted),
+        ]);
+        contract::audit_log_holds(&store).await;
+        let ops: Vec<OutboxOp> = ["a1", "b1", "a2"]
+            .iter()
+            .map(|id| OutboxOp::Enqueue(contract::row(&id[..1], id)))
+            .collect();
+        store.lock().events.apply(ops);
+        contract::outbox_holds(&store).await;
+    }
+
+    #[tokio::test]
+    async fn every_kind_of_tampering_is_detected() {
+        use crate::events::audit::EventType;
+        use crate::events::verify_log;
+        use crate::store::event_log::contract;
+        let fresh = || {
+            let store = super::MemoryStore::new();
+            store
+                .lock()
+                .events
+                .append((0..5).map(|i| contract::entry(i, "a", EventType::Updated)));
+            store
+        };
+        let s = fresh();
+        assert_eq!(verify_log(&s).await.unwrap().unwrap().count, 5);
+        // Edit.
+        let s = fresh();
+        s.lock()
+            .events
+            .tamper()
+            .get_mut(&3)
+            .unwrap()
+            .changed
+            .clear();
+        assert_eq!(verify_log(&s).await.unwrap().unwrap_err().seq, 3);
+        // Delete in the middle, at the end of the prefix, at the tail.
+        let s = fresh();
+        s.lock().events.tamper().remove(&2);
+        assert_eq!(verify_log(&s).await.unwrap().unwrap_err().seq, 2);
+        let s = fresh();
+        s.lock().events.tamper().remove(&1);
+        assert_eq!(verify_log(&s).await.unwrap().unwrap_err().seq, 2);
+        // Reorder: swap the contents of two keys.
+        let s = fresh();
+        {
+            let mut inner = s.lock();
+            let t = inner.events.tamper();
+            let (a, b) = (t[&2].clone(), t[&4].clone());
+            t.insert(2, b);
+            t.insert(4, a);
+        }
+        assert_eq!(verify_log(&s).await.unwrap().unwrap_err().seq, 2);
     }
 }

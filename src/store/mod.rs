@@ -5,11 +5,14 @@
 //! the revision it expects, plus the counter operations that go with it, applied atomically and
 //! acknowledged only once durable. Nothing downstream may act on a change before that.
 
+#[doc(hidden)]
+pub mod event_log;
 mod filter;
 mod memory;
 pub mod postgres;
 pub mod server_key;
 mod sled;
+mod sled_events;
 pub mod transfer;
 
 pub use self::filter::{ClientFilter, Listing};
@@ -284,8 +287,11 @@ pub struct WriteBatch {
     pub change: Option<Change>,
     /// Counter operations, applied in order.
     pub counters: Vec<CounterOp>,
-    // The events issue (#17) adds `audit` and `outbox` rows here, written in the same
-    // transaction as the change they describe.
+    /// Audit entries describing the change, sealed onto the chain by the store inside the
+    /// same write (`crate::events::audit::seal`), in order.
+    pub audit: Vec<crate::events::AuditEntry>,
+    /// Webhook outbox operations of the change (enqueued deliveries), in the same write.
+    pub outbox: Vec<crate::events::OutboxOp>,
 }
 
 impl WriteBatch {
@@ -293,8 +299,15 @@ impl WriteBatch {
     pub fn change(change: Change) -> Self {
         Self {
             change: Some(change),
-            counters: Vec::new(),
+            ..Self::default()
         }
+    }
+
+    /// Add the events of the change: its audit entry and outbox rows.
+    pub fn with_events(mut self, events: crate::events::EventBatch) -> Self {
+        self.audit.extend(events.audit);
+        self.outbox.extend(events.outbox);
+        self
     }
 
     /// Add counter operations.
@@ -317,7 +330,12 @@ pub struct StoreEvents {
     pub retry: Box<dyn Fn() + Send + Sync>,
 }
 
-pub trait ClientStore: Send + Sync + 'static {
+///
+/// Every store also keeps the audit trail and the webhook outbox (`AuditLog`, `OutboxQueue`),
+/// written by `commit` together with the change they describe.
+pub trait ClientStore:
+    crate::events::AuditLog + crate::events::OutboxQueue + Send + Sync + 'static
+{
     /// Report internal events to `events` from now on (set once; later calls are ignored).
     fn observe(&self, events: std::sync::Arc<StoreEvents>) {
         let _ = events;
@@ -464,6 +482,16 @@ pub mod contract {
         }
     }
 
+    /// A client named `name` with a secret hash and a token tag (credential material that
+    /// events must never show).
+    pub fn named(id: &str, name: &str) -> ClientRecord {
+        let mut r = record(id, 7);
+        r.metadata.insert("client_name".into(), name.into());
+        r.client_secret_hash = Some("$argon2id$v=19$secret-hash".into());
+        r.client_secret_expires_at = Some(0);
+        r
+    }
+
     fn insert(r: &ClientRecord) -> WriteBatch {
         WriteBatch::change(Change::Insert(r.clone()))
     }
@@ -504,6 +532,7 @@ pub mod contract {
         keeps_one_server_key(store).await;
         finds_unused_clients_of_a_software(store).await;
         finds_a_client_by_its_previous_token(store).await;
+        events_go_with_their_change(store).await;
     }
 
     /// During a RAT grace the previous token's tag finds the client too, until the grace ends.
@@ -561,6 +590,66 @@ pub mod contract {
         for id in ["sw-a", "sw-b", "sw-c", "sw-d", "sw-e"] {
             store.commit(delete(id, 1)).await.unwrap();
         }
+    }
+
+    /// The audit entries and outbox rows of a batch are written with its change, or not at
+    /// all when the change is refused; the chain stays one chain across commits.
+    pub async fn events_go_with_their_change(store: &dyn ClientStore) {
+        use crate::events::audit::EventType;
+        use crate::events::{verify_log, OutboxOp};
+        use crate::store::event_log::contract::{entry, row};
+        let before = verify_log(store).await.unwrap().unwrap().count;
+        let r = record("ev", 40);
+        let with = |batch: WriteBatch, id: &str, event| {
+            batch.with_events(crate::events::EventBatch {
+                audit: vec![entry(1, id, event)],
+                outbox: vec![OutboxOp::Enqueue(row(id, &format!("msg_{id}_{event}")))],
+            })
+        };
+        store
+            .commit(with(insert(&r), "ev", EventType::Registered))
+            .await
+            .unwrap();
+        // A conflicting change takes its events with it.
+        assert_eq!(
+            store
+                .commit(with(insert(&r), "ev", EventType::Registered))
+                .await,
+            Err(StoreError::Conflict)
+        );
+        assert_eq!(
+            store
+                .commit(with(update(7, &r), "ev", EventType::Updated))
+                .await,
+            Err(StoreError::Conflict)
+        );
+        store
+            .commit(with(delete("ev", 1), "ev", EventType::Deleted))
+            .await
+            .unwrap();
+        let v = verify_log(store).await.unwrap().unwrap();
+        assert_eq!(v.count, before + 2);
+        let page = store.audit_scan(v.head.seq - 2, 10).await.unwrap();
+        let events: Vec<_> = page
+            .into_iter()
+            .map(|row| row.record.unwrap().event)
+            .collect();
+        assert_eq!(events, [EventType::Registered, EventType::Deleted]);
+        // One line (hook, client): its rows come out one after the other, in commit order.
+        let head =
+            |rows: Vec<crate::events::OutboxRow>| rows.into_iter().find(|r| r.client_id == "ev");
+        let first = head(store.outbox_pending(100).await.unwrap()).unwrap();
+        assert_eq!(first.id, "msg_ev_client.registered");
+        store
+            .outbox_apply(vec![OutboxOp::Delivered { seq: first.seq }])
+            .await
+            .unwrap();
+        let second = head(store.outbox_pending(100).await.unwrap()).unwrap();
+        assert_eq!(second.id, "msg_ev_client.deleted");
+        store
+            .outbox_apply(vec![OutboxOp::Delivered { seq: second.seq }])
+            .await
+            .unwrap();
     }
 
     /// Insert, read by id and by token, update by revision, delete by revision.
@@ -639,8 +728,8 @@ pub mod contract {
     /// Counters: bounded takes, releases never below zero.
     pub async fn counts(store: &dyn ClientStore) {
         let only = |op| WriteBatch {
-            change: None,
             counters: vec![op],
+            ..WriteBatch::default()
         };
         assert_eq!(store.counter("k").await.unwrap(), 0);
         store.commit(only(take("k", 2))).await.unwrap();
@@ -750,6 +839,7 @@ pub mod contract {
             store.commit(WriteBatch {
                 change: None,
                 counters: vec![take("raced", 3)],
+                ..WriteBatch::default()
             })
         });
         let results = futures_util::future::join_all(takes).await;

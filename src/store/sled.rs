@@ -21,6 +21,7 @@
 //!   file of `PROBE_BYTES` can be written and synced, closes and reopens the database, which
 //!   recovers exactly what was flushed. No operator action is needed.
 
+use super::sled_events::{self, EventTrees};
 use super::{
     BoxFuture, Change, ClientRecord, ClientStore, CounterOp, OpenError, StoreError, WriteBatch,
 };
@@ -90,13 +91,15 @@ fn private_files(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// One open database and its two trees.
+/// One open database and its trees.
 struct Handles {
     db: sled::Db,
     clients: sled::Tree,
     rats: sled::Tree,
     counters: sled::Tree,
     meta: sled::Tree,
+    /// The audit trail and the webhook outbox (`sled_events.rs`).
+    events: EventTrees,
 }
 
 impl Handles {
@@ -146,6 +149,8 @@ impl Handles {
         let rats = open_tree("rat")?;
         let counters = open_tree("counters")?;
         let meta = open_tree("meta")?;
+        let events =
+            EventTrees::open(&db).map_err(|e| OpenError::Other(shown.clone(), e.to_string()))?;
         private_files(dir).map_err(|e| OpenError::Other(shown.clone(), e.to_string()))?;
         // The count lets an operator notice a store that came back smaller than it was: sled
         // stops recovery at the first bad checksum in its log, which it cannot tell from a torn
@@ -162,6 +167,7 @@ impl Handles {
             rats,
             counters,
             meta,
+            events,
         })
     }
 }
@@ -295,8 +301,17 @@ impl Shared {
         let before = RefCell::new(Vec::new());
         // Held across the transaction so sequence numbers follow commit order.
         let mut undo = self.undo();
-        let result = (&handles.clients, &handles.rats, &handles.counters).transaction(
-            |(clients, rats, counters)| {
+        let ev = &handles.events;
+        let result = (
+            &handles.clients,
+            &handles.rats,
+            &handles.counters,
+            &ev.audit,
+            &ev.outbox,
+            &ev.dead,
+            &ev.meta,
+        )
+            .transaction(|(clients, rats, counters, audit, outbox, dead, events)| {
                 // sled may run the closure again after a conflict: start the images afresh.
                 let mut before = before.borrow_mut();
                 before.clear();
@@ -304,9 +319,12 @@ impl Shared {
                 if let Some(change) = &batch.change {
                     apply_change(clients, rats, change, &mut before)?;
                 }
+                // The chain head is read and rewritten here, in the change's transaction, so
+                // concurrent commits cannot fork the chain (sled re-runs the loser).
+                sled_events::append(audit, events, &batch.audit)?;
+                sled_events::apply_outbox(outbox, dead, events, &batch.outbox)?;
                 Ok(())
-            },
-        );
+            });
         match &result {
             Ok(()) => undo.record(before.take()),
             // A storage error may have left part of the write in memory: keep its before-images
@@ -879,6 +897,76 @@ impl ClientStore for SledStore {
 
     fn writable(&self) -> bool {
         !self.shared.is_failed()
+    }
+}
+
+impl crate::events::AuditLog for SledStore {
+    fn audit_scan(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::events::StoredAudit>, StoreError>> {
+        self.blocking(move |shared| {
+            sled_events::scan(&shared.handles()?.events.audit, after, limit)
+        })
+    }
+
+    fn audit_prune(
+        &self,
+        cutoff: i64,
+        now: i64,
+    ) -> BoxFuture<'_, Result<Option<crate::events::Checkpoint>, StoreError>> {
+        let pruned = self.blocking(move |shared| {
+            shared.writable()?;
+            sled_events::prune(&shared.handles()?.events, cutoff, now)
+        });
+        Box::pin(async move {
+            let checkpoint = pruned.await?;
+            self.durable().await?;
+            Ok(checkpoint)
+        })
+    }
+}
+
+impl crate::events::OutboxQueue for SledStore {
+    fn outbox_pending(
+        &self,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::events::OutboxRow>, StoreError>> {
+        let rows =
+            self.blocking(move |shared| sled_events::pending(&shared.handles()?.events, limit));
+        Box::pin(async move {
+            let rows = rows.await?;
+            if !rows.is_empty() {
+                // A row is visible as soon as its transaction is in sled, a moment before the
+                // flush makes it durable: wait for that flush, so no webhook reports a change
+                // that a crash could still undo.
+                self.durable().await?;
+            }
+            Ok(rows)
+        })
+    }
+
+    fn outbox_dead(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::events::OutboxRow>, StoreError>> {
+        self.blocking(move |shared| sled_events::dead(&shared.handles()?.events, after, limit))
+    }
+
+    fn outbox_apply(
+        &self,
+        ops: Vec<crate::events::OutboxOp>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let applied = self.blocking(move |shared| {
+            shared.writable()?;
+            sled_events::apply_outbox_alone(&shared.handles()?.events, &ops)
+        });
+        Box::pin(async move {
+            applied.await?;
+            self.durable().await
+        })
     }
 }
 

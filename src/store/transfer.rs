@@ -127,6 +127,7 @@ pub async fn import(
                 let batch = WriteBatch {
                     change: None,
                     counters: vec![CounterOp::Set { key, value }],
+                    ..WriteBatch::default()
                 };
                 store
                     .commit(batch)

@@ -7,6 +7,7 @@ pub const POSTGRES: bool = false;
 mod pg;
 
 mod admin;
+mod audit;
 mod cimd;
 mod cli;
 mod concurrency;
@@ -27,3 +28,4 @@ mod policy;
 mod properties;
 mod registration;
 mod tls;
+mod webhooks;

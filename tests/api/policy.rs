@@ -1124,3 +1124,16 @@ async fn a_software_statement_sent_as_a_bearer_token_is_refused() {
     let by_statement = app.register(&with_statement(&ssa)).await;
     assert_ne!(by_statement["skip_consent"], true);
 }
+
+#[tokio::test]
+async fn a_statement_registration_is_audited_with_the_statement_issuer() {
+    let signer = Signer::ed25519("ssa");
+    let app = statement_app(&signer, "statement", json!({})).await;
+    app.register(&with_statement(&statement(&signer, json!({}))))
+        .await;
+    let (_, records) = crate::audit::audit_trail(app).await;
+    let actor = &records[0].actor;
+    assert_eq!(actor.kind, registrar::events::ActorKind::SoftwareStatement);
+    assert_eq!(actor.iss.as_deref(), Some(SSA_ISSUER));
+    assert_eq!(actor.token_digest, None);
+}

@@ -39,18 +39,38 @@ pub(crate) enum Reply {
     },
 }
 
+/// One request as received: the head (request line and headers) and the body.
+#[derive(Clone, Debug)]
+pub(crate) struct Received {
+    pub(crate) head: String,
+    pub(crate) body: String,
+}
+
+impl Received {
+    /// The value of header `name` (case-insensitive).
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+}
+
+type Routes = Arc<Mutex<HashMap<String, Reply>>>;
+
 pub(crate) struct TlsServer {
     pub(crate) port: u16,
     ca_file: String,
     connections: Arc<AtomicUsize>,
     requested: Arc<Mutex<Vec<String>>>,
+    received: Arc<Mutex<Vec<Received>>>,
+    routes: Routes,
     in_flight: Arc<AtomicUsize>,
     pub(crate) max_in_flight: Arc<AtomicUsize>,
-    routes: Routes,
     _dir: tempfile::TempDir,
 }
-
-type Routes = Arc<Mutex<HashMap<String, Reply>>>;
 
 impl TlsServer {
     pub(crate) async fn start(routes: Vec<(&str, Reply)>) -> Self {
@@ -93,12 +113,14 @@ impl TlsServer {
             ca_file: ca_path.to_str().unwrap().to_owned(),
             connections: Arc::default(),
             requested: Arc::default(),
+            received: Arc::default(),
+            routes: routes.clone(),
             in_flight: Arc::default(),
             max_in_flight: Arc::default(),
-            routes: routes.clone(),
             _dir: dir,
         };
         let (connections, requested) = (server.connections.clone(), server.requested.clone());
+        let received = server.received.clone();
         let (in_flight, max_in_flight) = (server.in_flight.clone(), server.max_in_flight.clone());
         tokio::spawn(async move {
             loop {
@@ -108,12 +130,13 @@ impl TlsServer {
                 connections.fetch_add(1, Ordering::SeqCst);
                 let (acceptor, routes, requested) =
                     (acceptor.clone(), routes.clone(), requested.clone());
+                let received = received.clone();
                 let (in_flight, max_in_flight) = (in_flight.clone(), max_in_flight.clone());
                 tokio::spawn(async move {
                     let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                     max_in_flight.fetch_max(now, Ordering::SeqCst);
                     if let Ok(tls) = acceptor.accept(tcp).await {
-                        serve(tls, &routes, &requested).await;
+                        serve(tls, &routes, &requested, &received).await;
                     }
                     in_flight.fetch_sub(1, Ordering::SeqCst);
                 });
@@ -137,6 +160,16 @@ impl TlsServer {
 
     pub(crate) fn requested(&self) -> Vec<String> {
         self.requested.lock().unwrap().clone()
+    }
+
+    /// Every request received so far, with its body.
+    pub(crate) fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// The PEM file of this server's CA.
+    pub(crate) fn ca_file(&self) -> &str {
+        &self.ca_file
     }
 
     /// The registrar, trusting this server's CA; `allow_private` decides whether loopback (this
@@ -182,6 +215,7 @@ async fn serve(
     mut tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     routes: &Mutex<HashMap<String, Reply>>,
     requested: &Mutex<Vec<String>>,
+    received: &Mutex<Vec<Received>>,
 ) {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
@@ -191,9 +225,30 @@ async fn serve(
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
-    let head = String::from_utf8_lossy(&head);
-    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+    let split = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(head.len(), |i| i + 4);
+    let mut body = head.split_off(split);
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut request = Received {
+        head,
+        body: String::new(),
+    };
+    let length: usize = request
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while body.len() < length.min(1 << 20) {
+        match tls.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body.extend_from_slice(&buf[..n]),
+        }
+    }
+    request.body = String::from_utf8_lossy(&body).into_owned();
+    let path = request.head.split(' ').nth(1).unwrap_or("/").to_owned();
     requested.lock().unwrap().push(path.clone());
+    received.lock().unwrap().push(request);
     let reply = routes
         .lock()
         .unwrap()

@@ -10,6 +10,8 @@ mod pg;
 
 #[path = "../api/admin.rs"]
 mod admin;
+#[path = "../api/audit.rs"]
+mod audit;
 #[path = "../api/cimd.rs"]
 mod cimd;
 #[path = "../api/cli.rs"]
@@ -41,3 +43,5 @@ mod properties;
 mod registration;
 #[path = "../api/tls.rs"]
 mod tls;
+#[path = "../api/webhooks.rs"]
+mod webhooks;

@@ -16,7 +16,11 @@ mod helpers;
 mod process;
 
 mod ambiguous;
+mod events;
 mod faults;
+#[allow(dead_code)]
+#[path = "../api/tls.rs"]
+mod receiver;
 mod replicas;
 mod schema;
 mod tls;

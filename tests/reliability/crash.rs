@@ -52,6 +52,63 @@ async fn send(request: reqwest::RequestBuilder) -> Option<(u16, Option<Value>)> 
     Some((status, serde_json::from_slice(&bytes).ok()))
 }
 
+/// The audit trail the killed process left: the chain verifies, and every change has its
+/// record and every record its change (one transaction): each stored client's last record
+/// describes exactly its stored state (`after` is the digest of its view), and each client whose
+/// last record is a deletion is gone.
+async fn audit_matches_the_store(store: &registrar::store::SledStore, round: usize) {
+    use registrar::events::audit::{client_view, view_digest};
+    use registrar::events::{list, verify_log, AuditQuery, EventType};
+    let verified = verify_log(store)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("round {round}: audit chain broken: {e}"));
+    let mut last: HashMap<String, registrar::events::AuditRecord> = HashMap::new();
+    let mut query = AuditQuery {
+        limit: 1000,
+        ..Default::default()
+    };
+    loop {
+        let page = list(store, &query).await.unwrap();
+        for r in page.records {
+            if let Some(id) = r.client_id.clone() {
+                last.insert(id, r);
+            }
+        }
+        match page.next_cursor {
+            Some(after) => query.after = after,
+            None => break,
+        }
+    }
+    assert!(verified.count as usize >= last.len());
+    let mut after = None;
+    loop {
+        let clients = store.scan(after.as_deref(), 500).await.unwrap();
+        let Some(end) = clients.last() else { break };
+        after = Some(end.client_id.clone());
+        for c in &clients {
+            let record = last
+                .get(&c.client_id)
+                .unwrap_or_else(|| panic!("round {round}: {} has no audit record", c.client_id));
+            assert_eq!(
+                record.after.as_deref(),
+                Some(view_digest(&client_view(c)).as_str()),
+                "round {round}: {}'s last audit record ({}) does not describe its stored state",
+                c.client_id,
+                record.event
+            );
+        }
+    }
+    for (id, r) in &last {
+        if r.event == EventType::Deleted {
+            assert!(
+                store.get(id).await.unwrap().is_none(),
+                "round {round}: {id} has a deletion record but is stored"
+            );
+        }
+    }
+}
+
 /// One worker: registers clients, and updates and deletes only its own (so no client ever has
 /// two writes in flight), until the server dies. Returns the number of acknowledged writes.
 async fn worker(endpoint: String, book: Book, id: usize, mut own: Vec<String>) -> usize {
@@ -177,6 +234,7 @@ async fn acknowledged_writes_survive_sigkill_and_nothing_is_half_written() {
             let count = store
                 .verify()
                 .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            audit_matches_the_store(&store, round).await;
             // A copy, so no lock is held across the store's awaits.
             let (book_deleted, book_live) = {
                 let book = lock(&book);

@@ -78,6 +78,22 @@ impl Server {
         }
     }
 
+    /// Register a web client named `name`, asserting 201; returns the response body.
+    pub async fn register(&self, name: &str) -> serde_json::Value {
+        let body = serde_json::json!({
+            "redirect_uris": ["https://client.example.org/cb"],
+            "client_name": name,
+        });
+        let r = reqwest::Client::new()
+            .post(&self.endpoint)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        r.json().await.unwrap()
+    }
+
     /// SIGKILL: no shutdown hook, no final flush.
     pub fn kill(mut self) {
         self.child.kill().expect("SIGKILL");

@@ -38,6 +38,10 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_server_keys.sql"),
     migration!(6, "0006_clients_previous_rat_tag.sql"),
     migration!(7, "0007_clients_previous_rat_tag_index.sql"),
+    migration!(8, "0008_audit_records.sql"),
+    migration!(9, "0009_audit_head.sql"),
+    migration!(10, "0010_webhook_outbox.sql"),
+    migration!(11, "0011_webhook_outbox_seq.sql"),
 ];
 
 /// The schema version this build needs.

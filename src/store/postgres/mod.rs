@@ -13,6 +13,7 @@
 //! reported as success without knowing. A database that cannot be reached is
 //! `StoreError::Unavailable` (503 upstream); a probe task notices when it is back.
 
+mod events;
 pub mod migrate;
 
 use super::{
@@ -514,6 +515,8 @@ impl PostgresStore {
                 return Err(Attempt::Failed(StoreError::Conflict));
             }
         }
+        // The audit entries and outbox rows of the change, in its transaction.
+        events::write(&tx, p.batch).await?;
         match tx.commit().await {
             Ok(()) => Ok(()),
             Err(e) if retryable(&e) => Err(Attempt::Retry(describe(&e))),

@@ -1,0 +1,422 @@
+//! Webhook delivery over real HTTPS to a local receiver (`tls::TlsServer`), with signatures
+//! checked by the reference Standard Webhooks library (PyPI `standardwebhooks`, pinned in
+//! tests/webhooks/requirements.txt and installed into a venv under target/ by the test itself),
+//! so the registrar's signing is not checked against itself.
+
+use crate::tls::{Received, Reply, TlsServer};
+use registrar::clock::{Clock, FixedClock, SystemClock};
+use registrar::events::webhook::{rows_for, OutboxOp, WebhookSettings};
+use registrar::events::worker::HttpsTransport;
+use registrar::events::{DeliveryWorker, EventType, OutboxQueue};
+use registrar::store::{ClientRecord, MemoryStore};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+static PIP: Mutex<()> = Mutex::new(());
+
+fn webhooks_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webhooks")
+}
+
+fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot start {cmd:?}: {e} (is python3 installed?)"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("{cmd:?} failed ({}):\n{text}", out.status))
+    }
+}
+
+/// `python3` with `standardwebhooks` importable: a venv under target/ (or, where
+/// `python3 -m venv` is unusable, `pip install --target`), installed once per requirements
+/// content. Fails the test when neither works: nothing is skipped.
+fn python() -> (PathBuf, Option<PathBuf>) {
+    let _guard = PIP.lock().unwrap_or_else(|e| e.into_inner());
+    let requirements = webhooks_dir().join("requirements.txt");
+    let wanted = std::fs::read(&requirements).unwrap();
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let venv = root.join("webhooks-venv");
+    let target = root.join("webhooks-pip-target");
+    let stamped = |dir: &Path| std::fs::read(dir.join("stamp.txt")).ok().as_ref() == Some(&wanted);
+    let venv_python = venv.join("bin/python");
+    if stamped(&venv) {
+        return (venv_python, None);
+    }
+    if stamped(&target) {
+        return ("python3".into(), Some(target));
+    }
+    let pip_args = [
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-r",
+    ];
+    let venv_ok = run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).is_ok()
+        && run(Command::new(&venv_python).args(pip_args).arg(&requirements)).is_ok();
+    if venv_ok {
+        std::fs::write(venv.join("stamp.txt"), &wanted).unwrap();
+        return (venv_python, None);
+    }
+    run(Command::new("python3")
+        .args(pip_args)
+        .arg(&requirements)
+        .arg("--target")
+        .arg(&target))
+    .expect("installing standardwebhooks (venv and pip --target both failed)");
+    std::fs::write(target.join("stamp.txt"), &wanted).unwrap();
+    ("python3".into(), Some(target))
+}
+
+/// Run the reference verifier over `deliveries`; returns its output.
+pub(crate) fn verify_with_reference(secret: &str, deliveries: &[Received]) -> String {
+    let (program, path) = python();
+    let json: Vec<serde_json::Value> = deliveries
+        .iter()
+        .map(|d| {
+            let h = |n: &str| d.header(n).unwrap_or_default();
+            serde_json::json!({
+                "headers": {
+                    "webhook-id": h("webhook-id"),
+                    "webhook-timestamp": h("webhook-timestamp"),
+                    "webhook-signature": h("webhook-signature"),
+                },
+                "body": d.body,
+            })
+        })
+        .collect();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(&json).unwrap()).unwrap();
+    let mut cmd = Command::new(program);
+    if let Some(path) = path {
+        cmd.env("PYTHONPATH", path);
+    }
+    cmd.arg(webhooks_dir().join("verify.py"))
+        .arg(secret)
+        .arg(file.path());
+    run(&mut cmd).unwrap()
+}
+
+pub(crate) fn hook(server: &TlsServer) -> WebhookSettings {
+    WebhookSettings {
+        url: server.url("/hook"),
+        secret: SECRET.into(),
+        events: vec!["*".into()],
+        max_attempts: 5,
+    }
+}
+
+fn client(id: &str, name: &str) -> ClientRecord {
+    // Carries a secret hash and a token tag, which no delivery may show.
+    registrar::store::contract::named(id, name)
+}
+
+struct Rig {
+    server: TlsServer,
+    store: Arc<MemoryStore>,
+    clock: Arc<FixedClock>,
+    worker: DeliveryWorker,
+    next_id: u32,
+}
+
+impl Rig {
+    async fn new() -> Self {
+        let server = TlsServer::start(vec![("/hook", Reply::Json("{}".into()))]).await;
+        let fetch = registrar::settings::Settings::defaults()
+            .unwrap()
+            .with("fetch.extra_root_ca_file", server.ca_file())
+            .unwrap()
+            .with("fetch.allow_private_addresses", true)
+            .unwrap()
+            .with("fetch.timeout_ms", 2000)
+            .unwrap()
+            .fetch;
+        let store = Arc::new(MemoryStore::new());
+        // The reference library refuses timestamps more than 5 minutes off the real clock.
+        let clock = Arc::new(FixedClock::new(SystemClock.now()));
+        let worker = DeliveryWorker::new(
+            store.clone(),
+            Arc::new(HttpsTransport::new(&fetch).unwrap()),
+            clock.clone(),
+            &[hook(&server)],
+        )
+        .unwrap();
+        Self {
+            server,
+            store,
+            clock,
+            worker,
+            next_id: 0,
+        }
+    }
+
+    async fn enqueue(&mut self, event: EventType, record: &ClientRecord) {
+        let hooks = [hook(&self.server)];
+        let mut ids = Vec::new();
+        let rows = rows_for(
+            &hooks,
+            event,
+            self.clock.now(),
+            &record.client_id,
+            Some(record),
+            || {
+                self.next_id += 1;
+                let id = format!("msg_test{}", self.next_id);
+                ids.push(id.clone());
+                id
+            },
+        );
+        self.store
+            .outbox_apply(rows.into_iter().map(OutboxOp::Enqueue).collect())
+            .await
+            .unwrap();
+    }
+
+    fn delivered_ids(&self) -> Vec<String> {
+        self.server
+            .received()
+            .iter()
+            .map(|r| r.header("webhook-id").unwrap_or_default())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn deliveries_verify_with_the_reference_standard_webhooks_library() {
+    let mut rig = Rig::new().await;
+    let (a, b) = (client("client-a", "A"), client("client-b", "B"));
+    rig.enqueue(EventType::Registered, &a).await;
+    rig.enqueue(EventType::Updated, &b).await;
+    rig.enqueue(EventType::Deleted, &a).await;
+    while rig.worker.run_once().await.unwrap().delivered > 0 {}
+    let received = rig.server.received();
+    assert_eq!(received.len(), 3);
+    assert!(rig.store.outbox_pending(10).await.unwrap().is_empty());
+    for r in &received {
+        assert!(r.head.starts_with("POST /hook "), "{}", r.head);
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/json")
+        );
+        assert!(
+            !r.body.contains("argon2") && !r.body.contains("rat_tag"),
+            "{}",
+            r.body
+        );
+    }
+    let first: serde_json::Value = serde_json::from_str(&received[0].body).unwrap();
+    assert_eq!(first["type"], "client.registered");
+    assert_eq!(first["data"]["client_name"], "A");
+    let deleted: serde_json::Value = serde_json::from_str(&received[2].body).unwrap();
+    assert_eq!(
+        deleted["data"],
+        serde_json::json!({"client_id": "client-a"})
+    );
+
+    let out = verify_with_reference(SECRET, &received);
+    assert!(out.contains("[standardwebhooks] PASS"), "{out}");
+    assert!(out.contains("OK msg_test1 client.registered"), "{out}");
+    // The verifier is not a rubber stamp: an edited body or another key is refused.
+    let mut forged = received[0].clone();
+    forged.body = forged.body.replace("\"A\"", "\"Z\"");
+    let out = verify_with_reference(SECRET, &[forged]);
+    assert!(out.contains("REJECTED") && !out.contains("PASS"), "{out}");
+    let out = verify_with_reference(
+        "whsec_c2VjcmV0LWtleS1vZi10d2VudHktZm91ci1ieXRlcw==",
+        &received[..1],
+    );
+    assert!(out.contains("REJECTED"), "{out}");
+}
+
+#[tokio::test]
+async fn a_receiver_down_then_up_gets_everything_in_order_per_client() {
+    let mut rig = Rig::new().await;
+    rig.server
+        .route("/hook", Reply::Raw(503, "application/json", "{}".into()));
+    let (a, b) = (client("client-a", "A"), client("client-b", "B"));
+    for i in 0..3 {
+        let mut a = a.clone();
+        a.metadata
+            .insert("client_name".into(), format!("A{i}").into());
+        rig.enqueue(EventType::Updated, &a).await;
+        rig.enqueue(EventType::Updated, &b).await;
+    }
+    // Down: only the head of each client's line is tried, and retried with backoff.
+    rig.worker.run_once().await.unwrap();
+    assert_eq!(rig.delivered_ids(), ["msg_test1", "msg_test2"]);
+    rig.worker.run_once().await.unwrap();
+    assert_eq!(rig.server.received().len(), 2, "retried before its backoff");
+    rig.clock.advance(2);
+    rig.worker.run_once().await.unwrap();
+    assert_eq!(rig.server.received().len(), 4);
+    let pending = rig.store.outbox_pending(10).await.unwrap();
+    assert_eq!(pending.len(), 6);
+    assert_eq!(pending[0].attempts, 2);
+    assert_eq!(pending[0].last_error.as_deref(), Some("HTTP 503"));
+
+    // Up again: everything arrives, each client's events in commit order, none twice after
+    // its 2xx.
+    rig.server.route("/hook", Reply::Json("{}".into()));
+    rig.clock.advance(4);
+    for _ in 0..10 {
+        rig.worker.run_once().await.unwrap();
+    }
+    assert!(rig.store.outbox_pending(10).await.unwrap().is_empty());
+    let received = rig.server.received();
+    let ok: Vec<&Received> = received[4..].iter().collect();
+    let names: Vec<String> = ok
+        .iter()
+        .filter(|r| r.body.contains("client-a"))
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            v["data"]["client_name"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(names, ["A0", "A1", "A2"]);
+    let ids: Vec<String> = ok.iter().map(|r| r.header("webhook-id").unwrap()).collect();
+    assert_eq!(ids.len(), 6, "{ids:?}");
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 6, "a delivered event was sent again: {ids:?}");
+    // The failed attempts carried the same webhook-id as the successful one.
+    assert_eq!(
+        received[0].header("webhook-id"),
+        received[2].header("webhook-id")
+    );
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_2xx_gets_the_event_dead_lettered() {
+    let mut rig = Rig::new().await;
+    rig.server
+        .route("/hook", Reply::Raw(500, "application/json", "{}".into()));
+    rig.enqueue(EventType::Registered, &client("client-a", "A"))
+        .await;
+    for _ in 0..5 {
+        rig.worker.run_once().await.unwrap();
+        rig.clock.advance(3600);
+    }
+    assert_eq!(rig.server.received().len(), 5);
+    assert!(rig.store.outbox_pending(10).await.unwrap().is_empty());
+    let dead = rig.store.outbox_dead(0, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].attempts, dead[0].last_error.as_deref()),
+        (5, Some("HTTP 500"))
+    );
+}
+
+/// Wait (at most 15 s) until the receiver has `n` requests.
+pub(crate) async fn wait_for(server: &TlsServer, n: usize) -> Vec<Received> {
+    for _ in 0..300 {
+        let got = server.received();
+        if got.len() >= n {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "expected {n} deliveries, got {:?}",
+        server
+            .received()
+            .iter()
+            .map(|r| r.body.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn the_server_delivers_each_change_to_its_webhook_signed_and_in_order() {
+    let server = TlsServer::start(vec![("/hook", Reply::Json("{}".into()))]).await;
+    let hooks =
+        serde_json::json!([{"url": server.url("/hook"), "secret": SECRET, "events": ["*"]}]);
+    let app = server
+        .app_with(true, move |s| s.with("webhooks", hooks).unwrap())
+        .await;
+    let created = app
+        .register(&serde_json::json!({
+            "redirect_uris": ["https://client.example.org/cb"],
+            "client_name": "Hooked",
+            "token_endpoint_auth_method": "client_secret_basic",
+        }))
+        .await;
+    let uri = created["registration_client_uri"].as_str().unwrap();
+    let mut update = created.clone();
+    update["client_name"] = "Renamed".into();
+    let r = app
+        .put_client(
+            uri,
+            created["registration_access_token"].as_str().unwrap(),
+            &update,
+        )
+        .await;
+    let updated: serde_json::Value = r.json().await.unwrap();
+    let r = app
+        .delete_client(uri, updated["registration_access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(r.status(), 204);
+
+    let received = wait_for(&server, 3).await;
+    let bodies: Vec<serde_json::Value> = received
+        .iter()
+        .map(|r| serde_json::from_str(&r.body).unwrap())
+        .collect();
+    let types: Vec<&str> = bodies.iter().map(|b| b["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        ["client.registered", "client.updated", "client.deleted"]
+    );
+    assert_eq!(bodies[0]["data"]["client_name"], "Hooked");
+    assert_eq!(bodies[0]["data"]["client_id"], created["client_id"]);
+    assert_eq!(bodies[1]["data"]["client_name"], "Renamed");
+    assert_eq!(
+        bodies[2]["data"],
+        serde_json::json!({"client_id": created["client_id"]})
+    );
+    for (r, body) in received.iter().zip(&bodies) {
+        for secret in ["client_secret", "registration_access_token"] {
+            assert!(body["data"].get(secret).is_none(), "{body}");
+        }
+        assert!(!r.body.contains(created["client_secret"].as_str().unwrap()));
+    }
+    let out = verify_with_reference(SECRET, &received);
+    assert!(out.contains("[standardwebhooks] PASS"), "{out}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_webhook_with_a_bad_secret_or_url_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = || crate::helpers::test_settings(dir.path());
+    let hook = |url: &str, secret: &str| serde_json::json!([{"url": url, "secret": secret, "events": ["*"]}]);
+    let e = base()
+        .with("webhooks", hook("https://as.example/h", "not-whsec"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("whsec_") && !e.contains("not-whsec"), "{e}");
+    let e = base()
+        .with("webhooks", hook("http://as.example/h", SECRET))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("https"), "{e}");
+    let e = base()
+        .with(
+            "webhooks",
+            serde_json::json!([{"url": "https://as.example/h", "secret": SECRET, "events": ["client.nope"]}]),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("client.nope"), "{e}");
+}
