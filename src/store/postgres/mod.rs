@@ -184,6 +184,15 @@ fn decode(row: &Row) -> Result<ClientRecord, StoreError> {
     Ok(record)
 }
 
+/// The key a counter operation changes.
+fn counter_key(op: &CounterOp) -> &str {
+    match op {
+        CounterOp::Take { key, .. } | CounterOp::Release { key } | CounterOp::Set { key, .. } => {
+            key
+        }
+    }
+}
+
 const SELECT_CLIENT: &str = "SELECT revision, rat_tag, record FROM clients WHERE client_id = $1";
 
 impl PostgresStore {
@@ -404,10 +413,25 @@ impl PostgresStore {
         p: &Prepared<'_>,
     ) -> Result<(), Attempt> {
         let tx = client.transaction().await.map_err(attempt_error)?;
-        for op in &p.batch.counters {
+        // Counter rows are locked in key order, whatever the order of the batch: a registration
+        // takes the anonymous, policy and software counters, the storm eviction it causes
+        // releases the policy and anonymous ones, and in batch order those two deadlock (each
+        // detected only after `deadlock_timeout`, with every writer of the policy queued
+        // behind, until `statement_timeout` cancels them). Every transaction then locks
+        // counters (in key order), then the client row, then the audit head.
+        let mut order: Vec<usize> = (0..p.batch.counters.len()).collect();
+        // Stable: ops on one key keep their batch order.
+        order.sort_by(|&a, &b| {
+            counter_key(&p.batch.counters[a]).cmp(counter_key(&p.batch.counters[b]))
+        });
+        // The first exhausted counter in batch order is the one reported, as on every store.
+        let mut exhausted: Option<usize> = None;
+        for i in order {
+            let op = &p.batch.counters[i];
             let (sql, key, value): (&str, &String, Option<i64>) = match op {
-                CounterOp::Take { key, limit: 0 } => {
-                    return Err(Attempt::Failed(StoreError::CounterExhausted(key.clone())))
+                CounterOp::Take { limit: 0, .. } => {
+                    exhausted = Some(exhausted.map_or(i, |e| e.min(i)));
+                    continue;
                 }
                 CounterOp::Take { key, limit } => (
                     "INSERT INTO counters (key, value) VALUES ($1, 1) ON CONFLICT (key) \
@@ -435,8 +459,13 @@ impl PostgresStore {
             }
             .map_err(attempt_error)?;
             if rows == 0 && matches!(op, CounterOp::Take { .. }) {
-                return Err(Attempt::Failed(StoreError::CounterExhausted(key.clone())));
+                exhausted = Some(exhausted.map_or(i, |e| e.min(i)));
             }
+        }
+        if let Some(i) = exhausted {
+            // Rolled back when `tx` is dropped: nothing of the batch is applied.
+            let key = counter_key(&p.batch.counters[i]).to_owned();
+            return Err(Attempt::Failed(StoreError::CounterExhausted(key)));
         }
         if let Some(change) = &p.batch.change {
             let rows = match (change, &p.written) {
