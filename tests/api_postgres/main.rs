@@ -31,10 +31,14 @@ mod helpers;
 mod hostile;
 #[path = "../api/hygiene.rs"]
 mod hygiene;
+#[path = "../api/lifecycle.rs"]
+mod lifecycle;
 #[path = "../api/management.rs"]
 mod management;
 #[path = "../api/metadata.rs"]
 mod metadata;
+#[path = "../api/operability.rs"]
+mod operability;
 #[path = "../api/policy.rs"]
 mod policy;
 #[path = "../api/properties.rs"]
