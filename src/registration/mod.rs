@@ -516,6 +516,7 @@ impl Registrar {
 
     /// Insert the new client with its counters in one commit. `Ok(Err(key))` when the counter
     /// `key` was exhausted (nothing was stored).
+    #[allow(clippy::too_many_arguments)]
     async fn store_new_client(
         &self,
         metadata: Map<String, Value>,
