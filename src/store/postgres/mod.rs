@@ -5,9 +5,10 @@
 //! compared (`revision` for compare-and-swap, `rat_tag` unique for the token index); `counters`
 //! and `registrar_keys` hold the counters and the server key (`migrations/postgres/`).
 //!
-//! A commit is one transaction: the counter statements, then the record statement, each a single
-//! atomic statement whose "0 rows" means "exhausted" or "lost the race" (PostgreSQL re-checks
-//! the `WHERE` of an `UPDATE` against the newest row version under READ COMMITTED). SQLSTATE
+//! A commit is one transaction: the counter statements (in key order, so no two commits lock
+//! counter rows in opposite orders), then the record statement, then the audit chain head; each
+//! a single atomic statement whose "0 rows" means "exhausted" or "lost the race" (PostgreSQL
+//! re-checks the `WHERE` of an `UPDATE` against the newest row version under READ COMMITTED). SQLSTATE
 //! 40001/40P01 retries the transaction with bounded exponential backoff; an ambiguous outcome
 //! (40003, or the connection lost during `COMMIT`) is settled by re-reading the row, never
 //! reported as success without knowing. A database that cannot be reached is
