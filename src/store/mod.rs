@@ -767,6 +767,26 @@ pub mod contract {
         let odd = "ssa-jti:iss:\0\u{ff}'";
         store.commit(only(take(odd, 1))).await.unwrap();
         assert_eq!(store.counter(odd).await.unwrap(), 1);
+        // Of several exhausted counters, the first in batch order is reported, whatever order
+        // a store locks them in (PostgreSQL: key order).
+        let both = WriteBatch {
+            counters: vec![take("z-first", 0), take("a-second", 0)],
+            ..WriteBatch::default()
+        };
+        assert_eq!(
+            store.commit(both).await,
+            Err(StoreError::CounterExhausted("z-first".into()))
+        );
+        store.commit(only(take("a-full", 1))).await.unwrap();
+        let later = WriteBatch {
+            counters: vec![take("z-free", 5), take("a-full", 1)],
+            ..WriteBatch::default()
+        };
+        assert_eq!(
+            store.commit(later).await,
+            Err(StoreError::CounterExhausted("a-full".into()))
+        );
+        assert_eq!(store.counter("z-free").await.unwrap(), 0, "rolled back");
     }
 
     /// A failing part (exhausted counter, lost compare-and-swap) leaves nothing applied.

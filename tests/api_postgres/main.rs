@@ -1,7 +1,7 @@
 //! The black-box API suite of `tests/api` again, on PostgreSQL: the same modules (through
 //! `#[path]`), with `helpers` starting every app on its own database of one private cluster.
 //! Left out: the modules about the embedded store's files (`persistence`, `disk_full`), whose
-//! PostgreSQL counterparts are in `tests/postgres`.
+//! PostgreSQL counterparts are in `tests/postgres`, and `openapi`, which starts no server.
 
 /// The backend `helpers` starts apps on.
 pub const POSTGRES: bool = true;
@@ -31,10 +31,14 @@ mod helpers;
 mod hostile;
 #[path = "../api/hygiene.rs"]
 mod hygiene;
+#[path = "../api/lifecycle.rs"]
+mod lifecycle;
 #[path = "../api/management.rs"]
 mod management;
 #[path = "../api/metadata.rs"]
 mod metadata;
+#[path = "../api/operability.rs"]
+mod operability;
 #[path = "../api/policy.rs"]
 mod policy;
 #[path = "../api/properties.rs"]

@@ -18,6 +18,7 @@ mod process;
 mod ambiguous;
 mod events;
 mod faults;
+mod lifecycle;
 #[allow(dead_code)]
 #[path = "../api/tls.rs"]
 mod receiver;
@@ -50,4 +51,61 @@ pub async fn fresh_store() -> (PostgresStore, String) {
 async fn the_postgres_store_meets_the_contract() {
     let (store, _) = fresh_store().await;
     registrar::store::contract::all(&store).await;
+}
+
+/// Commits whose batches name the same counters in opposite orders (a registration takes the
+/// anonymous and the policy counter, the storm eviction it causes releases them the other way
+/// round) never wait on each other in a cycle: the store locks counter rows in key order, so
+/// not one of them is rolled back as a deadlock and retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_naming_counters_in_opposite_orders_never_deadlock() {
+    use registrar::store::{ClientStore, CounterOp, StoreEvents, WriteBatch};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let (store, _) = fresh_store().await;
+    let retries = Arc::new(AtomicU64::new(0));
+    let seen = retries.clone();
+    store.observe(Arc::new(StoreEvents {
+        commit_batch: Box::new(|_| {}),
+        retry: Box::new(move || {
+            seen.fetch_add(1, Ordering::Relaxed);
+        }),
+    }));
+    let take = |key: &str| CounterOp::Take {
+        key: key.into(),
+        limit: u64::MAX,
+    };
+    let release = |key: &str| CounterOp::Release { key: key.into() };
+    let batch = |counters| WriteBatch {
+        counters,
+        ..WriteBatch::default()
+    };
+    // Both rows exist, so every commit below updates (locks) both.
+    store
+        .commit(batch(vec![take("anonymous"), take("policy:mcp")]))
+        .await
+        .unwrap();
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        let ops = if w % 2 == 0 {
+            vec![take("anonymous"), take("policy:mcp")]
+        } else {
+            vec![release("policy:mcp"), release("anonymous")]
+        };
+        writers.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                store.commit(batch(ops.clone())).await.unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_eq!(retries.load(Ordering::Relaxed), 0, "transactions retried");
+    // Each commit moved both counters together, so they are still equal.
+    assert_eq!(
+        store.counter("anonymous").await.unwrap(),
+        store.counter("policy:mcp").await.unwrap()
+    );
 }

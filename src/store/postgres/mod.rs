@@ -5,9 +5,10 @@
 //! compared (`revision` for compare-and-swap, `rat_tag` unique for the token index); `counters`
 //! and `registrar_keys` hold the counters and the server key (`migrations/postgres/`).
 //!
-//! A commit is one transaction: the counter statements, then the record statement, each a single
-//! atomic statement whose "0 rows" means "exhausted" or "lost the race" (PostgreSQL re-checks
-//! the `WHERE` of an `UPDATE` against the newest row version under READ COMMITTED). SQLSTATE
+//! A commit is one transaction: the counter statements (in key order, so no two commits lock
+//! counter rows in opposite orders), then the record statement, then the audit chain head; each
+//! a single atomic statement whose "0 rows" means "exhausted" or "lost the race" (PostgreSQL
+//! re-checks the `WHERE` of an `UPDATE` against the newest row version under READ COMMITTED). SQLSTATE
 //! 40001/40P01 retries the transaction with bounded exponential backoff; an ambiguous outcome
 //! (40003, or the connection lost during `COMMIT`) is settled by re-reading the row, never
 //! reported as success without knowing. A database that cannot be reached is
@@ -182,6 +183,15 @@ fn decode(row: &Row) -> Result<ClientRecord, StoreError> {
     record.revision = u64::try_from(revision).unwrap_or_default();
     record.rat_tag = rat_tag.unwrap_or_default();
     Ok(record)
+}
+
+/// The key a counter operation changes.
+fn counter_key(op: &CounterOp) -> &str {
+    match op {
+        CounterOp::Take { key, .. } | CounterOp::Release { key } | CounterOp::Set { key, .. } => {
+            key
+        }
+    }
 }
 
 const SELECT_CLIENT: &str = "SELECT revision, rat_tag, record FROM clients WHERE client_id = $1";
@@ -404,10 +414,25 @@ impl PostgresStore {
         p: &Prepared<'_>,
     ) -> Result<(), Attempt> {
         let tx = client.transaction().await.map_err(attempt_error)?;
-        for op in &p.batch.counters {
+        // Counter rows are locked in key order, whatever the order of the batch: a registration
+        // takes the anonymous, policy and software counters, the storm eviction it causes
+        // releases the policy and anonymous ones, and in batch order those two deadlock (each
+        // detected only after `deadlock_timeout`, with every writer of the policy queued
+        // behind, until `statement_timeout` cancels them). Every transaction then locks
+        // counters (in key order), then the client row, then the audit head.
+        let mut order: Vec<usize> = (0..p.batch.counters.len()).collect();
+        // Stable: ops on one key keep their batch order.
+        order.sort_by(|&a, &b| {
+            counter_key(&p.batch.counters[a]).cmp(counter_key(&p.batch.counters[b]))
+        });
+        // The first exhausted counter in batch order is the one reported, as on every store.
+        let mut exhausted: Option<usize> = None;
+        for i in order {
+            let op = &p.batch.counters[i];
             let (sql, key, value): (&str, &String, Option<i64>) = match op {
-                CounterOp::Take { key, limit: 0 } => {
-                    return Err(Attempt::Failed(StoreError::CounterExhausted(key.clone())))
+                CounterOp::Take { limit: 0, .. } => {
+                    exhausted = Some(exhausted.map_or(i, |e| e.min(i)));
+                    continue;
                 }
                 CounterOp::Take { key, limit } => (
                     "INSERT INTO counters (key, value) VALUES ($1, 1) ON CONFLICT (key) \
@@ -435,8 +460,13 @@ impl PostgresStore {
             }
             .map_err(attempt_error)?;
             if rows == 0 && matches!(op, CounterOp::Take { .. }) {
-                return Err(Attempt::Failed(StoreError::CounterExhausted(key.clone())));
+                exhausted = Some(exhausted.map_or(i, |e| e.min(i)));
             }
+        }
+        if let Some(i) = exhausted {
+            // Rolled back when `tx` is dropped: nothing of the batch is applied.
+            let key = counter_key(&p.batch.counters[i]).to_owned();
+            return Err(Attempt::Failed(StoreError::CounterExhausted(key)));
         }
         if let Some(change) = &p.batch.change {
             let rows = match (change, &p.written) {
