@@ -85,13 +85,18 @@ fn events_limit(name: &str, value: &str) -> Result<usize> {
         })
 }
 
+/// A `seq` cursor: 0 to 2^63 − 1 (a `seq` is a BIGINT on PostgreSQL).
 fn cursor(name: &str, value: &str) -> Result<u64> {
-    value.parse::<u64>().map_err(|_| {
-        invalid(
-            name,
-            "must be a non-negative integer (the next_cursor of the previous page)",
-        )
-    })
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|n| i64::try_from(*n).is_ok())
+        .ok_or_else(|| {
+            invalid(
+                name,
+                "must be an integer from 0 to 2^63 - 1 (the next_cursor of the previous page)",
+            )
+        })
 }
 
 /// Each pair once: the first repeated name, refused.

@@ -495,6 +495,7 @@ async fn bad_audit_listing_parameters_are_refused_naming_the_parameter() {
         ("limit=ten", "limit"),
         ("after=-1", "after"),
         ("after=1.5", "after"),
+        ("after=9223372036854775808", "after"),
         ("event=client.nope", "event"),
         ("event=", "event"),
         ("client_id=", "client_id"),
