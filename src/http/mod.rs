@@ -93,7 +93,7 @@ fn client_ip_by(
 }
 
 /// Where the request came from, for the audit trail: the client address as the rate limiter
-/// sees it, and the request id (`X-Request-Id`, when it is a short printable value).
+/// sees it, and the request id of [`RequestId`].
 fn origin(state: &State, req: &HttpRequest) -> Origin {
     request_origin(state.registrar.policy().client_ip_resolver(), req)
 }
@@ -103,15 +103,11 @@ pub(crate) fn request_origin(
     resolver: &crate::policy::ratelimit::ClientIpResolver,
     req: &HttpRequest,
 ) -> Origin {
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned);
     Origin {
         source_ip: client_ip_by(resolver, req).map(|ip| ip.to_string()),
-        request_id,
+        // The id the telemetry middleware gave the request (a trusted proxy's, or a fresh
+        // one): the one in the response header and the log lines, never a caller's own claim.
+        request_id: RequestId::of(req),
     }
 }
 

@@ -59,6 +59,7 @@ async fn registration_update_and_delete_each_leave_one_record_without_secrets() 
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
+    let registered_by = response_id(&created);
     let created: Value = created.json().await.unwrap();
     let client_id = created["client_id"].as_str().unwrap().to_owned();
     let secret = created["client_secret"].as_str().unwrap().to_owned();
@@ -68,6 +69,7 @@ async fn registration_update_and_delete_each_leave_one_record_without_secrets() 
         .put_client(&uri(&created), &rat(&created), &update)
         .await;
     assert_eq!(r.status(), 200);
+    let updated_by = response_id(&r);
     let updated: Value = r.json().await.unwrap();
     // A refused update changes nothing and records nothing.
     let mut bad = updated.clone();
@@ -107,8 +109,10 @@ async fn registration_update_and_delete_each_leave_one_record_without_secrets() 
         }
         assert!(!text.contains("argon2"), "{text}");
     }
-    assert_eq!(reg.request_id.as_deref(), Some("req-abc-1"));
-    assert_eq!(upd.request_id, None);
+    // The server's request id (in the response and the logs), not the untrusted caller's claim.
+    assert_eq!(reg.request_id.as_deref(), Some(registered_by.as_str()));
+    assert_ne!(registered_by, "req-abc-1");
+    assert_eq!(upd.request_id.as_deref(), Some(updated_by.as_str()));
     assert_eq!(reg.actor.kind, ActorKind::Anonymous);
     assert_eq!(upd.actor.kind, ActorKind::RegistrationAccessToken);
     assert_eq!(del.actor.kind, ActorKind::RegistrationAccessToken);
@@ -236,22 +240,28 @@ async fn retention_prunes_old_records_behind_a_checkpoint_and_the_rest_still_ver
 
 // --- operator changes, the admin listing, system events ------------------------------------
 
-/// An admin call with the `ALL` token (its name is `ops`) and an `X-Request-Id`.
-async fn ops(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> Value {
+/// The `X-Request-Id` the server gave a response.
+fn response_id(r: &reqwest::Response) -> String {
+    r.headers()["x-request-id"].to_str().unwrap().to_owned()
+}
+
+/// An admin call with the `ALL` token (its name is `ops`): the body (null when none) and the
+/// request id the server gave it.
+async fn ops(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> (Value, String) {
     let url = format!("{}{path}", app.admin.as_ref().unwrap());
     let mut r = app
         .client
         .request(method, url)
-        .header(AUTHORIZATION, format!("Bearer {ALL}"))
-        .header("x-request-id", "op-42");
+        .header(AUTHORIZATION, format!("Bearer {ALL}"));
     if let Some(b) = body {
         r = r.json(&b);
     }
     let r = r.send().await.unwrap();
     let status = r.status().as_u16();
+    let id = response_id(&r);
     let body: Value = r.json().await.unwrap_or(Value::Null);
     assert!((200..300).contains(&status), "{status}: {body}");
-    body
+    (body, id)
 }
 
 /// Every record of `GET /admin/audit?<query>`, following `next_cursor` (pages of `limit`);
@@ -293,7 +303,7 @@ fn names(v: &Value) -> Vec<String> {
 #[tokio::test]
 async fn operator_changes_are_recorded_with_the_token_name_the_source_and_what_changed() {
     let app = spawn_app_with(with_admin).await;
-    let created = ops(
+    let (created, c) = ops(
         &app,
         Method::POST,
         "/admin/clients",
@@ -306,16 +316,16 @@ async fn operator_changes_are_recorded_with_the_token_name_the_source_and_what_c
     .await;
     let id = id_of(&created);
     let path = format!("/admin/clients/{id}");
-    ops(
+    let (_, p1) = ops(
         &app,
         Method::PATCH,
         &path,
         Some(json!({"client_name": "Op2"})),
     )
     .await;
-    ops(&app, Method::PATCH, &path, Some(json!({"disabled": true}))).await;
+    let (_, p2) = ops(&app, Method::PATCH, &path, Some(json!({"disabled": true}))).await;
     // Both at once: two records of one write, the metadata change first.
-    ops(
+    let (_, p3) = ops(
         &app,
         Method::PATCH,
         &path,
@@ -330,29 +340,22 @@ async fn operator_changes_are_recorded_with_the_token_name_the_source_and_what_c
         Some(json!({"client_name": "Op3"})),
     )
     .await;
-    let rotated = ops(
+    let (rotated, rot) = ops(
         &app,
         Method::POST,
         &format!("{path}/client_secret"),
         Some(json!({})),
     )
     .await;
-    let reissued = ops(
+    let (reissued, reis) = ops(
         &app,
         Method::POST,
         &format!("{path}/registration_access_token"),
         None,
     )
     .await;
-    let url = format!("{}{path}", app.admin.as_ref().unwrap());
-    let r = app
-        .client
-        .delete(url)
-        .header(AUTHORIZATION, format!("Bearer {ALL}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (_, del) = ops(&app, Method::DELETE, &path, None).await;
+    let request_ids = [&c, &p1, &p2, &p3, &p3, &rot, &reis, &del];
 
     let (records, _) = listed(&app, &format!("client_id={id}"), 100).await;
     let events: Vec<&str> = records
@@ -385,11 +388,7 @@ async fn operator_changes_are_recorded_with_the_token_name_the_source_and_what_c
             json!({"kind": "admin", "name": "ops", "iss": null, "token_digest": null})
         );
         assert_eq!(r["source_ip"], "127.0.0.1", "{r}");
-        if i < 7 {
-            assert_eq!(r["request_id"], "op-42", "{r}");
-        } else {
-            assert!(r["request_id"].is_null(), "{r}");
-        }
+        assert_eq!(r["request_id"], request_ids[i].as_str(), "{r}");
         if i > 0 {
             assert_eq!(r["before"], records[i - 1]["after"], "{r}");
         }
