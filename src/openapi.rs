@@ -824,7 +824,7 @@ fn events_paths(paths: &mut Map<String, Value>) {
 
     let mut audit = ok(
         "200",
-        "One page of records in seq order; next_cursor is null on the last page.",
+        "One page of records in seq order; next_cursor is null once the trail is exhausted (a full page always has one).",
         json!({
             "type": "object",
             "required": ["records", "next_cursor"],
@@ -869,7 +869,7 @@ fn events_paths(paths: &mut Map<String, Value>) {
     });
     let mut list = ok(
         "200",
-        "Dead-lettered deliveries in outbox order; next_cursor is null on the last page.",
+        "Dead-lettered deliveries in outbox order; next_cursor is null once exhausted (a full page always has one).",
         json!({
             "type": "object",
             "required": ["deliveries", "next_cursor"],
