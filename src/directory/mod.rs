@@ -8,8 +8,13 @@
 //! client an operator creates obeys the same metadata table and policies as one that
 //! registered itself, and its quota counters move the same way.
 //!
-//! Every store access is in the small functions at the end of `impl Directory` (`find`,
-//! `load`, `save`, `matching`), so another store interface touches only them.
+//! Every client store access is in the small functions at the end of `impl Directory`
+//! (`find`, `load`, `save_with`, `matching`), so another store interface touches only them;
+//! the audit trail and the dead letters are read through `crate::events` (`audit`,
+//! `dead_letters`, `redeliver`).
+//!
+//! Every operator write carries an [`Operator`] (the admin token's name and the request's
+//! origin) into its audit record, written in the same store commit as the change.
 
 pub mod cimd;
 mod query;
