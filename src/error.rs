@@ -53,6 +53,9 @@ pub enum RegistrationError {
     /// existence, RFC 7592 §2.1).
     #[error("no client with client_id {0:?}")]
     ClientNotFound(String),
+    /// No dead-lettered webhook delivery with this `webhook-id` (admin API only).
+    #[error("no dead-lettered delivery with webhook-id {0:?}")]
+    DeliveryNotFound(String),
     /// The request body exceeded the configured limit.
     #[error("request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
@@ -103,7 +106,7 @@ impl RegistrationError {
             Self::PayloadTooLarge(_) => "invalid_request",
             Self::UnsupportedMediaType => "invalid_request",
             Self::MethodNotAllowed(_) => "invalid_request",
-            Self::NotFound | Self::ClientNotFound(_) => "not_found",
+            Self::NotFound | Self::ClientNotFound(_) | Self::DeliveryNotFound(_) => "not_found",
             Self::ClientDisabled => "access_denied",
             Self::TooManyRequests(_) => "too_many_requests",
             Self::Unavailable | Self::Overloaded | Self::CapacityReached(_) => {

@@ -714,6 +714,7 @@ fn admin_paths(paths: &mut Map<String, Value>) {
                 })), None)
         }),
     );
+    events_paths(paths);
     let mut metrics = Map::new();
     metrics.insert(
         "200".into(),
@@ -746,6 +747,180 @@ fn admin_paths(paths: &mut Map<String, Value>) {
     paths.insert(
         "/openapi.json".into(),
         json!({"get": {"operationId": "openapi", "summary": "The OpenAPI document of both listeners", "tags": ["admin"], "security": [{}], "responses": doc}}),
+    );
+}
+
+/// `GET /admin/audit`, `GET /admin/webhooks/dead` and its redelivery (README "Audit trail",
+/// "Webhooks").
+fn events_paths(paths: &mut Map<String, Value>) {
+    use crate::events::{ActorKind, EventType};
+    let nullable = json!({"type": ["string", "null"]});
+    let mut names: Vec<&str> = EventType::CLIENT_EVENTS
+        .iter()
+        .map(|e| e.as_str())
+        .collect();
+    let client_events = json!({"type": "string", "enum": names.clone()});
+    names.push(EventType::Checkpoint.as_str());
+    let all_events = json!({"type": "string", "enum": names});
+    let kinds: Vec<Value> = [
+        ActorKind::Anonymous,
+        ActorKind::InitialAccessToken,
+        ActorKind::SoftwareStatement,
+        ActorKind::RegistrationAccessToken,
+        ActorKind::Admin,
+        ActorKind::System,
+    ]
+    .iter()
+    .filter_map(|k| serde_json::to_value(k).ok())
+    .collect();
+    let cursor = json!({"type": ["integer", "null"], "minimum": 0});
+    let record = json!({
+        "type": "object",
+        "description": "One chained audit record: hash = SHA-256(prev_hash || canonical record). Never a secret, token or hash of one.",
+        "required": ["seq", "time", "event", "client_id", "actor", "changed", "before", "after", "prev_hash", "hash"],
+        "properties": {
+            "seq": {"type": "integer", "minimum": 1},
+            "time": {"type": "integer"},
+            "event": all_events.clone(),
+            "client_id": nullable.clone(),
+            "actor": {
+                "type": "object",
+                "required": ["kind"],
+                "properties": {
+                    "kind": {"type": "string", "enum": kinds},
+                    "name": nullable.clone(),
+                    "iss": nullable.clone(),
+                    "token_digest": nullable.clone()
+                }
+            },
+            "source_ip": nullable.clone(),
+            "request_id": nullable.clone(),
+            "changed": {"type": "array", "items": {"type": "string"}},
+            "before": nullable.clone(),
+            "after": nullable.clone(),
+            "checkpoint": {
+                "type": "object",
+                "required": ["pruned_through", "pruned_head", "pruned_count"],
+                "properties": {
+                    "pruned_through": {"type": "integer", "minimum": 0},
+                    "pruned_head": {"type": "string"},
+                    "pruned_count": {"type": "integer", "minimum": 0}
+                }
+            },
+            "prev_hash": {"type": "string"},
+            "hash": {"type": "string"}
+        }
+    });
+    let after = query(
+        "after",
+        "Only entries after this seq: the next_cursor of the previous page.",
+        json!({"type": "integer", "minimum": 0, "maximum": i64::MAX}),
+    );
+    let limit = query(
+        "limit",
+        "Page size (default 100).",
+        json!({"type": "integer", "minimum": 1, "maximum": crate::directory::MAX_EVENTS_LIMIT}),
+    );
+
+    let mut audit = ok(
+        "200",
+        "One page of records in seq order; next_cursor is null once the trail is exhausted (a full page always has one).",
+        json!({
+            "type": "object",
+            "required": ["records", "next_cursor"],
+            "properties": {
+                "records": {"type": "array", "items": record},
+                "next_cursor": cursor.clone()
+            }
+        }),
+    );
+    admin_refusals(&mut audit, "audit:read", false, false);
+    let mut audit_op = operation(
+        "listAuditRecords",
+        "The audit trail, keyset-paginated by seq",
+        "audit:read",
+        audit,
+    );
+    audit_op["parameters"] = json!([
+        after.clone(),
+        limit.clone(),
+        query(
+            "client_id",
+            "Only this client's records.",
+            json!({"type": "string", "minLength": 1}),
+        ),
+        query("event", "Only this event.", all_events),
+    ]);
+    paths.insert("/admin/audit".into(), json!({ "get": audit_op }));
+
+    let dead = json!({
+        "type": "object",
+        "required": ["seq", "id", "hook", "client_id", "event", "attempts", "last_error", "payload"],
+        "properties": {
+            "seq": {"type": "integer", "minimum": 0},
+            "id": {"type": "string", "description": "The webhook-id, kept on redelivery."},
+            "hook": {"type": "string"},
+            "client_id": {"type": "string"},
+            "event": client_events,
+            "attempts": {"type": "integer", "minimum": 0},
+            "last_error": nullable,
+            "payload": {"type": "object", "description": "The signed body: {type, timestamp, data}."}
+        }
+    });
+    let mut list = ok(
+        "200",
+        "Dead-lettered deliveries in outbox order; next_cursor is null once exhausted (a full page always has one).",
+        json!({
+            "type": "object",
+            "required": ["deliveries", "next_cursor"],
+            "properties": {
+                "deliveries": {"type": "array", "items": dead},
+                "next_cursor": cursor
+            }
+        }),
+    );
+    admin_refusals(&mut list, "webhooks:write", false, false);
+    let mut list_op = operation(
+        "listDeadWebhooks",
+        "Webhook deliveries that exhausted max_attempts",
+        "webhooks:write",
+        list,
+    );
+    list_op["parameters"] = json!([after, limit]);
+    paths.insert("/admin/webhooks/dead".into(), json!({ "get": list_op }));
+
+    let mut again = ok(
+        "202",
+        "Back in the queue, due now, attempts counted afresh, same webhook-id and body.",
+        json!({
+            "type": "object",
+            "required": ["id", "redelivery"],
+            "properties": {"id": {"type": "string"}, "redelivery": {"const": "queued"}}
+        }),
+    );
+    admin_refusals(&mut again, "webhooks:write", false, false);
+    again.insert(
+        "404".into(),
+        admin_error(
+            "not_found: no dead-lettered delivery with this webhook-id.",
+            &[NO_STORE],
+        ),
+    );
+    paths.insert(
+        "/admin/webhooks/dead/{id}/redeliver".into(),
+        json!({
+            "parameters": [{
+                "name": "id", "in": "path", "required": true,
+                "description": "The webhook-id of a dead-lettered delivery.",
+                "schema": {"type": "string", "minLength": 1}
+            }],
+            "post": operation(
+                "redeliverDeadWebhook",
+                "Put a dead-lettered delivery back in the queue",
+                "webhooks:write",
+                again,
+            )
+        }),
     );
 }
 
@@ -937,6 +1112,7 @@ mod tests {
             E::CapacityReached(String::new()),
             E::ClientDisabled,
             E::ClientNotFound(String::new()),
+            E::DeliveryNotFound(String::new()),
             E::InvalidClient(String::new()),
             E::Internal(String::new()),
         ];
@@ -961,6 +1137,7 @@ mod tests {
                 | E::CapacityReached(_)
                 | E::ClientDisabled
                 | E::ClientNotFound(_)
+                | E::DeliveryNotFound(_)
                 | E::InvalidClient(_)
                 | E::Internal(_) => {}
             }

@@ -366,6 +366,7 @@ fn admin_server(
             timeout: Duration::from_millis(settings.server.body_timeout_ms),
         },
         metrics_require_token: settings.admin.metrics_require_token,
+        proxies: extras.telemetry.proxies.clone(),
     });
     let AdminExtras {
         telemetry,

@@ -163,7 +163,7 @@ async fn the_admin_api_keeps_its_openapi_contract_under_schemathesis() {
             .with(
                 "admin.tokens",
                 serde_json::json!([{"name": "contract", "token": ADMIN_TOKEN, "scopes":
-                    ["clients:read", "clients:write", "clients:authenticate", "audit:read", "metrics"]}]),
+                    ["clients:read", "clients:write", "clients:authenticate", "audit:read", "webhooks:write", "metrics"]}]),
             )
             .unwrap()
     })
@@ -186,5 +186,5 @@ async fn the_admin_api_keeps_its_openapi_contract_under_schemathesis() {
     app.stop().await;
     assert!(passed, "schemathesis found problems:\n{report}");
     assert!(!report.contains("Authentication failed"), "{report}");
-    assert!(report.contains("Tested: 11"), "{report}");
+    assert!(report.contains("Tested: 14"), "{report}");
 }

@@ -17,6 +17,9 @@ pub enum Scope {
     /// Read the audit trail.
     #[serde(rename = "audit:read")]
     AuditRead,
+    /// List dead-lettered webhook deliveries and redeliver them.
+    #[serde(rename = "webhooks:write")]
+    WebhooksWrite,
     /// Scrape `GET /metrics` when `admin.metrics_require_token` is set.
     #[serde(rename = "metrics")]
     Metrics,
@@ -30,6 +33,7 @@ impl Scope {
             Self::ClientsWrite => "clients:write",
             Self::ClientsAuthenticate => "clients:authenticate",
             Self::AuditRead => "audit:read",
+            Self::WebhooksWrite => "webhooks:write",
             Self::Metrics => "metrics",
         }
     }

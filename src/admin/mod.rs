@@ -7,7 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 
-use crate::directory::{Directory, ListQuery, Purpose};
+use crate::directory::{DeadQuery, Directory, ListQuery, Operator, Purpose};
 use crate::error::RegistrationError;
 use crate::http::{body, json, BodyLimits};
 use crate::logsafe::escaped;
@@ -29,6 +29,21 @@ pub struct AdminState {
     pub limits: BodyLimits,
     /// `admin.metrics_require_token`: `GET /metrics` needs the scope `metrics`.
     pub metrics_require_token: bool,
+    /// The proxies whose client address header is believed (`rate_limit.trusted_proxies`),
+    /// for the source address of audit records.
+    pub proxies: crate::policy::ratelimit::ClientIpResolver,
+}
+
+impl AdminState {
+    /// The holder of the request's token, if it has `scope`, as the operator of a change:
+    /// the token's name and the request's source address and request id (audit records).
+    fn operator(&self, req: &HttpRequest, scope: Scope) -> Result<Operator, AdminError> {
+        let name = self.tokens.authorize(req, scope)?;
+        Ok(Operator::new(
+            name,
+            crate::http::request_origin(&self.proxies, req),
+        ))
+    }
 }
 
 type State = web::Data<AdminState>;
@@ -79,23 +94,23 @@ async fn list(state: State, req: HttpRequest) -> Response {
 
 /// POST /admin/clients: create a pre-registered client.
 async fn create(state: State, req: HttpRequest, payload: web::Payload) -> Response {
-    let admin = state.tokens.authorize(&req, Scope::ClientsWrite)?;
+    let admin = state.operator(&req, Scope::ClientsWrite)?;
     let request = body::json_object(&req, payload, state.limits).await?;
-    let client = state.directory.create(&request).await?;
+    let client = state.directory.create(&request, &admin).await?;
     let id = client.get("client_id").and_then(Value::as_str);
-    tracing::info!(admin = %admin, client_id = %escaped(id.unwrap_or_default()), "admin: create");
+    tracing::info!(admin = %admin.name, client_id = %escaped(id.unwrap_or_default()), "admin: create");
     Ok(json(StatusCode::CREATED, &client))
 }
 
 /// DELETE /admin/clients?<filters>: delete (or with `dry_run=true` count) every match.
 async fn delete_matching(state: State, req: HttpRequest) -> Response {
-    let admin = state.tokens.authorize(&req, Scope::ClientsWrite)?;
+    let admin = state.operator(&req, Scope::ClientsWrite)?;
     let query = ListQuery::parse(&query_pairs(&req), Purpose::Delete)?;
     let n = state
         .directory
-        .delete_matching(&query.filter, query.dry_run)
+        .delete_matching(&query.filter, query.dry_run, &admin)
         .await?;
-    tracing::info!(admin = %admin, deleted = n, dry_run = query.dry_run, "admin: bulk delete");
+    tracing::info!(admin = %admin.name, deleted = n, dry_run = query.dry_run, "admin: bulk delete");
     let member = if query.dry_run { "matched" } else { "deleted" };
     Ok(json(StatusCode::OK, &serde_json::json!({ member: n })))
 }
@@ -116,18 +131,18 @@ async fn patch(
     client_id: web::Path<String>,
     payload: web::Payload,
 ) -> Response {
-    let admin = state.tokens.authorize(&req, Scope::ClientsWrite)?;
+    let admin = state.operator(&req, Scope::ClientsWrite)?;
     let request = body::json_object(&req, payload, state.limits).await?;
-    let client = state.directory.patch(&client_id, &request).await?;
-    tracing::info!(admin = %admin, client_id = %escaped(&*client_id), "admin: patch");
+    let client = state.directory.patch(&client_id, &request, &admin).await?;
+    tracing::info!(admin = %admin.name, client_id = %escaped(&*client_id), "admin: patch");
     Ok(json(StatusCode::OK, &client))
 }
 
 /// DELETE /admin/clients/{client_id}.
 async fn delete(state: State, req: HttpRequest, client_id: web::Path<String>) -> Response {
-    let admin = state.tokens.authorize(&req, Scope::ClientsWrite)?;
-    state.directory.delete(&client_id).await?;
-    tracing::info!(admin = %admin, client_id = %escaped(&*client_id), "admin: delete");
+    let admin = state.operator(&req, Scope::ClientsWrite)?;
+    state.directory.delete(&client_id, &admin).await?;
+    tracing::info!(admin = %admin.name, client_id = %escaped(&*client_id), "admin: delete");
     Ok(crate::http::error::no_store(StatusCode::NO_CONTENT).finish())
 }
 
@@ -163,22 +178,55 @@ async fn rotate_secret(
     client_id: web::Path<String>,
     payload: web::Payload,
 ) -> Response {
-    let admin = state.tokens.authorize(&req, Scope::ClientsWrite)?;
+    let admin = state.operator(&req, Scope::ClientsWrite)?;
     let request = request_body(&req, payload, state.limits, true).await?;
-    let issued = state.directory.rotate_secret(&client_id, &request).await?;
-    tracing::info!(admin = %admin, client_id = %escaped(&*client_id), "admin: rotate client_secret");
+    let issued = state
+        .directory
+        .rotate_secret(&client_id, &request, &admin)
+        .await?;
+    tracing::info!(admin = %admin.name, client_id = %escaped(&*client_id), "admin: rotate client_secret");
     Ok(json(StatusCode::OK, &issued))
 }
 
 /// POST /admin/clients/{client_id}/registration_access_token: a new RFC 7592 token.
 async fn reissue_token(state: State, req: HttpRequest, client_id: web::Path<String>) -> Response {
-    let admin = state.tokens.authorize(&req, Scope::ClientsWrite)?;
+    let admin = state.operator(&req, Scope::ClientsWrite)?;
     let issued = state
         .directory
-        .reissue_registration_token(&client_id)
+        .reissue_registration_token(&client_id, &admin)
         .await?;
-    tracing::info!(admin = %admin, client_id = %escaped(&*client_id), "admin: reissue registration_access_token");
+    tracing::info!(admin = %admin.name, client_id = %escaped(&*client_id), "admin: reissue registration_access_token");
     Ok(json(StatusCode::OK, &issued))
+}
+
+/// GET /admin/audit?after=&limit=&client_id=&event=: one page of the audit trail, keyset
+/// paginated by `seq` (issue #17 point 3; scope `audit:read`).
+async fn audit(state: State, req: HttpRequest) -> Response {
+    state.tokens.authorize(&req, Scope::AuditRead)?;
+    let query = crate::directory::audit_query(&query_pairs(&req))?;
+    Ok(json(StatusCode::OK, &state.directory.audit(&query).await?))
+}
+
+/// GET /admin/webhooks/dead?after=&limit=: the dead-lettered deliveries (scope
+/// `webhooks:write`).
+async fn dead_letters(state: State, req: HttpRequest) -> Response {
+    state.tokens.authorize(&req, Scope::WebhooksWrite)?;
+    let query = DeadQuery::parse(&query_pairs(&req))?;
+    Ok(json(
+        StatusCode::OK,
+        &state.directory.dead_letters(&query).await?,
+    ))
+}
+
+/// POST /admin/webhooks/dead/{id}/redeliver: back in the queue, due now, same `webhook-id`.
+async fn redeliver(state: State, req: HttpRequest, id: web::Path<String>) -> Response {
+    let admin = state.operator(&req, Scope::WebhooksWrite)?;
+    state.directory.redeliver(&id).await?;
+    tracing::info!(admin = %admin.name, webhook_id = %escaped(&id), "admin: redeliver webhook");
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({"id": *id, "redelivery": "queued"}),
+    ))
 }
 
 /// GET /metrics: the Prometheus text format (README "Metrics"); a token with scope `metrics`
@@ -232,6 +280,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(post_only(
         "/admin/clients/{client_id}/registration_access_token",
         web::post().to(reissue_token),
+    ))
+    .service(
+        web::resource("/admin/audit")
+            .route(web::get().to(audit))
+            .default_service(web::to(method_not_allowed("GET"))),
+    )
+    .service(
+        web::resource("/admin/webhooks/dead")
+            .route(web::get().to(dead_letters))
+            .default_service(web::to(method_not_allowed("GET"))),
+    )
+    .service(post_only(
+        "/admin/webhooks/dead/{id}/redeliver",
+        web::post().to(redeliver),
     ))
     .service(
         web::resource("/metrics")

@@ -45,7 +45,8 @@ pub enum Command {
     /// Operator commands on the registered clients, through the admin API.
     Clients(Box<clients::ClientsArgs>),
     /// The audit trail, offline against the configured store: `audit verify` checks the hash
-    /// chain, `audit list` prints records (`registrar audit --help`).
+    /// chain (or, with `--admin-url`, a running server's through its admin API), `audit list`
+    /// prints records (`registrar audit --help`).
     #[command(disable_help_flag = true)]
     Audit {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -88,6 +89,14 @@ fn audit(config: Option<&std::path::Path>, args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let crate::events::cli::AuditCommand::VerifyOnline {
+        admin_url,
+        admin_token,
+    } = command
+    {
+        return actix_web::rt::System::new()
+            .block_on(crate::events::cli::verify_online(&admin_url, admin_token));
+    }
     let settings = match serve::load(config) {
         Ok(s) => s,
         Err(code) => return code,

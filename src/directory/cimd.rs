@@ -13,6 +13,9 @@
 //!    fetched and checked as for registrations;
 //! 5. the result is persisted (`source: "metadata_document"`), so the client shows in the admin
 //!    list, records `last_used_at` and can be disabled; a changed document updates the record.
+//!    Both writes carry their audit record and webhook rows (`client.resolved` on first sight,
+//!    `client.document_changed` after), with the actor `system`: the server fetched the
+//!    document, no caller changed it.
 //!
 //! Failures are `invalid_client` naming the rule; they are never cached here (§5.2: "MUST NOT
 //! cache error responses or invalid documents"); the fetcher's own negative cache for
@@ -20,6 +23,7 @@
 
 use crate::clock::Clock;
 use crate::error::{RegistrationError, Result};
+use crate::events::{Actor, EventType, Origin};
 use crate::fetch::{CachingHeaders, FetchError};
 use crate::metadata::uses_client_secret;
 use crate::policy::Admission;
@@ -518,8 +522,18 @@ impl Resolver {
                         // No registration access token: RFC 7592 management does not apply.
                         ..Default::default()
                     };
+                    let events = self.registrar.events_of(
+                        EventType::Resolved,
+                        Actor::system(),
+                        &Origin::default(),
+                        None,
+                        Some(&record),
+                        &[],
+                        true,
+                    );
                     let batch = WriteBatch::change(Change::Insert(record.clone()))
-                        .with_counters(engine.registration_counters(admission));
+                        .with_counters(engine.registration_counters(admission))
+                        .with_events(events);
                     (batch, record)
                 }
                 Some(current) => {
@@ -541,10 +555,20 @@ impl Resolver {
                     updated.metadata = metadata.clone();
                     updated.policy = policy.clone();
                     updated.updated_at = now;
+                    let events = self.registrar.events_of(
+                        EventType::DocumentChanged,
+                        Actor::system(),
+                        &Origin::default(),
+                        Some(&current),
+                        Some(&updated),
+                        &[],
+                        true,
+                    );
                     let mut batch = WriteBatch::change(Change::Update {
                         expected_revision: current.revision,
                         record: updated.clone(),
-                    });
+                    })
+                    .with_events(events);
                     if current.policy != policy {
                         batch = batch
                             .with_counters(engine.deletion_counters(
@@ -558,7 +582,7 @@ impl Resolver {
                 }
             };
             let created = matches!(batch.change, Some(Change::Insert(_)));
-            match self.store.commit(batch).await {
+            match self.registrar.commit_with_events(batch).await {
                 Ok(()) => {
                     if created {
                         tracing::info!(client_id = %client_id, "client resolved from its metadata document");

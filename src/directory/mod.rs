@@ -8,15 +8,22 @@
 //! client an operator creates obeys the same metadata table and policies as one that
 //! registered itself, and its quota counters move the same way.
 //!
-//! Every store access is in the small functions at the end of `impl Directory` (`find`,
-//! `load`, `save`, `matching`), so another store interface touches only them.
+//! Every client store access is in the small functions at the end of `impl Directory`
+//! (`find`, `load`, `save_with`, `matching`), so another store interface touches only them;
+//! the audit trail and the dead letters are read through `crate::events` (`audit`,
+//! `dead_letters`, `redeliver`).
+//!
+//! Every operator write carries an [`Operator`] (the admin token's name and the request's
+//! origin) into its audit record, written in the same store commit as the change.
 
 pub mod cimd;
 mod query;
 
 pub use crate::events::EventType;
+use crate::events::{Actor, AuditPage, AuditQuery, EventBatch, Origin, OutboxRow};
 use crate::store::ClientFilter;
-pub use query::{ListQuery, Purpose, MAX_LIMIT};
+pub use query::{audit_query, DeadQuery, ListQuery, Purpose, MAX_EVENTS_LIMIT, MAX_LIMIT};
+use serde::Serialize;
 
 use crate::clock::Clock;
 use crate::credentials::{Plaintext, SecretHasher};
@@ -72,6 +79,47 @@ pub struct Directory {
     rat_grace_secs: u64,
     /// Resolves https `client_id`s (client ID metadata documents).
     cimd: cimd::Resolver,
+}
+
+/// One page of dead-lettered webhook deliveries.
+#[derive(Debug, Serialize)]
+pub struct DeadPage {
+    pub deliveries: Vec<DeadLetter>,
+    /// The `after` of the next page; `None` on the last page.
+    pub next_cursor: Option<u64>,
+}
+
+/// A dead-lettered delivery as the admin API shows it: which event, to which hook, how often
+/// it failed and why. The body is the signed payload (a client view, no credential).
+#[derive(Debug, Serialize)]
+pub struct DeadLetter {
+    /// Outbox order (the listing's cursor).
+    pub seq: u64,
+    /// The `webhook-id`, kept on redelivery.
+    pub id: String,
+    /// The hook's `url`.
+    pub hook: String,
+    pub client_id: String,
+    pub event: EventType,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// The JSON payload that was sent.
+    pub payload: Value,
+}
+
+impl From<OutboxRow> for DeadLetter {
+    fn from(row: OutboxRow) -> Self {
+        Self {
+            payload: serde_json::from_str(&row.body).unwrap_or(Value::String(row.body)),
+            seq: row.seq,
+            id: row.id,
+            hook: row.hook,
+            client_id: row.client_id,
+            event: row.event,
+            attempts: row.attempts,
+            last_error: row.last_error,
+        }
+    }
 }
 
 /// One page of a listing.
@@ -203,12 +251,12 @@ impl Directory {
     }
 
     /// `DELETE /admin/clients/{client_id}`.
-    pub async fn delete(&self, client_id: &str) -> Result<()> {
+    pub async fn delete(&self, client_id: &str, by: &Operator) -> Result<()> {
         for _ in 0..MAX_RETRIES {
             let current = self.load(client_id).await?;
             if self
                 .registrar
-                .remove_record(&current, &admin_change(EventType::Deleted))
+                .remove_record(&current, &by.change(EventType::Deleted))
                 .await?
             {
                 return Ok(());
@@ -221,7 +269,12 @@ impl Directory {
 
     /// `DELETE /admin/clients?<filters>`: delete every client matching `filter` (or only count
     /// them with `dry_run`). A client changed meanwhile is judged again on its new state.
-    pub async fn delete_matching(&self, filter: &ClientFilter, dry_run: bool) -> Result<u64> {
+    pub async fn delete_matching(
+        &self,
+        filter: &ClientFilter,
+        dry_run: bool,
+        by: &Operator,
+    ) -> Result<u64> {
         let now = self.clock.now();
         let mut after: Option<String> = None;
         let mut count = 0;
@@ -232,7 +285,7 @@ impl Directory {
                     if dry_run
                         || self
                             .registrar
-                            .remove_record(&record, &admin_change(EventType::Deleted))
+                            .remove_record(&record, &by.change(EventType::Deleted))
                             .await?
                     {
                         count += 1;
@@ -255,7 +308,11 @@ impl Directory {
     /// `POST /admin/clients`: create a pre-registered client (`source: admin`) through the
     /// registration path, under the policy named by the body's `policy` member (or none). The
     /// response carries its credentials, once (RFC 7591 §3.2.1).
-    pub async fn create(&self, body: &Map<String, Value>) -> Result<Map<String, Value>> {
+    pub async fn create(
+        &self,
+        body: &Map<String, Value>,
+        by: &Operator,
+    ) -> Result<Map<String, Value>> {
         let mut request = body.clone();
         let policy = match request.remove("policy") {
             None | Some(Value::Null) => None,
@@ -287,7 +344,7 @@ impl Directory {
                 &admission,
                 Some(&self.privileged),
                 source::ADMIN,
-                &admin_change(EventType::Created),
+                &by.change(EventType::Created),
             )
             .await?;
         let client_id = issued
@@ -311,10 +368,15 @@ impl Directory {
     /// `disabled`. The patched metadata is validated like an RFC 7592 PUT; a patch of `disabled`
     /// alone changes nothing else. A new `client_secret`, if the new auth method needs one, is
     /// in this response only.
+    ///
+    /// Audited as `client.updated` when the metadata (or the secret) changed and as
+    /// `client.disabled` / `client.enabled` when `disabled` flipped: both records, in that
+    /// order, in the same write as the change.
     pub async fn patch(
         &self,
         client_id: &str,
         patch: &Map<String, Value>,
+        by: &Operator,
     ) -> Result<Map<String, Value>> {
         let mut metadata_patch = patch.clone();
         let disabled = match metadata_patch.remove("disabled") {
@@ -343,7 +405,7 @@ impl Directory {
                     "the metadata of {client_id:?} comes from its client ID metadata document and is replaced on every fetch; only disabled can be patched"
                 )));
             }
-            let (mut updated, secret) = if metadata_patch.is_empty() {
+            let (mut edited, secret) = if metadata_patch.is_empty() {
                 (current.clone(), None)
             } else {
                 let mut merged = Value::Object(current.metadata.clone());
@@ -360,14 +422,54 @@ impl Directory {
                     plan.issued_secret().cloned(),
                 )
             };
+            let mut updated = edited.clone();
             if let Some(d) = disabled {
                 updated.disabled = d;
             }
             if updated == current {
                 return Ok(view(current));
             }
-            updated.updated_at = self.clock.now();
-            if let Some(stored) = self.save(&current, updated).await? {
+            let metadata_changed = edited != current;
+            let now = self.clock.now();
+            edited.updated_at = now;
+            updated.updated_at = now;
+            let mut events = EventBatch::default();
+            if metadata_changed {
+                let credentials: &[&str] =
+                    if edited.client_secret_hash != current.client_secret_hash {
+                        &["client_secret"]
+                    } else {
+                        &[]
+                    };
+                let (event, actor, origin) = by.change(EventType::Updated);
+                events.extend(self.registrar.events_of(
+                    event,
+                    actor,
+                    &origin,
+                    Some(&current),
+                    Some(&edited),
+                    credentials,
+                    true,
+                ));
+            }
+            if updated.disabled != current.disabled {
+                let (event, actor, origin) = by.change(if updated.disabled {
+                    EventType::Disabled
+                } else {
+                    EventType::Enabled
+                });
+                // `disabled` is not part of the client view the digests cover; it is named.
+                events.extend(self.registrar.events_of(
+                    event,
+                    actor,
+                    &origin,
+                    Some(&edited),
+                    Some(&updated),
+                    &["disabled"],
+                    true,
+                ));
+            }
+            if let Some(stored) = self.save_with(&current, updated, events).await? {
                 let mut out = view(stored);
                 if let Some(secret) = secret {
                     out.insert("client_secret".into(), Value::from(secret.expose()));
@@ -382,10 +484,13 @@ impl Directory {
 
     /// `POST /admin/clients/{client_id}/client_secret`: a new secret, shown once. With
     /// `grace_secs` > 0 the old one stays valid that long (for rolling it out to the client).
+    ///
+    /// Audited as `client.secret_rotated` (the member `client_secret` named, never its value).
     pub async fn rotate_secret(
         &self,
         client_id: &str,
         body: &Map<String, Value>,
+        by: &Operator,
     ) -> Result<Map<String, Value>> {
         if let Some(name) = body.keys().find(|k| *k != "grace_secs") {
             return Err(RegistrationError::InvalidRequest(format!(
@@ -429,7 +534,17 @@ impl Directory {
             updated.client_secret_expires_at = Some(self.registrar.secret_expiry(now));
             updated.updated_at = now;
             let expires_at = updated.client_secret_expires_at;
-            if self.save(&current, updated).await?.is_some() {
+            let (event, actor, origin) = by.change(EventType::SecretRotated);
+            let events = self.registrar.events_of(
+                event,
+                actor,
+                &origin,
+                Some(&current),
+                Some(&updated),
+                &["client_secret"],
+                true,
+            );
+            if self.save_with(&current, updated, events).await?.is_some() {
                 let mut out = Map::new();
                 out.insert("client_id".into(), Value::from(client_id));
                 out.insert("client_secret".into(), Value::from(secret.expose()));
@@ -451,7 +566,13 @@ impl Directory {
     /// `POST /admin/clients/{client_id}/registration_access_token`: a new RFC 7592 token for a
     /// client that lost its own. The old one can no longer change or delete the client; within
     /// `registration.rat_grace_secs` it may still read it (and so learn the new one).
-    pub async fn reissue_registration_token(&self, client_id: &str) -> Result<Map<String, Value>> {
+    ///
+    /// Audited as `client.registration_access_token_reissued`.
+    pub async fn reissue_registration_token(
+        &self,
+        client_id: &str,
+        by: &Operator,
+    ) -> Result<Map<String, Value>> {
         for _ in 0..MAX_RETRIES {
             let current = self.load(client_id).await?;
             if from_document(&current) {
@@ -474,7 +595,17 @@ impl Directory {
                 None,
             );
             updated.updated_at = now;
-            if self.save(&current, updated).await?.is_some() {
+            let (event, actor, origin) = by.change(EventType::RatReissued);
+            let events = self.registrar.events_of(
+                event,
+                actor,
+                &origin,
+                Some(&current),
+                Some(&updated),
+                &["registration_access_token"],
+                true,
+            );
+            if self.save_with(&current, updated, events).await?.is_some() {
                 let mut out = Map::new();
                 out.insert("client_id".into(), Value::from(client_id));
                 out.insert(
@@ -491,6 +622,45 @@ impl Directory {
         Err(RegistrationError::Internal(
             "reissue kept losing races".into(),
         ))
+    }
+
+    /// `GET /admin/audit`: one page of the audit trail matching `query`, keyset paginated by
+    /// `seq` (issue #17 point 3).
+    pub async fn audit(&self, query: &AuditQuery) -> Result<AuditPage> {
+        crate::events::list(self.store.as_ref(), query)
+            .await
+            .map_err(store_error)
+    }
+
+    /// `GET /admin/webhooks/dead`: dead-lettered deliveries in outbox order, with the cursor
+    /// of the next page (`None` on the last).
+    pub async fn dead_letters(&self, query: &DeadQuery) -> Result<DeadPage> {
+        let rows = self
+            .store
+            .outbox_dead(query.after, query.limit)
+            .await
+            .map_err(store_error)?;
+        let next_cursor = (rows.len() == query.limit)
+            .then(|| rows.last().map(|r| r.seq))
+            .flatten();
+        Ok(DeadPage {
+            deliveries: rows.into_iter().map(DeadLetter::from).collect(),
+            next_cursor,
+        })
+    }
+
+    /// `POST /admin/webhooks/dead/{id}/redeliver`: the dead-lettered delivery with this
+    /// `webhook-id` back in the queue, due now, attempts counted afresh, same `webhook-id` and
+    /// body; the worker is woken.
+    pub async fn redeliver(&self, webhook_id: &str) -> Result<()> {
+        let found = crate::events::redeliver(self.store.as_ref(), webhook_id, self.clock.now())
+            .await
+            .map_err(store_error)?;
+        if !found {
+            return Err(RegistrationError::DeliveryNotFound(webhook_id.to_owned()));
+        }
+        self.registrar.deliveries_enqueued();
+        Ok(())
     }
 
     /// Compute the dummy hash now (at start-up), so that even the first unknown client costs
@@ -537,14 +707,16 @@ impl Directory {
             .ok_or_else(|| RegistrationError::ClientNotFound(client_id.to_owned()))
     }
 
-    /// Replace `current` with `updated` if `current` is still the stored revision, durably;
-    /// the stored record, or `None` if another writer won.
-    async fn save(
+    /// Replace `current` with `updated` if `current` is still the stored revision, durably,
+    /// with the change's audit records and webhook rows in the same write; the stored record,
+    /// or `None` if another writer won.
+    async fn save_with(
         &self,
         current: &ClientRecord,
         updated: ClientRecord,
+        events: EventBatch,
     ) -> Result<Option<ClientRecord>> {
-        self.registrar.save(current, updated).await
+        self.registrar.save_with(current, updated, events).await
     }
 
     async fn matching(
@@ -635,20 +807,29 @@ pub fn encode_cursor(client_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(client_id.as_bytes())
 }
 
-/// The event of an operator change. The admin token's name is not passed down to the
-/// directory yet, so the actor is `admin` without a name.
-fn admin_change(
-    event: crate::events::EventType,
-) -> (
-    crate::events::EventType,
-    crate::events::Actor,
-    crate::events::Origin,
-) {
-    (
-        event,
-        crate::events::Actor::new(crate::events::ActorKind::Admin),
-        crate::events::Origin::default(),
-    )
+/// Who makes an operator change, for its audit record (issue #17 point 1): the admin token's
+/// configured `name` (never the token) and where the request came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Operator {
+    /// The admin token's `name` (`admin.tokens[].name`).
+    pub name: String,
+    /// Source address and request id of the admin request.
+    pub origin: Origin,
+}
+
+impl Operator {
+    /// The operator named `name`, calling from `origin`.
+    pub fn new(name: &str, origin: Origin) -> Self {
+        Self {
+            name: name.to_owned(),
+            origin,
+        }
+    }
+
+    /// The event, actor and origin of one of this operator's changes.
+    fn change(&self, event: EventType) -> (EventType, Actor, Origin) {
+        (event, Actor::admin(&self.name), self.origin.clone())
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! `store::ClientFilter`), `limit`, `cursor`, `dry_run`, parsed from the query pairs.
 
 use crate::error::{RegistrationError, Result};
+use crate::events::{AuditQuery, EventType};
 use crate::store::ClientFilter;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -66,6 +67,111 @@ fn decode_cursor(value: &str) -> Result<String> {
                 "malformed; pass next_cursor of the previous page unchanged",
             )
         })
+}
+
+/// Largest page of `GET /admin/audit` and `GET /admin/webhooks/dead`.
+pub const MAX_EVENTS_LIMIT: usize = 1000;
+
+fn events_limit(name: &str, value: &str) -> Result<usize> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_EVENTS_LIMIT).contains(n))
+        .ok_or_else(|| {
+            invalid(
+                name,
+                &format!("must be an integer from 1 to {MAX_EVENTS_LIMIT}"),
+            )
+        })
+}
+
+/// A `seq` cursor: 0 to 2^63 − 1 (a `seq` is a BIGINT on PostgreSQL).
+fn cursor(name: &str, value: &str) -> Result<u64> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|n| i64::try_from(*n).is_ok())
+        .ok_or_else(|| {
+            invalid(
+                name,
+                "must be an integer from 0 to 2^63 - 1 (the next_cursor of the previous page)",
+            )
+        })
+}
+
+/// Each pair once: the first repeated name, refused.
+fn once(pairs: &[(String, String)]) -> Result<()> {
+    for (i, (name, _)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(n, _)| n == name) {
+            return Err(invalid(name, "given more than once"));
+        }
+    }
+    Ok(())
+}
+
+/// Parse the query of `GET /admin/audit` (issue #17 point 3): `after` (a `seq`, the previous
+/// page's `next_cursor`), `limit` (1 to 1000, default 100), `client_id`, `event` (a client
+/// event name or `audit.checkpoint`). Unknown, repeated and malformed parameters are refused,
+/// naming them.
+pub fn audit_query(pairs: &[(String, String)]) -> Result<AuditQuery> {
+    once(pairs)?;
+    let mut query = AuditQuery {
+        limit: DEFAULT_LIMIT,
+        ..AuditQuery::default()
+    };
+    for (name, value) in pairs {
+        match name.as_str() {
+            "after" => query.after = cursor(name, value)?,
+            "limit" => query.limit = events_limit(name, value)?,
+            "client_id" if value.is_empty() => return Err(invalid(name, "must not be empty")),
+            "client_id" => query.client_id = Some(value.clone()),
+            "event" => {
+                query.event = Some(EventType::parse(value).ok_or_else(|| {
+                    let names: Vec<&str> = EventType::CLIENT_EVENTS
+                        .iter()
+                        .chain(&[EventType::Checkpoint])
+                        .map(|e| e.as_str())
+                        .collect();
+                    invalid(name, &format!("unknown event; one of {}", names.join(", ")))
+                })?)
+            }
+            _ => {
+                return Err(invalid(
+                    name,
+                    "unknown; accepted: after, limit, client_id, event",
+                ))
+            }
+        }
+    }
+    Ok(query)
+}
+
+/// The query of `GET /admin/webhooks/dead`: keyset by the outbox `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadQuery {
+    /// Only deliveries with `seq` above this (the previous page's `next_cursor`).
+    pub after: u64,
+    /// Page size (1 to 1000).
+    pub limit: usize,
+}
+
+impl DeadQuery {
+    /// Parse `after` and `limit` (default 100); anything else is refused, naming it.
+    pub fn parse(pairs: &[(String, String)]) -> Result<Self> {
+        once(pairs)?;
+        let mut query = DeadQuery {
+            after: 0,
+            limit: DEFAULT_LIMIT,
+        };
+        for (name, value) in pairs {
+            match name.as_str() {
+                "after" => query.after = cursor(name, value)?,
+                "limit" => query.limit = events_limit(name, value)?,
+                _ => return Err(invalid(name, "unknown; accepted: after, limit")),
+            }
+        }
+        Ok(query)
+    }
 }
 
 impl ListQuery {

@@ -72,7 +72,11 @@ async fn authentication_failures_are_one_error() {
         ));
     }
     f.directory
-        .patch(&id, json!({"disabled": true}).as_object().unwrap())
+        .patch(
+            &id,
+            json!({"disabled": true}).as_object().unwrap(),
+            &Operator::default(),
+        )
         .await
         .unwrap();
     assert!(matches!(
@@ -113,7 +117,11 @@ async fn a_rotated_secret_keeps_the_old_one_for_the_grace_period_only() {
     let (id, old) = register(&f, web()).await;
     let r = f
         .directory
-        .rotate_secret(&id, json!({"grace_secs": 100}).as_object().unwrap())
+        .rotate_secret(
+            &id,
+            json!({"grace_secs": 100}).as_object().unwrap(),
+            &Operator::default(),
+        )
         .await
         .unwrap();
     let new = r["client_secret"].as_str().unwrap().to_owned();
@@ -124,7 +132,11 @@ async fn a_rotated_secret_keeps_the_old_one_for_the_grace_period_only() {
     assert!(f.directory.authenticate(&id, &old).await.is_err());
     assert!(f.directory.authenticate(&id, &new).await.is_ok());
     // Without grace the old secret dies at once.
-    let r = f.directory.rotate_secret(&id, &Map::new()).await.unwrap();
+    let r = f
+        .directory
+        .rotate_secret(&id, &Map::new(), &Operator::default())
+        .await
+        .unwrap();
     assert!(f.directory.authenticate(&id, &new).await.is_err());
     let newest = r["client_secret"].as_str().unwrap();
     assert!(f.directory.authenticate(&id, newest).await.is_ok());
@@ -139,7 +151,7 @@ async fn an_expired_secret_does_not_authenticate() {
     expiring.client_secret_expires_at = Some(NOW + 10);
     assert!(f
         .directory
-        .save(&current, expiring)
+        .save_with(&current, expiring, EventBatch::default())
         .await
         .unwrap()
         .is_some());
@@ -207,6 +219,7 @@ async fn listing_pages_by_client_id_and_filters() {
                 .unwrap()
                 .filter,
             false,
+            &Operator::default(),
         )
         .await
         .unwrap();

@@ -29,6 +29,12 @@ pub struct EventBatch {
 }
 
 impl EventBatch {
+    /// Append the events of another change written in the same commit (after these).
+    pub fn extend(&mut self, other: EventBatch) {
+        self.audit.extend(other.audit);
+        self.outbox.extend(other.outbox);
+    }
+
     /// Whether it enqueues webhook deliveries (the worker is woken after the commit).
     pub fn has_deliveries(&self) -> bool {
         !self.outbox.is_empty()

@@ -18,6 +18,7 @@
 pub mod audit;
 pub mod cli;
 pub mod emit;
+pub mod remote;
 pub mod report;
 pub mod webhook;
 pub mod worker;

@@ -68,7 +68,7 @@ pub fn status(e: &RegistrationError) -> StatusCode {
         E::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         E::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         E::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-        E::NotFound | E::ClientNotFound(_) => StatusCode::NOT_FOUND,
+        E::NotFound | E::ClientNotFound(_) | E::DeliveryNotFound(_) => StatusCode::NOT_FOUND,
         E::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
         E::Unavailable | E::Overloaded | E::CapacityReached(_) => StatusCode::SERVICE_UNAVAILABLE,
         E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

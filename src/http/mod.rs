@@ -72,8 +72,15 @@ fn source(state: &State, req: &HttpRequest) -> RegistrationContext {
 
 /// The socket peer, or the address a trusted proxy reports (the decision is the resolver's).
 fn client_ip(state: &State, req: &HttpRequest) -> Option<std::net::IpAddr> {
+    client_ip_by(state.registrar.policy().client_ip_resolver(), req)
+}
+
+/// The socket peer, or the address a trusted proxy of `resolver` reports.
+fn client_ip_by(
+    resolver: &crate::policy::ratelimit::ClientIpResolver,
+    req: &HttpRequest,
+) -> Option<std::net::IpAddr> {
     let peer = req.peer_addr()?.ip();
-    let resolver = state.registrar.policy().client_ip_resolver();
     let values: Vec<&str> = match resolver.header() {
         Some(name) => req
             .headers()
@@ -86,17 +93,21 @@ fn client_ip(state: &State, req: &HttpRequest) -> Option<std::net::IpAddr> {
 }
 
 /// Where the request came from, for the audit trail: the client address as the rate limiter
-/// sees it, and the request id (`X-Request-Id`, when it is a short printable value).
+/// sees it, and the request id of [`RequestId`].
 fn origin(state: &State, req: &HttpRequest) -> Origin {
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned);
+    request_origin(state.registrar.policy().client_ip_resolver(), req)
+}
+
+/// [`origin`] for any listener (the admin one too), with the proxies `resolver` trusts.
+pub(crate) fn request_origin(
+    resolver: &crate::policy::ratelimit::ClientIpResolver,
+    req: &HttpRequest,
+) -> Origin {
     Origin {
-        source_ip: client_ip(state, req).map(|ip| ip.to_string()),
-        request_id,
+        source_ip: client_ip_by(resolver, req).map(|ip| ip.to_string()),
+        // The id the telemetry middleware gave the request (a trusted proxy's, or a fresh
+        // one): the one in the response header and the log lines, never a caller's own claim.
+        request_id: RequestId::of(req),
     }
 }
 

@@ -271,6 +271,23 @@ impl Registrar {
         result
     }
 
+    /// Commit `batch` (with its events) and, once it is durable, wake the webhook worker if
+    /// it enqueued deliveries: for writers outside this service (`directory::cimd`).
+    pub(crate) async fn commit_with_events(
+        &self,
+        batch: WriteBatch,
+    ) -> std::result::Result<(), StoreError> {
+        let deliveries = !batch.outbox.is_empty();
+        self.commit(batch).await?;
+        self.events.committed(deliveries);
+        Ok(())
+    }
+
+    /// Wake the webhook worker: deliveries were put back in the queue (a redelivery).
+    pub(crate) fn deliveries_enqueued(&self) {
+        self.events.committed(true);
+    }
+
     /// Take one management call (PUT/DELETE) from the client address's bucket; call before
     /// reading the body (issue #12 item 1).
     pub fn check_management_rate_limit(&self, context: &RegistrationContext) -> Result<()> {

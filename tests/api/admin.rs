@@ -29,7 +29,7 @@ pub fn with_admin(s: Settings) -> Settings {
                 {"name": "writer", "sha256": sha256_hex(WRITE), "scopes": ["clients:write"]},
                 {"name": "as", "token": AUTHN, "scopes": ["clients:authenticate"]},
                 {"name": "ops", "token": ALL,
-                 "scopes": ["clients:read", "clients:write", "clients:authenticate", "audit:read"]},
+                 "scopes": ["clients:read", "clients:write", "clients:authenticate", "audit:read", "webhooks:write"]},
             ]),
         )
         .unwrap()

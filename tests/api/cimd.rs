@@ -726,3 +726,50 @@ async fn documents_count_in_their_policys_max_clients_and_deletion_frees_the_pla
     assert_eq!(r.status(), 204);
     resolved(&app, &id_b).await;
 }
+
+#[tokio::test]
+async fn first_resolution_and_each_document_change_are_audited_as_system_events() {
+    let Fixture {
+        body,
+        server: _server,
+        id,
+        app,
+    } = fixture("Cache-Control: no-store\r\n", |s| s).await;
+    resolved(&app, &id).await;
+    // Fetched again, unchanged: nothing to record.
+    resolved(&app, &id).await;
+    let mut changed = minimal(&id);
+    changed["client_name"] = json!("Renamed");
+    set(&body, &changed);
+    resolved(&app, &id).await;
+    let r = call(
+        &app,
+        Method::GET,
+        &format!("/admin/audit?client_id={}", enc(&id)),
+        Some(ALL),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let page: Value = r.json().await.unwrap();
+    let records = page["records"].as_array().unwrap();
+    let events: Vec<&str> = records
+        .iter()
+        .map(|r| r["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["client.resolved", "client.document_changed"]);
+    for r in records {
+        assert_eq!(r["client_id"], id.as_str());
+        assert_eq!(r["actor"]["kind"], "system", "{r}");
+        assert!(r["actor"]["name"].is_null(), "{r}");
+    }
+    assert!(records[0]["before"].is_null());
+    let first_changed = records[0]["changed"].as_array().unwrap();
+    assert!(
+        first_changed.contains(&json!("client_name")),
+        "{first_changed:?}"
+    );
+    assert_eq!(records[1]["changed"], json!(["client_name"]));
+    assert_eq!(records[1]["before"], records[0]["after"]);
+    assert_ne!(records[1]["before"], records[1]["after"]);
+}

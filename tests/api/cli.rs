@@ -236,3 +236,34 @@ async fn a_token_without_the_scope_is_reported() {
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("401"), "{}", out.stderr);
 }
+
+#[tokio::test]
+async fn audit_verify_checks_a_running_servers_chain_through_the_admin_api() {
+    let app = admin_app().await;
+    for _ in 0..3 {
+        app.register(&web_client()).await;
+    }
+    let admin = app.admin.clone().unwrap();
+    let args = ["audit", "verify", "--admin-url", admin.as_str()];
+    let out = registrar(&app, ALL, &args, None).await;
+    assert_eq!(out.code, 0, "stderr: {}", out.stderr);
+    let r = crate::admin::call(&app, reqwest::Method::GET, "/admin/audit", Some(ALL), None).await;
+    let page: Value = r.json().await.unwrap();
+    let head = page["records"][2]["hash"].as_str().unwrap();
+    assert_eq!(
+        out.stdout.trim(),
+        format!("3 records, chain intact, head {head}")
+    );
+    // A token without audit:read: exit 1 with the API's refusal.
+    let out = registrar(&app, READ, &args, None).await;
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stderr.contains("insufficient_scope"), "{}", out.stderr);
+    // No token at all: a usage error.
+    let out = registrar(&app, "", &args, None).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("REGISTRAR_ADMIN_TOKEN"),
+        "{}",
+        out.stderr
+    );
+}

@@ -420,3 +420,115 @@ async fn a_webhook_with_a_bad_secret_or_url_stops_the_start() {
         .to_string();
     assert!(e.contains("client.nope"), "{e}");
 }
+
+/// `GET /admin/webhooks/dead` with the all-scopes token, asserting 200.
+async fn dead_list(app: &crate::helpers::TestApp, query: &str) -> serde_json::Value {
+    let r = crate::admin::call(
+        app,
+        reqwest::Method::GET,
+        &format!("/admin/webhooks/dead{query}"),
+        Some(crate::admin::ALL),
+        None,
+    )
+    .await;
+    crate::admin::ok_json(r, 200).await
+}
+
+#[tokio::test]
+async fn a_dead_lettered_delivery_is_listed_and_redelivered_with_its_webhook_id() {
+    use crate::admin::{call, ok_json, with_admin, ALL, WRITE};
+    use reqwest::Method;
+    let server = TlsServer::start(vec![(
+        "/hook",
+        Reply::Raw(500, "application/json", "{}".into()),
+    )])
+    .await;
+    let hooks = serde_json::json!([{"url": server.url("/hook"), "secret": SECRET,
+        "events": ["client.registered"], "max_attempts": 1}]);
+    let app = server
+        .app_with(true, move |s| {
+            with_admin(s).with("webhooks", hooks).unwrap()
+        })
+        .await;
+    let a = app.register(&crate::helpers::web_client()).await;
+    let b = app.register(&crate::helpers::web_client()).await;
+    wait_for(&server, 2).await;
+    // Dead after its one attempt; the worker marks it right after the answer.
+    let mut page = dead_list(&app, "").await;
+    for _ in 0..100 {
+        if page["deliveries"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        page = dead_list(&app, "").await;
+    }
+    let dead = page["deliveries"].as_array().unwrap().clone();
+    assert_eq!(dead.len(), 2, "{page}");
+    assert!(page["next_cursor"].is_null(), "{page}");
+    let first = &dead[0];
+    assert_eq!(first["client_id"], a["client_id"]);
+    assert_eq!(first["event"], "client.registered");
+    assert_eq!(first["hook"], server.url("/hook").as_str());
+    assert_eq!(first["attempts"], 1);
+    assert_eq!(first["last_error"], "HTTP 500");
+    assert_eq!(first["payload"]["type"], "client.registered");
+    assert_eq!(first["payload"]["data"]["client_id"], a["client_id"]);
+    let text = page.to_string();
+    for c in [&a, &b] {
+        assert!(!text.contains(c["registration_access_token"].as_str().unwrap()));
+    }
+    // Keyset pages of one.
+    let one = dead_list(&app, "?limit=1").await;
+    assert_eq!(one["deliveries"].as_array().unwrap().len(), 1);
+    let cursor = one["next_cursor"].as_u64().expect("a cursor");
+    let rest = dead_list(&app, &format!("?limit=1&after={cursor}")).await;
+    assert_eq!(rest["deliveries"][0]["client_id"], b["client_id"]);
+
+    // The receiver is back; an operator redelivers the first one.
+    server.route("/hook", Reply::Json("{}".into()));
+    let id = first["id"].as_str().unwrap();
+    let path = format!("/admin/webhooks/dead/{id}/redeliver");
+    let r = call(&app, Method::POST, &path, Some(WRITE), None).await;
+    crate::helpers::assert_error(r, 403, "insufficient_scope").await;
+    let r = call(&app, Method::POST, &path, Some(ALL), None).await;
+    let answer = ok_json(r, 202).await;
+    assert_eq!(answer["id"], id);
+    let received = wait_for(&server, 3).await;
+    let again = &received[2];
+    assert_eq!(again.header("webhook-id").as_deref(), Some(id));
+    assert_eq!(again.body, received[0].body, "the same signed body");
+    let out = verify_with_reference(SECRET, &received[2..]);
+    assert!(out.contains("[standardwebhooks] PASS"), "{out}");
+    // Delivered: no longer dead; the other one still is.
+    let mut left = dead_list(&app, "").await;
+    for _ in 0..100 {
+        if left["deliveries"].as_array().unwrap().len() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        left = dead_list(&app, "").await;
+    }
+    assert_eq!(left["deliveries"].as_array().unwrap().len(), 1, "{left}");
+    assert_eq!(left["deliveries"][0]["client_id"], b["client_id"]);
+    // Unknown (or no longer dead) ids are 404 naming the id; bad parameters are 400.
+    let r = call(&app, Method::POST, &path, Some(ALL), None).await;
+    let why = crate::helpers::assert_error(r, 404, "not_found").await;
+    assert!(why.contains(id), "{why}");
+    for (query, name) in [
+        ("?limit=0", "limit"),
+        ("?after=x", "after"),
+        ("?nope=1", "nope"),
+    ] {
+        let r = call(
+            &app,
+            Method::GET,
+            &format!("/admin/webhooks/dead{query}"),
+            Some(ALL),
+            None,
+        )
+        .await;
+        let why = crate::helpers::assert_error(r, 400, "invalid_request").await;
+        assert!(why.contains(name), "{query}: {why}");
+    }
+    app.stop().await;
+}
