@@ -273,7 +273,11 @@ impl SecretHasher {
             lower_hashing_thread_priority();
             let parsed = PasswordHash::new(&phc)
                 .map_err(|e| RegistrationError::Internal(format!("stored hash: {e}")))?;
-            Ok(verify_reusing_memory(&argon2, presented.as_bytes(), &parsed))
+            Ok(verify_reusing_memory(
+                &argon2,
+                presented.as_bytes(),
+                &parsed,
+            ))
         })
         .await
         .map_err(|e| RegistrationError::Internal(format!("verify task: {e}")))?
