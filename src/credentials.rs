@@ -273,12 +273,54 @@ impl SecretHasher {
             lower_hashing_thread_priority();
             let parsed = PasswordHash::new(&phc)
                 .map_err(|e| RegistrationError::Internal(format!("stored hash: {e}")))?;
-            Ok(argon2
-                .verify_password(presented.as_bytes(), &parsed)
-                .is_ok())
+            Ok(verify_reusing_memory(
+                &argon2,
+                presented.as_bytes(),
+                &parsed,
+            ))
         })
         .await
         .map_err(|e| RegistrationError::Internal(format!("verify task: {e}")))?
+    }
+}
+
+thread_local! {
+    /// The argon2 block memory of this hashing thread, reused by every hash and verification
+    /// it runs (see [`hash_reusing_memory`]).
+    static BLOCKS: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether `presented` hashes to `phc` (an argon2 PHC string, with its own algorithm, version
+/// and parameters), computed in this thread's reused block memory like
+/// [`hash_reusing_memory`]: `verify_password` allocated and zeroed `m` KiB per call, which cost
+/// admin `authenticate` the page faults the registrations no longer pay (BENCHMARKS.md, issue
+/// #19). The derived tags are compared in constant time. A PHC string this build cannot
+/// recompute (another algorithm, no salt or hash) falls back to argon2's own verifier.
+fn verify_reusing_memory(argon2: &Argon2<'_>, presented: &[u8], phc: &PasswordHash<'_>) -> bool {
+    let recomputed = (|| {
+        let algorithm = Algorithm::try_from(phc.algorithm).ok()?;
+        let version = match phc.version {
+            Some(v) => Version::try_from(v).ok()?,
+            None => Version::default(),
+        };
+        let params = Params::try_from(phc).ok()?;
+        let expected = phc.hash?;
+        let mut salt_buf = [0u8; 64];
+        let salt = phc.salt?.decode_b64(&mut salt_buf).ok()?;
+        let mut out = vec![0u8; expected.len()];
+        let computed = Argon2::new(algorithm, version, params.clone());
+        BLOCKS
+            .with(|blocks| {
+                let mut blocks = blocks.borrow_mut();
+                blocks.resize(params.block_count(), Block::default());
+                computed.hash_password_into_with_memory(presented, salt, &mut out, &mut blocks[..])
+            })
+            .ok()?;
+        Some(bool::from(out.as_slice().ct_eq(expected.as_bytes())))
+    })();
+    match recomputed {
+        Some(matched) => matched,
+        None => argon2.verify_password(presented, phc).is_ok(),
     }
 }
 
@@ -294,7 +336,6 @@ fn hash_reusing_memory(
     secret: &[u8],
     salt: &SaltString,
 ) -> std::result::Result<String, argon2::password_hash::Error> {
-    thread_local!(static BLOCKS: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) });
     let salt = salt.as_salt();
     let mut salt_buf = [0u8; 64];
     let salt_bytes = salt.decode_b64(&mut salt_buf)?;
@@ -626,6 +667,40 @@ mod tests {
         drop(held);
         assert!(queued.await.unwrap().is_ok());
         assert!(hasher.hash(&Plaintext::new("c".into())).await.is_ok());
+    }
+
+    #[test]
+    fn verification_in_reused_memory_agrees_with_argon2s_verifier() {
+        let configured = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(64, 1, 1, None).unwrap(),
+        );
+        // Stored hashes with other parameters than the configured ones, and another variant.
+        for (algorithm, m, t, p) in [
+            (Algorithm::Argon2id, 64, 1, 1),
+            (Algorithm::Argon2id, 128, 2, 2),
+            (Algorithm::Argon2i, 96, 1, 1),
+        ] {
+            let params = Params::new(m, t, p, None).unwrap();
+            let salt = SaltString::generate(&mut OsRng);
+            let phc = argon2::PasswordHasher::hash_password(
+                &Argon2::new(algorithm, Version::V0x13, params),
+                b"right",
+                &salt,
+            )
+            .unwrap()
+            .to_string();
+            let parsed = PasswordHash::new(&phc).unwrap();
+            for presented in [&b"right"[..], b"wrong", b"", b"righ"] {
+                assert_eq!(
+                    verify_reusing_memory(&configured, presented, &parsed),
+                    configured.verify_password(presented, &parsed).is_ok(),
+                    "{phc} with {presented:?}"
+                );
+            }
+            assert!(verify_reusing_memory(&configured, b"right", &parsed));
+        }
     }
 
     #[test]

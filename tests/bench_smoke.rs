@@ -52,7 +52,7 @@ fn bench_smoke_run_writes_a_complete_report() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("BENCHMARKS.md");
     let output = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(["--smoke", "--out"])
+        .args(["--smoke", "--audit", "--out"])
         .arg(&out)
         .env("BENCH_SERVER_BIN", env!("CARGO_BIN_EXE_registrar"))
         .env("BENCH_WORK", dir.path().join("work"))
@@ -84,6 +84,24 @@ fn bench_smoke_run_writes_a_complete_report() {
         assert!(r > 0.0, "{workload}: {r} req/s");
     }
     assert!(rps(table, "registration", "registrar (argon2 default)") > 0.0);
+    // The admin API's authenticate on the default-argon2 instance, against the argon2 bound.
+    assert!(
+        rps(
+            table,
+            "authenticate (admin API)",
+            "registrar (argon2 default)"
+        ) > 0.0
+    );
+    // The loopback ceiling, measured with the read run's settings, serving one read's bytes.
+    assert!(rps(table, "read", "loopback ceiling: static JSON (") > 0.0);
+    // --audit: the instance with one webhook, registrations and updates.
+    let hooked = "registrar (argon2 min), audit + webhook";
+    for workload in ["registration", "update"] {
+        assert!(
+            rps(table, workload, hooked) > 0.0,
+            "{workload} with the webhook"
+        );
+    }
     // Every smoke run asserts durability for real: SIGKILL after acknowledged registrations.
     let durability = section(&report, "## Durability");
     assert!(
@@ -97,6 +115,10 @@ fn bench_smoke_run_writes_a_complete_report() {
         "read p99 under hashing load ÷ idle read p99",
         "resident memory with 300 clients (MB)",
         "ready to serve after start with 1,000 clients (s)",
+        "admin authenticate throughput (argon2 default) ÷ argon2 bound",
+        "read throughput, registrar ÷ loopback ceiling (static-JSON actix handler, same round)",
+        "audit + one webhook on ÷ off, sled: registration throughput",
+        "audit + one webhook on ÷ off, sled: update throughput",
     ] {
         assert!(
             targets.contains(target),
@@ -114,6 +136,14 @@ fn bench_smoke_run_writes_a_complete_report() {
         let r = rps(pg, workload, "registrar on PostgreSQL (argon2 min)");
         assert!(r > 0.0, "PostgreSQL {workload}: {r} req/s");
     }
+    for workload in ["registration", "update"] {
+        let r = rps(
+            pg,
+            workload,
+            "registrar on PostgreSQL (argon2 min), audit + webhook",
+        );
+        assert!(r > 0.0, "PostgreSQL {workload} with the webhook: {r} req/s");
+    }
     assert_no_failures(pg);
     let replicas = section(&report, "## Two replicas on one database");
     for workload in ["read", "registration"] {
@@ -127,12 +157,27 @@ fn bench_smoke_run_writes_a_complete_report() {
         "PostgreSQL backend: update throughput, PostgreSQL ÷ sled",
         "PostgreSQL, two replicas on one database ÷ one replica: read throughput",
         "PostgreSQL, two replicas on one database ÷ one replica: registration throughput",
+        "audit + one webhook on ÷ off, PostgreSQL: registration throughput",
+        "audit + one webhook on ÷ off, PostgreSQL: update throughput",
     ] {
         assert!(
             targets.contains(target),
             "missing target {target}:\n{targets}"
         );
     }
+    // The webhook was really on: the receiver got deliveries (registrations and updates).
+    let audit = section(&report, "## Audit trail and webhooks");
+    let delivered: u64 = audit
+        .split("**")
+        .nth(3)
+        .unwrap_or_default()
+        .replace(',', "")
+        .parse()
+        .unwrap_or_else(|_| panic!("no delivery count in {audit}"));
+    assert!(
+        delivered > 0,
+        "the receiver got no webhook delivery: {audit}"
+    );
     let commands = section(&report, "## Commands");
     assert!(
         commands.contains("target/release/registrar migrate"),
@@ -148,16 +193,6 @@ fn refused(args: &[&str]) -> (Option<i32>, String) {
         .expect("the bench binary runs");
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     (output.status.code(), stderr)
-}
-
-#[test]
-fn bench_audit_flag_says_it_is_not_in_this_build() {
-    let (code, stderr) = refused(&["--smoke", "--audit"]);
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("audit/webhooks not available in this build"),
-        "{stderr}"
-    );
 }
 
 #[test]

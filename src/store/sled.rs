@@ -247,6 +247,16 @@ struct Shared {
 }
 
 impl Shared {
+    /// The handles for a read on the calling thread, if that cannot wait: `None` while the
+    /// store is failed (reads then see the durable state through the undo log) or while the
+    /// handles lock is taken (a reopen holds it for as long as opening takes).
+    fn handles_now(&self) -> Option<Arc<Handles>> {
+        if self.is_failed() {
+            return None;
+        }
+        self.handles.try_read().ok().and_then(|h| h.clone())
+    }
+
     fn handles(&self) -> Result<Arc<Handles>, StoreError> {
         self.handles
             .read()
@@ -684,28 +694,41 @@ fn apply_change(
 }
 
 fn read_client(shared: &Shared, key: &[u8]) -> Result<Option<ClientRecord>, StoreError> {
-    let bytes = match shared.durable_override(TreeId::Clients, key) {
-        Some(durable) => durable,
-        None => shared
-            .handles()?
-            .clients
-            .get(key)
-            .map_err(io)?
-            .map(|v| v.to_vec()),
-    };
-    bytes.map(|b| ClientRecord::decode(&b)).transpose()
+    match shared.durable_override(TreeId::Clients, key) {
+        Some(durable) => durable.map(|b| ClientRecord::decode(&b)).transpose(),
+        None => read_client_in(&*shared.handles()?, key),
+    }
+}
+
+/// The record under `key` in the live trees (no durable override: the store is not failed).
+fn read_client_in(handles: &Handles, key: &[u8]) -> Result<Option<ClientRecord>, StoreError> {
+    handles
+        .clients
+        .get(key)
+        .map_err(io)?
+        .map(|v| ClientRecord::decode(&v))
+        .transpose()
 }
 
 fn read_rat_owner(shared: &Shared, tag: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
     match shared.durable_override(TreeId::Rats, tag) {
         Some(durable) => Ok(durable),
-        None => Ok(shared
-            .handles()?
-            .rats
-            .get(tag)
-            .map_err(io)?
-            .map(|v| v.to_vec())),
+        None => read_rat_owner_in(&*shared.handles()?, tag),
     }
+}
+
+fn read_rat_owner_in(handles: &Handles, tag: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(handles.rats.get(tag).map_err(io)?.map(|v| v.to_vec()))
+}
+
+/// The client that holds `tag` (current or previous RAT), read through `handles`.
+fn client_by_rat_in(handles: &Handles, tag: &[u8]) -> Result<Option<ClientRecord>, StoreError> {
+    let Some(owner) = read_rat_owner_in(handles, tag)? else {
+        return Ok(None);
+    };
+    // Index and records change in one transaction, so they agree; a record that does not carry
+    // the tag (damage `verify` would report) is not this token's client.
+    Ok(read_client_in(handles, &owner)?.filter(|r| r.rat_tags().any(|t| t == tag)))
 }
 
 fn read_counter(shared: &Shared, key: &[u8]) -> Result<u64, StoreError> {
@@ -796,6 +819,17 @@ impl ClientStore for SledStore {
     }
 
     fn get(&self, client_id: &str) -> BoxFuture<'_, Result<Option<ClientRecord>, StoreError>> {
+        // Lookups run on the calling thread while the store is healthy (see `handles_now`): a
+        // sled get of a cached page takes microseconds, less than the two thread hand-offs of
+        // the blocking pool (BENCHMARKS.md, issue #19). A page that is not cached is read with
+        // one pread, from the OS page cache in the common case. Writes and flushes stay on
+        // the blocking pool.
+        if let Some(handles) = self.shared.handles_now() {
+            return Box::pin(std::future::ready(read_client_in(
+                &handles,
+                client_id.as_bytes(),
+            )));
+        }
         let id = client_id.to_owned();
         self.blocking(move |shared| read_client(shared, id.as_bytes()))
     }
@@ -804,11 +838,15 @@ impl ClientStore for SledStore {
         &self,
         rat_tag: &[u8],
     ) -> BoxFuture<'_, Result<Option<ClientRecord>, StoreError>> {
+        if rat_tag.is_empty() {
+            return Box::pin(std::future::ready(Ok(None)));
+        }
+        // On the calling thread while healthy, as `get`.
+        if let Some(handles) = self.shared.handles_now() {
+            return Box::pin(std::future::ready(client_by_rat_in(&handles, rat_tag)));
+        }
         let tag = rat_tag.to_vec();
         self.blocking(move |shared| {
-            if tag.is_empty() {
-                return Ok(None);
-            }
             let Some(owner) = read_rat_owner(shared, &tag)? else {
                 return Ok(None);
             };

@@ -104,17 +104,30 @@ pub async fn middleware(
     let id = request_id(&req, &telemetry);
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id);
-    // Taken before the call: the request cannot be cloned before routing, and an error of an
-    // inner middleware (CORS) comes back without it.
     let method = req.method().clone();
-    let path = req.path().to_owned();
-    let route = req.match_pattern();
-    let route = route.as_deref().unwrap_or("unmatched");
+    // The path only for the access log line, and only when that line is written.
+    let path = tracing::enabled!(target: "registrar::access", tracing::Level::INFO)
+        .then(|| req.path().to_owned());
+    // The route pattern: after the call, actix knows which resource it routed to and returns
+    // its pattern without matching the path again (before routing, `match_pattern` runs the
+    // router's regex over the path: BENCHMARKS.md, issue #19). The one exception: an inner
+    // middleware's error comes back without the request (the request cannot be cloned before
+    // routing), and the only inner middleware that refuses requests is CORS, which looks only
+    // at requests with an Origin header; for those the pattern is taken before the call.
+    let early = req
+        .headers()
+        .contains_key(actix_web::http::header::ORIGIN)
+        .then(|| req.match_pattern());
     let result = next.call(req).instrument(span.clone()).await;
-    let status = match &result {
-        Ok(response) => response.status(),
-        Err(e) => e.as_response_error().status_code(),
+    let (status, routed) = match &result {
+        Ok(response) => (
+            response.status(),
+            early.is_none().then(|| response.request().match_pattern()),
+        ),
+        Err(e) => (e.as_response_error().status_code(), None),
     };
+    let route = early.flatten().or(routed.flatten());
+    let route = route.as_deref().unwrap_or("unmatched");
     let elapsed = started.elapsed();
     telemetry.metrics.http_request(
         telemetry.listener,
@@ -123,7 +136,7 @@ pub async fn middleware(
         status.as_u16(),
         elapsed.as_secs_f64(),
     );
-    if route != "/healthz" && route != "/readyz" {
+    if let (Some(path), true) = (path, route != "/healthz" && route != "/readyz") {
         span.in_scope(|| {
             tracing::info!(
                 target: "registrar::access",

@@ -1,5 +1,5 @@
 -- Shared prelude of every registrar bench script (wrk 4, LuaJIT). The bench binary prepends it.
--- env: BASE  registration path (e.g. /register); POOL  file of "client_id rat" lines;
+-- env: BASE  registration path (e.g. /register); POOL  file of "client_id rat [client_secret]" lines;
 --      MARK  file prefix a thread touches when it is done (delete / populate scripts)
 local ffi = require("ffi")
 ffi.cdef [[
@@ -23,10 +23,10 @@ function load_pool(tid, nthreads)
   local pool, i = {}, 0
   local path = assert(os.getenv("POOL"), "set POOL")
   for line in io.lines(path) do
-    local id, rat = line:match("^(%S+)%s+(%S+)")
+    local id, rat, secret = line:match("^(%S+)%s+(%S+)%s*(%S*)")
     if id then
       i = i + 1
-      if not nthreads or (i - 1) % nthreads == tid - 1 then pool[#pool + 1] = { id, rat } end
+      if not nthreads or (i - 1) % nthreads == tid - 1 then pool[#pool + 1] = { id, rat, secret } end
     end
   end
   return pool

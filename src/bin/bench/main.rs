@@ -9,6 +9,7 @@
 //! with tiny populations and no peer, run by tests/bench_smoke.rs so the harness cannot rot.
 
 mod loader;
+mod local;
 mod pg;
 // The private PostgreSQL cluster of the test suites, used as is: initdb in a temporary directory,
 // a free loopback port, `nobody` when run as root; the postmaster dies with this process.
@@ -30,7 +31,8 @@ const USAGE: &str =
   at the repository root). --smoke: seconds-long run, tiny populations, no peer, no targets.
   --backend: both (default) measures sled and PostgreSQL (a private cluster the bench starts);
   sled skips PostgreSQL; postgres runs only the PostgreSQL and replica sections with the sled
-  and peer runs they are compared with. --audit: audit trail and one webhook on against off.";
+  and peer runs they are compared with. --audit: also a registrar with one webhook (to an
+  HTTPS receiver inside the bench) beside each measured one, registrations and updates compared.";
 
 /// Which storage backends a run measures.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -61,12 +63,9 @@ struct Opts {
     sizes: [usize; 3],
     profile: bool,
     backends: Backends,
+    /// `--audit`: measure registrations and updates with one webhook on against off.
+    audit: bool,
 }
-
-/// Until the audit trail and webhooks (issue #17) are in the server, `--audit` cannot measure
-/// anything: it says so rather than report a cost of zero.
-const AUDIT_UNAVAILABLE: &str = "--audit: audit/webhooks not available in this build (the audit \
-     trail and webhooks of issue #17 are not in this registrar yet)";
 
 fn parse_args(repo: &Path) -> Res<Opts> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -86,6 +85,7 @@ fn parse_args(repo: &Path) -> Res<Opts> {
         },
         profile: !smoke,
         backends: Backends::Both,
+        audit: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -96,7 +96,7 @@ fn parse_args(repo: &Path) -> Res<Opts> {
             "--no-peer" => o.peer = false,
             "--peer" => o.peer = true,
             "--no-profile" => o.profile = false,
-            "--audit" => return Err(AUDIT_UNAVAILABLE.into()),
+            "--audit" => o.audit = true,
             "--backend" => {
                 o.backends = match val()?.as_str() {
                     "both" => Backends::Both,
@@ -211,6 +211,8 @@ struct Report {
     profile: Vec<String>,
     durability: Vec<String>,
     memory: Vec<String>,
+    /// `--audit`: what the webhook receiver got.
+    audit: Vec<String>,
 }
 
 impl Report {
@@ -273,7 +275,12 @@ struct Bench {
 
 impl Bench {
     fn wrk(&self, script: &str, server: &Server, pool: Option<&Path>) -> Wrk {
-        let mut env = vec![("BASE".to_string(), server.base.clone())];
+        self.wrk_at(script, &server.base, server.url(), pool)
+    }
+
+    /// wrk with the bench's settings on `url`, whose path `base` the scripts build on.
+    fn wrk_at(&self, script: &str, base: &str, url: String, pool: Option<&Path>) -> Wrk {
+        let mut env = vec![("BASE".to_string(), base.to_owned())];
         if let Some(p) = pool {
             env.push(("POOL".into(), p.display().to_string()));
         }
@@ -282,7 +289,7 @@ impl Bench {
             connections: self.opts.conns,
             secs: self.opts.secs,
             script: self.scripts.join(format!("{script}.lua")),
-            url: server.url(),
+            url,
             env,
         }
     }
@@ -308,19 +315,33 @@ impl Bench {
         pool: Option<&Path>,
     ) -> Res<Run> {
         let w = self.wrk(script, server, pool);
-        let run = w.run()?;
+        let run = self.measure_wrk(section, workload, &server.name, &w, "")?;
         let added = match script {
             "register" => (run.requests - run.non2xx) as f64,
             "mix" => run.requests as f64 * 0.05,
             _ => 0.0,
         };
         *self.held.entry(server.name.clone()).or_default() += added;
+        Ok(run)
+    }
+
+    /// Run `w` and record it as `workload` on `server` in the table of `section`; `note` is
+    /// appended to the command in the report.
+    fn measure_wrk(
+        &mut self,
+        section: &'static str,
+        workload: &str,
+        server: &str,
+        w: &Wrk,
+        note: &str,
+    ) -> Res<Run> {
+        let run = w.run()?;
         eprintln!(
-            "bench: {workload:<28} {:<22} {:>9.0} req/s  p99 {:>7.2} ms  non2xx {}",
-            server.name, run.rps, run.p99, run.non2xx
+            "bench: {workload:<28} {server:<22} {:>9.0} req/s  p99 {:>7.2} ms  non2xx {}",
+            run.rps, run.p99, run.non2xx
         );
         self.report
-            .add_in(section, workload, &server.name, run.clone(), w.command());
+            .add_in(section, workload, server, run.clone(), w.command() + note);
         Ok(run)
     }
 
@@ -430,6 +451,67 @@ const BASE_ENV: [(&str, &str); 4] = [
 
 fn with_base(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
     BASE_ENV.iter().chain(extra.iter()).copied().collect()
+}
+
+/// The admin bearer token of the default-argon2 instance (scope `clients:authenticate` only), for
+/// the `authenticate` runs. A bench value, not a secret.
+const ADMIN_TOKEN: &str = "bench-admin-token-not-a-secret";
+
+/// The signing secret of the bench's webhook (Standard Webhooks: whsec_ + base64 of 24 bytes).
+const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Names of the `--audit` instances in the report.
+const HOOKED_SLED: &str = "registrar (argon2 min), audit + webhook";
+pub const HOOKED_PG: &str = "registrar on PostgreSQL (argon2 min), audit + webhook";
+
+/// Settings that turn on one webhook (every event) to the bench's HTTPS receiver on `port`,
+/// whose CA is `ca`: loopback is a reserved address, so `fetch.allow_private_addresses` is on
+/// (it changes nothing else the bench body touches: redirect URIs are not affected).
+fn webhook_env(port: u16, ca: &Path) -> Vec<(String, String)> {
+    vec![
+        (
+            "REGISTRAR_WEBHOOKS".into(),
+            format!(
+                "[{{url=\"https://127.0.0.1:{port}/hook\",secret=\"{WEBHOOK_SECRET}\",events=[\"*\"]}}]"
+            ),
+        ),
+        (
+            "REGISTRAR_FETCH__ALLOW_PRIVATE_ADDRESSES".into(),
+            "true".into(),
+        ),
+        (
+            "REGISTRAR_FETCH__EXTRA_ROOT_CA_FILE".into(),
+            ca.display().to_string(),
+        ),
+    ]
+}
+
+/// `base` followed by `extra`, as the borrowed pairs `start_registrar` takes.
+fn pairs<'a>(
+    base: &[(&'a str, &'a str)],
+    extra: &'a [(String, String)],
+) -> Vec<(&'a str, &'a str)> {
+    base.iter()
+        .copied()
+        .chain(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .collect()
+}
+
+/// The body of one client read (GET with the RAT) of the first client in `pool`.
+fn one_read(server: &Server, pool: &Path) -> Res<Vec<u8>> {
+    let text = std::fs::read_to_string(pool).map_err(|e| format!("{}: {e}", pool.display()))?;
+    let mut first = text.lines().next().unwrap_or_default().split_whitespace();
+    let (Some(id), Some(rat)) = (first.next(), first.next()) else {
+        return Err(format!("{} has no client", pool.display()));
+    };
+    let (status, body) = tools::http_get(server.port, &format!("{}/{id}", server.base), rat)?;
+    if status != 200 {
+        return Err(format!(
+            "reading one client of {} answered {status}",
+            server.name
+        ));
+    }
+    Ok(body)
 }
 
 /// argon2id at the crate's minimum cost (m = 8 KiB, t = 1, p = 1): secrets are still never stored
@@ -573,16 +655,41 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
     let full = b.opts.backends.full();
 
     // ---- servers -------------------------------------------------------------------------
+    // --audit: the HTTPS webhook receiver, and the settings of the instances that deliver to it.
+    let receiver = match b.opts.audit {
+        true => Some(local::webhook_receiver(&work.join("webhook-tls"))?),
+        false => None,
+    };
+    let hook_env = receiver.as_ref().map(|(r, ca)| webhook_env(r.port, ca));
     let reg_min = b.start_registrar(
         "registrar (argon2 min)",
         &work.join("data-min"),
         &with_base(&MIN_ARGON2),
     )?;
+    let reg_hook = match (&hook_env, full) {
+        (Some(extra), true) => Some(b.start_registrar(
+            HOOKED_SLED,
+            &work.join("data-hook"),
+            &pairs(&with_base(&MIN_ARGON2), extra),
+        )?),
+        _ => None,
+    };
+    // The default-argon2 instance also serves the admin API, for `authenticate`.
+    let admin_port = tools::free_port()?;
+    let admin_env = vec![
+        ("REGISTRAR_ADMIN__PORT".to_string(), admin_port.to_string()),
+        (
+            "REGISTRAR_ADMIN__TOKENS".to_string(),
+            format!(
+                "[{{name=\"bench\",token=\"{ADMIN_TOKEN}\",scopes=[\"clients:authenticate\"]}}]"
+            ),
+        ),
+    ];
     let reg_def = match full {
         true => Some(b.start_registrar(
             "registrar (argon2 default)",
             &work.join("data-default"),
-            &with_base(&[]),
+            &pairs(&with_base(&[]), &admin_env),
         )?),
         false => None,
     };
@@ -607,6 +714,17 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
     let pool_def = work.join("pool-def");
     let pool_peer = work.join("pool-peer");
     b.populate_http(&reg_min, rw_n, &pool_min)?;
+    let pool_hook = work.join("pool-hook");
+    if let Some(h) = &reg_hook {
+        b.populate_http(h, rw_n, &pool_hook)?;
+    }
+    // The loopback ceiling answers with the bytes of one read of the instance it is compared with.
+    let ceiling_body = one_read(&reg_min, &pool_min)?;
+    let ceiling_name = format!(
+        "loopback ceiling: static JSON ({} bytes), actix",
+        ceiling_body.len()
+    );
+    let ceiling = local::ceiling(ceiling_body)?;
     if let Some(reg_def) = &reg_def {
         b.populate_http(reg_def, if s { 10 } else { 200 }, &pool_def)?;
     }
@@ -623,7 +741,7 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
         del_pools.push((p, q));
     }
     let pg = match b.opts.backends.postgres() {
-        true => Some(pg::Pg::start(&mut b, rw_n)?),
+        true => Some(pg::Pg::start(&mut b, rw_n, hook_env.as_deref())?),
         false => None,
     };
     if let Some(peer) = &peer {
@@ -684,6 +802,33 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
             if script == "register" {
                 reg_acked_min += r_run.requests - r_run.non2xx;
             }
+            if script == "read" {
+                // Same wrk settings, script and pool; every request gets the same bytes back.
+                let url = format!("http://127.0.0.1:{}{}", ceiling.port, reg_min.base);
+                let w = b.wrk_at("read", &reg_min.base, url, pool_r);
+                let c_run = b.measure_wrk(
+                    MAIN,
+                    workload,
+                    &ceiling_name,
+                    &w,
+                    "   # loopback ceiling: static-JSON actix handler in the bench process",
+                )?;
+                b.report.ratio(
+                    "read throughput, registrar ÷ loopback ceiling (static-JSON actix handler, same round)",
+                    r_run.rps / c_run.rps.max(1e-9),
+                    Some((true, 0.5)),
+                    "",
+                );
+            }
+            if let (Some(h), true) = (&reg_hook, ["register", "update"].contains(&script)) {
+                let h_run = b.measure(workload, script, h, pool_r.map(|_| pool_hook.as_path()))?;
+                b.report.ratio(
+                    &format!("audit + one webhook on ÷ off, sled: {workload} throughput"),
+                    h_run.rps / r_run.rps.max(1e-9),
+                    Some((true, 0.8)),
+                    "",
+                );
+            }
             if let Some(p) = &p_run {
                 let (goal, name) = match script {
                     "read" => (
@@ -707,6 +852,16 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
                 let pool = pool_r.map(|_| pg.pool.as_path());
                 let g_run = b.measure_in(PG, workload, script, &pg.a, pool)?;
                 pg_rps.insert(script, g_run.rps);
+                if let (Some(h), true) = (&pg.hooked, script != "read") {
+                    let pool = pool_r.map(|_| pg.hooked_pool.as_path());
+                    let h_run = b.measure_in(PG, workload, script, h, pool)?;
+                    b.report.ratio(
+                        &format!("audit + one webhook on ÷ off, PostgreSQL: {workload} throughput"),
+                        h_run.rps / g_run.rps.max(1e-9),
+                        Some((true, 0.8)),
+                        "",
+                    );
+                }
                 b.report.ratio(
                     &format!("PostgreSQL backend: {workload} throughput, PostgreSQL ÷ sled"),
                     g_run.rps / r_run.rps.max(1e-9),
@@ -760,6 +915,21 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
             Some((true, 0.9)),
             "",
         );
+        // The admin API's authenticate (one argon2id verification each) against the same bound.
+        let mut w = b.wrk_at(
+            "authenticate",
+            "/admin/clients",
+            format!("http://127.0.0.1:{admin_port}/admin/clients"),
+            Some(&pool_def),
+        );
+        w.env.push(("ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
+        let auth = b.measure_wrk(MAIN, "authenticate (admin API)", &reg_def.name, &w, "")?;
+        b.report.ratio(
+            "admin authenticate throughput (argon2 default) ÷ argon2 bound",
+            auth.rps / bound.max(1e-9),
+            Some((true, 0.9)),
+            "",
+        );
         // Read latency alone, then while registrations keep every hashing permit busy.
         let mut probe = b.wrk("read", reg_def, Some(&pool_def));
         probe.threads = 1;
@@ -803,6 +973,24 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
         );
     }
 
+    ceiling.stop();
+    if let Some((r, _)) = receiver {
+        let at_end = r.answered();
+        // The outbox drains after the load stops; give the worker a moment, then count again.
+        std::thread::sleep(Duration::from_secs(if s { 2 } else { 5 }));
+        let later = r.answered();
+        b.report.audit.push(format!(
+            "The HTTPS receiver (in the bench process, 204 to every POST) had accepted **{} \
+             deliveries** when the last round ended, **{}** after {} s more.",
+            num(at_end as f64, 0),
+            num(later as f64, 0),
+            if s { 2 } else { 5 }
+        ));
+        r.stop();
+    }
+    if let Some(h) = reg_hook {
+        h.stop();
+    }
     let pg_version = pg.as_ref().map(|p| p.version.clone());
     if let Some(pg) = pg {
         pg.stop();
@@ -1225,7 +1413,7 @@ fn render(
     w(&mut t, "");
     w(&mut t, "## Throughput and latency");
     w(&mut t, "");
-    let _ = writeln!(t, "wrk with {} threads and {} connections, {} s per run unless stated; latency percentiles from wrk's histogram (ms).", o.threads, o.conns, o.secs);
+    let _ = writeln!(t, "wrk with {} threads and {} connections, {} s per run unless stated; latency percentiles from wrk's histogram (ms). The **loopback ceiling** row is a static-JSON actix handler inside the bench process that answers every request with the exact bytes of one client read of the argon2-min instance (same status, content type and `Cache-Control`), run right after that instance's read run with the same wrk settings, script and pool: what actix and loopback TCP allow on these cores. **authenticate** is `POST /admin/clients/{{client_id}}/authenticate` on the admin listener of the default-argon2 instance (one argon2id verification per request, random clients of its pool, admin token with scope `clients:authenticate`), compared with the argon2 bound of the same round.", o.threads, o.conns, o.secs);
     w(&mut t, "");
     series_table(&mut t, r, MAIN);
     if let Some(version) = pg_version {
@@ -1240,6 +1428,18 @@ fn render(
         w(&mut t, "");
         series_table(&mut t, r, REPLICAS);
     }
+    w(&mut t, "## Audit trail and webhooks");
+    w(&mut t, "");
+    if r.audit.is_empty() {
+        w(&mut t, "Not measured in this run (pass `--audit`).");
+    } else {
+        w(&mut t, "Every registrar in this report writes the audit trail (it has no off switch: each change and its audit record are one atomic write). `--audit` adds, beside each measured instance (sled; PostgreSQL on a database of its own), one with a webhook for every event (`[[webhooks]]`, `events = [\"*\"]`) to an HTTPS receiver inside the bench (a throwaway CA made with `openssl`, trusted through `fetch.extra_root_ca_file`; `fetch.allow_private_addresses = true` since the receiver is on loopback). So each of its registrations and updates also writes an outbox row in the same atomic write, and the delivery worker POSTs it. Registrations and updates run on both back to back in each round, with the same wrk settings; the ratios (on ÷ off) are in Targets, the rows in the tables above.");
+        w(&mut t, "");
+        for a in &r.audit {
+            w(&mut t, a);
+        }
+    }
+    w(&mut t, "");
     w(&mut t, "## Scale");
     w(&mut t, "");
     if r.scale.is_empty() {
@@ -1285,14 +1485,24 @@ fn render(
     w(&mut t, "## Commands");
     w(&mut t, "");
     w(&mut t, "```sh");
+    let mut flags: Vec<&str> = Vec::new();
+    if o.smoke {
+        flags.push("--smoke");
+    }
+    match o.backends {
+        Backends::Both => {}
+        Backends::Sled => flags.push("--backend sled"),
+        Backends::Postgres => flags.push("--backend postgres"),
+    }
+    if o.audit {
+        flags.push("--audit");
+    }
     let _ = writeln!(
         t,
         "cargo run --release --bin bench{}",
-        match (o.smoke, o.backends) {
-            (true, _) => " -- --smoke",
-            (false, Backends::Both) => "",
-            (false, Backends::Sled) => " -- --backend sled",
-            (false, Backends::Postgres) => " -- --backend postgres",
+        match flags.is_empty() {
+            true => String::new(),
+            false => format!(" -- {}", flags.join(" ")),
         }
     );
     w(&mut t, "# --backend both (the default): sled and PostgreSQL; --backend sled: no PostgreSQL; --backend postgres: only the PostgreSQL and replica sections with the sled and peer runs they are compared with");

@@ -4,7 +4,7 @@
 
 use crate::pg_cluster::Cluster;
 use crate::tools::{self, Res, Run, Server};
-use crate::{Bench, MIN_ARGON2, REPLICAS};
+use crate::{Bench, HOOKED_PG, MIN_ARGON2, REPLICAS};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -20,6 +20,9 @@ pub struct Pg {
     pub b: Server,
     /// Clients registered on A (read and updated on either replica).
     pub pool: PathBuf,
+    /// `--audit`: a registrar with one webhook on a database of its own, and its update pool.
+    pub hooked: Option<Server>,
+    pub hooked_pool: PathBuf,
     /// `postgres --version` of the cluster's binaries.
     pub version: String,
 }
@@ -53,7 +56,9 @@ fn env(url: &str) -> Vec<(String, String)> {
 impl Pg {
     /// Start the cluster (fsync on: registrations are durable), create a database, migrate it
     /// and start both replicas on it; register `clients` through A for the read/update pool.
-    pub fn start(b: &mut Bench, clients: usize) -> Res<Pg> {
+    /// With `hook_env` (`--audit`), also a third registrar with those settings (one webhook) on
+    /// a second database, with a pool of its own.
+    pub fn start(b: &mut Bench, clients: usize, hook_env: Option<&[(String, String)]>) -> Res<Pg> {
         eprintln!("bench: starting a private PostgreSQL cluster");
         let cluster = guarded("starting a private PostgreSQL cluster", || {
             Cluster::private(true)
@@ -74,11 +79,30 @@ impl Pg {
         let replica = b.start_registrar(B, &b.work.join("data-pg-b"), &pairs)?;
         let pool = b.work.join("pool-pg");
         b.populate_http(&a, clients, &pool)?;
+        let hooked_pool = b.work.join("pool-pg-hook");
+        let hooked = match hook_env {
+            Some(extra) => {
+                let url = guarded("creating the bench database", || cluster.new_database())?;
+                let env: Vec<(String, String)> = self::env(&url)
+                    .into_iter()
+                    .chain(extra.iter().cloned())
+                    .collect();
+                migrate(b, &env)?;
+                let pairs: Vec<(&str, &str)> =
+                    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let h = b.start_registrar(HOOKED_PG, &b.work.join("data-pg-hook"), &pairs)?;
+                b.populate_http(&h, clients, &hooked_pool)?;
+                Some(h)
+            }
+            None => None,
+        };
         Ok(Pg {
             cluster,
             a,
             b: replica,
             pool,
+            hooked,
+            hooked_pool,
             version,
         })
     }
@@ -87,6 +111,9 @@ impl Pg {
     pub fn stop(self) {
         self.a.stop();
         self.b.stop();
+        if let Some(h) = self.hooked {
+            h.stop();
+        }
         let cluster = self.cluster;
         let _ = guarded("stopping the PostgreSQL cluster", || {
             cluster.stop_immediate()

@@ -1,4 +1,4 @@
--- Setup, not measured: register clients and record "client_id rat" of each 201 in OUT.<tid>
+-- Setup, not measured: register clients and record "client_id rat client_secret" of each 201 in OUT.<tid>
 -- until this thread has its share of COUNT, then stop.
 local NTHREADS = tonumber(os.getenv("THREADS") or "1")
 wrk.method = "POST"
@@ -16,8 +16,9 @@ function response(status, headers, body)
   if stopped or status ~= 201 then return end
   local id = body:match('"client_id"%s*:%s*"([^"]+)"')
   local rat = body:match('"registration_access_token"%s*:%s*"([^"]+)"')
+  local secret = body:match('"client_secret"%s*:%s*"([^"]+)"')
   if id and rat then
-    out[#out + 1] = id .. " " .. rat
+    out[#out + 1] = id .. " " .. rat .. (secret and (" " .. secret) or "")
     n_ok = n_ok + 1
   end
   if n_ok >= quota then

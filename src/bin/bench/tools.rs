@@ -11,13 +11,14 @@ pub type Res<T> = Result<T, String>;
 
 /// The wrk scripts, embedded so the harness is one binary; `common.lua` is prepended to each.
 pub const COMMON_LUA: &str = include_str!("common.lua");
-pub const SCRIPTS: [(&str, &str); 6] = [
+pub const SCRIPTS: [(&str, &str); 7] = [
     ("register", include_str!("register.lua")),
     ("read", include_str!("read.lua")),
     ("update", include_str!("update.lua")),
     ("delete", include_str!("delete.lua")),
     ("mix", include_str!("mix.lua")),
     ("populate", include_str!("populate.lua")),
+    ("authenticate", include_str!("authenticate.lua")),
 ];
 
 /// Write every script into `dir`; returns nothing, scripts are found by name with `script()`.
@@ -52,6 +53,43 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
     let n = s.read(&mut buf).ok()?;
     let head = std::str::from_utf8(&buf[..n]).ok()?;
     head.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `GET path` on 127.0.0.1:port with a bearer token: (status, body). For one look at a response
+/// (the size of a client read), not for load.
+pub fn http_get(port: u16, path: &str, bearer: &str) -> Res<(u16, Vec<u8>)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\nAuthorization: Bearer {bearer}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("GET {path}: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("GET {path}: no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Err(format!(
+            "GET {path}: chunked answer, expected a Content-Length"
+        ));
+    }
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("GET {path}: no status in {head:?}"))?;
+    Ok((status, raw[split + 4..].to_vec()))
 }
 
 /// Run `cmd` through `sh -c`, failing with its output.
