@@ -71,6 +71,14 @@ pub struct AdminSettings {
     pub tokens: Vec<AdminToken>,
     /// `last_used_at` is written at most once per client per this many seconds.
     pub last_used_resolution_secs: u64,
+    /// How long, in seconds, `POST /admin/clients/{client_id}/authenticate` remembers a secret
+    /// that verified (a keyed digest, in memory only), so repeating it against the unchanged
+    /// record skips argon2id; 0 (the default) = no cache. Any change of the record ends it.
+    #[serde(default)]
+    pub authenticate_cache_ttl_secs: u64,
+    /// Most secrets that cache holds at once.
+    #[serde(default = "default_authenticate_cache_max_entries")]
+    pub authenticate_cache_max_entries: usize,
     /// Privileged (Hydra) fields an operator may set through the admin API.
     #[serde(default)]
     pub allowed_privileged_fields: Vec<String>,
@@ -80,6 +88,10 @@ pub struct AdminSettings {
     /// Native TLS of the admin listener, with optional client certificates (`client_ca_file`).
     #[serde(default)]
     pub tls: crate::settings::TlsSettings,
+}
+
+fn default_authenticate_cache_max_entries() -> usize {
+    10_000
 }
 
 impl AdminSettings {

@@ -16,6 +16,7 @@
 //! Every operator write carries an [`Operator`] (the admin token's name and the request's
 //! origin) into its audit record, written in the same store commit as the change.
 
+mod auth_cache;
 pub mod cimd;
 mod query;
 
@@ -79,6 +80,8 @@ pub struct Directory {
     rat_grace_secs: u64,
     /// Resolves https `client_id`s (client ID metadata documents).
     cimd: cimd::Resolver,
+    /// Recently verified secrets (`admin.authenticate_cache_ttl_secs`); `None` when off.
+    auth_cache: Option<auth_cache::AuthCache>,
 }
 
 /// One page of dead-lettered webhook deliveries.
@@ -141,8 +144,15 @@ impl Directory {
             parts.store.clone(),
             parts.clock.clone(),
         );
+        let auth_cache = (admin.authenticate_cache_ttl_secs > 0).then(|| {
+            auth_cache::AuthCache::new(
+                admin.authenticate_cache_ttl_secs,
+                admin.authenticate_cache_max_entries,
+            )
+        });
         Self {
             cimd,
+            auth_cache,
             last_used_resolution: admin.last_used_resolution_secs.min(i64::MAX as u64) as i64,
             privileged: admin.allowed_privileged_fields.clone(),
             rat_grace_secs: parts.settings.registration.rat_grace_secs,
@@ -207,6 +217,29 @@ impl Directory {
                 "client {client_id:?} uses token_endpoint_auth_method {method:?}, which does not authenticate with a client_secret; check it by that method (for private_key_jwt, with the jwks or jwks_uri of the client view)"
             )));
         }
+        // A secret verified against this very record (same revision, same stored hash) within
+        // the cache's TTL skips argon2id, but only when the answer is a success; anything else
+        // falls through to the full work below, so refusals cost what they always did.
+        if let Some(hit) = self
+            .auth_cache
+            .as_ref()
+            .and_then(|cache| cache.lookup(client_id, secret, &record, now))
+        {
+            let (current, previous) = match hit.which {
+                auth_cache::Which::Current => (true, false),
+                auth_cache::Which::Previous => (false, previous_in_grace(&record, now)),
+            };
+            if accepted(&record, now, current, previous) {
+                if let Some(cache) = &self.auth_cache {
+                    cache.count_hit();
+                }
+                self.registrar.metrics().authentication_cache_hit();
+                return Ok(view(
+                    self.touched(client_id, secret, record, hit.which, hit.verified_at, now)
+                        .await,
+                ));
+            }
+        }
         let current = match &record.client_secret_hash {
             Some(hash) => {
                 self.hasher
@@ -218,11 +251,8 @@ impl Directory {
                 false
             }
         };
-        let expired = record
-            .client_secret_expires_at
-            .is_some_and(|at| at != 0 && at <= now);
         let previous = !current
-            && record.previous_secret_expires_at.is_some_and(|at| at > now)
+            && previous_in_grace(&record, now)
             && match &record.previous_secret_hash {
                 Some(hash) => {
                     self.hasher
@@ -231,11 +261,36 @@ impl Directory {
                 }
                 None => false,
             };
-        let valid = (current && !expired) || previous;
-        if !valid || record.disabled {
+        if !accepted(&record, now, current, previous) {
             return Err(RegistrationError::InvalidToken);
         }
-        Ok(view(self.touch(record, now).await))
+        let which = if current && !secret_expired(&record, now) {
+            auth_cache::Which::Current
+        } else {
+            auth_cache::Which::Previous
+        };
+        Ok(view(
+            self.touched(client_id, secret, record, which, now, now)
+                .await,
+        ))
+    }
+
+    /// `touch` after a successful authentication, then remember (or keep remembering) that
+    /// `secret` verified at `verified_at` against the record as stored after the touch.
+    async fn touched(
+        &self,
+        client_id: &str,
+        secret: &str,
+        record: ClientRecord,
+        which: auth_cache::Which,
+        verified_at: i64,
+        now: i64,
+    ) -> ClientRecord {
+        let record = self.touch(record, now).await;
+        if let Some(cache) = &self.auth_cache {
+            cache.insert(client_id, secret, &record, which, verified_at);
+        }
+        record
     }
 
     /// `GET /admin/clients`: one page of the clients matching `query`.
@@ -734,6 +789,24 @@ impl Directory {
 }
 
 /// Whether the client was resolved from its metadata document (`cimd`).
+/// The current secret's `client_secret_expires_at` (RFC 7591 §3.2.1; 0 = never) has passed.
+fn secret_expired(record: &ClientRecord, now: i64) -> bool {
+    record
+        .client_secret_expires_at
+        .is_some_and(|at| at != 0 && at <= now)
+}
+
+/// A rotation's previous secret is still within its grace period.
+fn previous_in_grace(record: &ClientRecord, now: i64) -> bool {
+    record.previous_secret_expires_at.is_some_and(|at| at > now)
+}
+
+/// The outcome of `authenticate` given which secrets the presented one matched.
+fn accepted(record: &ClientRecord, now: i64, current: bool, previous: bool) -> bool {
+    let valid = (current && !secret_expired(record, now)) || previous;
+    valid && !record.disabled
+}
+
 fn from_document(record: &ClientRecord) -> bool {
     record.source.as_deref() == Some(source::METADATA_DOCUMENT)
 }

@@ -16,6 +16,11 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(0, 10_000)
+}
+
+/// The fixture with `admin.authenticate_cache_ttl_secs = ttl` and that many entries at most.
+fn fixture_with(ttl: u64, max_entries: usize) -> Fixture {
     let settings = Settings::defaults()
         .unwrap()
         .with("issuer", "https://id.example.com")
@@ -23,6 +28,10 @@ fn fixture() -> Fixture {
         .with("fetch.fetch_jwks_uri", false)
         .unwrap()
         .with("admin.last_used_resolution_secs", 60)
+        .unwrap()
+        .with("admin.authenticate_cache_ttl_secs", ttl)
+        .unwrap()
+        .with("admin.authenticate_cache_max_entries", max_entries)
         .unwrap();
     let clock = Arc::new(FixedClock::new(NOW));
     let parts = Parts::for_tests(settings, Arc::new(MemoryStore::new()), clock.clone(), 7);
@@ -403,4 +412,156 @@ async fn a_changed_document_updates_its_client_and_a_change_of_keys_is_a_warning
         stored.is_err(),
         "a lookup fetches, and app.example is not served here"
     );
+}
+
+// --- the authentication cache (admin.authenticate_cache_ttl_secs) ----------------------------
+
+fn cache_hits(f: &Fixture) -> u64 {
+    f.directory.auth_cache.as_ref().map_or(0, |c| c.hits())
+}
+
+#[tokio::test]
+async fn the_authentication_cache_is_off_by_default() {
+    let f = fixture();
+    assert!(f.directory.auth_cache.is_none());
+}
+
+#[tokio::test]
+async fn a_verified_secret_hits_the_cache_until_the_ttl() {
+    let f = fixture_with(300, 100);
+    let (id, secret) = register(&f, web()).await;
+    f.directory.authenticate(&id, &secret).await.unwrap();
+    assert_eq!(
+        cache_hits(&f),
+        0,
+        "the first success verifies with argon2id"
+    );
+    let v = f.directory.authenticate(&id, &secret).await.unwrap();
+    assert_eq!(cache_hits(&f), 1);
+    assert_eq!(v["last_used_at"], NOW);
+    // The touch of last_used_at is a new revision written by the success itself: still a hit.
+    f.clock.advance(60);
+    let v = f.directory.authenticate(&id, &secret).await.unwrap();
+    assert_eq!(v["last_used_at"], NOW + 60);
+    assert_eq!(cache_hits(&f), 2);
+    f.directory.authenticate(&id, &secret).await.unwrap();
+    assert_eq!(cache_hits(&f), 3);
+    // The TTL counts from the argon2id verification (NOW), not from the hits.
+    f.clock.advance(240);
+    f.directory.authenticate(&id, &secret).await.unwrap();
+    assert_eq!(cache_hits(&f), 3, "expired: verified again");
+    f.directory.authenticate(&id, &secret).await.unwrap();
+    assert_eq!(cache_hits(&f), 4);
+}
+
+#[tokio::test]
+async fn a_wrong_secret_never_hits_the_cache() {
+    let f = fixture_with(300, 100);
+    let (id, secret) = register(&f, web()).await;
+    let (other, _) = register(&f, web()).await;
+    f.directory.authenticate(&id, &secret).await.unwrap();
+    let longer = format!("{secret}x");
+    for (who, presented) in [
+        (id.as_str(), "wrong"),
+        (id.as_str(), longer.as_str()),
+        (id.as_str(), &secret[..secret.len() - 1]),
+        (other.as_str(), secret.as_str()),
+        ("nobody", secret.as_str()),
+    ] {
+        assert!(matches!(
+            f.directory.authenticate(who, presented).await,
+            Err(RegistrationError::InvalidToken)
+        ));
+    }
+    assert_eq!(cache_hits(&f), 0);
+    f.directory.authenticate(&id, &secret).await.unwrap();
+    assert_eq!(cache_hits(&f), 1, "the right secret still hits");
+}
+
+#[tokio::test]
+async fn a_rotation_ends_the_cached_secret() {
+    let f = fixture_with(300, 100);
+    let (id, old) = register(&f, web()).await;
+    f.directory.authenticate(&id, &old).await.unwrap();
+    f.directory.authenticate(&id, &old).await.unwrap();
+    assert_eq!(cache_hits(&f), 1);
+    let r = f.directory.rotate_secret(&id, &Map::new()).await.unwrap();
+    assert!(matches!(
+        f.directory.authenticate(&id, &old).await,
+        Err(RegistrationError::InvalidToken)
+    ));
+    assert_eq!(cache_hits(&f), 1, "no hit for the rotated-out secret");
+    let new = r["client_secret"].as_str().unwrap().to_owned();
+    f.directory.authenticate(&id, &new).await.unwrap();
+    f.directory.authenticate(&id, &new).await.unwrap();
+    assert_eq!(cache_hits(&f), 2);
+    // With grace the previous secret is verified again once, then cached as the previous one
+    // until the grace ends, when it is refused without a hit.
+    let r = f
+        .directory
+        .rotate_secret(&id, json!({"grace_secs": 100}).as_object().unwrap())
+        .await
+        .unwrap();
+    f.directory.authenticate(&id, &new).await.unwrap();
+    assert_eq!(cache_hits(&f), 2);
+    f.directory.authenticate(&id, &new).await.unwrap();
+    assert_eq!(cache_hits(&f), 3, "the previous secret within grace");
+    f.clock.advance(100);
+    assert!(f.directory.authenticate(&id, &new).await.is_err());
+    assert_eq!(cache_hits(&f), 3);
+    let newest = r["client_secret"].as_str().unwrap();
+    assert!(f.directory.authenticate(&id, newest).await.is_ok());
+}
+
+#[tokio::test]
+async fn disabling_deleting_or_expiring_ends_the_cached_secret() {
+    let f = fixture_with(300, 100);
+    let (id, secret) = register(&f, web()).await;
+    f.directory.authenticate(&id, &secret).await.unwrap();
+    f.directory
+        .patch(&id, json!({"disabled": true}).as_object().unwrap())
+        .await
+        .unwrap();
+    assert!(f.directory.authenticate(&id, &secret).await.is_err());
+    f.directory
+        .patch(&id, json!({"disabled": false}).as_object().unwrap())
+        .await
+        .unwrap();
+    f.directory.authenticate(&id, &secret).await.unwrap();
+    assert_eq!(cache_hits(&f), 0, "re-enabled: verified again");
+
+    // Expiry: the record does not change, the clock does; refused, and without a hit.
+    let current = f.directory.load(&id).await.unwrap();
+    let mut expiring = current.clone();
+    expiring.client_secret_expires_at = Some(NOW + 10);
+    f.directory.save(&current, expiring).await.unwrap().unwrap();
+    f.directory.authenticate(&id, &secret).await.unwrap();
+    f.directory.authenticate(&id, &secret).await.unwrap();
+    assert_eq!(cache_hits(&f), 1);
+    f.clock.advance(10);
+    assert!(f.directory.authenticate(&id, &secret).await.is_err());
+    assert_eq!(cache_hits(&f), 1);
+
+    let (id, secret) = register(&f, web()).await;
+    f.directory.authenticate(&id, &secret).await.unwrap();
+    f.directory.delete(&id).await.unwrap();
+    assert!(f.directory.authenticate(&id, &secret).await.is_err());
+    assert_eq!(cache_hits(&f), 1);
+}
+
+#[tokio::test]
+async fn the_authentication_cache_is_bounded() {
+    let f = fixture_with(300, 2);
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let (id, secret) = register(&f, web()).await;
+        f.directory.authenticate(&id, &secret).await.unwrap();
+        clients.push((id, secret));
+    }
+    let cache = f.directory.auth_cache.as_ref().unwrap();
+    assert_eq!(cache.len(), 2);
+    for (id, secret) in &clients {
+        f.directory.authenticate(id, secret).await.unwrap();
+    }
+    assert!(cache.len() <= 2);
 }

@@ -45,6 +45,7 @@ pub struct Metrics {
     fetches: IntCounterVec,
     webhook_deliveries: IntCounterVec,
     db_retries: IntCounter,
+    authentication_cache_hits: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -163,6 +164,15 @@ impl Metrics {
                 registry.register(Box::new(c.clone())).expect(STATIC);
                 c
             },
+            authentication_cache_hits: {
+                let c = IntCounter::new(
+                    "registrar_authentication_cache_hits_total",
+                    "Admin client authentications (RFC 6749 §2.3.1) answered from the cache of recently verified secrets, without argon2id.",
+                )
+                .expect(STATIC);
+                registry.register(Box::new(c.clone())).expect(STATIC);
+                c
+            },
             registry,
         }
     }
@@ -212,6 +222,12 @@ impl Metrics {
     /// One webhook delivery attempt (`delivered`, `failed`, ...).
     pub fn webhook_delivery(&self, outcome: &str) {
         self.webhook_deliveries.with_label_values(&[outcome]).inc();
+    }
+
+    /// One admin authentication answered from the cache of verified secrets
+    /// (`admin.authenticate_cache_ttl_secs`).
+    pub fn authentication_cache_hit(&self) {
+        self.authentication_cache_hits.inc();
     }
 
     /// One database transaction retried (PostgreSQL backend).

@@ -344,17 +344,54 @@ async fn authentication_returns_the_view_and_records_the_use() {
 
 #[tokio::test]
 async fn the_four_authentication_failures_are_byte_identical() {
+    four_authentication_failures_are_byte_identical(0).await;
+}
+
+/// With `admin.authenticate_cache_ttl_secs` on and every secret cached by a success first, the
+/// expired and disabled clients still get the same 401 as the unknown one and the wrong secret.
+#[tokio::test]
+async fn the_four_authentication_failures_are_byte_identical_with_the_cache_on() {
+    four_authentication_failures_are_byte_identical(3600).await;
+}
+
+async fn four_authentication_failures_are_byte_identical(cache_ttl_secs: u64) {
     let clock = Arc::new(FixedClock::new(1_700_000_000));
     let app = spawn_with_clock(clock.clone(), |s| {
         with_admin(s)
             .with("credentials.client_secret_lifetime_secs", 100)
             .unwrap()
+            .with("admin.authenticate_cache_ttl_secs", cache_ttl_secs)
+            .unwrap()
     })
     .await;
     let expired = app.register(&web_client()).await;
+    if cache_ttl_secs > 0 {
+        ok_json(
+            authenticate(
+                &app,
+                &id_of(&expired),
+                expired["client_secret"].as_str().unwrap(),
+            )
+            .await,
+            200,
+        )
+        .await;
+    }
     clock.advance(100);
     let live = app.register(&web_client()).await;
     let disabled = app.register(&web_client()).await;
+    if cache_ttl_secs > 0 {
+        ok_json(
+            authenticate(
+                &app,
+                &id_of(&disabled),
+                disabled["client_secret"].as_str().unwrap(),
+            )
+            .await,
+            200,
+        )
+        .await;
+    }
     let r = call(
         &app,
         Method::PATCH,
@@ -364,12 +401,15 @@ async fn the_four_authentication_failures_are_byte_identical() {
     )
     .await;
     ok_json(r, 200).await;
-    // The live client's own secret works, so the refusals below are about their cases.
-    ok_json(
-        authenticate(&app, &id_of(&live), live["client_secret"].as_str().unwrap()).await,
-        200,
-    )
-    .await;
+    // The live client's own secret works (twice: the second a cache hit when it is on), so the
+    // refusals below are about their cases.
+    for _ in 0..2 {
+        ok_json(
+            authenticate(&app, &id_of(&live), live["client_secret"].as_str().unwrap()).await,
+            200,
+        )
+        .await;
+    }
 
     let unknown = snapshot(authenticate(&app, "no-such-client", "whatever-secret").await).await;
     let wrong = snapshot(authenticate(&app, &id_of(&live), "whatever-secret").await).await;

@@ -1,6 +1,7 @@
 //! The client lifecycle (README "Client lifecycle") with two replicas on one database, on one
 //! injected clock: the RAT grace is a property of the stored record, not of the replica that
-//! rotated, and concurrent sweeps delete (and audit) each expired client once.
+//! rotated, and concurrent sweeps delete (and audit) each expired client once. The admin
+//! authentication cache of one replica never outlives a rotation or a disable on the other.
 
 use crate::helpers::*;
 use crate::pg;
@@ -58,6 +59,109 @@ fn renamed(current: &Value, name: &str) -> Value {
 /// The RFC 7592 401 every bad, dead or reaped token gets.
 async fn refused(r: reqwest::Response) {
     assert_error(r, 401, "invalid_token").await;
+}
+
+const AUTHN: &str = "admin-authn-token-0003";
+const WRITE: &str = "admin-write-token-0002";
+
+/// `POST` (or `PATCH`) `body` to `path` on `app`'s admin listener with `token`.
+async fn admin_call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> reqwest::Response {
+    let url = format!("{}{path}", app.admin.as_ref().expect("admin listener runs"));
+    app.client
+        .request(method, url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn authenticate_status(app: &TestApp, id: &str, secret: &str) -> u16 {
+    let path = format!("/admin/clients/{id}/authenticate");
+    admin_call(
+        app,
+        reqwest::Method::POST,
+        &path,
+        AUTHN,
+        json!({"client_secret": secret}),
+    )
+    .await
+    .status()
+    .as_u16()
+}
+
+async fn cache_hits(app: &TestApp) -> f64 {
+    let m = app.scrape.render().await;
+    m.lines()
+        .find_map(|l| l.strip_prefix("registrar_authentication_cache_hits_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no cache hit counter in:\n{m}"))
+}
+
+#[tokio::test]
+async fn a_rotation_or_disable_on_one_replica_ends_the_other_replicas_cached_secret() {
+    let clock = Arc::new(FixedClock::new(T0));
+    let (a, b) = two_replicas(&clock, |s| {
+        s.with("admin.port", 0)
+            .unwrap()
+            .with(
+                "admin.tokens",
+                json!([
+                    {"name": "as", "token": AUTHN, "scopes": ["clients:authenticate"]},
+                    {"name": "writer", "token": WRITE, "scopes": ["clients:write"]},
+                ]),
+            )
+            .unwrap()
+            .with("admin.authenticate_cache_ttl_secs", 3600)
+            .unwrap()
+    })
+    .await;
+    let c = a.register(&web_client()).await;
+    let id = c["client_id"].as_str().unwrap().to_owned();
+    let old = c["client_secret"].as_str().unwrap().to_owned();
+    // B verifies the secret once, then answers from its cache.
+    for _ in 0..2 {
+        assert_eq!(authenticate_status(&b, &id, &old).await, 200);
+    }
+    assert_eq!(cache_hits(&b).await, 1.0);
+    // Rotated on A without grace: B refuses the old secret at its next call.
+    let r = admin_call(
+        &a,
+        reqwest::Method::POST,
+        &format!("/admin/clients/{id}/client_secret"),
+        WRITE,
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let new = r.json::<Value>().await.unwrap()["client_secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(authenticate_status(&b, &id, &old).await, 401);
+    assert_eq!(cache_hits(&b).await, 1.0, "the old secret did not hit");
+    for _ in 0..2 {
+        assert_eq!(authenticate_status(&b, &id, &new).await, 200);
+    }
+    assert_eq!(cache_hits(&b).await, 2.0);
+    // Disabled on A: B refuses at once too.
+    let r = admin_call(
+        &a,
+        reqwest::Method::PATCH,
+        &format!("/admin/clients/{id}"),
+        WRITE,
+        json!({"disabled": true}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(authenticate_status(&b, &id, &new).await, 401);
+    assert_eq!(cache_hits(&b).await, 2.0);
 }
 
 #[tokio::test]
