@@ -145,7 +145,10 @@ impl Application {
         let admin_tokens =
             AdminTokens::compile(&settings.admin.tokens).map_err(StartupError::Other)?;
         let settings = Arc::new(settings);
-        let events = Arc::new(Events::new(settings.webhooks.clone(), tokens.clone()));
+        let events = Arc::new(
+            Events::new(settings.webhooks.clone(), tokens.clone())
+                .with_audit(settings.audit.enabled),
+        );
         let transport =
             HttpsTransport::new(&settings.fetch).map_err(|e| StartupError::Other(e.to_string()))?;
         let worker = DeliveryWorker::new(
