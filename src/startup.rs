@@ -145,6 +145,11 @@ impl Application {
         let admin_tokens =
             AdminTokens::compile(&settings.admin.tokens).map_err(StartupError::Other)?;
         let settings = Arc::new(settings);
+        if !settings.audit.enabled {
+            tracing::warn!(
+                "audit.enabled = false: changes are not recorded in the audit trail while it is off"
+            );
+        }
         let events = Arc::new(
             Events::new(settings.webhooks.clone(), tokens.clone())
                 .with_audit(settings.audit.enabled),
