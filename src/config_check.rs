@@ -20,6 +20,8 @@ pub struct Report {
     pub effective: Option<Value>,
     /// Every problem found, each naming its setting.
     pub errors: Vec<String>,
+    /// Valid settings an operator should know about (printed, exit status unchanged).
+    pub warnings: Vec<String>,
 }
 
 /// Load and check the configuration `serve` would use with `file`.
@@ -28,10 +30,12 @@ pub fn check(file: Option<&Path>) -> Report {
         Err(e) => Report {
             effective: None,
             errors: vec![e.to_string()],
+            warnings: Vec::new(),
         },
         Ok(settings) => Report {
             effective: Some(redacted(&settings)),
             errors: problems(&settings),
+            warnings: warnings(&settings),
         },
     }
 }
@@ -81,6 +85,18 @@ pub fn problems(settings: &Settings) -> Vec<String> {
         ));
     }
     errors
+}
+
+/// Valid settings worth a warning, each naming its setting: the audit trail switched off
+/// (issue #17 point 6: the changes made meanwhile are not recorded).
+pub fn warnings(settings: &Settings) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if !settings.audit.enabled {
+        warnings.push(
+            "audit.enabled = false: changes made while it is off leave no audit record".into(),
+        );
+    }
+    warnings
 }
 
 /// Whether a setting of this name holds a secret: the known ones (`server_key`,
@@ -138,6 +154,9 @@ pub fn run(file: Option<&Path>) -> std::process::ExitCode {
             Err(e) => eprintln!("registrar: cannot print the settings: {e}"),
         }
     }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
     if report.errors.is_empty() {
         eprintln!("configuration OK");
         return std::process::ExitCode::SUCCESS;
@@ -167,6 +186,16 @@ mod tests {
                 *slot = v.clone();
                 serde_json::from_value(all).unwrap()
             })
+    }
+
+    #[test]
+    fn the_audit_trail_switched_off_is_a_warning_not_an_error() {
+        assert!(warnings(&settings(&[])).is_empty());
+        let off = settings(&[("audit.enabled", json!(false))]);
+        assert!(problems(&off).is_empty());
+        let w = warnings(&off);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("audit.enabled"), "{w:?}");
     }
 
     #[test]

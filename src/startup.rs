@@ -145,7 +145,15 @@ impl Application {
         let admin_tokens =
             AdminTokens::compile(&settings.admin.tokens).map_err(StartupError::Other)?;
         let settings = Arc::new(settings);
-        let events = Arc::new(Events::new(settings.webhooks.clone(), tokens.clone()));
+        if !settings.audit.enabled {
+            tracing::warn!(
+                "audit.enabled = false: changes are not recorded in the audit trail while it is off"
+            );
+        }
+        let events = Arc::new(
+            Events::new(settings.webhooks.clone(), tokens.clone())
+                .with_audit(settings.audit.enabled),
+        );
         let transport =
             HttpsTransport::new(&settings.fetch).map_err(|e| StartupError::Other(e.to_string()))?;
         let worker = DeliveryWorker::new(

@@ -94,13 +94,15 @@ fn bench_smoke_run_writes_a_complete_report() {
     );
     // The loopback ceiling, measured with the read run's settings, serving one read's bytes.
     assert!(rps(table, "read", "loopback ceiling: static JSON (") > 0.0);
-    // --audit: the instance with one webhook, registrations and updates.
-    let hooked = "registrar (argon2 min), audit + webhook";
-    for workload in ["registration", "update"] {
-        assert!(
-            rps(table, workload, hooked) > 0.0,
-            "{workload} with the webhook"
-        );
+    // --audit: the instances with the audit trail off and with one webhook, registrations
+    // and updates.
+    for server in [
+        "registrar (argon2 min), audit off",
+        "registrar (argon2 min), audit + webhook",
+    ] {
+        for workload in ["registration", "update"] {
+            assert!(rps(table, workload, server) > 0.0, "{workload} on {server}");
+        }
     }
     // Every smoke run asserts durability for real: SIGKILL after acknowledged registrations.
     let durability = section(&report, "## Durability");
@@ -119,6 +121,8 @@ fn bench_smoke_run_writes_a_complete_report() {
         "read throughput, registrar ÷ loopback ceiling (static-JSON actix handler, same round)",
         "audit + one webhook on ÷ off, sled: registration throughput",
         "audit + one webhook on ÷ off, sled: update throughput",
+        "audit on ÷ off, sled: registration throughput",
+        "audit on ÷ off, sled: update throughput",
     ] {
         assert!(
             targets.contains(target),
@@ -136,13 +140,14 @@ fn bench_smoke_run_writes_a_complete_report() {
         let r = rps(pg, workload, "registrar on PostgreSQL (argon2 min)");
         assert!(r > 0.0, "PostgreSQL {workload}: {r} req/s");
     }
-    for workload in ["registration", "update"] {
-        let r = rps(
-            pg,
-            workload,
-            "registrar on PostgreSQL (argon2 min), audit + webhook",
-        );
-        assert!(r > 0.0, "PostgreSQL {workload} with the webhook: {r} req/s");
+    for server in [
+        "registrar on PostgreSQL (argon2 min), audit off",
+        "registrar on PostgreSQL (argon2 min), audit + webhook",
+    ] {
+        for workload in ["registration", "update"] {
+            let r = rps(pg, workload, server);
+            assert!(r > 0.0, "PostgreSQL {workload} on {server}: {r} req/s");
+        }
     }
     assert_no_failures(pg);
     let replicas = section(&report, "## Two replicas on one database");
@@ -159,6 +164,8 @@ fn bench_smoke_run_writes_a_complete_report() {
         "PostgreSQL, two replicas on one database ÷ one replica: registration throughput",
         "audit + one webhook on ÷ off, PostgreSQL: registration throughput",
         "audit + one webhook on ÷ off, PostgreSQL: update throughput",
+        "audit on ÷ off, PostgreSQL: registration throughput",
+        "audit on ÷ off, PostgreSQL: update throughput",
     ] {
         assert!(
             targets.contains(target),

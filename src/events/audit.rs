@@ -532,13 +532,31 @@ pub fn verify<'a>(
 }
 
 /// `[audit]` settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSettings {
+    /// Whether changes write audit records (default true). Off, a change writes no record
+    /// (its webhook outbox rows still are written) and the chain has no entry for it; the
+    /// records that exist stay listable and verifiable (issue #17 point 6).
+    #[serde(default = "audit_enabled_default")]
+    pub enabled: bool,
     /// Records older than this many days are pruned (a checkpoint keeps the rest verifiable);
     /// 0 = keep everything.
     #[serde(default)]
     pub retention_days: u32,
+}
+
+fn audit_enabled_default() -> bool {
+    true
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention_days: 0,
+        }
+    }
 }
 
 impl AuditSettings {
@@ -847,7 +865,10 @@ mod tests {
     #[test]
     fn retention_cutoff() {
         assert_eq!(AuditSettings::default().cutoff(1_000_000), None);
-        let s = AuditSettings { retention_days: 2 };
+        let s = AuditSettings {
+            retention_days: 2,
+            ..AuditSettings::default()
+        };
         assert_eq!(s.cutoff(1_000_000), Some(1_000_000 - 172_800));
     }
 

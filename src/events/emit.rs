@@ -63,6 +63,7 @@ pub struct Events {
     hooks: Vec<WebhookSettings>,
     tokens: Arc<dyn TokenGenerator>,
     waker: Arc<Notify>,
+    audit: bool,
 }
 
 impl Events {
@@ -72,7 +73,16 @@ impl Events {
             hooks,
             tokens,
             waker: Arc::new(Notify::new()),
+            audit: true,
         }
+    }
+
+    /// `audit.enabled`: when false, batches carry no audit entry (only their outbox rows),
+    /// so the store appends nothing to the chain and, on PostgreSQL, does not lock its head.
+    /// This is the one place audit entries are built (issue #17 point 6).
+    pub fn with_audit(mut self, enabled: bool) -> Self {
+        self.audit = enabled;
+        self
     }
 
     /// The notifier the delivery worker waits on (`DeliveryWorker::spawn`).
@@ -122,7 +132,7 @@ impl Events {
         .map(OutboxOp::Enqueue)
         .collect();
         EventBatch {
-            audit: vec![entry],
+            audit: if self.audit { vec![entry] } else { Vec::new() },
             outbox,
         }
     }
@@ -197,6 +207,27 @@ mod tests {
             "{}",
             row.id
         );
+        assert!(batch.has_deliveries());
+    }
+
+    #[test]
+    fn with_audit_off_a_change_has_no_audit_entry_but_keeps_its_outbox_rows() {
+        let events =
+            Events::new(vec![hook(&["*"])], Arc::new(SeededTokens::new(1))).with_audit(false);
+        let origin = Origin::default();
+        let b = record("B");
+        let batch = events.change(ChangeEvent {
+            time: 50,
+            event: EventType::Registered,
+            client_id: "c1",
+            actor: Actor::new(ActorKind::Anonymous),
+            origin: &origin,
+            before: None,
+            after: Some(&b),
+            credentials_changed: &[],
+        });
+        assert!(batch.audit.is_empty());
+        assert_eq!(batch.outbox.len(), 1);
         assert!(batch.has_deliveries());
     }
 

@@ -556,7 +556,10 @@ pub(crate) mod tests {
         use crate::store::event_log::contract;
         use crate::store::MemoryStore;
         let clock = Arc::new(FixedClock::new(10 * 86_400));
-        let off = AuditSettings { retention_days: 0 };
+        let off = AuditSettings {
+            retention_days: 0,
+            ..AuditSettings::default()
+        };
         let store = Arc::new(MemoryStore::new());
         assert!(
             spawn_retention(store.clone(), off, clock.clone(), Duration::from_millis(5)).is_none()
@@ -565,7 +568,10 @@ pub(crate) mod tests {
             contract::entry(86_400, "a", EventType::Registered),
             contract::entry(9 * 86_400, "a", EventType::Updated),
         ]);
-        let on = AuditSettings { retention_days: 2 };
+        let on = AuditSettings {
+            retention_days: 2,
+            ..AuditSettings::default()
+        };
         let handle = spawn_retention(store.clone(), on, clock, Duration::from_millis(5)).unwrap();
         let mut first = 0;
         for _ in 0..200 {

@@ -569,3 +569,82 @@ async fn reaping_and_storm_eviction_are_recorded_as_system_events() {
         .iter()
         .any(|r| r.client_id.as_deref() == second["client_id"].as_str()));
 }
+
+/// `audit.enabled = false` (issue #17 point 6): a registration, an RFC 7592 PUT and DELETE
+/// leave no audit record, while the webhook still hears of all three; the records written
+/// before it was switched off still verify and list, and the chain continues after them
+/// once it is switched back on.
+#[tokio::test]
+async fn with_audit_off_changes_leave_no_record_but_webhooks_still_deliver() {
+    use crate::tls::{Reply, TlsServer};
+    use crate::webhooks::{wait_for, SECRET};
+    // One record written with the default (on), before the trail is switched off.
+    let app = spawn_app().await;
+    app.register(&web_client()).await;
+    let dir = app.stop().await;
+
+    let server = TlsServer::start(vec![("/hook", Reply::Json("{}".into()))]).await;
+    let hooks = json!([{"url": server.url("/hook"), "secret": SECRET, "events": ["*"]}]);
+    let trusting = server.trusting(true);
+    let app = spawn_in(dir, move |s| {
+        trusting(s)
+            .with("webhooks", hooks)
+            .unwrap()
+            .with("audit.enabled", false)
+            .unwrap()
+    })
+    .await;
+    let created = app.register(&web_client()).await;
+    let mut update = created.clone();
+    update["client_name"] = json!("Renamed while off");
+    let r = app
+        .put_client(&uri(&created), &rat(&created), &update)
+        .await;
+    assert_eq!(r.status(), 200);
+    let updated: Value = r.json().await.unwrap();
+    assert_eq!(
+        app.delete_client(&uri(&updated), &rat(&updated))
+            .await
+            .status(),
+        204
+    );
+    let received = wait_for(&server, 3).await;
+    let types: Vec<String> = received
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_str(&r.body).unwrap();
+            body["type"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        ["client.registered", "client.updated", "client.deleted"]
+    );
+    // The admin listing still answers, over the one record that exists.
+    let dir = app.stop().await;
+    let app = spawn_in(dir, with_admin).await;
+    let listed = ok_json(
+        call(&app, Method::GET, "/admin/audit", Some(ALL), None).await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        listed["records"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    // Back on: the chain continues from the record written before it was off.
+    app.register(&web_client()).await;
+    let (verified, records) = audit_trail(app).await;
+    assert_eq!(verified.count, 2);
+    let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [1, 2]);
+    assert_eq!(records[1].prev_hash, records[0].hash);
+    let off_id = created["client_id"].as_str().unwrap();
+    assert!(
+        records
+            .iter()
+            .all(|r| r.client_id.as_deref() != Some(off_id)),
+        "a record of a change made while audit was off: {records:?}"
+    );
+}

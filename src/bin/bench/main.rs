@@ -31,8 +31,9 @@ const USAGE: &str =
   at the repository root). --smoke: seconds-long run, tiny populations, no peer, no targets.
   --backend: both (default) measures sled and PostgreSQL (a private cluster the bench starts);
   sled skips PostgreSQL; postgres runs only the PostgreSQL and replica sections with the sled
-  and peer runs they are compared with. --audit: also a registrar with one webhook (to an
-  HTTPS receiver inside the bench) beside each measured one, registrations and updates compared.";
+  and peer runs they are compared with. --audit: beside each measured registrar (audit on, no
+  webhook), one with audit.enabled = false and one with audit plus one webhook (to an HTTPS
+  receiver inside the bench); registrations and updates compared against audit off.";
 
 /// Which storage backends a run measures.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -463,6 +464,11 @@ const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// Names of the `--audit` instances in the report.
 const HOOKED_SLED: &str = "registrar (argon2 min), audit + webhook";
 pub const HOOKED_PG: &str = "registrar on PostgreSQL (argon2 min), audit + webhook";
+const OFF_SLED: &str = "registrar (argon2 min), audit off";
+pub const OFF_PG: &str = "registrar on PostgreSQL (argon2 min), audit off";
+
+/// The setting of the `--audit` baseline instances: no audit record is written.
+pub const AUDIT_OFF: (&str, &str) = ("REGISTRAR_AUDIT__ENABLED", "false");
 
 /// Settings that turn on one webhook (every event) to the bench's HTTPS receiver on `port`,
 /// whose CA is `ca`: loopback is a reserved address, so `fetch.allow_private_addresses` is on
@@ -618,6 +624,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// The `--audit` ratios of one workload on one backend, against the audit-off run `off`:
+/// audit on (no webhook) and audit plus one webhook (goal ≥ 0.8, issue #17 point 6).
+fn audit_ratios(b: &mut Bench, backend: &str, workload: &str, off: &Run, on: &Run, hooked: &Run) {
+    let base = off.rps.max(1e-9);
+    b.report.ratio(
+        &format!("audit on ÷ off, {backend}: {workload} throughput"),
+        on.rps / base,
+        None,
+        "",
+    );
+    b.report.ratio(
+        &format!("audit + one webhook on ÷ off, {backend}: {workload} throughput"),
+        hooked.rps / base,
+        Some((true, 0.8)),
+        "",
+    );
+}
+
 fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
     let started = Instant::now();
     let date = tools::sh("date -u '+%Y-%m-%d %H:%M UTC'").unwrap_or_default();
@@ -666,6 +690,14 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
         &work.join("data-min"),
         &with_base(&MIN_ARGON2),
     )?;
+    let reg_off = match (&hook_env, full) {
+        (Some(_), true) => Some(b.start_registrar(
+            OFF_SLED,
+            &work.join("data-off"),
+            &with_base(&[&MIN_ARGON2[..], &[AUDIT_OFF]].concat()),
+        )?),
+        _ => None,
+    };
     let reg_hook = match (&hook_env, full) {
         (Some(extra), true) => Some(b.start_registrar(
             HOOKED_SLED,
@@ -717,6 +749,10 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
     let pool_hook = work.join("pool-hook");
     if let Some(h) = &reg_hook {
         b.populate_http(h, rw_n, &pool_hook)?;
+    }
+    let pool_off = work.join("pool-off");
+    if let Some(o) = &reg_off {
+        b.populate_http(o, rw_n, &pool_off)?;
     }
     // The loopback ceiling answers with the bytes of one read of the instance it is compared with.
     let ceiling_body = one_read(&reg_min, &pool_min)?;
@@ -820,14 +856,16 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
                     "",
                 );
             }
-            if let (Some(h), true) = (&reg_hook, ["register", "update"].contains(&script)) {
+            // --audit: audit off (the baseline), then audit + one webhook, right after the
+            // audit-on run above, same wrk settings.
+            if let (Some(o), Some(h), true) = (
+                &reg_off,
+                &reg_hook,
+                ["register", "update"].contains(&script),
+            ) {
+                let o_run = b.measure(workload, script, o, pool_r.map(|_| pool_off.as_path()))?;
                 let h_run = b.measure(workload, script, h, pool_r.map(|_| pool_hook.as_path()))?;
-                b.report.ratio(
-                    &format!("audit + one webhook on ÷ off, sled: {workload} throughput"),
-                    h_run.rps / r_run.rps.max(1e-9),
-                    Some((true, 0.8)),
-                    "",
-                );
+                audit_ratios(&mut b, "sled", workload, &o_run, &r_run, &h_run);
             }
             if let Some(p) = &p_run {
                 let (goal, name) = match script {
@@ -852,15 +890,13 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
                 let pool = pool_r.map(|_| pg.pool.as_path());
                 let g_run = b.measure_in(PG, workload, script, &pg.a, pool)?;
                 pg_rps.insert(script, g_run.rps);
-                if let (Some(h), true) = (&pg.hooked, script != "read") {
+                if let (Some((o, o_pool)), Some(h), true) = (&pg.off, &pg.hooked, script != "read")
+                {
+                    let o_run =
+                        b.measure_in(PG, workload, script, o, pool_r.map(|_| o_pool.as_path()))?;
                     let pool = pool_r.map(|_| pg.hooked_pool.as_path());
                     let h_run = b.measure_in(PG, workload, script, h, pool)?;
-                    b.report.ratio(
-                        &format!("audit + one webhook on ÷ off, PostgreSQL: {workload} throughput"),
-                        h_run.rps / g_run.rps.max(1e-9),
-                        Some((true, 0.8)),
-                        "",
-                    );
+                    audit_ratios(&mut b, "PostgreSQL", workload, &o_run, &g_run, &h_run);
                 }
                 b.report.ratio(
                     &format!("PostgreSQL backend: {workload} throughput, PostgreSQL ÷ sled"),
@@ -990,6 +1026,9 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
     }
     if let Some(h) = reg_hook {
         h.stop();
+    }
+    if let Some(o) = reg_off {
+        o.stop();
     }
     let pg_version = pg.as_ref().map(|p| p.version.clone());
     if let Some(pg) = pg {
@@ -1433,7 +1472,7 @@ fn render(
     if r.audit.is_empty() {
         w(&mut t, "Not measured in this run (pass `--audit`).");
     } else {
-        w(&mut t, "Every registrar in this report writes the audit trail (it has no off switch: each change and its audit record are one atomic write). `--audit` adds, beside each measured instance (sled; PostgreSQL on a database of its own), one with a webhook for every event (`[[webhooks]]`, `events = [\"*\"]`) to an HTTPS receiver inside the bench (a throwaway CA made with `openssl`, trusted through `fetch.extra_root_ca_file`; `fetch.allow_private_addresses = true` since the receiver is on loopback). So each of its registrations and updates also writes an outbox row in the same atomic write, and the delivery worker POSTs it. Registrations and updates run on both back to back in each round, with the same wrk settings; the ratios (on ÷ off) are in Targets, the rows in the tables above.");
+        w(&mut t, "Every registrar in this report writes the audit trail (`audit.enabled`, default true: each change and its audit record are one atomic write) except the `audit off` instances. `--audit` adds, beside each measured instance (sled; PostgreSQL, each on a database of its own), two: one with `audit.enabled = false` and no webhook (the baseline: no audit record, so on PostgreSQL no lock on the audit head row), and one with the audit trail and a webhook for every event (`[[webhooks]]`, `events = [\"*\"]`) to an HTTPS receiver inside the bench (a throwaway CA made with `openssl`, trusted through `fetch.extra_root_ca_file`; `fetch.allow_private_addresses = true` since the receiver is on loopback), so each of its registrations and updates also writes an outbox row in the same atomic write, and the delivery worker POSTs it. Registrations and updates run on the three back to back in each round (audit on, audit off, audit + webhook), with the same wrk settings; the ratios \"audit on ÷ off\" and \"audit + one webhook on ÷ off\" are in Targets, the rows in the tables above.");
         w(&mut t, "");
         for a in &r.audit {
             w(&mut t, a);

@@ -4,7 +4,7 @@
 
 use crate::pg_cluster::Cluster;
 use crate::tools::{self, Res, Run, Server};
-use crate::{Bench, HOOKED_PG, MIN_ARGON2, REPLICAS};
+use crate::{Bench, AUDIT_OFF, HOOKED_PG, MIN_ARGON2, OFF_PG, REPLICAS};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -23,6 +23,9 @@ pub struct Pg {
     /// `--audit`: a registrar with one webhook on a database of its own, and its update pool.
     pub hooked: Option<Server>,
     pub hooked_pool: PathBuf,
+    /// `--audit`: the baseline, a registrar with `audit.enabled = false` and no webhook on a
+    /// database of its own, and its update pool.
+    pub off: Option<(Server, PathBuf)>,
     /// `postgres --version` of the cluster's binaries.
     pub version: String,
 }
@@ -53,11 +56,34 @@ fn env(url: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A registrar named `name` with the cluster settings plus `extra` on a new database of its
+/// own (migrated), and a pool of `clients` registered through it (`pool-pg-<tag>`).
+fn own_database(
+    b: &mut Bench,
+    cluster: &Cluster,
+    name: &str,
+    tag: &str,
+    extra: &[(String, String)],
+    clients: usize,
+) -> Res<(Server, PathBuf)> {
+    let url = guarded("creating the bench database", || cluster.new_database())?;
+    let env: Vec<(String, String)> = self::env(&url)
+        .into_iter()
+        .chain(extra.iter().cloned())
+        .collect();
+    migrate(b, &env)?;
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = b.start_registrar(name, &b.work.join(format!("data-pg-{tag}")), &pairs)?;
+    let pool = b.work.join(format!("pool-pg-{tag}"));
+    b.populate_http(&server, clients, &pool)?;
+    Ok((server, pool))
+}
+
 impl Pg {
     /// Start the cluster (fsync on: registrations are durable), create a database, migrate it
     /// and start both replicas on it; register `clients` through A for the read/update pool.
-    /// With `hook_env` (`--audit`), also a third registrar with those settings (one webhook) on
-    /// a second database, with a pool of its own.
+    /// With `hook_env` (`--audit`), also a third registrar with those settings (one webhook) and
+    /// a fourth with the audit trail off, each on a database of its own with a pool of its own.
     pub fn start(b: &mut Bench, clients: usize, hook_env: Option<&[(String, String)]>) -> Res<Pg> {
         eprintln!("bench: starting a private PostgreSQL cluster");
         let cluster = guarded("starting a private PostgreSQL cluster", || {
@@ -79,22 +105,14 @@ impl Pg {
         let replica = b.start_registrar(B, &b.work.join("data-pg-b"), &pairs)?;
         let pool = b.work.join("pool-pg");
         b.populate_http(&a, clients, &pool)?;
-        let hooked_pool = b.work.join("pool-pg-hook");
-        let hooked = match hook_env {
+        let (hooked, hooked_pool, off) = match hook_env {
             Some(extra) => {
-                let url = guarded("creating the bench database", || cluster.new_database())?;
-                let env: Vec<(String, String)> = self::env(&url)
-                    .into_iter()
-                    .chain(extra.iter().cloned())
-                    .collect();
-                migrate(b, &env)?;
-                let pairs: Vec<(&str, &str)> =
-                    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                let h = b.start_registrar(HOOKED_PG, &b.work.join("data-pg-hook"), &pairs)?;
-                b.populate_http(&h, clients, &hooked_pool)?;
-                Some(h)
+                let (h, h_pool) = own_database(b, &cluster, HOOKED_PG, "hook", extra, clients)?;
+                let off = [(AUDIT_OFF.0.to_owned(), AUDIT_OFF.1.to_owned())];
+                let o = own_database(b, &cluster, OFF_PG, "off", &off, clients)?;
+                (Some(h), h_pool, Some(o))
             }
-            None => None,
+            None => (None, b.work.join("pool-pg-hook"), None),
         };
         Ok(Pg {
             cluster,
@@ -103,6 +121,7 @@ impl Pg {
             pool,
             hooked,
             hooked_pool,
+            off,
             version,
         })
     }
@@ -113,6 +132,9 @@ impl Pg {
         self.b.stop();
         if let Some(h) = self.hooked {
             h.stop();
+        }
+        if let Some((o, _)) = self.off {
+            o.stop();
         }
         let cluster = self.cluster;
         let _ = guarded("stopping the PostgreSQL cluster", || {
