@@ -485,7 +485,11 @@ async fn a_rotation_ends_the_cached_secret() {
     f.directory.authenticate(&id, &old).await.unwrap();
     f.directory.authenticate(&id, &old).await.unwrap();
     assert_eq!(cache_hits(&f), 1);
-    let r = f.directory.rotate_secret(&id, &Map::new()).await.unwrap();
+    let r = f
+        .directory
+        .rotate_secret(&id, &Map::new(), &Operator::default())
+        .await
+        .unwrap();
     assert!(matches!(
         f.directory.authenticate(&id, &old).await,
         Err(RegistrationError::InvalidToken)
@@ -499,7 +503,11 @@ async fn a_rotation_ends_the_cached_secret() {
     // until the grace ends, when it is refused without a hit.
     let r = f
         .directory
-        .rotate_secret(&id, json!({"grace_secs": 100}).as_object().unwrap())
+        .rotate_secret(
+            &id,
+            json!({"grace_secs": 100}).as_object().unwrap(),
+            &Operator::default(),
+        )
         .await
         .unwrap();
     f.directory.authenticate(&id, &new).await.unwrap();
@@ -519,12 +527,20 @@ async fn disabling_deleting_or_expiring_ends_the_cached_secret() {
     let (id, secret) = register(&f, web()).await;
     f.directory.authenticate(&id, &secret).await.unwrap();
     f.directory
-        .patch(&id, json!({"disabled": true}).as_object().unwrap())
+        .patch(
+            &id,
+            json!({"disabled": true}).as_object().unwrap(),
+            &Operator::default(),
+        )
         .await
         .unwrap();
     assert!(f.directory.authenticate(&id, &secret).await.is_err());
     f.directory
-        .patch(&id, json!({"disabled": false}).as_object().unwrap())
+        .patch(
+            &id,
+            json!({"disabled": false}).as_object().unwrap(),
+            &Operator::default(),
+        )
         .await
         .unwrap();
     f.directory.authenticate(&id, &secret).await.unwrap();
@@ -534,7 +550,12 @@ async fn disabling_deleting_or_expiring_ends_the_cached_secret() {
     let current = f.directory.load(&id).await.unwrap();
     let mut expiring = current.clone();
     expiring.client_secret_expires_at = Some(NOW + 10);
-    f.directory.save(&current, expiring).await.unwrap().unwrap();
+    f.directory
+        .registrar
+        .save(&current, expiring)
+        .await
+        .unwrap()
+        .unwrap();
     f.directory.authenticate(&id, &secret).await.unwrap();
     f.directory.authenticate(&id, &secret).await.unwrap();
     assert_eq!(cache_hits(&f), 1);
@@ -544,7 +565,7 @@ async fn disabling_deleting_or_expiring_ends_the_cached_secret() {
 
     let (id, secret) = register(&f, web()).await;
     f.directory.authenticate(&id, &secret).await.unwrap();
-    f.directory.delete(&id).await.unwrap();
+    f.directory.delete(&id, &Operator::default()).await.unwrap();
     assert!(f.directory.authenticate(&id, &secret).await.is_err());
     assert_eq!(cache_hits(&f), 1);
 }
