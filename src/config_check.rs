@@ -126,7 +126,10 @@ fn redact(value: &mut Value) {
         Value::Object(map) => {
             for (name, v) in map.iter_mut() {
                 let empty = matches!(v, Value::Null) || v.as_str().is_some_and(str::is_empty);
-                if is_secret_name(name) && !empty {
+                // A flag or a number under a secret-sounding name (`metrics_require_token`) is
+                // a setting, not a secret: the operator needs to see it.
+                let plain = v.is_boolean() || v.is_number();
+                if is_secret_name(name) && !empty && !plain {
                     *v = Value::String(REDACTED.into());
                 } else {
                     redact(v);
@@ -238,6 +241,14 @@ mod tests {
         // Unset secrets stay visibly unset.
         let defaults = redacted(&Settings::defaults().unwrap());
         assert_eq!(defaults["credentials"]["server_key"], "");
+    }
+
+    #[test]
+    fn a_flag_under_a_secret_sounding_name_is_shown() {
+        for flag in [true, false] {
+            let s = settings(&[("admin.metrics_require_token", json!(flag))]);
+            assert_eq!(redacted(&s)["admin"]["metrics_require_token"], json!(flag));
+        }
     }
 
     #[test]

@@ -63,16 +63,37 @@ pub fn main() -> ExitCode {
         Some(Command::Migrate) => serve::store_command(cli.config.as_deref(), |s| {
             Box::pin(async move { crate::commands::migrate(&s).await })
         }),
-        Some(Command::Export) => serve::store_command(cli.config.as_deref(), |s| {
-            Box::pin(async move { crate::commands::export(&s).await })
-        }),
+        Some(Command::Export) => {
+            end_quietly_on_a_closed_pipe();
+            serve::store_command(cli.config.as_deref(), |s| {
+                Box::pin(async move { crate::commands::export(&s).await })
+            })
+        }
         Some(Command::Import { replace, file }) => {
             serve::store_command(cli.config.as_deref(), move |s| {
                 Box::pin(async move { crate::commands::import(&s, file.as_deref(), replace).await })
             })
         }
-        Some(Command::Clients(args)) => clients::run(*args),
-        Some(Command::Audit { args }) => audit(cli.config.as_deref(), &args),
+        Some(Command::Clients(args)) => {
+            end_quietly_on_a_closed_pipe();
+            clients::run(*args)
+        }
+        Some(Command::Audit { args }) => {
+            end_quietly_on_a_closed_pipe();
+            audit(cli.config.as_deref(), &args)
+        }
+    }
+}
+
+/// For the commands that only read and print (`clients`, `audit`, `export`): end quietly when
+/// the reader goes away (`registrar clients list | head`), as Unix tools do. Rust ignores
+/// SIGPIPE at start, so `println!` would panic on the closed pipe instead. Not for `serve`, whose
+/// sockets must not kill the process.
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -34,11 +34,16 @@ pub async fn list_page(
         if json {
             out.push_str(&serde_json::to_string(r).map_err(|e| e.to_string())?);
         } else {
+            // The kind as the records spell it (`registration_access_token`), not Rust's Debug.
+            let kind = serde_json::to_value(r.actor.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
             let actor = match (&r.actor.name, &r.actor.iss, &r.actor.token_digest) {
-                (Some(name), _, _) => format!("{:?}:{name}", r.actor.kind),
-                (_, Some(iss), _) => format!("{:?}:{iss}", r.actor.kind),
-                (_, _, Some(digest)) => format!("{:?}:{digest}", r.actor.kind),
-                _ => format!("{:?}", r.actor.kind),
+                (Some(name), _, _) => format!("{kind}:{name}"),
+                (_, Some(iss), _) => format!("{kind}:{iss}"),
+                (_, _, Some(digest)) => format!("{kind}:{digest}"),
+                _ => kind,
             };
             out.push_str(&format!(
                 "{}\t{}\t{}\t{}\t{}\t{}\t{}",
@@ -98,7 +103,7 @@ mod tests {
         assert!(lines[0].starts_with("SEQ\tTIME\tEVENT"));
         assert!(
             lines[1].starts_with(
-                "1\t1970-01-01T00:00:00Z\tclient.updated\ta\tAnonymous\t192.0.2.1\tclient_name"
+                "1\t1970-01-01T00:00:00Z\tclient.updated\ta\tanonymous\t192.0.2.1\tclient_name"
             ),
             "{}",
             lines[1]

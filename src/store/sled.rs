@@ -157,7 +157,9 @@ impl Handles {
         // final write, so damage to the files loses later records without an error.
         tracing::info!(
             clients = clients.len(),
-            recovered = db.was_recovered(),
+            // sled's `was_recovered`: the files existed (any restart, clean or not), not that
+            // anything needed repair; named so an operator does not read it as a crash.
+            existing = db.was_recovered(),
             dir = %shown,
             "store opened"
         );

@@ -58,6 +58,37 @@ fn json_of(out: &Output) -> Value {
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
 }
 
+/// `registrar audit --help | head -c 0`: a printing command whose reader has gone ends quietly
+/// (SIGPIPE, as Unix tools do), never with a panic and a backtrace.
+#[test]
+fn a_printing_command_ends_quietly_when_its_reader_goes_away() {
+    use std::os::unix::process::ExitStatusExt;
+    for args in [&["audit", "--help"][..], &["clients", "--help"][..]] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_registrar"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the read end before the child has printed anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc_sigpipe()),
+            "{args:?}: {:?} {stderr}",
+            out.status
+        );
+    }
+}
+
+/// SIGPIPE's number on Linux (13), without a libc dependency in the tests.
+fn libc_sigpipe() -> i32 {
+    13
+}
+
 #[test]
 fn help_lists_every_subcommand() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_registrar"))
