@@ -159,7 +159,9 @@ async fn every_must_case_passes_against_the_registrar() {
     let matrix = conformance::markdown(
         "Conformance matrix: registrar",
         "Every requirement of `conformance/cases/` replayed against the registrar with its default \
-         configuration (`config/default.toml`), started on a free port by `tests/conformance.rs`, \
+         configuration (`config/default.toml`) plus the settings of every black-box test \
+         (`tests/api/helpers.rs`: minimum argon2 cost, rate limits off, `fetch.fetch_jwks_uri = \
+         false`), started on a free port by `tests/conformance.rs`, \
          which rewrites this file when a result changes. Cases that need a capability the test \
          does not provide (an https sector document, an initial access token) are skipped. \
          The client ID metadata document cases run against the same configuration plus an admin \
