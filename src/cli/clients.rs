@@ -515,24 +515,9 @@ fn print_table(clients: &[Value]) {
     eprintln!("{} client(s)", rows.len());
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` of a Unix time (the civil-from-days algorithm of H. Hinnant).
+/// `YYYY-MM-DDTHH:MM:SSZ` of a Unix time (the one formatter the webhooks' timestamps use).
 fn utc(t: i64) -> String {
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    crate::events::webhook::rfc3339(t)
 }
 
 #[cfg(test)]

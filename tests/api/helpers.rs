@@ -310,3 +310,19 @@ pub async fn snapshot(r: reqwest::Response) -> (u16, Vec<(String, Vec<u8>)>, Vec
     headers.sort();
     (status, headers, r.bytes().await.unwrap().to_vec())
 }
+
+/// The body of an RFC 7592 PUT that keeps `current`'s metadata: the registration response
+/// without the members the server issues (RFC 7592 §2.2).
+pub fn put_body(current: &Value) -> Value {
+    let mut body = current.clone();
+    for member in [
+        "registration_access_token",
+        "registration_client_uri",
+        "client_secret",
+        "client_secret_expires_at",
+        "client_id_issued_at",
+    ] {
+        body.as_object_mut().unwrap().remove(member);
+    }
+    body
+}

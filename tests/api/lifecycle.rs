@@ -28,21 +28,6 @@ async fn json_of(r: reqwest::Response) -> Value {
     r.json().await.unwrap()
 }
 
-/// The body of an RFC 7592 PUT that keeps `current`'s metadata.
-fn put_body(current: &Value) -> Value {
-    let mut body = current.clone();
-    for member in [
-        "registration_access_token",
-        "registration_client_uri",
-        "client_secret",
-        "client_secret_expires_at",
-        "client_id_issued_at",
-    ] {
-        body.as_object_mut().unwrap().remove(member);
-    }
-    body
-}
-
 async fn status(r: reqwest::Response) -> u16 {
     r.status().as_u16()
 }

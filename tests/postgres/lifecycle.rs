@@ -42,16 +42,7 @@ fn rat(c: &Value) -> String {
 
 /// The body of an RFC 7592 PUT that keeps `current`'s metadata, renamed.
 fn renamed(current: &Value, name: &str) -> Value {
-    let mut body = current.clone();
-    for member in [
-        "registration_access_token",
-        "registration_client_uri",
-        "client_secret",
-        "client_secret_expires_at",
-        "client_id_issued_at",
-    ] {
-        body.as_object_mut().unwrap().remove(member);
-    }
+    let mut body = put_body(current);
     body["client_name"] = json!(name);
     body
 }
