@@ -1,5 +1,5 @@
 //! Contract fuzzing: schemathesis (PyPI, pinned with its dependencies in
-//! tests/contract/requirements.txt, installed into a venv under target/ on first use) runs
+//! tests/contract/requirements.txt, installed under target/ on first use by tests/support/python.rs) runs
 //! against a live registrar with the checked-in `openapi.json`, `--checks all` and a fixed seed.
 //! Any finding fails the test with schemathesis' report (the failing request as a curl line).
 //!
@@ -15,10 +15,11 @@ pub const POSTGRES: bool = false;
 mod helpers;
 #[path = "support/postgres.rs"]
 mod pg;
+#[path = "support/python.rs"]
+mod python;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The seed of every run, so a finding reproduces.
 const SEED: &str = "42";
@@ -30,44 +31,11 @@ fn contract_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/contract")
 }
 
-/// `python3 -m venv` under target/ with requirements.txt installed, reused while the
-/// requirements are unchanged (a copy of them is kept in the venv as a stamp). Returns `st`.
-fn install() -> PathBuf {
-    // The two tests install into one venv: one at a time, the second reuses the first's.
-    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    let requirements = contract_dir().join("requirements.txt");
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("contract-venv");
-    let stamp = venv.join("registrar-installed-requirements.txt");
-    let st = venv.join("bin/st");
-    let wanted = std::fs::read(&requirements).expect("tests/contract/requirements.txt");
-    if std::fs::read(&stamp).is_ok_and(|have| have == wanted) && st.exists() {
-        return st;
-    }
-    let status = |cmd: &mut Command| {
-        let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "{cmd:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    status(Command::new("python3").arg("-m").arg("venv").arg(&venv));
-    status(
-        Command::new(venv.join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&requirements),
-    );
-    std::fs::copy(&requirements, &stamp).expect("stamp");
-    st
+/// schemathesis from tests/contract/requirements.txt (tests/support/python.rs); the two tests
+/// share one install.
+fn install() -> python::Python {
+    python::install("contract", &contract_dir().join("requirements.txt"))
+        .unwrap_or_else(|e| panic!("installing schemathesis: {e}"))
 }
 
 /// The schemathesis configuration: tests/contract/schemathesis.toml, plus one section per
@@ -95,7 +63,7 @@ async fn config(app: &helpers::TestApp, operations: &[&str], with_token: bool) -
 /// Run schemathesis on the operations `filter` selects, against `url`; returns its report and
 /// whether it passed.
 async fn schemathesis(
-    st: PathBuf,
+    python: python::Python,
     toml: String,
     url: String,
     filter: Vec<String>,
@@ -105,7 +73,8 @@ async fn schemathesis(
     std::fs::write(&config_file, toml).unwrap();
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(st)
+        python
+            .script("st")
             .arg("--config-file")
             .arg(&config_file)
             .arg("run")

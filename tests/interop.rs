@@ -17,76 +17,29 @@ pub const POSTGRES: bool = false;
 mod helpers;
 #[path = "support/postgres.rs"]
 mod pg;
+#[path = "support/python.rs"]
+mod python;
 #[allow(dead_code)]
 #[path = "api/tls.rs"]
 mod tls;
 
+use python::{installed, run};
 use registrar::settings::Settings;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One install at a time per tool: the two JavaScript tests share one node_modules.
 static NPM: Mutex<()> = Mutex::new(());
-static PIP: Mutex<()> = Mutex::new(());
 
-/// How long one install or one driver may take before it is killed.
+/// How long one npm install or one driver may take before it is killed.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
 const DRIVER_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
-}
-
-/// Run `cmd` to completion within `timeout`; returns its combined output or an error that
-/// includes it.
-fn run(mut cmd: Command, timeout: Duration) -> Result<String, String> {
-    let shown = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {shown}: {e} (is it installed?)"))?;
-    let stdout = child.stdout.take().map(drain);
-    let stderr = child.stderr.take().map(drain);
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() > timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{shown} did not finish within {timeout:?}"));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(format!("{shown}: {e}")),
-        }
-    };
-    let join = |h: Option<std::thread::JoinHandle<String>>| {
-        h.and_then(|h| h.join().ok()).unwrap_or_default()
-    };
-    let output = format!("{}{}", join(stdout), join(stderr));
-    if status.success() {
-        Ok(output)
-    } else {
-        Err(format!("{shown} failed ({status}):\n{output}"))
-    }
-}
-
-fn drain(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut out = String::new();
-        let _ = pipe.read_to_string(&mut out);
-        out
-    })
-}
-
-/// Whether `stamp` holds exactly the content of `lockfile`.
-fn installed(lockfile: &Path, stamp: &Path) -> bool {
-    matches!((std::fs::read(lockfile), std::fs::read(stamp)), (Ok(a), Ok(b)) if a == b)
 }
 
 /// `npm ci` in tests/interop/js unless node_modules already matches package-lock.json.
@@ -103,76 +56,6 @@ fn npm_install() -> Result<PathBuf, String> {
         std::fs::copy(&lock, &stamp).map_err(|e| format!("stamp: {e}"))?;
     }
     Ok(dir)
-}
-
-/// How to run Python with requirements.txt importable.
-struct Python {
-    program: PathBuf,
-    /// Set as PYTHONPATH when the packages went to a plain directory instead of a venv.
-    path: Option<PathBuf>,
-}
-
-/// A venv under target/ (`target/tmp/{name}-venv`) with `requirements` (a file in
-/// tests/interop/python) installed. Where `python3 -m venv` is unusable (Debian without
-/// python3-venv), the packages go to a plain directory with `pip install --target` instead.
-fn pip_install(requirements: &str, name: &str) -> Result<Python, String> {
-    let _guard = PIP.lock().unwrap_or_else(|e| e.into_inner());
-    let requirements = interop_dir().join("python").join(requirements);
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let venv = root.join(format!("{name}-venv"));
-    let python = venv.join("bin/python");
-    let stamp = venv.join("registrar-installed-requirements.txt");
-    let target = root.join(format!("{name}-pip-target"));
-    let target_stamp = target.join("registrar-installed-requirements.txt");
-    let in_venv = |program: PathBuf| Python {
-        program,
-        path: None,
-    };
-    let in_target = |target: PathBuf| Python {
-        program: PathBuf::from("python3"),
-        path: Some(target),
-    };
-    if installed(&requirements, &stamp) {
-        return Ok(in_venv(python));
-    }
-    if installed(&requirements, &target_stamp) {
-        return Ok(in_target(target));
-    }
-    let pip = |python: &Path, extra: &[&std::ffi::OsStr]| {
-        let mut cmd = Command::new(python);
-        cmd.args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .args(extra)
-        .arg("-r")
-        .arg(&requirements);
-        run(cmd, INSTALL_TIMEOUT)
-    };
-    let venv_made = python.exists() || {
-        let mut cmd = Command::new("python3");
-        cmd.arg("-m").arg("venv").arg(&venv);
-        run(cmd, INSTALL_TIMEOUT).is_ok() && python.exists()
-    };
-    if venv_made {
-        pip(&python, &[])?;
-        std::fs::copy(&requirements, &stamp).map_err(|e| format!("stamp: {e}"))?;
-        return Ok(in_venv(python));
-    }
-    pip(
-        Path::new("python3"),
-        &[
-            "--target".as_ref(),
-            target.as_os_str(),
-            "--upgrade".as_ref(),
-        ],
-    )
-    .map_err(|e| format!("no usable venv, and pip install --target failed: {e}"))?;
-    std::fs::copy(&requirements, &target_stamp).map_err(|e| format!("stamp: {e}"))?;
-    Ok(in_target(target))
 }
 
 /// Start the registrar, run `driver` (a command taking the issuer as last argument), and return
@@ -288,11 +171,8 @@ fn python_driver(
     script: &'static str,
 ) -> impl FnOnce(&str) -> Result<Command, String> {
     move |issuer| {
-        let python = pip_install(requirements, venv)?;
-        let mut cmd = Command::new(python.program);
-        if let Some(path) = python.path {
-            cmd.env("PYTHONPATH", path);
-        }
+        let requirements = interop_dir().join("python").join(requirements);
+        let mut cmd = python::install(venv, &requirements)?.command();
         cmd.arg(interop_dir().join("python").join(script))
             .arg(issuer);
         Ok(cmd)

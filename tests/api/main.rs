@@ -5,6 +5,8 @@
 pub const POSTGRES: bool = false;
 #[path = "../support/postgres.rs"]
 mod pg;
+#[path = "../support/python.rs"]
+mod python;
 
 mod admin;
 mod audit;

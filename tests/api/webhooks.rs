@@ -1,6 +1,7 @@
 //! Webhook delivery over real HTTPS to a local receiver (`tls::TlsServer`), with signatures
 //! checked by the reference Standard Webhooks library (PyPI `standardwebhooks`, pinned in
-//! tests/webhooks/requirements.txt and installed into a venv under target/ by the test itself),
+//! tests/webhooks/requirements.txt and installed under target/ by the test itself, see
+//! tests/support/python.rs),
 //! so the registrar's signing is not checked against itself.
 
 use crate::tls::{Received, Reply, TlsServer};
@@ -10,78 +11,18 @@ use registrar::events::worker::HttpsTransport;
 use registrar::events::{DeliveryWorker, EventType, OutboxQueue};
 use registrar::store::{ClientRecord, MemoryStore};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-static PIP: Mutex<()> = Mutex::new(());
 
 fn webhooks_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webhooks")
 }
 
-fn run(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot start {cmd:?}: {e} (is python3 installed?)"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!("{cmd:?} failed ({}):\n{text}", out.status))
-    }
-}
-
-/// `python3` with `standardwebhooks` importable: a venv under target/ (or, where
-/// `python3 -m venv` is unusable, `pip install --target`), installed once per requirements
-/// content. Fails the test when neither works: nothing is skipped.
-fn python() -> (PathBuf, Option<PathBuf>) {
-    let _guard = PIP.lock().unwrap_or_else(|e| e.into_inner());
-    let requirements = webhooks_dir().join("requirements.txt");
-    let wanted = std::fs::read(&requirements).unwrap();
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let venv = root.join("webhooks-venv");
-    let target = root.join("webhooks-pip-target");
-    let stamped = |dir: &Path| std::fs::read(dir.join("stamp.txt")).ok().as_ref() == Some(&wanted);
-    let venv_python = venv.join("bin/python");
-    if stamped(&venv) {
-        return (venv_python, None);
-    }
-    if stamped(&target) {
-        return ("python3".into(), Some(target));
-    }
-    let pip_args = [
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "-r",
-    ];
-    let venv_ok = run(Command::new("python3").arg("-m").arg("venv").arg(&venv)).is_ok()
-        && run(Command::new(&venv_python).args(pip_args).arg(&requirements)).is_ok();
-    if venv_ok {
-        std::fs::write(venv.join("stamp.txt"), &wanted).unwrap();
-        return (venv_python, None);
-    }
-    run(Command::new("python3")
-        .args(pip_args)
-        .arg(&requirements)
-        .arg("--target")
-        .arg(&target))
-    .expect("installing standardwebhooks (venv and pip --target both failed)");
-    std::fs::write(target.join("stamp.txt"), &wanted).unwrap();
-    ("python3".into(), Some(target))
-}
-
 /// Run the reference verifier over `deliveries`; returns its output.
 pub(crate) fn verify_with_reference(secret: &str, deliveries: &[Received]) -> String {
-    let (program, path) = python();
+    let python = crate::python::install("webhooks", &webhooks_dir().join("requirements.txt"))
+        .expect("installing standardwebhooks (venv and pip --target both failed)");
     let json: Vec<serde_json::Value> = deliveries
         .iter()
         .map(|d| {
@@ -98,14 +39,11 @@ pub(crate) fn verify_with_reference(secret: &str, deliveries: &[Received]) -> St
         .collect();
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), serde_json::to_vec(&json).unwrap()).unwrap();
-    let mut cmd = Command::new(program);
-    if let Some(path) = path {
-        cmd.env("PYTHONPATH", path);
-    }
+    let mut cmd = python.command();
     cmd.arg(webhooks_dir().join("verify.py"))
         .arg(secret)
         .arg(file.path());
-    run(&mut cmd).unwrap()
+    crate::python::run(cmd, std::time::Duration::from_secs(60)).unwrap()
 }
 
 pub(crate) fn hook(server: &TlsServer) -> WebhookSettings {

@@ -7,6 +7,8 @@
 pub const POSTGRES: bool = true;
 #[path = "../support/postgres.rs"]
 mod pg;
+#[path = "../support/python.rs"]
+mod python;
 
 #[path = "../api/admin.rs"]
 mod admin;
