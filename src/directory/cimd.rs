@@ -512,7 +512,7 @@ impl Resolver {
                     let record = ClientRecord {
                         client_id: client_id.to_owned(),
                         client_id_issued_at: now,
-                        metadata: metadata.clone(),
+                        metadata: metadata.clone().into(),
                         updated_at: now,
                         created_at: now,
                         policy: policy.clone(),
@@ -542,7 +542,7 @@ impl Resolver {
                             "a client {client_id:?} exists that did not come from a metadata document"
                         )));
                     }
-                    if current.metadata == metadata && current.policy == policy {
+                    if *current.metadata == metadata && current.policy == policy {
                         return Ok(current);
                     }
                     let keys = |m: &Map<String, Value>| {
@@ -552,7 +552,7 @@ impl Resolver {
                         tracing::warn!(client_id = %client_id, "the client's metadata document changed its keys (jwks or jwks_uri)");
                     }
                     let mut updated = current.clone();
-                    updated.metadata = metadata.clone();
+                    updated.metadata = metadata.clone().into();
                     updated.policy = policy.clone();
                     updated.updated_at = now;
                     let events = self.registrar.events_of(

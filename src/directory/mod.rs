@@ -463,7 +463,7 @@ impl Directory {
             let (mut edited, secret) = if metadata_patch.is_empty() {
                 (current.clone(), None)
             } else {
-                let mut merged = Value::Object(current.metadata.clone());
+                let mut merged = Value::Object((*current.metadata).clone());
                 merge_patch(&mut merged, &Value::Object(metadata_patch.clone()));
                 let Value::Object(request) = merged else {
                     unreachable!("a merge patch of an object with an object is an object")
@@ -826,7 +826,7 @@ pub fn view(record: ClientRecord) -> Map<String, Value> {
     let mut out = Map::with_capacity(record.metadata.len() + 11);
     let created = record.created();
     out.insert("client_id".into(), Value::from(record.client_id));
-    out.extend(record.metadata);
+    out.extend(record.metadata.into_map());
     out.insert(
         "client_id_issued_at".into(),
         Value::from(record.client_id_issued_at),

@@ -601,7 +601,7 @@ pub fn client_view(record: &ClientRecord) -> Map<String, Value> {
     if let Some(expires) = record.client_secret_expires_at {
         out.insert("client_secret_expires_at".into(), Value::from(expires));
     }
-    for (k, v) in &record.metadata {
+    for (k, v) in record.metadata.iter() {
         out.insert(k.clone(), v.clone());
     }
     if let Some(statement) = &record.software_statement {

@@ -118,7 +118,10 @@ async fn read(state: State, req: HttpRequest, client_id: web::Path<String>) -> R
         .registrar
         .read_client(&client_id, token.as_deref(), &origin(&state, &req))
         .await?;
-    Ok(json(actix_web::http::StatusCode::OK, &response))
+    // Already the JSON text (the stored metadata spliced in): sent as is.
+    Ok(error::no_store(actix_web::http::StatusCode::OK)
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(response.into_string()))
 }
 
 /// PUT {registration_path}/{client_id}: RFC 7592 §2.2.

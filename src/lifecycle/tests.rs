@@ -340,7 +340,7 @@ async fn the_grace_holds_on_another_replica_and_ends_there_on_first_use() {
         .read_client(id, Some(old), &Origin::default())
         .await
         .unwrap();
-    assert_eq!(read["registration_access_token"], new);
+    assert_eq!(read.to_map()["registration_access_token"], new);
     assert!(matches!(
         b.update_client(id, Some(old), &update, &Origin::default())
             .await,

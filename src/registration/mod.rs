@@ -176,7 +176,7 @@ impl UpdatePlan {
             }
             updated.last_used_at = Some(self.now);
         }
-        updated.metadata = self.metadata.clone();
+        updated.metadata = self.metadata.clone().into();
         updated.updated_at = self.now;
         updated
     }
@@ -556,7 +556,7 @@ impl Registrar {
             client_secret_hash: secret.as_ref().map(|(_, hash)| hash.clone()),
             client_secret_expires_at: secret.as_ref().map(|_| self.secret_expiry(now)),
             rat_tag: self.rat_key.tag(rat.expose()).to_vec(),
-            metadata,
+            metadata: metadata.into(),
             updated_at: now,
             policy: admission.policy.as_ref().map(|p| p.name.clone()),
             tier: Some(admission.tier.to_owned()),
@@ -607,7 +607,7 @@ impl Registrar {
         client_id: &str,
         rat: Option<&str>,
         origin: &Origin,
-    ) -> Result<Map<String, Value>> {
+    ) -> Result<ClientInformation> {
         let (record, matched) = self.authenticate(client_id, rat, origin).await?;
         let now = self.clock.now();
         let use_due = lifecycle::use_due(&record, now, self.last_used_resolution());
@@ -624,13 +624,13 @@ impl Registrar {
             } else {
                 record
             };
-            return Ok(self.response(shown, &token, None));
+            return Ok(self.information(shown, &token, None));
         }
         let presented = Plaintext::new(rat.unwrap_or_default().to_owned());
         // The common read: nothing to write, and no copy of the record (cloning its metadata
         // was a tenth of the read path's CPU, BENCHMARKS.md).
         if !rotate && !use_due && record.previous_rat_tag.is_none() {
-            return Ok(self.response(record, &presented, None));
+            return Ok(self.information(record, &presented, None));
         }
         let mut updated = record.clone();
         if use_due {
@@ -640,7 +640,7 @@ impl Registrar {
         lifecycle::end_grace(&mut updated);
         if !rotate {
             let shown = self.bookkeep(record, updated).await;
-            return Ok(self.response(shown, &presented, None));
+            return Ok(self.information(shown, &presented, None));
         }
         let new_rat = Plaintext::new(self.tokens.token(SECRET_BYTES));
         lifecycle::rotate_rat(
@@ -665,7 +665,7 @@ impl Registrar {
         let Some(updated) = self.save_with(&record, updated, events).await? else {
             return Err(RegistrationError::InvalidToken);
         };
-        Ok(self.response(updated, &new_rat, None))
+        Ok(self.information(updated, &new_rat, None))
     }
 
     /// Store what a read changed only for bookkeeping (`last_used_at`, the end of a grace); the
@@ -1223,6 +1223,51 @@ impl Registrar {
     ///
     /// Takes the record by value and moves its metadata into the response: on the read path,
     /// cloning every member was about a tenth of the server's CPU time (BENCHMARKS.md profile).
+    /// The RFC 7592 §2.1 read response: [`Self::response`]'s members, with the stored metadata
+    /// spliced in as the text it was stored as when nothing changed it, instead of decoded
+    /// into a map and encoded again (issue #19). The metadata never holds a server-managed
+    /// member (`metadata::schema::SERVER_MANAGED`, refused by the engine), so the splice cannot
+    /// repeat one.
+    fn information(
+        &self,
+        mut record: ClientRecord,
+        rat: &Plaintext,
+        secret: Option<&Plaintext>,
+    ) -> ClientInformation {
+        let stored = record.metadata.as_json().map(str::to_owned);
+        let Some(stored) = stored.filter(|m| {
+            record.software_statement.is_none() || !m.contains("\"software_statement\"")
+        }) else {
+            return ClientInformation::from_map(self.response(record, rat, secret));
+        };
+        debug_assert!(metadata::schema::SERVER_MANAGED
+            .iter()
+            .all(|k| !record.metadata.contains_key(*k)));
+        let statement = record.software_statement.take();
+        record.metadata = Map::new().into();
+        let mut out = ClientInformation::from_map(self.response(record, rat, secret)).0;
+        // `out` is `{...}` with at least `client_id`; the stored text is one object.
+        let members = stored.trim();
+        let members = members
+            .strip_prefix('{')
+            .and_then(|m| m.strip_suffix('}'))
+            .unwrap_or_default()
+            .trim();
+        if !members.is_empty() {
+            out.pop();
+            out.push(',');
+            out.push_str(members);
+            out.push('}');
+        }
+        if let Some(statement) = statement {
+            out.pop();
+            out.push_str(",\"software_statement\":");
+            out.push_str(&Value::from(statement).to_string());
+            out.push('}');
+        }
+        ClientInformation(out)
+    }
+
     fn response(
         &self,
         record: ClientRecord,
@@ -1247,12 +1292,38 @@ impl Registrar {
             Value::from(rat.expose()),
         );
         out.insert("registration_client_uri".into(), Value::from(uri));
-        out.extend(record.metadata);
+        out.extend(record.metadata.into_map());
         if let Some(statement) = record.software_statement {
             // RFC 7591 §3.2.1: the statement is returned unmodified.
             out.insert("software_statement".into(), Value::from(statement));
         }
         out
+    }
+}
+
+/// A client information response (RFC 7591 §3.2.1, RFC 7592 §2.1) as the JSON object text
+/// that is sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientInformation(String);
+
+impl ClientInformation {
+    fn from_map(map: Map<String, Value>) -> Self {
+        Self(Value::Object(map).to_string())
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The JSON text, for the response body.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// The members, parsed.
+    pub fn to_map(&self) -> Map<String, Value> {
+        serde_json::from_str(&self.0).unwrap_or_default()
     }
 }
 

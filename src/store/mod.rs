@@ -13,12 +13,14 @@ pub mod postgres;
 pub mod server_key;
 mod sled;
 mod sled_events;
+mod stored_metadata;
 pub mod transfer;
 
 pub use self::filter::{ClientFilter, Listing};
 pub use self::memory::MemoryStore;
 pub use self::postgres::{PostgresSettings, PostgresStore};
 pub use self::sled::SledStore;
+pub use self::stored_metadata::StoredMetadata;
 
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -46,8 +48,9 @@ pub struct ClientRecord {
     pub client_secret_expires_at: Option<i64>,
     /// HMAC-SHA-256 tag of the current registration access token; empty when revoked.
     pub rat_tag: Vec<u8>,
-    /// The registered metadata with defaults applied, in schema order.
-    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// The registered metadata with defaults applied, in schema order; kept as the stored JSON
+    /// text until a member is read ([`StoredMetadata`]).
+    pub metadata: StoredMetadata,
     /// Seconds since the epoch of the last change.
     pub updated_at: i64,
     /// Name of the registration policy that admitted the client; re-applied on every update
@@ -471,7 +474,7 @@ pub mod contract {
             client_secret_hash: None,
             client_secret_expires_at: None,
             rat_tag: vec![tag; 32],
-            metadata,
+            metadata: metadata.into(),
             updated_at: 1,
             policy: None,
             tier: None,
