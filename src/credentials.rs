@@ -690,7 +690,9 @@ mod tests {
         let cheap = SecretHasher::new(8, 1, 1, 1).unwrap();
         runtime.block_on(async {
             let phc = costly.hash(&Plaintext::new("pw".into())).await.unwrap();
-            assert!(!runs_inline(&Params::try_from(&PasswordHash::new(&phc).unwrap()).unwrap()));
+            assert!(!runs_inline(
+                &Params::try_from(&PasswordHash::new(&phc).unwrap()).unwrap()
+            ));
             assert!(cheap.verify("pw", &phc).await.unwrap());
             assert!(!cheap.verify("pW", &phc).await.unwrap());
             // At the cheap cost the hash is computed right here and agrees with argon2.
