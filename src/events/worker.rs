@@ -48,9 +48,7 @@ pub trait OutboxQueue: Send + Sync + 'static {
         after: u64,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<OutboxRow>, StoreError>>;
-    /// Apply the operations atomically; resolves once durable. A store may resolve a batch of
-    /// only [`OutboxOp::Delivered`] before it is durable (sled does): a removal lost in a crash
-    /// means a redelivery with the same `webhook-id`, which at-least-once delivery allows.
+    /// Apply the operations atomically; resolves once durable.
     fn outbox_apply(&self, ops: Vec<OutboxOp>) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 

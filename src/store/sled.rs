@@ -1016,24 +1016,12 @@ impl crate::events::OutboxQueue for SledStore {
         &self,
         ops: Vec<crate::events::OutboxOp>,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
-        // Marking rows delivered does not wait for the disk: delivery is at least once, so a
-        // removal that a crash undoes only sends that row again, with the same `webhook-id`
-        // (README, "Webhooks"). The next flush (a writer's group commit, the worker's own next
-        // `outbox_pending`, or sled's timer) makes it durable. Every other outcome (a retry's
-        // attempt count, a dead letter, a redelivery, an enqueue) is durable before this
-        // resolves.
-        let delivered_only = ops
-            .iter()
-            .all(|op| matches!(op, crate::events::OutboxOp::Delivered { .. }));
         let applied = self.blocking(move |shared| {
             shared.writable()?;
             sled_events::apply_outbox_alone(&shared.handles()?.events, &ops)
         });
         Box::pin(async move {
             applied.await?;
-            if delivered_only {
-                return Ok(());
-            }
             self.durable().await
         })
     }
