@@ -53,9 +53,12 @@ impl fmt::Debug for Plaintext {
 /// argon2id hashing of `client_secret` values (RFC 7591 §3.2.1 secrets are stored only hashed),
 /// and, when a derivation key is configured, recoverable derived secrets (see the module docs).
 ///
-/// Hashing runs on tokio's blocking pool behind a semaphore, so at most `concurrency` hashes
-/// (each allocating `m` KiB) run at once and the HTTP workers are never blocked by it. Memory for
-/// argon2 is therefore bounded by `concurrency × m` KiB whatever the load. Callers beyond the
+/// Hashing runs on a pool of exactly `concurrency` long-lived hashing threads (started at the
+/// first hash) behind a semaphore, so at most `concurrency` hashes run at once, each in its
+/// thread's reused `m` KiB (warm: no page faults after the first), and the HTTP workers are never
+/// blocked by it. Memory for argon2 is therefore bounded by `concurrency × m` KiB whatever the
+/// load. A hash or verification whose cost is tiny (`m × t` ≤ [`INLINE_MAX_KIB_PASSES`]) runs on
+/// the calling thread instead: it takes less time than the hand-off to a hashing thread and back. Callers beyond the
 /// permits wait in the semaphore's queue (each holding only its request, at most the body limit);
 /// with a queue limit set, callers beyond `concurrency + queue_limit` are refused at once with
 /// `Overloaded` (503) instead of queueing, so a flood cannot pile up unbounded waiters.
@@ -63,6 +66,7 @@ impl fmt::Debug for Plaintext {
 pub struct SecretHasher {
     params: Params,
     permits: Arc<Semaphore>,
+    pool: Arc<HashPool>,
     derivation_key: Option<Arc<[u8]>>,
     in_flight: Arc<AtomicUsize>,
     max_in_flight: usize,
@@ -112,6 +116,7 @@ impl SecretHasher {
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            pool: Arc::new(HashPool::new(concurrency.max(1))),
             derivation_key: None,
             in_flight: Arc::new(AtomicUsize::new(0)),
             max_in_flight: 0,
@@ -244,18 +249,19 @@ impl SecretHasher {
 
     /// The PHC string (`$argon2id$v=19$m=...`) of `secret`.
     pub async fn hash(&self, secret: &Plaintext) -> Result<String> {
-        let _permit = self.permit().await?;
         let argon2 = self.argon2();
         let params = self.params.clone();
-        let secret = secret.clone();
-        tokio::task::spawn_blocking(move || {
-            lower_hashing_thread_priority();
+        let hash = move |secret: &Plaintext| {
             let salt = SaltString::generate(&mut OsRng);
             hash_reusing_memory(&argon2, &params, secret.expose().as_bytes(), &salt)
                 .map_err(|e| RegistrationError::Internal(format!("argon2 hash: {e}")))
-        })
-        .await
-        .map_err(|e| RegistrationError::Internal(format!("hash task: {e}")))?
+        };
+        if runs_inline(&self.params) {
+            return hash(secret);
+        }
+        let _permit = self.permit().await?;
+        let secret = secret.clone();
+        self.pool.run(move || hash(&secret)).await?
     }
 
     /// Whether `presented` matches the stored argon2id PHC string. argon2's verifier compares
@@ -265,22 +271,101 @@ impl SecretHasher {
         if presented.is_empty() || presented.len() > MAX_PRESENTED_LEN {
             return Ok(false);
         }
-        let _permit = self.permit().await?;
         let argon2 = self.argon2();
-        let presented = presented.to_owned();
-        let phc = phc.to_owned();
-        tokio::task::spawn_blocking(move || {
-            lower_hashing_thread_priority();
-            let parsed = PasswordHash::new(&phc)
+        let verify = move |presented: &str, phc: &str| {
+            let parsed = PasswordHash::new(phc)
                 .map_err(|e| RegistrationError::Internal(format!("stored hash: {e}")))?;
             Ok(verify_reusing_memory(
                 &argon2,
                 presented.as_bytes(),
                 &parsed,
             ))
-        })
-        .await
-        .map_err(|e| RegistrationError::Internal(format!("verify task: {e}")))?
+        };
+        // The cost is the stored hash's own, which may differ from the configured one.
+        let stored_params = PasswordHash::new(phc)
+            .ok()
+            .and_then(|parsed| Params::try_from(&parsed).ok());
+        if stored_params.as_ref().is_some_and(runs_inline) {
+            return verify(presented, phc);
+        }
+        let _permit = self.permit().await?;
+        let presented = presented.to_owned();
+        let phc = phc.to_owned();
+        self.pool.run(move || verify(&presented, &phc)).await?
+    }
+}
+
+/// Largest argon2 cost, in KiB of memory × passes (`m × t`), that is hashed on the calling
+/// thread rather than on a hashing thread. argon2id fills about 3 KiB-passes per microsecond
+/// per core here (the default m=19456, t=2 takes ≈ 13 ms), so this bound is a hash of about
+/// 20 µs; handing a job to another thread and waking the caller again costs two context
+/// switches and their cache misses, tens of µs on these cores (the registration profile in
+/// BENCHMARKS.md spent 30% in `finish_task_switch`). Memory stays bounded: at most one such
+/// hash per calling thread, 64 KiB each. Any cost that a deployment would choose to protect
+/// secrets (this server's default, m=19456 and t=2, is OWASP's minimum for argon2id) is far above it.
+pub const INLINE_MAX_KIB_PASSES: u64 = 64;
+
+/// Whether a hash with `params` is cheap enough to run on the calling thread.
+fn runs_inline(params: &Params) -> bool {
+    u64::from(params.m_cost()) * u64::from(params.t_cost()) <= INLINE_MAX_KIB_PASSES
+}
+
+type HashJob = Box<dyn FnOnce() + Send + 'static>;
+
+/// The hashing threads: `size` long-lived threads started at the first job, taking jobs from
+/// one queue. Each keeps its argon2 block memory between jobs ([`BLOCKS`]), so with exactly as
+/// many threads as hashing permits every hash runs in warm memory; on tokio's blocking pool a
+/// hash ran on whichever pool thread was free, often one whose memory was cold or gone (and
+/// those threads also ran store work). The threads end when the hasher is dropped.
+struct HashPool {
+    size: usize,
+    jobs: std::sync::OnceLock<std::result::Result<std::sync::mpsc::Sender<HashJob>, String>>,
+}
+
+impl HashPool {
+    fn new(size: usize) -> Self {
+        Self {
+            size,
+            jobs: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn start(size: usize) -> std::result::Result<std::sync::mpsc::Sender<HashJob>, String> {
+        let (tx, rx) = std::sync::mpsc::channel::<HashJob>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for n in 0..size {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || {
+                    lower_hashing_thread_priority();
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(job) = job else { return };
+                        // A panicking job drops its answer channel (the caller gets an error);
+                        // the thread goes on with the next one.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                })
+                .map_err(|e| format!("hashing thread: {e}"))?;
+        }
+        Ok(tx)
+    }
+
+    /// Run `f` on a hashing thread and wait for its result without blocking the caller.
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let jobs = self
+            .jobs
+            .get_or_init(|| Self::start(self.size))
+            .as_ref()
+            .map_err(|e| RegistrationError::Internal(e.clone()))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        jobs.send(Box::new(move || {
+            let _ = tx.send(f());
+        }))
+        .map_err(|_| RegistrationError::Internal("hashing threads stopped".into()))?;
+        rx.await
+            .map_err(|_| RegistrationError::Internal("hash job failed".into()))
     }
 }
 
@@ -329,7 +414,7 @@ fn verify_reusing_memory(argon2: &Argon2<'_>, presented: &[u8], phc: &PasswordHa
 /// `hash_password` allocates (and zeroes) `m` KiB per hash; the allocator hands much of it back
 /// to the kernel in between, so every hash paid for thousands of page faults again: about a
 /// fifth of its CPU time (BENCHMARKS.md). The hash overwrites every block before reading it, so
-/// reuse needs no clearing; the memory goes away with the blocking thread.
+/// reuse needs no clearing; the memory goes away with the thread.
 fn hash_reusing_memory(
     argon2: &Argon2<'_>,
     params: &Params,
@@ -359,10 +444,10 @@ fn hash_reusing_memory(
     Ok(phc.to_string())
 }
 
-/// Nice value of the threads that run argon2 (the blocking pool runs nothing else).
+/// Nice value of the hashing threads (they run nothing else).
 const HASHING_NICE: libc::c_int = 10;
 
-/// Run the calling (blocking-pool) thread at a lower CPU priority, once per thread, so that when
+/// Run the calling (hashing) thread at a lower CPU priority, once per thread, so that when
 /// the cores are saturated the HTTP workers win them: a burst of registrations slows other
 /// registrations, never reads (measured in BENCHMARKS.md). When the cores are otherwise idle the
 /// hashes still get all of them, so the registration rate is unchanged.
@@ -563,6 +648,61 @@ mod tests {
         assert!(hasher.verify("s3cret", &phc).await.unwrap());
         assert!(!hasher.verify("s3creT", &phc).await.unwrap());
         assert!(!hasher.verify("", &phc).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn hashes_run_on_exactly_concurrency_long_lived_hashing_threads() {
+        let hasher = SecretHasher::new(256, 1, 1, 2).unwrap();
+        let mut names = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            let name = hasher
+                .pool
+                .run(|| std::thread::current().name().map(str::to_owned))
+                .await
+                .unwrap();
+            names.insert(name.unwrap_or_default());
+        }
+        assert!(!names.is_empty() && names.len() <= 2, "{names:?}");
+        assert!(names.iter().all(|n| n.starts_with("argon2-")), "{names:?}");
+        // A panicking job fails its caller only; the threads go on.
+        assert!(hasher.pool.run(|| panic!("boom")).await.is_err());
+        let phc = hasher.hash(&Plaintext::new("s".into())).await.unwrap();
+        assert!(hasher.verify("s", &phc).await.unwrap());
+    }
+
+    #[test]
+    fn only_a_tiny_argon2_cost_is_hashed_on_the_calling_thread() {
+        let params = |m, t| Params::new(m, t, 1, None).unwrap();
+        assert!(runs_inline(&params(8, 1)));
+        assert!(runs_inline(&params(64, 1)));
+        assert!(runs_inline(&params(32, 2)));
+        assert!(!runs_inline(&params(64, 2)));
+        assert!(!runs_inline(&params(19456, 2)));
+    }
+
+    #[test]
+    fn a_cheap_hasher_verifies_a_costly_stored_hash_by_its_own_cost() {
+        // The stored hash's parameters decide where it is verified, not the configured ones.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let costly = SecretHasher::new(256, 1, 1, 1).unwrap();
+        let cheap = SecretHasher::new(8, 1, 1, 1).unwrap();
+        runtime.block_on(async {
+            let phc = costly.hash(&Plaintext::new("pw".into())).await.unwrap();
+            assert!(!runs_inline(
+                &Params::try_from(&PasswordHash::new(&phc).unwrap()).unwrap()
+            ));
+            assert!(cheap.verify("pw", &phc).await.unwrap());
+            assert!(!cheap.verify("pW", &phc).await.unwrap());
+            // At the cheap cost the hash is computed right here and agrees with argon2.
+            let tiny = cheap.hash(&Plaintext::new("pw".into())).await.unwrap();
+            assert!(tiny.starts_with("$argon2id$v=19$m=8,t=1,p=1$"));
+            assert!(cheap
+                .argon2()
+                .verify_password(b"pw", &PasswordHash::new(&tiny).unwrap())
+                .is_ok());
+        });
     }
 
     #[test]

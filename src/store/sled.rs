@@ -3,8 +3,9 @@
 //! Layout: tree `clients` maps `client_id` → versioned record; tree `rat` maps the registration
 //! access token's HMAC tag → `client_id`; tree `counters` maps a counter name → big-endian u64
 //! (initial access token uses, `jti` replay, policy quotas); tree `meta` holds the server key.
-//! One `commit` is one sled transaction over the first three trees, run on tokio's blocking
-//! pool (as every other sled call), never on an actix worker.
+//! One `commit` is one sled transaction over the first three trees (and the event trees),
+//! applied on the calling thread while the store is healthy (it changes only sled's memory),
+//! otherwise on tokio's blocking pool; the wait for the disk is always the flusher's.
 //!
 //! Durability: sled makes writes durable only on `flush` (otherwise a background fsync every
 //! 500 ms). A dedicated flusher thread takes every waiter queued so far, flushes once and answers
@@ -305,11 +306,20 @@ impl Shared {
 
     /// Apply one batch in one transaction over the clients, token index and counters: refuse
     /// it while failed, record its before-images unless it was aborted (lost compare-and-swap,
-    /// exhausted counter), and fail the store on a storage error. Blocking: call it off the
-    /// async workers.
+    /// exhausted counter), and fail the store on a storage error. May wait for the handles
+    /// lock while the database is reopened: off the async workers (see [`Shared::apply_in`]).
     fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
         self.writable()?;
         let handles = self.handles()?;
+        self.apply_in(&handles, batch)
+    }
+
+    /// [`Shared::apply`] on handles the caller already holds (from [`Shared::handles_now`] on
+    /// an async worker). The transaction changes sled's in-memory trees and appends to its
+    /// in-memory log buffer (a page that is not cached is read as a read would); writing and
+    /// syncing the log is the flusher's `flush`.
+    fn apply_in(&self, handles: &Handles, batch: &WriteBatch) -> Result<(), StoreError> {
+        self.writable()?;
         let before = RefCell::new(Vec::new());
         // Held across the transaction so sequence numbers follow commit order.
         let mut undo = self.undo();
@@ -859,7 +869,14 @@ impl ClientStore for SledStore {
     }
 
     fn commit(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>> {
-        let applied = self.blocking(move |shared| shared.apply(&batch));
+        // Applied on the calling thread while healthy, like reads (see `handles_now`): the
+        // transaction touches only sled's memory and takes microseconds, less than the two
+        // hand-offs to the blocking pool and back (BENCHMARKS.md, issue #19). The wait for the
+        // disk stays off the worker: the flusher thread's group commit answers `durable`.
+        let applied: BoxFuture<'static, Result<(), StoreError>> = match self.shared.handles_now() {
+            Some(handles) => Box::pin(std::future::ready(self.shared.apply_in(&handles, &batch))),
+            None => self.blocking(move |shared| shared.apply(&batch)),
+        };
         Box::pin(async move {
             if let Err(e) = applied.await {
                 if matches!(e, StoreError::Unavailable(_)) {
