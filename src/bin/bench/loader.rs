@@ -22,6 +22,8 @@ use std::time::Instant;
 pub struct Loaded {
     pub secs: f64,
     pub disk_mb: f64,
+    /// Size of one loaded client's encoded record (`ClientRecord::encode`), bytes.
+    pub record_bytes: usize,
 }
 
 /// Fill `dir` (must not exist) with `n` clients; write every k-th one's "client_id rat" to
@@ -56,6 +58,22 @@ pub fn populate(dir: &Path, n: usize, sample: usize, pool: &Path) -> Res<Loaded>
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
 
+    let record_bytes = ClientRecord {
+        client_id: OsTokens.token(CLIENT_ID_BYTES),
+        client_id_issued_at: now,
+        client_secret_hash: Some(phc.clone()),
+        client_secret_expires_at: Some(0),
+        rat_tag: rat_key.tag(&OsTokens.token(SECRET_BYTES)).to_vec(),
+        metadata: metadata.clone(),
+        updated_at: now,
+        tier: Some(registrar::policy::tier::ANONYMOUS.to_owned()),
+        revision: 1,
+        created_at: now,
+        ..Default::default()
+    }
+    .encode()
+    .map_err(|e| e.to_string())?
+    .len();
     let every = (n / sample.max(1)).max(1);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -113,6 +131,7 @@ pub fn populate(dir: &Path, n: usize, sample: usize, pool: &Path) -> Res<Loaded>
     Ok(Loaded {
         secs: started.elapsed().as_secs_f64(),
         disk_mb: dir_size(dir) as f64 / 1e6,
+        record_bytes,
     })
 }
 

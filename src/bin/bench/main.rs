@@ -26,14 +26,16 @@ use tools::{Res, Run, Server, Wrk};
 const USAGE: &str =
     "usage: bench [--smoke] [--out FILE] [--no-peer | --peer] [--rounds N] [--secs S]
                [--sizes SMALL,MEDIUM,LARGE] [--no-profile] [--backend both|sled|postgres]
-               [--audit]
+               [--audit] [--only-scale]
   Runs the registrar benchmark on loopback and writes a Markdown report (default BENCHMARKS.md
   at the repository root). --smoke: seconds-long run, tiny populations, no peer, no targets.
   --backend: both (default) measures sled and PostgreSQL (a private cluster the bench starts);
   sled skips PostgreSQL; postgres runs only the PostgreSQL and replica sections with the sled
   and peer runs they are compared with. --audit: beside each measured registrar (audit on, no
   webhook), one with audit.enabled = false and one with audit plus one webhook (to an HTTPS
-  receiver inside the bench); registrations and updates compared against audit off.";
+  receiver inside the bench); registrations and updates compared against audit off.
+  --only-scale: only the scale section (sled populations of --sizes, reads, memory, restarts),
+  for A/B work on the store; the report has no other sections.";
 
 /// Which storage backends a run measures.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -66,6 +68,8 @@ struct Opts {
     backends: Backends,
     /// `--audit`: measure registrations and updates with one webhook on against off.
     audit: bool,
+    /// `--only-scale`: run the scale section alone.
+    only_scale: bool,
 }
 
 fn parse_args(repo: &Path) -> Res<Opts> {
@@ -87,6 +91,7 @@ fn parse_args(repo: &Path) -> Res<Opts> {
         profile: !smoke,
         backends: Backends::Both,
         audit: false,
+        only_scale: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -98,6 +103,7 @@ fn parse_args(repo: &Path) -> Res<Opts> {
             "--peer" => o.peer = true,
             "--no-profile" => o.profile = false,
             "--audit" => o.audit = true,
+            "--only-scale" => o.only_scale = true,
             "--backend" => {
                 o.backends = match val()?.as_str() {
                     "both" => Backends::Both,
@@ -592,9 +598,11 @@ fn main() -> ExitCode {
         return match loader::populate(&dir, n, 20_000, &pool) {
             Ok(l) => {
                 eprintln!(
-                    "bench: {n} clients in {:.1} s, {:.0} MB; pool {}",
+                    "bench: {n} clients in {:.1} s, {:.0} MB ({:.0} bytes per client, record {} bytes); pool {}",
                     l.secs,
                     l.disk_mb,
+                    l.disk_mb * 1e6 / n.max(1) as f64,
+                    l.record_bytes,
                     pool.display()
                 );
                 ExitCode::SUCCESS
@@ -675,6 +683,10 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
         report: Report::default(),
         held: Default::default(),
     };
+    if b.opts.only_scale {
+        scale(&mut b)?;
+        return write_report(&b, &machine, &wrk_version, None, None, &date, started);
+    }
     let s = b.opts.smoke;
     let full = b.opts.backends.full();
 
@@ -1082,14 +1094,35 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
         reg_min.stop();
     }
 
-    let secs = started.elapsed().as_secs_f64();
-    let text = render(
+    write_report(
         &b,
         &machine,
         &wrk_version,
         peer_install.as_ref(),
         pg_version.as_deref(),
         &date,
+        started,
+    )
+}
+
+/// Render the report and write it to `--out`, keeping the notes below the marker.
+fn write_report(
+    b: &Bench,
+    machine: &[(String, String)],
+    wrk_version: &str,
+    peer_install: Option<&tools::PeerInstall>,
+    pg_version: Option<&str>,
+    date: &str,
+    started: Instant,
+) -> Res<PathBuf> {
+    let secs = started.elapsed().as_secs_f64();
+    let text = render(
+        b,
+        machine,
+        wrk_version,
+        peer_install,
+        pg_version,
+        date,
         secs,
     )?;
     let out = b.opts.out.clone();
@@ -1249,8 +1282,8 @@ fn scale(b: &mut Bench) -> Res<()> {
         eprintln!("bench: loading {n} clients");
         let loaded = loader::populate(&dir, n, 20_000, &pool)?;
         eprintln!(
-            "bench: loaded {n} clients in {:.1} s ({:.0} MB on disk)",
-            loaded.secs, loaded.disk_mb
+            "bench: loaded {n} clients in {:.1} s ({:.0} MB on disk, record {} bytes)",
+            loaded.secs, loaded.disk_mb, loaded.record_bytes
         );
         let server = b.start_registrar(
             &format!("registrar, {} clients", num(n as f64, 0)),
