@@ -111,8 +111,6 @@ pub struct ClientRecord {
 }
 
 impl ClientRecord {
-    /// The creation time: `created_at`, or `client_id_issued_at` for records written before
-    /// it was kept.
     /// The registration access token tags [`ClientStore::get_by_rat`] finds this client by: the
     /// current one and, during a rotation's grace, the previous one (`crate::lifecycle`), so
     /// either costs one index lookup like any other token.
@@ -122,6 +120,8 @@ impl ClientRecord {
             .filter(|t| !t.is_empty())
     }
 
+    /// The creation time: `created_at`, or `client_id_issued_at` for records written before
+    /// it was kept.
     pub fn created(&self) -> i64 {
         if self.created_at == 0 {
             self.client_id_issued_at
