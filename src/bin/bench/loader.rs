@@ -64,7 +64,7 @@ pub fn populate(dir: &Path, n: usize, sample: usize, pool: &Path) -> Res<Loaded>
         client_secret_hash: Some(phc.clone()),
         client_secret_expires_at: Some(0),
         rat_tag: rat_key.tag(&OsTokens.token(SECRET_BYTES)).to_vec(),
-        metadata: metadata.clone(),
+        metadata: metadata.clone().into(),
         updated_at: now,
         tier: Some(registrar::policy::tier::ANONYMOUS.to_owned()),
         revision: 1,
