@@ -126,8 +126,14 @@ impl Pg {
         })
     }
 
-    /// Stop both replicas, then the cluster.
+    /// Stop both replicas, then the cluster; first print each registrar's mean group-commit
+    /// size over the whole run (`registrar_store_commit_batch_size`).
     pub fn stop(self) {
+        let servers = [Some(&self.a), Some(&self.b), self.hooked.as_ref()];
+        let off = self.off.as_ref().map(|(o, _)| o);
+        for server in servers.into_iter().chain([off]).flatten() {
+            group_sizes(server);
+        }
         self.a.stop();
         self.b.stop();
         if let Some(h) = self.hooked {
@@ -170,6 +176,32 @@ impl Pg {
         let cmd = format!("{}   & {}", wrks[0].command(), wrks[1].command());
         b.report.add_in(REPLICAS, workload, BOTH, sum.clone(), cmd);
         Ok(sum)
+    }
+}
+
+/// Print the mean size of the group commits `server` made (its `/metrics`), when it made any.
+fn group_sizes(server: &Server) {
+    let Ok(text) = tools::sh(&format!(
+        "curl -s http://127.0.0.1:{}/metrics | grep '^registrar_store_commit_batch_size_' || true",
+        server.port
+    )) else {
+        return;
+    };
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let (sum, count) = (
+        value("registrar_store_commit_batch_size_sum"),
+        value("registrar_store_commit_batch_size_count"),
+    );
+    if count > 0.0 {
+        eprintln!(
+            "bench: {:<50} {count:.0} group commits of {:.2} writes on average",
+            server.name,
+            sum / count
+        );
     }
 }
 
