@@ -2,9 +2,10 @@
 //!
 //! Each `commit` queues its `WriteBatch` and waits. A committer task takes everything queued, up
 //! to `GROUP_MAX` batches (a *group*), and applies them in ONE transaction: each batch under its
-//! own `SAVEPOINT`, its statements pipelined (sent together, one round trip), so a batch whose
-//! compare-and-swap, insert or counter check fails is rolled back alone and answered with its
-//! own error (`Conflict`, `CounterExhausted`) while the others go on. Then the audit entries of
+//! own `SAVEPOINT`, the statements of all of them pipelined (sent together, one round trip), so
+//! a batch whose compare-and-swap, insert or counter check fails is rolled back alone (to its
+//! savepoint, the batches after it sent again) and answered with its own error (`Conflict`,
+//! `CounterExhausted`) while the others go on. Then the audit entries of
 //! every batch applied are sealed onto the chain under ONE lock of `audit_head` and written with
 //! one multi-row insert, the webhook outbox rows likewise (one `webhook_outbox_seq` lock for all),
 //! and the transaction commits once. Only after that COMMIT returned is any waiter answered.
@@ -20,7 +21,7 @@
 //! its row (`settle`) and committed alone if it was not applied; a batch that failed within the
 //! group was rolled back to its savepoint and is committed alone too.
 
-use super::events::{self, Seal};
+use super::events::Seal;
 use super::{
     counter_key, describe, previous_tag, retryable, revision, store_error, tag, written, Attempt,
     Inner, PostgresStore, Prepared,
@@ -92,15 +93,6 @@ fn not_applied(e: &tokio_postgres::Error) -> GroupFailure {
 }
 
 const NO_PARAMS: &[&(dyn ToSql + Sync)] = &[];
-
-/// What each pipelined statement of a batch was.
-#[derive(Clone, Copy)]
-enum Step {
-    /// Releasing the previous batch's savepoint, or taking this one's: the group's own.
-    Savepoint,
-    Counter(usize),
-    Record,
-}
 
 impl PostgresStore {
     /// Apply `group` and answer each waiter (after the COMMIT returned, or its batch failed).
@@ -185,38 +177,45 @@ impl PostgresStore {
     }
 }
 
-/// The group in one transaction: each batch under a savepoint, then the events, then COMMIT.
+/// The group in one transaction: the batches' statements pipelined, each batch under its own
+/// savepoint, then the events, then COMMIT.
+///
+/// All the batches from the first still undecided are sent at once (one round trip). The
+/// first that fails (a lost compare-and-swap, an exhausted counter, a statement refused) is
+/// rolled back to its savepoint, which also undoes the batches sent after it; those are sent
+/// again. So a group costs one round trip plus two per failed batch.
 async fn group_transaction(
     client: &mut deadpool_postgres::Client,
     ps: &[Prepared<'_>],
 ) -> Result<Vec<Result<(), StoreError>>, GroupFailure> {
     let tx = client.transaction().await.map_err(|e| not_applied(&e))?;
-    let savepoint = tx
-        .prepare_cached("SAVEPOINT batch")
-        .await
-        .map_err(|e| not_applied(&e))?;
-    let release = tx
-        .prepare_cached("RELEASE SAVEPOINT batch")
-        .await
-        .map_err(|e| not_applied(&e))?;
-    let rollback = tx
-        .prepare_cached("ROLLBACK TO SAVEPOINT batch")
-        .await
-        .map_err(|e| not_applied(&e))?;
-    let mut outcomes = Vec::with_capacity(ps.len());
-    let mut seal = Seal::default();
+    let mut plans = Vec::with_capacity(ps.len());
     for (i, p) in ps.iter().enumerate() {
-        let release = (i > 0).then_some(&release);
-        let outcome = batch_in_group(&tx, p, release, &savepoint, &rollback).await?;
+        plans.push(plan(&tx, i, p).await?);
+    }
+    let mut outcomes: Vec<Result<(), StoreError>> = Vec::with_capacity(ps.len());
+    while outcomes.len() < ps.len() {
+        let start = outcomes.len();
+        let failed = pipeline(&tx, &plans[start..], &ps[start..]).await?;
+        match failed {
+            None => outcomes.extend(ps[start..].iter().map(|_| Ok(()))),
+            Some((k, error)) => {
+                let k = start + k;
+                outcomes.extend((start..k).map(|_| Ok(())));
+                tx.execute(&plans[k].rollback, NO_PARAMS)
+                    .await
+                    .map_err(|e| not_applied(&e))?;
+                outcomes.push(Err(error));
+            }
+        }
+    }
+    let mut seal = Seal::default();
+    for (p, outcome) in ps.iter().zip(&outcomes) {
         if outcome.is_ok() {
             seal.add(p.batch);
         }
-        outcomes.push(outcome);
     }
-    let release = tx.execute(&release, NO_PARAMS);
-    let (released, sealed) = futures_util::future::join(release, seal.write(&tx)).await;
-    released.map_err(|e| not_applied(&e))?;
-    sealed.map_err(|a| match a {
+    seal.write(&tx).await.map_err(|a| match a {
         Attempt::Failed(e) => GroupFailure::NotApplied(e.to_string()),
         Attempt::Retry(c) | Attempt::Ambiguous(c) => GroupFailure::NotApplied(c),
     })?;
@@ -233,26 +232,43 @@ async fn group_transaction(
     }
 }
 
-/// One batch inside the group: its statements pipelined under a fresh savepoint (after
-/// releasing the previous batch's), then its own outcome; rolled back to the savepoint when
-/// it fails. `Err` only for a failure that is the group's (the whole group is then redone).
-async fn batch_in_group(
+/// A batch's statements, prepared, with the values they bind that are not in the batch.
+struct Plan {
+    savepoint: tokio_postgres::Statement,
+    rollback: tokio_postgres::Statement,
+    /// Batch index of the counter operation, its statement and its bound value, in key order.
+    counters: Vec<(usize, tokio_postgres::Statement, Option<i64>)>,
+    /// The first counter in batch order known exhausted without asking (a limit of 0).
+    exhausted: Option<usize>,
+    record: Option<tokio_postgres::Statement>,
+    expected: Option<i64>,
+}
+
+/// Whether an error is the batch's own outcome (the batch alone is rolled back) rather than
+/// the group's (the whole group is redone).
+fn batch_own(e: &tokio_postgres::Error) -> bool {
+    !retryable(e) && e.code().is_some() && e.code() != Some(&SqlState::IN_FAILED_SQL_TRANSACTION)
+}
+
+async fn plan(
     tx: &deadpool_postgres::Transaction<'_>,
+    i: usize,
     p: &Prepared<'_>,
-    release: Option<&tokio_postgres::Statement>,
-    savepoint: &tokio_postgres::Statement,
-    rollback: &tokio_postgres::Statement,
-) -> Result<Result<(), StoreError>, GroupFailure> {
+) -> Result<Plan, GroupFailure> {
     let batch = p.batch;
+    let prepare =
+        |sql: String| async move { tx.prepare_cached(&sql).await.map_err(|e| not_applied(&e)) };
+    let savepoint = prepare(format!("SAVEPOINT batch_{i}")).await?;
+    let rollback = prepare(format!("ROLLBACK TO SAVEPOINT batch_{i}")).await?;
     // Counter rows in key order (stable), as on the single-batch path.
     let mut order: Vec<usize> = (0..batch.counters.len()).collect();
     order.sort_by(|&a, &b| counter_key(&batch.counters[a]).cmp(counter_key(&batch.counters[b])));
     let mut exhausted: Option<usize> = None;
     let mut counters = Vec::new();
-    for i in order {
-        let (sql, value): (&str, Option<i64>) = match &batch.counters[i] {
+    for c in order {
+        let (sql, value): (&str, Option<i64>) = match &batch.counters[c] {
             CounterOp::Take { limit: 0, .. } => {
-                exhausted = Some(exhausted.map_or(i, |e| e.min(i)));
+                exhausted = Some(exhausted.map_or(c, |e| e.min(c)));
                 continue;
             }
             CounterOp::Take { limit, .. } => (
@@ -265,13 +281,7 @@ async fn batch_in_group(
                 Some(i64::try_from(*value).unwrap_or(i64::MAX)),
             ),
         };
-        let statement = tx.prepare_cached(sql).await.map_err(|e| not_applied(&e))?;
-        counters.push((
-            i,
-            statement,
-            counter_key(&batch.counters[i]).as_bytes(),
-            value,
-        ));
+        counters.push((c, prepare(sql.to_owned()).await?, value));
     }
     let expected = match &batch.change {
         Some(Change::Update {
@@ -279,104 +289,158 @@ async fn batch_in_group(
         })
         | Some(Change::Delete {
             expected_revision, ..
-        }) => match revision(*expected_revision) {
-            Ok(r) => Some(r),
-            Err(e) => return Ok(Err(e)),
-        },
+        }) => Some(revision(*expected_revision).unwrap_or(i64::MAX)),
         _ => None,
     };
-    let record_sql = match (&batch.change, &p.written) {
-        (None, _) => None,
-        (Some(Change::Insert(_)), Some(_)) => Some(super::INSERT_CLIENT),
-        (Some(Change::Update { .. }), Some(_)) => Some(super::UPDATE_CLIENT),
-        (Some(Change::Delete { .. }), _) => Some(super::DELETE_CLIENT),
-        _ => {
-            return Ok(Err(StoreError::Corrupt(
-                "record change without its encoding".into(),
-            )))
-        }
-    };
-    let record_statement = match record_sql {
-        Some(sql) => Some(tx.prepare_cached(sql).await.map_err(|e| not_applied(&e))?),
+    let record = match &batch.change {
         None => None,
+        Some(Change::Insert(_)) => Some(prepare(super::INSERT_CLIENT.to_owned()).await?),
+        Some(Change::Update { .. }) => Some(prepare(super::UPDATE_CLIENT.to_owned()).await?),
+        Some(Change::Delete { .. }) => Some(prepare(super::DELETE_CLIENT.to_owned()).await?),
     };
+    Ok(Plan {
+        savepoint,
+        rollback,
+        counters,
+        exhausted,
+        record,
+        expected,
+    })
+}
+
+/// What a pipelined statement was.
+#[derive(Clone, Copy)]
+enum Step {
+    Savepoint,
+    Counter(usize),
+    Record,
+}
+
+/// Send the statements of `ps` at once, each batch after its savepoint; the first batch that
+/// failed (its index in `ps`) and its error, or `None` when all were applied.
+async fn pipeline(
+    tx: &deadpool_postgres::Transaction<'_>,
+    plans: &[Plan],
+    ps: &[Prepared<'_>],
+) -> Result<Option<(usize, StoreError)>, GroupFailure> {
     // The parameters, owned here for the pipelined statements to borrow.
-    let counter_params: Vec<Vec<&(dyn ToSql + Sync)>> = counters
+    let mut tags = Vec::with_capacity(ps.len());
+    for p in ps {
+        tags.push(match &p.batch.change {
+            Some(Change::Insert(r)) | Some(Change::Update { record: r, .. }) => {
+                (tag(r), previous_tag(r))
+            }
+            _ => (None, None),
+        });
+    }
+    let keys: Vec<Vec<&[u8]>> = plans
         .iter()
-        .map(|(_, _, key, value)| {
-            let mut v: Vec<&(dyn ToSql + Sync)> = vec![key];
+        .zip(ps)
+        .map(|(plan, p)| {
+            plan.counters
+                .iter()
+                .map(|(c, _, _)| counter_key(&p.batch.counters[*c]).as_bytes())
+                .collect()
+        })
+        .collect();
+    type Bound<'b> = Vec<&'b (dyn ToSql + Sync)>;
+    let mut params: Vec<(usize, Step, &tokio_postgres::Statement, Bound<'_>)> = Vec::new();
+    for (b, (((plan, p), (tag_now, tag_before)), keys)) in
+        plans.iter().zip(ps).zip(&tags).zip(&keys).enumerate()
+    {
+        params.push((b, Step::Savepoint, &plan.savepoint, Vec::new()));
+        for ((c, statement, value), key) in plan.counters.iter().zip(keys) {
+            let mut v: Bound<'_> = vec![key];
             if let Some(value) = value {
                 v.push(value);
             }
-            v
+            params.push((b, Step::Counter(*c), statement, v));
+        }
+        let record: Option<Bound<'_>> = match (&p.batch.change, &p.written) {
+            (Some(Change::Insert(r)), Some((json, rev))) => Some(vec![
+                &r.client_id,
+                rev,
+                tag_now,
+                json,
+                &r.client_id_issued_at,
+                &r.updated_at,
+                tag_before,
+            ]),
+            (Some(Change::Update { record: r, .. }), Some((json, rev))) => Some(vec![
+                &r.client_id,
+                &plan.expected,
+                rev,
+                tag_now,
+                json,
+                &r.updated_at,
+                tag_before,
+            ]),
+            (Some(Change::Delete { client_id, .. }), _) => Some(vec![client_id, &plan.expected]),
+            (None, _) => None,
+            // An insert or update without its encoding (`written` never builds one): the
+            // single-batch path answers it.
+            _ => {
+                return Err(GroupFailure::NotApplied(
+                    "record change without its encoding".into(),
+                ))
+            }
+        };
+        if let (Some(record), Some(statement)) = (record, &plan.record) {
+            params.push((b, Step::Record, statement, record));
+        }
+    }
+    let pipeline: Vec<BoxFuture<'_, Result<u64, tokio_postgres::Error>>> = params
+        .iter()
+        .map(|(_, _, statement, values)| {
+            Box::pin(tx.execute(*statement, values)) as BoxFuture<'_, _>
         })
         .collect();
-    let (tag_now, tag_before) = match &batch.change {
-        Some(Change::Insert(r)) | Some(Change::Update { record: r, .. }) => {
-            (tag(r), previous_tag(r))
-        }
-        _ => (None, None),
-    };
-    let record_params: Vec<&(dyn ToSql + Sync)> = match (&batch.change, &p.written) {
-        (Some(Change::Insert(r)), Some((json, rev))) => vec![
-            &r.client_id,
-            rev,
-            &tag_now,
-            json,
-            &r.client_id_issued_at,
-            &r.updated_at,
-            &tag_before,
-        ],
-        (Some(Change::Update { record: r, .. }), Some((json, rev))) => vec![
-            &r.client_id,
-            &expected,
-            rev,
-            &tag_now,
-            json,
-            &r.updated_at,
-            &tag_before,
-        ],
-        (Some(Change::Delete { client_id, .. }), _) => vec![client_id, &expected],
-        _ => Vec::new(),
-    };
-
-    let mut steps = Vec::new();
-    let mut pipeline: Vec<BoxFuture<'_, Result<u64, tokio_postgres::Error>>> = Vec::new();
-    if let Some(release) = release {
-        steps.push(Step::Savepoint);
-        pipeline.push(Box::pin(tx.execute(release, NO_PARAMS)));
-    }
-    steps.push(Step::Savepoint);
-    pipeline.push(Box::pin(tx.execute(savepoint, NO_PARAMS)));
-    for ((i, statement, _, _), params) in counters.iter().zip(&counter_params) {
-        steps.push(Step::Counter(*i));
-        pipeline.push(Box::pin(tx.execute(statement, params)));
-    }
-    if let Some(statement) = &record_statement {
-        steps.push(Step::Record);
-        pipeline.push(Box::pin(tx.execute(statement, &record_params)));
-    }
     let results = join_all(pipeline).await;
 
+    // Per batch, in order: the first refused statement, the first exhausted counter, a record
+    // statement that changed nothing.
     let mut refused: Option<tokio_postgres::Error> = None;
+    let mut exhausted = plans.first().and_then(|p| p.exhausted);
     let mut conflict = false;
-    for (step, result) in steps.into_iter().zip(results) {
+    let mut current = 0;
+    let verdict = |b: usize,
+                   refused: Option<tokio_postgres::Error>,
+                   exhausted: Option<usize>,
+                   conflict: bool|
+     -> Result<Option<(usize, StoreError)>, GroupFailure> {
+        let batch = ps[b].batch;
+        Ok(match (refused, exhausted) {
+            (Some(e), _) => Some((b, store_error(&e))),
+            // The first exhausted counter in batch order is the one reported, as on every store.
+            (None, Some(i)) => Some((
+                b,
+                StoreError::CounterExhausted(counter_key(&batch.counters[i]).to_owned()),
+            )),
+            (None, None) if conflict => Some((b, StoreError::Conflict)),
+            (None, None) => None,
+        })
+    };
+    for ((b, step, _, _), result) in params.iter().zip(results) {
+        if *b != current {
+            if let Some(failed) = verdict(current, refused.take(), exhausted, conflict)? {
+                return Ok(Some(failed));
+            }
+            current = *b;
+            exhausted = plans[*b].exhausted;
+            conflict = false;
+        }
         match result {
             Err(e) if refused.is_none() => {
-                let batch_own = matches!(step, Step::Counter(_) | Step::Record)
-                    && !retryable(&e)
-                    && e.code().is_some()
-                    && e.code() != Some(&SqlState::IN_FAILED_SQL_TRANSACTION);
-                if !batch_own {
+                if matches!(step, Step::Savepoint) || !batch_own(&e) {
                     return Err(not_applied(&e));
                 }
                 refused = Some(e);
             }
-            // After the first error the rest only say the subtransaction is aborted.
+            // After the first error the rest only say the transaction is aborted.
             Err(_) => {}
             Ok(0) => match step {
-                Step::Counter(i) if matches!(batch.counters[i], CounterOp::Take { .. }) => {
-                    exhausted = Some(exhausted.map_or(i, |e| e.min(i)));
+                Step::Counter(i) if matches!(ps[*b].batch.counters[*i], CounterOp::Take { .. }) => {
+                    exhausted = Some(exhausted.map_or(*i, |e| e.min(*i)));
                 }
                 Step::Record => conflict = true,
                 _ => {}
@@ -384,37 +448,5 @@ async fn batch_in_group(
             Ok(_) => {}
         }
     }
-    let mut outcome = match (refused, exhausted) {
-        (Some(e), _) => Err(store_error(&e)),
-        // The first exhausted counter in batch order is the one reported, as on every store.
-        (None, Some(i)) => Err(StoreError::CounterExhausted(
-            counter_key(&batch.counters[i]).to_owned(),
-        )),
-        (None, None) if conflict => Err(StoreError::Conflict),
-        (None, None) => Ok(()),
-    };
-    if outcome.is_ok() {
-        // Outbox edits other than enqueues (client commits carry none today), in the savepoint.
-        let edits: Vec<_> = batch
-            .outbox
-            .iter()
-            .filter(|op| !matches!(op, crate::events::OutboxOp::Enqueue(_)))
-            .cloned()
-            .collect();
-        if !edits.is_empty() {
-            match events::apply_outbox(tx, &edits).await {
-                Ok(()) => {}
-                Err(Attempt::Failed(e)) => outcome = Err(e),
-                Err(Attempt::Retry(c) | Attempt::Ambiguous(c)) => {
-                    return Err(GroupFailure::NotApplied(c))
-                }
-            }
-        }
-    }
-    if outcome.is_err() {
-        tx.execute(rollback, NO_PARAMS)
-            .await
-            .map_err(|e| not_applied(&e))?;
-    }
-    Ok(outcome)
+    verdict(current, refused, exhausted, conflict)
 }

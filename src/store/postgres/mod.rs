@@ -726,6 +726,25 @@ impl ClientStore for PostgresStore {
 
     fn commit(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
+            // Outbox edits other than enqueues (client commits carry none): alone.
+            if batch
+                .outbox
+                .iter()
+                .any(|op| !matches!(op, crate::events::OutboxOp::Enqueue(_)))
+            {
+                let result = match written(&batch) {
+                    Ok(written) => {
+                        self.commit_alone(&Prepared {
+                            batch: &batch,
+                            written,
+                        })
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                self.note(&result);
+                return result;
+            }
             // Queued for a committer, which applies it with the others waiting (`group`).
             let (reply, outcome) = tokio::sync::oneshot::channel();
             let result = match self.inner.queue.send(group::Queued { batch, reply }) {
