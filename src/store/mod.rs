@@ -327,7 +327,7 @@ impl WriteBatch {
 /// What a store reports about its own work, for the metrics (`crate::telemetry`): the store
 /// calls these and knows nothing of metrics.
 pub struct StoreEvents {
-    /// One group commit made this many writers durable (sled).
+    /// One group commit made this many writers durable (sled; PostgreSQL: one transaction).
     pub commit_batch: Box<dyn Fn(usize) + Send + Sync>,
     /// One transaction is retried after a serialization failure or deadlock (PostgreSQL).
     pub retry: Box<dyn Fn() + Send + Sync>,

@@ -18,6 +18,7 @@ mod process;
 mod ambiguous;
 mod events;
 mod faults;
+mod group;
 mod lifecycle;
 #[allow(dead_code)]
 #[path = "../api/tls.rs"]

@@ -28,6 +28,23 @@ pub struct Pg {
     pub off: Option<(Server, PathBuf)>,
     /// `postgres --version` of the cluster's binaries.
     pub version: String,
+    /// Each registrar's name and admin port, for its `/metrics` (group-commit sizes).
+    admin: Vec<(String, u16)>,
+}
+
+/// Settings for an admin listener on a free port (a token is what turns it on), so `/metrics`
+/// can be read; no request of the measured runs goes to it.
+fn admin_env(name: &str, admin: &mut Vec<(String, u16)>) -> Res<Vec<(String, String)>> {
+    let port = tools::free_port()?;
+    admin.push((name.to_owned(), port));
+    Ok(vec![
+        ("REGISTRAR_ADMIN__PORT".to_owned(), port.to_string()),
+        (
+            "REGISTRAR_ADMIN__TOKENS".to_owned(),
+            "[{name=\"bench\",token=\"bench-metrics-not-a-secret\",scopes=[\"metrics\"]}]"
+                .to_owned(),
+        ),
+    ])
 }
 
 /// The harness panics (with a message that says how to install the binaries) where the tests
@@ -100,15 +117,33 @@ impl Pg {
         ));
         let env = env(&url);
         migrate(b, &env)?;
-        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let a = b.start_registrar(A, &b.work.join("data-pg-a"), &pairs)?;
-        let replica = b.start_registrar(B, &b.work.join("data-pg-b"), &pairs)?;
+        let mut admin = Vec::new();
+        let mut started = Vec::new();
+        for (name, dir) in [(A, "data-pg-a"), (B, "data-pg-b")] {
+            let env: Vec<(String, String)> = env
+                .iter()
+                .cloned()
+                .chain(admin_env(name, &mut admin)?)
+                .collect();
+            let pairs: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            started.push(b.start_registrar(name, &b.work.join(dir), &pairs)?);
+        }
+        let (Some(replica), Some(a)) = (started.pop(), started.pop()) else {
+            return Err("two replicas".into());
+        };
         let pool = b.work.join("pool-pg");
         b.populate_http(&a, clients, &pool)?;
         let (hooked, hooked_pool, off) = match hook_env {
             Some(extra) => {
-                let (h, h_pool) = own_database(b, &cluster, HOOKED_PG, "hook", extra, clients)?;
-                let off = [(AUDIT_OFF.0.to_owned(), AUDIT_OFF.1.to_owned())];
+                let extra: Vec<(String, String)> = extra
+                    .iter()
+                    .cloned()
+                    .chain(admin_env(HOOKED_PG, &mut admin)?)
+                    .collect();
+                let (h, h_pool) = own_database(b, &cluster, HOOKED_PG, "hook", &extra, clients)?;
+                let mut off = vec![(AUDIT_OFF.0.to_owned(), AUDIT_OFF.1.to_owned())];
+                off.extend(admin_env(OFF_PG, &mut admin)?);
                 let o = own_database(b, &cluster, OFF_PG, "off", &off, clients)?;
                 (Some(h), h_pool, Some(o))
             }
@@ -123,11 +158,16 @@ impl Pg {
             hooked_pool,
             off,
             version,
+            admin,
         })
     }
 
-    /// Stop both replicas, then the cluster.
+    /// Stop both replicas, then the cluster; first print each registrar's mean group-commit
+    /// size over the whole run (`registrar_store_commit_batch_size`).
     pub fn stop(self) {
+        for (name, port) in &self.admin {
+            group_sizes(name, *port);
+        }
         self.a.stop();
         self.b.stop();
         if let Some(h) = self.hooked {
@@ -170,6 +210,30 @@ impl Pg {
         let cmd = format!("{}   & {}", wrks[0].command(), wrks[1].command());
         b.report.add_in(REPLICAS, workload, BOTH, sum.clone(), cmd);
         Ok(sum)
+    }
+}
+
+/// Print the mean size of the group commits `server` made (its `/metrics`), when it made any.
+fn group_sizes(name: &str, admin_port: u16) {
+    let Ok(text) = tools::sh(&format!(
+        "curl -s http://127.0.0.1:{admin_port}/metrics | grep '^registrar_store_commit_batch_size_' || true"
+    )) else {
+        return;
+    };
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let (sum, count) = (
+        value("registrar_store_commit_batch_size_sum"),
+        value("registrar_store_commit_batch_size_count"),
+    );
+    if count > 0.0 {
+        eprintln!(
+            "bench: {name:<50} {count:.0} group commits of {:.2} writes on average",
+            sum / count
+        );
     }
 }
 

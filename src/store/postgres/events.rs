@@ -14,6 +14,7 @@ use crate::events::audit::{plan_prune, seal, AuditEntry, AuditRecord, ChainHead,
 use crate::events::webhook::{OutboxOp, OutboxRow};
 use crate::events::{AuditLog, OutboxQueue, StoredAudit};
 use crate::store::{BoxFuture, StoreError, WriteBatch};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
 
 /// How long a claimed delivery is left to the replica that claimed it, in seconds: more than
@@ -108,7 +109,7 @@ async fn edit_row(
 }
 
 /// Apply outbox operations inside `tx` (semantics of the memory store's `EventState::apply`).
-async fn apply_outbox(tx: &Transaction<'_>, ops: &[OutboxOp]) -> Result<(), Attempt> {
+pub(super) async fn apply_outbox(tx: &Transaction<'_>, ops: &[OutboxOp]) -> Result<(), Attempt> {
     for op in ops {
         match op {
             OutboxOp::Enqueue(row) => {
@@ -161,6 +162,145 @@ async fn apply_outbox(tx: &Transaction<'_>, ops: &[OutboxOp]) -> Result<(), Atte
         }
     }
     Ok(())
+}
+
+const ALLOCATE_OUTBOX_SEQS: &str = "INSERT INTO webhook_outbox_seq (id, value) VALUES (1, $1) \
+     ON CONFLICT (id) DO UPDATE SET value = webhook_outbox_seq.value + $1 RETURNING value";
+const INSERT_AUDIT_RECORDS: &str = "INSERT INTO audit_records (seq, time, record) \
+     SELECT * FROM UNNEST($1::INT8[], $2::INT8[], $3::TEXT[])";
+const UPDATE_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
+const INSERT_OUTBOX_ROWS: &str = "INSERT INTO webhook_outbox (seq, hook, client_id, dead, \
+     locked_until, row) SELECT s, h, c, false, 0, r \
+     FROM UNNEST($1::INT8[], $2::TEXT[], $3::TEXT[], $4::TEXT[]) AS u (s, h, c, r)";
+
+/// The audit entries and enqueued outbox rows of a group's applied batches (`super::group`),
+/// written together: the audit head locked once and the entries sealed onto it in batch order,
+/// one sequence range taken for the outbox rows, each table one multi-row insert.
+#[derive(Default)]
+pub(super) struct Seal<'a> {
+    entries: Vec<&'a AuditEntry>,
+    rows: Vec<&'a OutboxRow>,
+}
+
+impl<'a> Seal<'a> {
+    /// Add the events of an applied batch (its outbox enqueues; other outbox operations are
+    /// applied with the batch).
+    pub(super) fn add(&mut self, batch: &'a WriteBatch) {
+        self.entries.extend(&batch.audit);
+        self.rows
+            .extend(batch.outbox.iter().filter_map(|op| match op {
+                OutboxOp::Enqueue(row) => Some(row),
+                _ => None,
+            }));
+    }
+
+    /// Write them in `tx`: three round trips whatever the group's size (head lock and sequence
+    /// range together, then the inserts and the head update together).
+    pub(super) async fn write(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<(), Attempt> {
+        if self.entries.is_empty() && self.rows.is_empty() {
+            return Ok(());
+        }
+        let genesis = ChainHead::default().hash;
+        let lock_head = tx.prepare_cached(LOCK_HEAD).await.map_err(attempt_error)?;
+        let allocate = tx
+            .prepare_cached(ALLOCATE_OUTBOX_SEQS)
+            .await
+            .map_err(attempt_error)?;
+        let insert_audit = tx
+            .prepare_cached(INSERT_AUDIT_RECORDS)
+            .await
+            .map_err(attempt_error)?;
+        let update_head = tx
+            .prepare_cached(UPDATE_HEAD)
+            .await
+            .map_err(attempt_error)?;
+        let insert_outbox = tx
+            .prepare_cached(INSERT_OUTBOX_ROWS)
+            .await
+            .map_err(attempt_error)?;
+        let count = i64::try_from(self.rows.len())
+            .map_err(|e| Attempt::Failed(corrupt("outbox rows", e)))?;
+        // Head first, then the outbox sequence: the lock order of the single-batch path.
+        let head = async {
+            match self.entries.is_empty() {
+                true => Ok(None),
+                false => tx.query_one(&lock_head, &[&genesis]).await.map(Some),
+            }
+        };
+        let last = async {
+            match self.rows.is_empty() {
+                true => Ok(None),
+                false => tx.query_one(&allocate, &[&count]).await.map(Some),
+            }
+        };
+        let (head, last) = futures_util::future::join(head, last).await;
+        let (head, last) = (head.map_err(attempt_error)?, last.map_err(attempt_error)?);
+
+        let (mut seqs, mut times, mut records) = (Vec::new(), Vec::new(), Vec::new());
+        let mut new_head = None;
+        if let Some(row) = head {
+            let seq: i64 = row.get(0);
+            let mut chain = ChainHead {
+                seq: u64::try_from(seq).unwrap_or_default(),
+                hash: row.get(1),
+            };
+            for entry in &self.entries {
+                let record = seal(&chain, (*entry).clone());
+                records.push(
+                    serde_json::to_string(&record)
+                        .map_err(|e| Attempt::Failed(corrupt("audit record", e)))?,
+                );
+                seqs.push(to_i64(record.seq).map_err(Attempt::Failed)?);
+                times.push(record.time);
+                chain = record.head();
+            }
+            new_head = Some((to_i64(chain.seq).map_err(Attempt::Failed)?, chain.hash));
+        }
+        let (mut out_seqs, mut hooks, mut clients, mut bodies) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        if let Some(row) = last {
+            let last: i64 = row.get(0);
+            for (i, row) in self.rows.iter().enumerate() {
+                let seq = last - count + 1 + i64::try_from(i).unwrap_or(i64::MAX);
+                let mut row = (*row).clone();
+                row.seq = u64::try_from(seq).unwrap_or_default();
+                row.dead = false;
+                bodies.push(encode(&row)?);
+                out_seqs.push(seq);
+                hooks.push(row.hook);
+                clients.push(row.client_id);
+            }
+        }
+        let audit = async {
+            match &new_head {
+                None => Ok(0),
+                Some((seq, hash)) => {
+                    let rows: [&(dyn ToSql + Sync); 3] = [&seqs, &times, &records];
+                    let head: [&(dyn ToSql + Sync); 2] = [seq, hash];
+                    let insert = tx.execute(&insert_audit, &rows);
+                    let update = tx.execute(&update_head, &head);
+                    let (a, b) = futures_util::future::join(insert, update).await;
+                    a.and(b)
+                }
+            }
+        };
+        let outbox = async {
+            match out_seqs.is_empty() {
+                true => Ok(0),
+                false => {
+                    tx.execute(&insert_outbox, &[&out_seqs, &hooks, &clients, &bodies])
+                        .await
+                }
+            }
+        };
+        let (a, b) = futures_util::future::join(audit, outbox).await;
+        a.map_err(attempt_error)?;
+        b.map_err(attempt_error)?;
+        Ok(())
+    }
 }
 
 /// The events of a commit, inside its transaction (called by `try_commit`).

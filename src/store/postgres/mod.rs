@@ -15,6 +15,7 @@
 //! `StoreError::Unavailable` (503 upstream); a probe task notices when it is back.
 
 mod events;
+mod group;
 pub mod migrate;
 
 use super::{
@@ -121,6 +122,8 @@ struct Inner {
     healthy: AtomicBool,
     /// Told of each retried transaction (`registrar_db_retries_total`).
     events: std::sync::OnceLock<Arc<crate::store::StoreEvents>>,
+    /// Batches waiting for a committer (`group`).
+    queue: tokio::sync::mpsc::UnboundedSender<group::Queued>,
 }
 
 /// A `ClientStore` on a PostgreSQL-wire database; clones share one pool.
@@ -164,6 +167,22 @@ fn revision(v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("revision {v} out of range")))
 }
 
+/// The JSON stored for the batch's insert or update, and the revision it is stored with.
+fn written(batch: &WriteBatch) -> Result<Option<(String, i64)>, StoreError> {
+    Ok(match &batch.change {
+        Some(Change::Insert(record)) => Some((encode(record)?, revision(record.revision)?)),
+        Some(Change::Update {
+            expected_revision,
+            record,
+        }) => {
+            let mut stored = record.clone();
+            stored.revision = expected_revision + 1;
+            Some((encode(&stored)?, revision(stored.revision)?))
+        }
+        _ => None,
+    })
+}
+
 fn tag(record: &ClientRecord) -> Option<&[u8]> {
     (!record.rat_tag.is_empty()).then_some(record.rat_tag.as_slice())
 }
@@ -195,6 +214,17 @@ fn counter_key(op: &CounterOp) -> &str {
 }
 
 const SELECT_CLIENT: &str = "SELECT revision, rat_tag, record FROM clients WHERE client_id = $1";
+const TAKE_COUNTER: &str = "INSERT INTO counters (key, value) VALUES ($1, 1) ON CONFLICT (key) \
+     DO UPDATE SET value = counters.value + 1 WHERE counters.value < $2";
+const RELEASE_COUNTER: &str = "UPDATE counters SET value = value - 1 WHERE key = $1 AND value > 0";
+const SET_COUNTER: &str = "INSERT INTO counters (key, value) VALUES ($1, $2) ON CONFLICT (key) \
+     DO UPDATE SET value = EXCLUDED.value";
+const INSERT_CLIENT: &str = "INSERT INTO clients \
+     (client_id, revision, rat_tag, record, created_at, updated_at, previous_rat_tag) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (client_id) DO NOTHING";
+const UPDATE_CLIENT: &str = "UPDATE clients SET revision = $3, rat_tag = $4, record = $5, \
+     updated_at = $6, previous_rat_tag = $7 WHERE client_id = $1 AND revision = $2";
+const DELETE_CLIENT: &str = "DELETE FROM clients WHERE client_id = $1 AND revision = $2";
 
 impl PostgresStore {
     /// Build the pool and make one connection, so a wrong URL or an unreachable database is
@@ -235,13 +265,20 @@ impl PostgresStore {
             .recycle_timeout(Some(timeout))
             .build()
             .map_err(|e| OpenError::Database(format!("{shown}: {e}")))?;
+        let (queue, queued) = tokio::sync::mpsc::unbounded_channel();
         let store = Self {
             inner: Arc::new(Inner {
                 pool,
                 healthy: AtomicBool::new(true),
                 events: std::sync::OnceLock::new(),
+                queue,
             }),
         };
+        group::spawn(
+            Arc::downgrade(&store.inner),
+            queued,
+            group::committers(settings.pool_size),
+        );
         drop(
             store
                 .client()
@@ -353,30 +390,19 @@ impl PostgresStore {
         Ok(self.query(sql, params).await?.into_iter().next())
     }
 
-    async fn commit_batch(&self, batch: &WriteBatch) -> Result<(), StoreError> {
-        let written = match &batch.change {
-            Some(Change::Insert(record)) => Some((encode(record)?, revision(record.revision)?)),
-            Some(Change::Update {
-                expected_revision,
-                record,
-            }) => {
-                let mut stored = record.clone();
-                stored.revision = expected_revision + 1;
-                Some((encode(&stored)?, revision(stored.revision)?))
-            }
-            _ => None,
-        };
-        let prepared = Prepared { batch, written };
+    /// Commit one batch in a transaction of its own, retried and settled as needed: the path
+    /// of a group's batches after the group transaction failed (`group`).
+    async fn commit_alone(&self, prepared: &Prepared<'_>) -> Result<(), StoreError> {
         let mut backoff = RETRY_BACKOFF.0;
         let mut attempt = 1;
         loop {
-            let cause = match self.try_commit(&prepared).await {
+            let cause = match self.try_commit(prepared).await {
                 Ok(()) => return Ok(()),
                 Err(Attempt::Failed(e)) => return Err(e),
                 Err(Attempt::Retry(cause)) => cause,
                 Err(Attempt::Ambiguous(cause)) => {
                     tracing::warn!(%cause, "commit outcome unknown; re-reading");
-                    match self.settle(&prepared).await? {
+                    match self.settle(prepared).await? {
                         true => return Ok(()),
                         false => cause,
                     }
@@ -435,19 +461,13 @@ impl PostgresStore {
                     continue;
                 }
                 CounterOp::Take { key, limit } => (
-                    "INSERT INTO counters (key, value) VALUES ($1, 1) ON CONFLICT (key) \
-                     DO UPDATE SET value = counters.value + 1 WHERE counters.value < $2",
+                    TAKE_COUNTER,
                     key,
                     Some(i64::try_from(*limit).unwrap_or(i64::MAX)),
                 ),
-                CounterOp::Release { key } => (
-                    "UPDATE counters SET value = value - 1 WHERE key = $1 AND value > 0",
-                    key,
-                    None,
-                ),
+                CounterOp::Release { key } => (RELEASE_COUNTER, key, None),
                 CounterOp::Set { key, value } => (
-                    "INSERT INTO counters (key, value) VALUES ($1, $2) ON CONFLICT (key) \
-                     DO UPDATE SET value = EXCLUDED.value",
+                    SET_COUNTER,
                     key,
                     Some(i64::try_from(*value).unwrap_or(i64::MAX)),
                 ),
@@ -472,12 +492,7 @@ impl PostgresStore {
             let rows = match (change, &p.written) {
                 (Change::Insert(r), Some((json, rev))) => {
                     let statement = tx
-                        .prepare_cached(
-                            "INSERT INTO clients \
-                             (client_id, revision, rat_tag, record, created_at, updated_at, \
-                             previous_rat_tag) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (client_id) DO NOTHING",
-                        )
+                        .prepare_cached(INSERT_CLIENT)
                         .await
                         .map_err(attempt_error)?;
                     let params: [&(dyn ToSql + Sync); 7] = [
@@ -499,11 +514,7 @@ impl PostgresStore {
                     Some((json, rev)),
                 ) => {
                     let statement = tx
-                        .prepare_cached(
-                            "UPDATE clients SET revision = $3, rat_tag = $4, record = $5, \
-                             updated_at = $6, previous_rat_tag = $7 \
-                             WHERE client_id = $1 AND revision = $2",
-                        )
+                        .prepare_cached(UPDATE_CLIENT)
                         .await
                         .map_err(attempt_error)?;
                     let expected = revision(*expected_revision).map_err(Attempt::Failed)?;
@@ -526,9 +537,7 @@ impl PostgresStore {
                     _,
                 ) => {
                     let statement = tx
-                        .prepare_cached(
-                            "DELETE FROM clients WHERE client_id = $1 AND revision = $2",
-                        )
+                        .prepare_cached(DELETE_CLIENT)
                         .await
                         .map_err(attempt_error)?;
                     let expected = revision(*expected_revision).map_err(Attempt::Failed)?;
@@ -717,7 +726,37 @@ impl ClientStore for PostgresStore {
 
     fn commit(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let result = self.commit_batch(&batch).await;
+            // Outbox edits other than enqueues (client commits carry none): alone.
+            if batch
+                .outbox
+                .iter()
+                .any(|op| !matches!(op, crate::events::OutboxOp::Enqueue(_)))
+            {
+                let result = match written(&batch) {
+                    Ok(written) => {
+                        self.commit_alone(&Prepared {
+                            batch: &batch,
+                            written,
+                        })
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                self.note(&result);
+                return result;
+            }
+            // Queued for a committer, which applies it with the others waiting (`group`).
+            let (reply, outcome) = tokio::sync::oneshot::channel();
+            let result = match self.inner.queue.send(group::Queued { batch, reply }) {
+                Ok(()) => outcome.await.unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable(
+                        "the store's committer ended".into(),
+                    ))
+                }),
+                Err(_) => Err(StoreError::Unavailable(
+                    "the store's committer ended".into(),
+                )),
+            };
             self.note(&result);
             result
         })

@@ -1,0 +1,452 @@
+//! Group commit: concurrent `ClientStore::commit` calls share one transaction and one COMMIT.
+//!
+//! Each `commit` queues its `WriteBatch` and waits. A committer task takes everything queued, up
+//! to `GROUP_MAX` batches (a *group*), and applies them in ONE transaction: each batch under its
+//! own `SAVEPOINT`, the statements of all of them pipelined (sent together, one round trip), so
+//! a batch whose compare-and-swap, insert or counter check fails is rolled back alone (to its
+//! savepoint, the batches after it sent again) and answered with its own error (`Conflict`,
+//! `CounterExhausted`) while the others go on. Then the audit entries of
+//! every batch applied are sealed onto the chain under ONE lock of `audit_head` and written with
+//! one multi-row insert, the webhook outbox rows likewise (one `webhook_outbox_seq` lock for all),
+//! and the transaction commits once. Only after that COMMIT returned is any waiter answered.
+//!
+//! Locks within a group are taken batch after batch, each batch in the store's order (its
+//! counters in key order, then its client row), then the audit head, then the outbox sequence.
+//! Two groups (of two committers or two replicas) can still wait on each other in a cycle when
+//! they hold rows of each other's batches; PostgreSQL then aborts one (40P01). Whenever a group
+//! transaction fails before its COMMIT (deadlock, serialization failure, lost connection, any
+//! error not owned by one batch), nothing of it was committed and every batch of it is committed
+//! alone on the single-batch path, with that path's retries. When the COMMIT's outcome is unknown
+//! (connection lost during COMMIT, 40003), each batch applied in the group is settled by re-reading
+//! its row (`settle`) and committed alone if it was not applied; a batch that failed within the
+//! group was rolled back to its savepoint and is committed alone too.
+
+use super::events::Seal;
+use super::{
+    counter_key, describe, previous_tag, retryable, revision, store_error, tag, written, Attempt,
+    Inner, PostgresStore, Prepared,
+};
+use crate::store::{Change, CounterOp, StoreError, WriteBatch};
+use futures_util::future::{join_all, BoxFuture};
+use std::sync::{Arc, Weak};
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+
+/// The most batches one group transaction applies. Each batch is a subtransaction
+/// (`SAVEPOINT`); PostgreSQL keeps up to 64 of them per transaction in shared memory, beyond
+/// which other sessions' snapshots get slower (subtransaction overflow).
+pub(super) const GROUP_MAX: usize = 64;
+
+/// A waiting `commit`: its batch and where to send the outcome.
+pub(super) struct Queued {
+    pub(super) batch: WriteBatch,
+    pub(super) reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// How many groups one replica has in flight: one applies its batches while another waits for
+/// its COMMIT (the audit head serializes the audited ones anyway).
+pub(super) fn committers(pool_size: usize) -> usize {
+    (pool_size / 8).clamp(1, 2)
+}
+
+/// Start `count` committer tasks on the queue; they end with the store (the last sender).
+pub(super) fn spawn(inner: Weak<Inner>, queue: mpsc::UnboundedReceiver<Queued>, count: usize) {
+    let queue = Arc::new(Mutex::new(queue));
+    for _ in 0..count {
+        let (inner, queue) = (inner.clone(), queue.clone());
+        tokio::spawn(async move {
+            loop {
+                let mut group = Vec::new();
+                {
+                    let mut queue = queue.lock().await;
+                    let Some(first) = queue.recv().await else {
+                        return;
+                    };
+                    group.push(first);
+                    while group.len() < GROUP_MAX {
+                        match queue.try_recv() {
+                            Ok(next) => group.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                PostgresStore { inner }.commit_group(group).await;
+            }
+        });
+    }
+}
+
+/// How a group transaction ended, when not with its COMMIT returned.
+enum GroupFailure {
+    /// Known not committed: commit every batch alone.
+    NotApplied(String),
+    /// The COMMIT's outcome is unknown; the outcomes each batch had inside the group.
+    Ambiguous(String, Vec<Result<(), StoreError>>),
+}
+
+fn not_applied(e: &tokio_postgres::Error) -> GroupFailure {
+    GroupFailure::NotApplied(describe(e))
+}
+
+const NO_PARAMS: &[&(dyn ToSql + Sync)] = &[];
+
+impl PostgresStore {
+    /// Apply `group` and answer each waiter (after the COMMIT returned, or its batch failed).
+    async fn commit_group(&self, group: Vec<Queued>) {
+        let mut batches = Vec::with_capacity(group.len());
+        let mut replies = Vec::with_capacity(group.len());
+        let mut encoded = Vec::with_capacity(group.len());
+        for q in group {
+            match written(&q.batch) {
+                Ok(w) => {
+                    encoded.push(w);
+                    batches.push(q.batch);
+                    replies.push(q.reply);
+                }
+                Err(e) => {
+                    let _ = q.reply.send(Err(e));
+                }
+            }
+        }
+        if batches.is_empty() {
+            return;
+        }
+        if let Some(events) = self.inner.events.get() {
+            (events.commit_batch)(batches.len());
+        }
+        let prepared: Vec<Prepared<'_>> = batches
+            .iter()
+            .zip(encoded)
+            .map(|(batch, written)| Prepared { batch, written })
+            .collect();
+        let outcomes = self.group_outcomes(&prepared).await;
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    async fn group_outcomes(&self, ps: &[Prepared<'_>]) -> Vec<Result<(), StoreError>> {
+        let failure = match self.try_group(ps).await {
+            Ok(outcomes) => return outcomes,
+            Err(f) => f,
+        };
+        if let Some(events) = self.inner.events.get() {
+            (events.retry)();
+        }
+        match failure {
+            GroupFailure::NotApplied(cause) => {
+                tracing::debug!(%cause, size = ps.len(), "group transaction failed; committing its batches alone");
+                join_all(ps.iter().map(|p| self.commit_alone(p))).await
+            }
+            GroupFailure::Ambiguous(cause, inside) => {
+                tracing::warn!(%cause, size = ps.len(), "group commit outcome unknown; re-reading");
+                join_all(ps.iter().zip(inside).map(|(p, inside)| async move {
+                    if inside.is_ok() {
+                        match self.settle(p).await {
+                            Ok(true) => return Ok(()),
+                            Ok(false) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    // Not applied: rolled back (to its savepoint, or with the group).
+                    self.commit_alone(p).await
+                }))
+                .await
+            }
+        }
+    }
+
+    async fn try_group(
+        &self,
+        ps: &[Prepared<'_>],
+    ) -> Result<Vec<Result<(), StoreError>>, GroupFailure> {
+        let mut client = match self.client().await {
+            Ok(c) => c,
+            // No connection: nothing was tried, and the single-batch path would only wait again.
+            Err(e) => return Ok(ps.iter().map(|_| Err(e.clone())).collect()),
+        };
+        let result = group_transaction(&mut client, ps).await;
+        if client.is_closed() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+        result
+    }
+}
+
+/// The group in one transaction: the batches' statements pipelined, each batch under its own
+/// savepoint, then the events, then COMMIT.
+///
+/// All the batches from the first still undecided are sent at once (one round trip). The
+/// first that fails (a lost compare-and-swap, an exhausted counter, a statement refused) is
+/// rolled back to its savepoint, which also undoes the batches sent after it; those are sent
+/// again. So a group costs one round trip plus two per failed batch.
+async fn group_transaction(
+    client: &mut deadpool_postgres::Client,
+    ps: &[Prepared<'_>],
+) -> Result<Vec<Result<(), StoreError>>, GroupFailure> {
+    let tx = client.transaction().await.map_err(|e| not_applied(&e))?;
+    let mut plans = Vec::with_capacity(ps.len());
+    for (i, p) in ps.iter().enumerate() {
+        plans.push(plan(&tx, i, p).await?);
+    }
+    let mut outcomes: Vec<Result<(), StoreError>> = Vec::with_capacity(ps.len());
+    while outcomes.len() < ps.len() {
+        let start = outcomes.len();
+        let failed = pipeline(&tx, &plans[start..], &ps[start..]).await?;
+        match failed {
+            None => outcomes.extend(ps[start..].iter().map(|_| Ok(()))),
+            Some((k, error)) => {
+                let k = start + k;
+                outcomes.extend((start..k).map(|_| Ok(())));
+                tx.execute(&plans[k].rollback, NO_PARAMS)
+                    .await
+                    .map_err(|e| not_applied(&e))?;
+                outcomes.push(Err(error));
+            }
+        }
+    }
+    let mut seal = Seal::default();
+    for (p, outcome) in ps.iter().zip(&outcomes) {
+        if outcome.is_ok() {
+            seal.add(p.batch);
+        }
+    }
+    seal.write(&tx).await.map_err(|a| match a {
+        Attempt::Failed(e) => GroupFailure::NotApplied(e.to_string()),
+        Attempt::Retry(c) | Attempt::Ambiguous(c) => GroupFailure::NotApplied(c),
+    })?;
+    match tx.commit().await {
+        Ok(()) => Ok(outcomes),
+        Err(e)
+            if !retryable(&e)
+                && (e.code().is_none()
+                    || e.code() == Some(&SqlState::T_R_STATEMENT_COMPLETION_UNKNOWN)) =>
+        {
+            Err(GroupFailure::Ambiguous(describe(&e), outcomes))
+        }
+        Err(e) => Err(not_applied(&e)),
+    }
+}
+
+/// A batch's statements, prepared, with the values they bind that are not in the batch.
+struct Plan {
+    savepoint: tokio_postgres::Statement,
+    rollback: tokio_postgres::Statement,
+    /// Batch index of the counter operation, its statement and its bound value, in key order.
+    counters: Vec<(usize, tokio_postgres::Statement, Option<i64>)>,
+    /// The first counter in batch order known exhausted without asking (a limit of 0).
+    exhausted: Option<usize>,
+    record: Option<tokio_postgres::Statement>,
+    expected: Option<i64>,
+}
+
+/// Whether an error is the batch's own outcome (the batch alone is rolled back) rather than
+/// the group's (the whole group is redone).
+fn batch_own(e: &tokio_postgres::Error) -> bool {
+    !retryable(e) && e.code().is_some() && e.code() != Some(&SqlState::IN_FAILED_SQL_TRANSACTION)
+}
+
+async fn plan(
+    tx: &deadpool_postgres::Transaction<'_>,
+    i: usize,
+    p: &Prepared<'_>,
+) -> Result<Plan, GroupFailure> {
+    let batch = p.batch;
+    let prepare =
+        |sql: String| async move { tx.prepare_cached(&sql).await.map_err(|e| not_applied(&e)) };
+    let savepoint = prepare(format!("SAVEPOINT batch_{i}")).await?;
+    let rollback = prepare(format!("ROLLBACK TO SAVEPOINT batch_{i}")).await?;
+    // Counter rows in key order (stable), as on the single-batch path.
+    let mut order: Vec<usize> = (0..batch.counters.len()).collect();
+    order.sort_by(|&a, &b| counter_key(&batch.counters[a]).cmp(counter_key(&batch.counters[b])));
+    let mut exhausted: Option<usize> = None;
+    let mut counters = Vec::new();
+    for c in order {
+        let (sql, value): (&str, Option<i64>) = match &batch.counters[c] {
+            CounterOp::Take { limit: 0, .. } => {
+                exhausted = Some(exhausted.map_or(c, |e| e.min(c)));
+                continue;
+            }
+            CounterOp::Take { limit, .. } => (
+                super::TAKE_COUNTER,
+                Some(i64::try_from(*limit).unwrap_or(i64::MAX)),
+            ),
+            CounterOp::Release { .. } => (super::RELEASE_COUNTER, None),
+            CounterOp::Set { value, .. } => (
+                super::SET_COUNTER,
+                Some(i64::try_from(*value).unwrap_or(i64::MAX)),
+            ),
+        };
+        counters.push((c, prepare(sql.to_owned()).await?, value));
+    }
+    let expected = match &batch.change {
+        Some(Change::Update {
+            expected_revision, ..
+        })
+        | Some(Change::Delete {
+            expected_revision, ..
+        }) => Some(revision(*expected_revision).unwrap_or(i64::MAX)),
+        _ => None,
+    };
+    let record = match &batch.change {
+        None => None,
+        Some(Change::Insert(_)) => Some(prepare(super::INSERT_CLIENT.to_owned()).await?),
+        Some(Change::Update { .. }) => Some(prepare(super::UPDATE_CLIENT.to_owned()).await?),
+        Some(Change::Delete { .. }) => Some(prepare(super::DELETE_CLIENT.to_owned()).await?),
+    };
+    Ok(Plan {
+        savepoint,
+        rollback,
+        counters,
+        exhausted,
+        record,
+        expected,
+    })
+}
+
+/// What a pipelined statement was.
+#[derive(Clone, Copy)]
+enum Step {
+    Savepoint,
+    Counter(usize),
+    Record,
+}
+
+/// Send the statements of `ps` at once, each batch after its savepoint; the first batch that
+/// failed (its index in `ps`) and its error, or `None` when all were applied.
+async fn pipeline(
+    tx: &deadpool_postgres::Transaction<'_>,
+    plans: &[Plan],
+    ps: &[Prepared<'_>],
+) -> Result<Option<(usize, StoreError)>, GroupFailure> {
+    // The parameters, owned here for the pipelined statements to borrow.
+    let mut tags = Vec::with_capacity(ps.len());
+    for p in ps {
+        tags.push(match &p.batch.change {
+            Some(Change::Insert(r)) | Some(Change::Update { record: r, .. }) => {
+                (tag(r), previous_tag(r))
+            }
+            _ => (None, None),
+        });
+    }
+    let keys: Vec<Vec<&[u8]>> = plans
+        .iter()
+        .zip(ps)
+        .map(|(plan, p)| {
+            plan.counters
+                .iter()
+                .map(|(c, _, _)| counter_key(&p.batch.counters[*c]).as_bytes())
+                .collect()
+        })
+        .collect();
+    type Bound<'b> = Vec<&'b (dyn ToSql + Sync)>;
+    let mut params: Vec<(usize, Step, &tokio_postgres::Statement, Bound<'_>)> = Vec::new();
+    for (b, (((plan, p), (tag_now, tag_before)), keys)) in
+        plans.iter().zip(ps).zip(&tags).zip(&keys).enumerate()
+    {
+        params.push((b, Step::Savepoint, &plan.savepoint, Vec::new()));
+        for ((c, statement, value), key) in plan.counters.iter().zip(keys) {
+            let mut v: Bound<'_> = vec![key];
+            if let Some(value) = value {
+                v.push(value);
+            }
+            params.push((b, Step::Counter(*c), statement, v));
+        }
+        let record: Option<Bound<'_>> = match (&p.batch.change, &p.written) {
+            (Some(Change::Insert(r)), Some((json, rev))) => Some(vec![
+                &r.client_id,
+                rev,
+                tag_now,
+                json,
+                &r.client_id_issued_at,
+                &r.updated_at,
+                tag_before,
+            ]),
+            (Some(Change::Update { record: r, .. }), Some((json, rev))) => Some(vec![
+                &r.client_id,
+                &plan.expected,
+                rev,
+                tag_now,
+                json,
+                &r.updated_at,
+                tag_before,
+            ]),
+            (Some(Change::Delete { client_id, .. }), _) => Some(vec![client_id, &plan.expected]),
+            (None, _) => None,
+            // An insert or update without its encoding (`written` never builds one): the
+            // single-batch path answers it.
+            _ => {
+                return Err(GroupFailure::NotApplied(
+                    "record change without its encoding".into(),
+                ))
+            }
+        };
+        if let (Some(record), Some(statement)) = (record, &plan.record) {
+            params.push((b, Step::Record, statement, record));
+        }
+    }
+    let pipeline: Vec<BoxFuture<'_, Result<u64, tokio_postgres::Error>>> = params
+        .iter()
+        .map(|(_, _, statement, values)| {
+            Box::pin(tx.execute(*statement, values)) as BoxFuture<'_, _>
+        })
+        .collect();
+    let results = join_all(pipeline).await;
+
+    // Per batch, in order: the first refused statement, the first exhausted counter, a record
+    // statement that changed nothing.
+    let mut refused: Option<tokio_postgres::Error> = None;
+    let mut exhausted = plans.first().and_then(|p| p.exhausted);
+    let mut conflict = false;
+    let mut current = 0;
+    let verdict = |b: usize,
+                   refused: Option<tokio_postgres::Error>,
+                   exhausted: Option<usize>,
+                   conflict: bool|
+     -> Result<Option<(usize, StoreError)>, GroupFailure> {
+        let batch = ps[b].batch;
+        Ok(match (refused, exhausted) {
+            (Some(e), _) => Some((b, store_error(&e))),
+            // The first exhausted counter in batch order is the one reported, as on every store.
+            (None, Some(i)) => Some((
+                b,
+                StoreError::CounterExhausted(counter_key(&batch.counters[i]).to_owned()),
+            )),
+            (None, None) if conflict => Some((b, StoreError::Conflict)),
+            (None, None) => None,
+        })
+    };
+    for ((b, step, _, _), result) in params.iter().zip(results) {
+        if *b != current {
+            if let Some(failed) = verdict(current, refused.take(), exhausted, conflict)? {
+                return Ok(Some(failed));
+            }
+            current = *b;
+            exhausted = plans[*b].exhausted;
+            conflict = false;
+        }
+        match result {
+            Err(e) if refused.is_none() => {
+                if matches!(step, Step::Savepoint) || !batch_own(&e) {
+                    return Err(not_applied(&e));
+                }
+                refused = Some(e);
+            }
+            // After the first error the rest only say the transaction is aborted.
+            Err(_) => {}
+            Ok(0) => match step {
+                Step::Counter(i) if matches!(ps[*b].batch.counters[*i], CounterOp::Take { .. }) => {
+                    exhausted = Some(exhausted.map_or(*i, |e| e.min(*i)));
+                }
+                Step::Record => conflict = true,
+                _ => {}
+            },
+            Ok(_) => {}
+        }
+    }
+    verdict(current, refused, exhausted, conflict)
+}
