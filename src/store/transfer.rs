@@ -22,9 +22,22 @@ pub enum Line {
     /// The RAT server key, base64url.
     ServerKey { key: String },
     /// One client, as stored (credential hashes and the token tag, never plaintext).
-    Client { record: Box<ClientRecord> },
+    Client {
+        #[serde(deserialize_with = "record_via_value")]
+        record: Box<ClientRecord>,
+    },
     /// One durable counter.
     Counter { key: String, value: u64 },
+}
+
+/// A client record inside a [`Line`]: through a `Value`, since the internally tagged enum
+/// buffers its content, from which the record's metadata (kept as its JSON text,
+/// [`crate::store::StoredMetadata`]) cannot be taken raw; a `Value` can give it.
+fn record_via_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Box<ClientRecord>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    serde_json::from_value(value)
+        .map(Box::new)
+        .map_err(serde::de::Error::custom)
 }
 
 /// What an export or import did.
@@ -178,4 +191,23 @@ fn same_content(a: &ClientRecord, b: &ClientRecord) -> bool {
     let mut a = a.clone();
     a.revision = b.revision;
     a == *b
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    #[test]
+    fn a_client_line_round_trips_with_its_metadata() {
+        let record = crate::store::contract::named("c1", "Name");
+        let line = serde_json::to_string(&Line::Client {
+            record: Box::new(record.clone()),
+        })
+        .unwrap();
+        let Line::Client { record: back } = serde_json::from_str(&line).unwrap() else {
+            panic!("not a client line: {line}");
+        };
+        assert_eq!(*back, record);
+        assert_eq!(back.metadata["client_name"], "Name");
+    }
 }
