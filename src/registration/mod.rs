@@ -1234,20 +1234,20 @@ impl Registrar {
         rat: &Plaintext,
         secret: Option<&Plaintext>,
     ) -> ClientInformation {
-        let stored = record.metadata.as_json().map(str::to_owned);
-        let Some(stored) = stored.filter(|m| {
+        let splice = record.metadata.as_json().is_some_and(|m| {
             record.software_statement.is_none() || !m.contains("\"software_statement\"")
-        }) else {
+        });
+        if !splice {
             return ClientInformation::from_map(self.response(record, rat, secret));
-        };
+        }
         debug_assert!(metadata::schema::SERVER_MANAGED
             .iter()
             .all(|k| !record.metadata.contains_key(*k)));
+        let stored = std::mem::take(&mut record.metadata);
         let statement = record.software_statement.take();
-        record.metadata = Map::new().into();
         let mut out = ClientInformation::from_map(self.response(record, rat, secret)).0;
         // `out` is `{...}` with at least `client_id`; the stored text is one object.
-        let members = stored.trim();
+        let members = stored.as_json().unwrap_or("{}").trim();
         let members = members
             .strip_prefix('{')
             .and_then(|m| m.strip_suffix('}'))

@@ -91,6 +91,32 @@ async fn register_read_update_delete_round_trip() {
     assert_invalid_token(app.delete_client(&uri(&created), &rat(&updated)).await).await;
 }
 
+/// The read response splices the stored metadata in as its stored text (issue #19): it must
+/// carry exactly the members of the registration response but `client_secret`, each once, and
+/// be valid JSON with the metadata's values unchanged.
+#[tokio::test]
+async fn the_read_response_has_every_registered_member_once() {
+    let app = spawn_app().await;
+    let mut body = web_client();
+    body["client_name"] = json!("Spliced \"quoted\" \u{e9}");
+    body["contacts"] = json!(["ops@client.example.org"]);
+    let created = app.register(&body).await;
+    let r = app.get_client(&uri(&created), &rat(&created)).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let read: Value = serde_json::from_str(&text).unwrap();
+    let mut expected = created.clone();
+    expected.as_object_mut().unwrap().remove("client_secret");
+    assert_eq!(read, expected);
+    for key in read.as_object().unwrap().keys() {
+        assert_eq!(
+            text.matches(&format!("\"{key}\":")).count(),
+            1,
+            "{key} once in {text}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_request_without_credentials_gets_a_bare_bearer_challenge() {
     let app = spawn_app().await;

@@ -5,7 +5,7 @@
 
 use crate::fresh_store;
 use registrar::events::audit::{Actor, AuditEntry};
-use registrar::events::{verify_log, EventType, OutboxOp, OutboxQueue, OutboxRow};
+use registrar::events::{verify_log, EventType, OutboxOp, OutboxQueue};
 use registrar::store::contract::record;
 use registrar::store::{
     Change, ClientRecord, ClientStore, CounterOp, StoreError, StoreEvents, WriteBatch,
@@ -26,18 +26,9 @@ fn audited(change: Change, id: &str) -> WriteBatch {
         None,
         &[],
     ));
-    batch.outbox.push(OutboxOp::Enqueue(OutboxRow {
-        seq: 0,
-        id: format!("msg_{id}"),
-        hook: "https://hook.example/".into(),
-        client_id: id.into(),
-        event: EventType::Registered,
-        body: "{}".into(),
-        attempts: 0,
-        next_attempt_at: 0,
-        last_error: None,
-        dead: false,
-    }));
+    batch.outbox.push(OutboxOp::Enqueue(
+        registrar::store::event_log::contract::row(id, &format!("msg_{id}")),
+    ));
     batch
 }
 

@@ -260,27 +260,10 @@ async fn plan(
         |sql: String| async move { tx.prepare_cached(&sql).await.map_err(|e| not_applied(&e)) };
     let savepoint = prepare(format!("SAVEPOINT batch_{i}")).await?;
     let rollback = prepare(format!("ROLLBACK TO SAVEPOINT batch_{i}")).await?;
-    // Counter rows in key order (stable), as on the single-batch path.
-    let mut order: Vec<usize> = (0..batch.counters.len()).collect();
-    order.sort_by(|&a, &b| counter_key(&batch.counters[a]).cmp(counter_key(&batch.counters[b])));
-    let mut exhausted: Option<usize> = None;
-    let mut counters = Vec::new();
-    for c in order {
-        let (sql, value): (&str, Option<i64>) = match &batch.counters[c] {
-            CounterOp::Take { limit: 0, .. } => {
-                exhausted = Some(exhausted.map_or(c, |e| e.min(c)));
-                continue;
-            }
-            CounterOp::Take { limit, .. } => (
-                super::TAKE_COUNTER,
-                Some(i64::try_from(*limit).unwrap_or(i64::MAX)),
-            ),
-            CounterOp::Release { .. } => (super::RELEASE_COUNTER, None),
-            CounterOp::Set { value, .. } => (
-                super::SET_COUNTER,
-                Some(i64::try_from(*value).unwrap_or(i64::MAX)),
-            ),
-        };
+    // Counter rows in key order, as on the single-batch path.
+    let (steps, exhausted) = super::counter_plan(batch);
+    let mut counters = Vec::with_capacity(steps.len());
+    for (c, sql, value) in steps {
         counters.push((c, prepare(sql.to_owned()).await?, value));
     }
     let expected = match &batch.change {

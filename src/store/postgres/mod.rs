@@ -213,6 +213,44 @@ fn counter_key(op: &CounterOp) -> &str {
     }
 }
 
+/// A counter operation's index in its batch, its statement and its bound value.
+type CounterStep = (usize, &'static str, Option<i64>);
+
+/// The counter operations of `batch` in the order their rows are locked, each with its
+/// statement and bound value, and the first operation in batch order that is exhausted without
+/// asking (a limit of 0). Counter rows are locked in key order, whatever the order of the
+/// batch: a registration takes the anonymous, policy and software counters, the storm eviction
+/// it causes releases the policy and anonymous ones, and in batch order those two deadlock
+/// (each detected only after `deadlock_timeout`, with every writer of the policy queued behind,
+/// until `statement_timeout` cancels them). Every transaction then locks counters (in key
+/// order), then the client row, then the audit head. Shared by the single-batch path and
+/// group commit (`group.rs`).
+fn counter_plan(batch: &WriteBatch) -> (Vec<CounterStep>, Option<usize>) {
+    let mut order: Vec<usize> = (0..batch.counters.len()).collect();
+    // Stable: ops on one key keep their batch order.
+    order.sort_by(|&a, &b| counter_key(&batch.counters[a]).cmp(counter_key(&batch.counters[b])));
+    let mut exhausted: Option<usize> = None;
+    let mut steps = Vec::with_capacity(order.len());
+    for i in order {
+        let (sql, value) = match &batch.counters[i] {
+            CounterOp::Take { limit: 0, .. } => {
+                exhausted = Some(exhausted.map_or(i, |e| e.min(i)));
+                continue;
+            }
+            CounterOp::Take { limit, .. } => (
+                TAKE_COUNTER,
+                Some(i64::try_from(*limit).unwrap_or(i64::MAX)),
+            ),
+            CounterOp::Release { .. } => (RELEASE_COUNTER, None),
+            CounterOp::Set { value, .. } => {
+                (SET_COUNTER, Some(i64::try_from(*value).unwrap_or(i64::MAX)))
+            }
+        };
+        steps.push((i, sql, value));
+    }
+    (steps, exhausted)
+}
+
 const SELECT_CLIENT: &str = "SELECT revision, rat_tag, record FROM clients WHERE client_id = $1";
 const TAKE_COUNTER: &str = "INSERT INTO counters (key, value) VALUES ($1, 1) ON CONFLICT (key) \
      DO UPDATE SET value = counters.value + 1 WHERE counters.value < $2";
@@ -440,40 +478,12 @@ impl PostgresStore {
         p: &Prepared<'_>,
     ) -> Result<(), Attempt> {
         let tx = client.transaction().await.map_err(attempt_error)?;
-        // Counter rows are locked in key order, whatever the order of the batch: a registration
-        // takes the anonymous, policy and software counters, the storm eviction it causes
-        // releases the policy and anonymous ones, and in batch order those two deadlock (each
-        // detected only after `deadlock_timeout`, with every writer of the policy queued
-        // behind, until `statement_timeout` cancels them). Every transaction then locks
-        // counters (in key order), then the client row, then the audit head.
-        let mut order: Vec<usize> = (0..p.batch.counters.len()).collect();
-        // Stable: ops on one key keep their batch order.
-        order.sort_by(|&a, &b| {
-            counter_key(&p.batch.counters[a]).cmp(counter_key(&p.batch.counters[b]))
-        });
-        // The first exhausted counter in batch order is the one reported, as on every store.
-        let mut exhausted: Option<usize> = None;
-        for i in order {
+        // Counters in key order, then the client row, then the audit head (`counter_plan`).
+        let (steps, mut exhausted) = counter_plan(p.batch);
+        for (i, sql, value) in steps {
             let op = &p.batch.counters[i];
-            let (sql, key, value): (&str, &String, Option<i64>) = match op {
-                CounterOp::Take { limit: 0, .. } => {
-                    exhausted = Some(exhausted.map_or(i, |e| e.min(i)));
-                    continue;
-                }
-                CounterOp::Take { key, limit } => (
-                    TAKE_COUNTER,
-                    key,
-                    Some(i64::try_from(*limit).unwrap_or(i64::MAX)),
-                ),
-                CounterOp::Release { key } => (RELEASE_COUNTER, key, None),
-                CounterOp::Set { key, value } => (
-                    SET_COUNTER,
-                    key,
-                    Some(i64::try_from(*value).unwrap_or(i64::MAX)),
-                ),
-            };
             let statement = tx.prepare_cached(sql).await.map_err(attempt_error)?;
-            let k = key.as_bytes();
+            let k = counter_key(op).as_bytes();
             let rows = match &value {
                 Some(v) => tx.execute(&statement, &[&k, v]).await,
                 None => tx.execute(&statement, &[&k]).await,
