@@ -477,6 +477,10 @@ impl Directory {
                     plan.issued_secret().cloned(),
                 )
             };
+            // `apply_to` stamps `updated_at` with the plan's time: a patch is a change only if
+            // something else differs (a patch repeating the current values, a second after the
+            // last change, was recorded as an update with nothing changed).
+            edited.updated_at = current.updated_at;
             let mut updated = edited.clone();
             if let Some(d) = disabled {
                 updated.disabled = d;

@@ -94,6 +94,36 @@ async fn authentication_failures_are_one_error() {
     ));
 }
 
+/// A patch that repeats the current values is not a change, also when the clock has moved
+/// on since the last one: nothing is written, `updated_at` stays, no audit record.
+#[tokio::test]
+async fn a_patch_repeating_the_current_values_changes_nothing_later_too() {
+    let f = fixture();
+    let (id, _) = register(&f, web()).await;
+    let patch = json!({"client_name": "Beta"});
+    let first = f
+        .directory
+        .patch(&id, patch.as_object().unwrap(), &Operator::default())
+        .await
+        .unwrap();
+    async fn records(f: &Fixture) -> usize {
+        crate::events::list(f.registrar.store(), &Default::default())
+            .await
+            .unwrap()
+            .records
+            .len()
+    }
+    let before = records(&f).await;
+    f.clock.advance(5);
+    let again = f
+        .directory
+        .patch(&id, patch.as_object().unwrap(), &Operator::default())
+        .await
+        .unwrap();
+    assert_eq!(again["updated_at"], first["updated_at"]);
+    assert_eq!(records(&f).await, before, "no audit record");
+}
+
 #[tokio::test]
 async fn a_public_client_is_told_its_method() {
     let f = fixture();
