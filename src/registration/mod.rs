@@ -1234,7 +1234,7 @@ impl Registrar {
         rat: &Plaintext,
         secret: Option<&Plaintext>,
     ) -> ClientInformation {
-        let splice = record.metadata.as_json().is_some_and(|m| {
+        let splice = record.metadata.stored_text().is_some_and(|m| {
             record.software_statement.is_none() || !m.contains("\"software_statement\"")
         });
         if !splice {
@@ -1246,19 +1246,10 @@ impl Registrar {
         let stored = std::mem::take(&mut record.metadata);
         let statement = record.software_statement.take();
         let mut out = ClientInformation::from_map(self.response(record, rat, secret)).0;
-        // `out` is `{...}` with at least `client_id`; the stored text is one object.
-        let members = stored.as_json().unwrap_or("{}").trim();
-        let members = members
-            .strip_prefix('{')
-            .and_then(|m| m.strip_suffix('}'))
-            .unwrap_or_default()
-            .trim();
-        if !members.is_empty() {
-            out.pop();
-            out.push(',');
-            out.push_str(members);
-            out.push('}');
-        }
+        // `out` is `{...}` with at least `client_id`; the stored members follow it.
+        out.pop();
+        stored.write_members(&mut out);
+        out.push('}');
         if let Some(statement) = statement {
             out.pop();
             out.push_str(",\"software_statement\":");

@@ -29,8 +29,11 @@ use std::pin::Pin;
 /// A boxed future, so `ClientStore` stays object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Format version written in front of every stored record.
-const RECORD_VERSION: u8 = 1;
+/// Format version written in front of every stored record: 2 codes the common metadata
+/// members (`StoredMetadata::compact`); 1 (the JSON form alone) is still read.
+const RECORD_VERSION: u8 = 2;
+/// The first format: the JSON form after the version byte.
+const RECORD_VERSION_JSON: u8 = 1;
 
 /// One registered client as stored: its validated metadata plus the server-side credential
 /// material. Plaintext secrets are never part of it.
@@ -130,19 +133,35 @@ impl ClientRecord {
         }
     }
 
-    /// Versioned byte form.
+    /// Versioned byte form (the embedded store's): format 2 is the coded members' header
+    /// (`stored_metadata::write_coded`), then the JSON form with the metadata's text lacking
+    /// those members. The JSON form elsewhere (PostgreSQL, exports) keeps every member.
     pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
-        let mut out = vec![RECORD_VERSION];
-        serde_json::to_writer(&mut out, self).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (coded, text) = self.metadata.compact()?;
+        let mut out = Vec::with_capacity(text.get().len() + 512);
+        out.push(RECORD_VERSION);
+        stored_metadata::write_coded(&coded, &mut out);
+        let view = ClientRecord {
+            metadata: StoredMetadata::from_text(text),
+            ..self.clone()
+        };
+        serde_json::to_writer(&mut out, &view).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(out)
     }
 
     /// Parse the versioned byte form; an unknown version or bad JSON is `Corrupt`.
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let json = |json: &[u8]| {
+            serde_json::from_slice::<Self>(json).map_err(|e| StoreError::Corrupt(e.to_string()))
+        };
         match bytes.split_first() {
-            Some((&RECORD_VERSION, json)) => {
-                serde_json::from_slice(json).map_err(|e| StoreError::Corrupt(e.to_string()))
+            Some((&RECORD_VERSION, rest)) => {
+                let (coded, rest) = stored_metadata::read_coded(rest)?;
+                let mut record = json(rest)?;
+                record.metadata.attach(coded)?;
+                Ok(record)
             }
+            Some((&RECORD_VERSION_JSON, rest)) => json(rest),
             Some((v, _)) => Err(StoreError::Corrupt(format!("unknown record version {v}"))),
             None => Err(StoreError::Corrupt("empty record".into())),
         }
@@ -968,12 +987,36 @@ pub mod contract {
     #[test]
     fn records_written_before_policies_and_revisions_still_decode() {
         let old = br#"{"client_id":"a","client_id_issued_at":1,"rat_tag":[],"metadata":{},"updated_at":1}"#;
-        let mut bytes = vec![RECORD_VERSION];
+        let mut bytes = vec![RECORD_VERSION_JSON];
         bytes.extend_from_slice(old);
         let record = ClientRecord::decode(&bytes).unwrap();
         assert_eq!(record.policy, None);
         assert_eq!(record.software_statement, None);
         assert_eq!(record.revision, 0);
+    }
+
+    #[test]
+    fn format_1_records_still_decode_and_are_written_again_as_format_2() {
+        let mut a = record("a", 1);
+        a.metadata.insert("require_auth_time".into(), false.into());
+        a.metadata.insert(
+            "grant_types".into(),
+            serde_json::json!(["authorization_code"]),
+        );
+        let mut v1 = vec![RECORD_VERSION_JSON];
+        serde_json::to_writer(&mut v1, &a).unwrap();
+        let read = ClientRecord::decode(&v1).unwrap();
+        assert_eq!(read, a);
+        let v2 = read.encode().unwrap();
+        assert_eq!(v2[0], RECORD_VERSION);
+        assert!(v2.len() < v1.len(), "{} vs {}", v2.len(), v1.len());
+        let again = ClientRecord::decode(&v2).unwrap();
+        assert_eq!(again, a);
+        // What PostgreSQL and exports see is the whole record either way.
+        assert_eq!(
+            serde_json::to_string(&again).unwrap(),
+            serde_json::to_string(&a).unwrap()
+        );
     }
 
     #[test]
