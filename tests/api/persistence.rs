@@ -51,7 +51,11 @@ async fn a_read_after_a_restart_is_the_registration_response_member_for_member_i
     }
     let app = spawn_in(dir, |s| s).await;
     for created in [plain, varied] {
-        let uri = format!("{}/{}", app.endpoint, created["client_id"].as_str().unwrap());
+        let uri = format!(
+            "{}/{}",
+            app.endpoint,
+            created["client_id"].as_str().unwrap()
+        );
         let r = app
             .get_client(&uri, created["registration_access_token"].as_str().unwrap())
             .await;

@@ -881,8 +881,9 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
             }
             if let Some(p) = &p_run {
                 let (goal, name) = match script {
+                    // Issue #19: ≥ 12× (and no round below 10×, which the min–max shows).
                     "read" => (
-                        Some((true, 10.0)),
+                        Some((true, 12.0)),
                         "read throughput, registrar ÷ node-oidc-provider".to_string(),
                     ),
                     "register" => (
@@ -960,7 +961,7 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
         b.report.ratio(
             "registration throughput (argon2 default) ÷ argon2 bound",
             reg.rps / bound.max(1e-9),
-            Some((true, 0.9)),
+            Some((true, 0.95)),
             "",
         );
         // The admin API's authenticate (one argon2id verification each) against the same bound.
@@ -1328,16 +1329,33 @@ fn scale(b: &mut Bench) -> Res<()> {
             "×",
         );
     }
-    for (i, (n, _, _, server, _, rss)) in servers.iter().enumerate() {
-        if i == 1 {
+    for (i, (n, _, _, server, loaded, rss)) in servers.iter().enumerate() {
+        // Issue #19: ≤ 100 MB with 100,000 clients, ≤ 250 MB with 1,000,000.
+        let bound = match i {
+            1 => Some(100.0),
+            2 => Some(250.0),
+            _ => None,
+        };
+        if let Some(bound) = bound {
             for v in rss {
                 b.report.ratio(
                     &format!("resident memory with {} clients (MB)", num(*n as f64, 0)),
                     *v,
-                    Some((false, 100.0)),
+                    Some((false, bound)),
                     "MB",
                 );
             }
+        }
+        if i == 2 {
+            b.report.ratio(
+                &format!(
+                    "bytes on disk per client (sled), {} clients",
+                    num(*n as f64, 0)
+                ),
+                loaded.disk_mb * 1e6 / (*n).max(1) as f64,
+                Some((false, 1000.0)),
+                " bytes",
+            );
         }
         let (_, hwm) = tools::rss_mb(server.pid());
         b.report.memory.push(format!(
