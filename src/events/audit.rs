@@ -612,8 +612,8 @@ pub fn client_view(record: &ClientRecord) -> Map<String, Value> {
 
 /// SHA-256 (hex) of the view's canonical JSON (object members sorted by name at every level).
 pub fn view_digest(view: &Map<String, Value>) -> String {
-    let mut bytes = Vec::new();
-    write_sorted(&Value::Object(view.clone()), &mut bytes);
+    let mut bytes = Vec::with_capacity(1024);
+    write_sorted_map(view, &mut bytes);
     hex(&Sha256::digest(&bytes))
 }
 
@@ -637,21 +637,7 @@ pub fn changed_members(
 
 fn write_sorted(value: &Value, out: &mut Vec<u8>) {
     match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                // A string always serialises.
-                out.extend(serde_json::to_vec(k).unwrap_or_default());
-                out.push(b':');
-                write_sorted(&map[k], out);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_sorted_map(map, out),
         Value::Array(items) => {
             out.push(b'[');
             for (i, v) in items.iter().enumerate() {
@@ -662,8 +648,28 @@ fn write_sorted(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        scalar => out.extend(serde_json::to_vec(scalar).unwrap_or_default()),
+        // Writing a scalar into a Vec cannot fail.
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
     }
+}
+
+/// An object's members sorted by name (byte order), each value canonical in turn.
+fn write_sorted_map(map: &Map<String, Value>, out: &mut Vec<u8>) {
+    let mut members: Vec<(&String, &Value)> = map.iter().collect();
+    members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (k, v)) in members.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // A string always serialises.
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+        write_sorted(v, out);
+    }
+    out.push(b'}');
 }
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {
@@ -931,6 +937,24 @@ mod tests {
             &[],
         );
         assert_eq!(deleted.after, None);
+    }
+
+    /// The canonical form is on disk (every record's `before`/`after`): members sorted by name
+    /// at every level, compact. The expected digest was computed independently (Python:
+    /// `json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`, SHA-256).
+    #[test]
+    fn a_view_digest_is_the_sha256_of_its_sorted_compact_json() {
+        let view = serde_json::json!({
+            "client_id": "c1",
+            "b": [1, {"z": true, "a": null}, 2.5],
+            "a": "x\"y",
+            "é": "ü",
+            "A": {"y": [], "x": {}}
+        });
+        assert_eq!(
+            view_digest(view.as_object().unwrap()),
+            "d4c2679eeddb95e25ca7a37be353a2340492882c55ef63f8a295067bfd570839"
+        );
     }
 
     #[test]
