@@ -205,11 +205,19 @@ pub struct StorageSettings {
     pub backend: crate::store::Backend,
     /// Directory of the embedded store; created when missing.
     pub data_dir: PathBuf,
-    /// Page cache of the store in bytes.
+    /// Caches of the sled store in bytes: the record cache's share and sled's page cache.
     pub cache_capacity_bytes: u64,
+    /// Percent (0–100) of `cache_capacity_bytes` for the sled store's record cache of single
+    /// client records and token index entries (the rest is sled's page cache); 0 = none.
+    #[serde(default = "default_record_cache_percent")]
+    pub record_cache_percent: u8,
     /// `[storage.postgres]`, used when `backend = "postgres"`.
     #[serde(default)]
     pub postgres: crate::store::PostgresSettings,
+}
+
+fn default_record_cache_percent() -> u8 {
+    crate::store::DEFAULT_RECORD_CACHE_PERCENT
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -526,6 +534,12 @@ impl Settings {
         }
         if self.server.body_limit_bytes == 0 {
             problems.push("server.body_limit_bytes must be > 0".into());
+        }
+        if self.storage.record_cache_percent > 100 {
+            problems.push(format!(
+                "storage.record_cache_percent must be 0 to 100: {}",
+                self.storage.record_cache_percent
+            ));
         }
         for check in [self.fetch.check(), self.discovery.check()] {
             if let Err(e) = check {

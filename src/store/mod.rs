@@ -12,6 +12,7 @@ mod memory;
 pub mod postgres;
 pub mod server_key;
 mod sled;
+mod sled_cache;
 mod sled_events;
 mod stored_metadata;
 pub mod transfer;
@@ -19,7 +20,7 @@ pub mod transfer;
 pub use self::filter::{ClientFilter, Listing};
 pub use self::memory::MemoryStore;
 pub use self::postgres::{PostgresSettings, PostgresStore};
-pub use self::sled::SledStore;
+pub use self::sled::{SledStore, DEFAULT_RECORD_CACHE_PERCENT};
 pub use self::stored_metadata::StoredMetadata;
 
 use serde::{Deserialize, Serialize};
@@ -213,9 +214,10 @@ pub async fn open(
     now: i64,
 ) -> Result<std::sync::Arc<dyn ClientStore>, OpenError> {
     match settings.backend {
-        Backend::Sled => Ok(std::sync::Arc::new(SledStore::open(
+        Backend::Sled => Ok(std::sync::Arc::new(SledStore::open_with(
             &settings.data_dir,
             settings.cache_capacity_bytes,
+            settings.record_cache_percent,
         )?)),
         Backend::Postgres => {
             let store = PostgresStore::connect(&settings.postgres).await?;

@@ -11,6 +11,12 @@
 //! 500 ms). A dedicated flusher thread takes every waiter queued so far, flushes once and answers
 //! them all, so N concurrent writers cost one fsync (group commit).
 //!
+//! Cache: `storage.cache_capacity_bytes` is split between a record cache of our own
+//! (`sled_cache.rs`, `storage.record_cache_percent` of it: single client records and token index
+//! entries, each charged what it takes in memory) and sled's page cache (the rest), which caches
+//! whole leaves of 8–16 records and counts their on-disk size. A read that hits the record cache
+//! takes no sled lookup and no handles lock.
+//!
 //! Storage failure (disk full, I/O error): sled turns any I/O error into a sticky global error
 //! that lasts until the database is reopened, and its in-memory trees keep the writes whose flush
 //! failed. So on the first failed write or flush the store turns *failed*:
@@ -22,6 +28,7 @@
 //!   file of `PROBE_BYTES` can be written and synced, closes and reopens the database, which
 //!   recovers exactly what was flushed. No operator action is needed.
 
+use super::sled_cache::HotCache;
 use super::sled_events::{self, EventTrees};
 use super::{
     BoxFuture, Change, ClientRecord, ClientStore, CounterOp, OpenError, StoreError, WriteBatch,
@@ -29,6 +36,7 @@ use super::{
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
 };
+use sled::IVec;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
@@ -48,6 +56,11 @@ const RECOVERY_BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Dura
 /// How long `SledStore::open` waits for a lock that a just-closed store in this process may still
 /// hold (another process holding it fails after this too, just as clearly).
 const OPEN_PATIENCE: Duration = Duration::from_millis(500);
+/// Smallest page cache given to sled whatever the split (its LRU has 256 shards, and its index
+/// nodes should stay cached).
+const SLED_MIN_CACHE: u64 = 256 << 10;
+/// Default share of `storage.cache_capacity_bytes` for the record cache, in percent.
+pub const DEFAULT_RECORD_CACHE_PERCENT: u8 = 75;
 /// Name of the probe file inside the data directory.
 const PROBE_FILE: &str = "space-probe.tmp";
 
@@ -247,6 +260,8 @@ struct Shared {
     undo: Mutex<UndoLog>,
     /// Told the size of each group commit (the `registrar_store_commit_batch_size` metric).
     events: std::sync::OnceLock<Arc<super::StoreEvents>>,
+    /// Hot client records and token index entries (`sled_cache.rs`).
+    hot: HotCache,
 }
 
 impl Shared {
@@ -279,7 +294,11 @@ impl Shared {
     }
 
     fn fail(&self, cause: &StoreError) {
-        if !self.failed.swap(true, Ordering::AcqRel) {
+        let first = !self.failed.swap(true, Ordering::AcqRel);
+        // After `failed` is set: reads bypass the cache from now on, and a fill whose ticket
+        // predates this is refused.
+        self.hot.clear();
+        if first {
             tracing::error!(%cause, "store write failed; refusing writes, serving the last durable state to reads, and reopening once the data directory has space again");
         }
     }
@@ -348,10 +367,18 @@ impl Shared {
                 Ok(())
             });
         match &result {
-            Ok(()) => undo.record(before.take()),
-            // A storage error may have left part of the write in memory: keep its before-images
-            // so reads mask it, like any other unflushed write.
-            Err(TransactionError::Storage(_)) => undo.record(before.take()),
+            Ok(()) | Err(TransactionError::Storage(_)) => {
+                // Before the write is acknowledged: no later read answers the old value from
+                // the record cache, and a read that raced the change does not cache it.
+                for (tree, key, _) in before.borrow().iter() {
+                    if let Some(slot) = cached_tree(*tree) {
+                        self.hot.invalidate(slot, key);
+                    }
+                }
+                // A storage error may have left part of the write in memory: keep its
+                // before-images so reads mask it, like any other unflushed write.
+                undo.record(before.take())
+            }
             Err(TransactionError::Abort(_)) => {}
         }
         drop(undo);
@@ -402,6 +429,7 @@ impl Shared {
             Ok(handles) => {
                 *slot = Some(Arc::new(handles));
                 self.undo().clear();
+                self.hot.clear();
                 self.failed.store(false, Ordering::Release);
                 tracing::warn!("store reopened after a storage error; writes accepted again");
                 true
@@ -437,8 +465,21 @@ pub struct SledStore {
 }
 
 impl SledStore {
-    /// Open (or create) the store in `dir` with a page cache of `cache_capacity` bytes.
+    /// Open (or create) the store in `dir` with caches of `cache_capacity` bytes in all, the
+    /// default share of them ([`DEFAULT_RECORD_CACHE_PERCENT`]) for the record cache.
     pub fn open(dir: &Path, cache_capacity: u64) -> Result<Self, OpenError> {
+        Self::open_with(dir, cache_capacity, DEFAULT_RECORD_CACHE_PERCENT)
+    }
+
+    /// Open (or create) the store in `dir` with caches of `cache_capacity` bytes in all:
+    /// `record_cache_percent` of them (at most 100) for the record cache of single records and
+    /// token index entries, the rest (at least `SLED_MIN_CACHE`) for sled's page cache.
+    pub fn open_with(
+        dir: &Path,
+        cache_capacity: u64,
+        record_cache_percent: u8,
+    ) -> Result<Self, OpenError> {
+        let (record_cache, cache_capacity) = split_cache(cache_capacity, record_cache_percent);
         let handles = Handles::open_waiting(dir, cache_capacity, OPEN_PATIENCE)?;
         let _ = std::fs::remove_file(dir.join(PROBE_FILE)); // left over from a crash mid-probe
         let shared = Arc::new(Shared {
@@ -448,6 +489,7 @@ impl SledStore {
             failed: AtomicBool::new(false),
             undo: Mutex::new(UndoLog::default()),
             events: std::sync::OnceLock::new(),
+            hot: HotCache::new(record_cache),
         });
         let (flush_tx, flush_rx) = mpsc::channel::<Waiter>();
         let flusher_shared = shared.clone();
@@ -705,19 +747,88 @@ fn apply_change(
     Ok(())
 }
 
-fn read_client(shared: &Shared, key: &[u8]) -> Result<Option<ClientRecord>, StoreError> {
-    match shared.durable_override(TreeId::Clients, key) {
-        Some(durable) => durable.map(|b| ClientRecord::decode(&b)).transpose(),
-        None => read_client_in(&*shared.handles()?, key),
+/// `(record cache, sled page cache)` bytes out of `total`: `percent` (at most 100) of it for the
+/// record cache, and at least `SLED_MIN_CACHE` (or all of `total`, if less) left for sled.
+fn split_cache(total: u64, percent: u8) -> (u64, u64) {
+    let percent = u64::from(percent.min(100));
+    let record = total / 100 * percent + total % 100 * percent / 100;
+    let sled = (total - record).max(SLED_MIN_CACHE.min(total));
+    (total - sled, sled)
+}
+
+/// The record cache's tree number for `tree`, if the cache keeps its values.
+fn cached_tree(tree: TreeId) -> Option<u8> {
+    match tree {
+        TreeId::Clients => Some(0),
+        TreeId::Rats => Some(1),
+        TreeId::Counters => None,
     }
 }
 
-/// The record under `key` in the live trees (no durable override: the store is not failed).
-fn read_client_in(handles: &Handles, key: &[u8]) -> Result<Option<ClientRecord>, StoreError> {
-    handles
-        .clients
-        .get(key)
-        .map_err(io)?
+fn tree_of(handles: &Handles, tree: TreeId) -> &sled::Tree {
+    match tree {
+        TreeId::Clients => &handles.clients,
+        TreeId::Rats => &handles.rats,
+        TreeId::Counters => &handles.counters,
+    }
+}
+
+/// The value of `key` in `tree` if the record cache has it and the store is not failed: no
+/// sled call and no handles lock, so the caller answers at once.
+fn cached(shared: &Shared, tree: TreeId, key: &[u8]) -> Option<IVec> {
+    let slot = cached_tree(tree)?;
+    if shared.is_failed() {
+        return None;
+    }
+    shared.hot.get(slot, key)
+}
+
+/// The live value of `key` in `tree` (the caller found no durable override): from the record
+/// cache, else from sled, keeping it in the cache unless a change of its shard raced the read.
+/// While the store is failed the cache is neither read nor filled.
+fn lookup(
+    shared: &Shared,
+    handles: &Handles,
+    tree: TreeId,
+    key: &[u8],
+) -> Result<Option<IVec>, StoreError> {
+    let live = tree_of(handles, tree);
+    let Some(slot) = cached_tree(tree).filter(|_| shared.hot.enabled()) else {
+        return live.get(key).map_err(io);
+    };
+    if shared.is_failed() {
+        return live.get(key).map_err(io);
+    }
+    if let Some(hit) = shared.hot.get(slot, key) {
+        return Ok(Some(hit));
+    }
+    // The ticket before the failure check: a failure after it clears the cache, which refuses
+    // this fill; one before it is seen here.
+    let ticket = shared.hot.ticket(slot, key);
+    if shared.is_failed() {
+        return live.get(key).map_err(io);
+    }
+    let value = live.get(key).map_err(io)?;
+    if let Some(v) = &value {
+        shared.hot.fill(slot, key, v.clone(), ticket);
+    }
+    Ok(value)
+}
+
+fn read_client(shared: &Shared, key: &[u8]) -> Result<Option<ClientRecord>, StoreError> {
+    match shared.durable_override(TreeId::Clients, key) {
+        Some(durable) => durable.map(|b| ClientRecord::decode(&b)).transpose(),
+        None => read_client_in(shared, &*shared.handles()?, key),
+    }
+}
+
+/// The record under `key` in the live trees (no durable override).
+fn read_client_in(
+    shared: &Shared,
+    handles: &Handles,
+    key: &[u8],
+) -> Result<Option<ClientRecord>, StoreError> {
+    lookup(shared, handles, TreeId::Clients, key)?
         .map(|v| ClientRecord::decode(&v))
         .transpose()
 }
@@ -725,22 +836,41 @@ fn read_client_in(handles: &Handles, key: &[u8]) -> Result<Option<ClientRecord>,
 fn read_rat_owner(shared: &Shared, tag: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
     match shared.durable_override(TreeId::Rats, tag) {
         Some(durable) => Ok(durable),
-        None => read_rat_owner_in(&*shared.handles()?, tag),
+        None => read_rat_owner_in(shared, &*shared.handles()?, tag),
     }
 }
 
-fn read_rat_owner_in(handles: &Handles, tag: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(handles.rats.get(tag).map_err(io)?.map(|v| v.to_vec()))
+fn read_rat_owner_in(
+    shared: &Shared,
+    handles: &Handles,
+    tag: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(lookup(shared, handles, TreeId::Rats, tag)?.map(|v| v.to_vec()))
 }
 
 /// The client that holds `tag` (current or previous RAT), read through `handles`.
-fn client_by_rat_in(handles: &Handles, tag: &[u8]) -> Result<Option<ClientRecord>, StoreError> {
-    let Some(owner) = read_rat_owner_in(handles, tag)? else {
+fn client_by_rat_in(
+    shared: &Shared,
+    handles: &Handles,
+    tag: &[u8],
+) -> Result<Option<ClientRecord>, StoreError> {
+    let Some(owner) = read_rat_owner_in(shared, handles, tag)? else {
         return Ok(None);
     };
     // Index and records change in one transaction, so they agree; a record that does not carry
     // the tag (damage `verify` would report) is not this token's client.
-    Ok(read_client_in(handles, &owner)?.filter(|r| r.rat_tags().any(|t| t == tag)))
+    Ok(read_client_in(shared, handles, &owner)?.filter(|r| r.rat_tags().any(|t| t == tag)))
+}
+
+/// The client that holds `tag`, answered from the record cache alone (`None`: not all of it is
+/// cached, ask sled).
+fn cached_client_by_rat(
+    shared: &Shared,
+    tag: &[u8],
+) -> Option<Result<Option<ClientRecord>, StoreError>> {
+    let owner = cached(shared, TreeId::Rats, tag)?;
+    let bytes = cached(shared, TreeId::Clients, &owner)?;
+    Some(ClientRecord::decode(&bytes).map(|r| Some(r).filter(|r| r.rat_tags().any(|t| t == tag))))
 }
 
 fn read_counter(shared: &Shared, key: &[u8]) -> Result<u64, StoreError> {
@@ -771,11 +901,7 @@ fn keyset<T>(
         None => Bound::Unbounded,
     };
     let handles = shared.handles()?;
-    let tree = match tree {
-        TreeId::Clients => &handles.clients,
-        TreeId::Rats => &handles.rats,
-        TreeId::Counters => &handles.counters,
-    };
+    let tree = tree_of(&handles, tree);
     let mut page = Vec::new();
     for entry in tree.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
         if page.len() >= limit {
@@ -836,8 +962,13 @@ impl ClientStore for SledStore {
         // the blocking pool (BENCHMARKS.md, issue #19). A page that is not cached is read with
         // one pread, from the OS page cache in the common case. Writes and flushes stay on
         // the blocking pool.
+        // A record cache hit needs neither (`sled_cache.rs`).
+        if let Some(bytes) = cached(&self.shared, TreeId::Clients, client_id.as_bytes()) {
+            return Box::pin(std::future::ready(ClientRecord::decode(&bytes).map(Some)));
+        }
         if let Some(handles) = self.shared.handles_now() {
             return Box::pin(std::future::ready(read_client_in(
+                &self.shared,
                 &handles,
                 client_id.as_bytes(),
             )));
@@ -853,9 +984,17 @@ impl ClientStore for SledStore {
         if rat_tag.is_empty() {
             return Box::pin(std::future::ready(Ok(None)));
         }
-        // On the calling thread while healthy, as `get`.
+        // On the calling thread while healthy, as `get`; from the record cache alone when it
+        // holds both the index entry and the record.
+        if let Some(found) = cached_client_by_rat(&self.shared, rat_tag) {
+            return Box::pin(std::future::ready(found));
+        }
         if let Some(handles) = self.shared.handles_now() {
-            return Box::pin(std::future::ready(client_by_rat_in(&handles, rat_tag)));
+            return Box::pin(std::future::ready(client_by_rat_in(
+                &self.shared,
+                &handles,
+                rat_tag,
+            )));
         }
         let tag = rat_tag.to_vec();
         self.blocking(move |shared| {
@@ -1055,6 +1194,198 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         super::super::contract::all(&store).await;
+    }
+
+    /// Whether the record cache holds `key` of `tree`.
+    fn held(store: &SledStore, tree: TreeId, key: &[u8]) -> bool {
+        let slot = cached_tree(tree).unwrap();
+        store.shared.hot.get(slot, key).is_some()
+    }
+
+    /// Reads answered from the record cache follow every kind of write: insert, update (a new
+    /// token, the old one kept as the previous during a grace, then dropped), delete and
+    /// re-insert; a lost compare-and-swap changes nothing.
+    #[tokio::test]
+    async fn cached_reads_see_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 4 << 20).unwrap();
+        assert!(store.shared.hot.enabled());
+        store.commit(insert(&record("k", 3))).await.unwrap();
+        assert!(store.get("nobody").await.unwrap().is_none());
+        for _ in 0..2 {
+            assert_eq!(store.get("k").await.unwrap().unwrap().revision, 1);
+            assert_eq!(
+                store.get_by_rat(&[3; 32]).await.unwrap().unwrap().client_id,
+                "k"
+            );
+        }
+        assert!(held(&store, TreeId::Clients, b"k"), "the reads filled it");
+        assert!(held(&store, TreeId::Rats, &[3; 32]));
+        assert!(
+            !held(&store, TreeId::Clients, b"nobody"),
+            "absence is not kept"
+        );
+
+        // Rotation: a new token, the old one still valid as the previous.
+        let mut rotated = record("k", 4);
+        rotated.previous_rat_tag = Some(vec![3; 32]);
+        store
+            .commit(WriteBatch::change(Change::Update {
+                expected_revision: 1,
+                record: rotated,
+            }))
+            .await
+            .unwrap();
+        assert!(!held(&store, TreeId::Clients, b"k"), "invalidated");
+        assert_eq!(store.get("k").await.unwrap().unwrap().revision, 2);
+        assert_eq!(
+            store.get_by_rat(&[3; 32]).await.unwrap().unwrap().revision,
+            2
+        );
+        assert_eq!(
+            store.get_by_rat(&[4; 32]).await.unwrap().unwrap().revision,
+            2
+        );
+        // The grace ends: the previous token is dropped.
+        store
+            .commit(WriteBatch::change(Change::Update {
+                expected_revision: 2,
+                record: record("k", 4),
+            }))
+            .await
+            .unwrap();
+        assert!(store.get_by_rat(&[3; 32]).await.unwrap().is_none());
+        assert!(!held(&store, TreeId::Rats, &[3; 32]));
+        assert_eq!(
+            store.get_by_rat(&[4; 32]).await.unwrap().unwrap().revision,
+            3
+        );
+        // A lost compare-and-swap leaves the cached value.
+        let stale = WriteBatch::change(Change::Update {
+            expected_revision: 1,
+            record: record("k", 9),
+        });
+        assert!(matches!(
+            store.commit(stale).await,
+            Err(StoreError::Conflict)
+        ));
+        assert!(held(&store, TreeId::Clients, b"k"));
+        assert_eq!(store.get("k").await.unwrap().unwrap().revision, 3);
+
+        store
+            .commit(WriteBatch::change(Change::Delete {
+                client_id: "k".into(),
+                expected_revision: 3,
+            }))
+            .await
+            .unwrap();
+        assert!(store.get("k").await.unwrap().is_none());
+        assert!(store.get_by_rat(&[4; 32]).await.unwrap().is_none());
+        assert!(!held(&store, TreeId::Clients, b"k"));
+        assert!(!held(&store, TreeId::Rats, &[4; 32]));
+        store.commit(insert(&record("k", 5))).await.unwrap();
+        assert_eq!(store.get("k").await.unwrap().unwrap().rat_tag, vec![5; 32]);
+        assert_eq!(
+            store.get_by_rat(&[5; 32]).await.unwrap().unwrap().revision,
+            1
+        );
+        assert_eq!(store.verify().unwrap(), 1);
+    }
+
+    /// A read that took its ticket before a change and read sled before it too does not leave
+    /// the old value cached: the commit's invalidation bumped the shard's epoch.
+    #[tokio::test]
+    async fn a_read_racing_a_change_does_not_cache_the_old_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 4 << 20).unwrap();
+        store.commit(insert(&record("k", 3))).await.unwrap();
+        let slot = cached_tree(TreeId::Clients).unwrap();
+        // The reader's steps of `lookup`, with the commit in between.
+        let ticket = store.shared.hot.ticket(slot, b"k");
+        let old = store.shared.handles().unwrap().clients.get(b"k").unwrap();
+        store
+            .commit(WriteBatch::change(Change::Update {
+                expected_revision: 1,
+                record: record("k", 4),
+            }))
+            .await
+            .unwrap();
+        store.shared.hot.fill(slot, b"k", old.unwrap(), ticket);
+        assert!(
+            !held(&store, TreeId::Clients, b"k"),
+            "the old value was kept"
+        );
+        assert_eq!(store.get("k").await.unwrap().unwrap().revision, 2);
+        assert!(held(&store, TreeId::Clients, b"k"));
+    }
+
+    /// While failed the cache is cleared and neither read nor filled (reads answer the durable
+    /// state); after the reopen it fills again.
+    #[tokio::test]
+    async fn a_failed_store_bypasses_the_record_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 4 << 20).unwrap();
+        let a = record("a", 1);
+        store.commit(insert(&a)).await.unwrap();
+        store.commit(insert(&record("c", 3))).await.unwrap();
+        let mut b = a.clone();
+        b.rat_tag = vec![2; 32];
+        store
+            .shared
+            .apply(&WriteBatch::change(Change::Update {
+                expected_revision: 1,
+                record: b,
+            }))
+            .unwrap();
+        // The unflushed update is what the live trees (and so the cache) show.
+        assert_eq!(store.get("a").await.unwrap().unwrap().revision, 2);
+        assert!(held(&store, TreeId::Clients, b"a"));
+        store
+            .shared
+            .fail(&StoreError::Unavailable("simulated: no space left".into()));
+        assert_eq!(store.shared.hot.bytes(), 0, "cleared on failure");
+        assert_eq!(store.get("a").await.unwrap(), Some(a.clone()), "durable");
+        assert_eq!(store.get_by_rat(&[1; 32]).await.unwrap(), Some(a));
+        assert_eq!(store.get("c").await.unwrap().unwrap().revision, 1);
+        assert_eq!(store.shared.hot.bytes(), 0, "nothing filled while failed");
+        // A refused write wakes the flusher, which reopens the database (this disk has room).
+        assert!(store.commit(insert(&record("d", 4))).await.is_err());
+        for _ in 0..250 {
+            if store.writable() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(store.writable(), "the store did not reopen");
+        assert_eq!(store.get("c").await.unwrap().unwrap().revision, 1);
+        assert!(held(&store, TreeId::Clients, b"c"));
+    }
+
+    /// The store contract holds with the record cache off (the other contract test has it on),
+    /// and an off cache keeps nothing.
+    #[tokio::test]
+    async fn sled_store_meets_the_contract_without_the_record_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open_with(dir.path(), 1 << 20, 0).unwrap();
+        assert!(!store.shared.hot.enabled());
+        super::super::contract::all(&store).await;
+        store.commit(insert(&record("k", 3))).await.unwrap();
+        assert!(store.get("k").await.unwrap().is_some());
+        assert!(!held(&store, TreeId::Clients, b"k"));
+    }
+
+    #[test]
+    fn the_budget_split_leaves_sled_its_minimum() {
+        assert_eq!(split_cache(32 << 20, 75), (24 << 20, 8 << 20));
+        assert_eq!(split_cache(32 << 20, 0), (0, 32 << 20));
+        assert_eq!(
+            split_cache(32 << 20, 100),
+            ((32 << 20) - SLED_MIN_CACHE, SLED_MIN_CACHE)
+        );
+        assert_eq!(split_cache(32 << 20, 200), split_cache(32 << 20, 100));
+        assert_eq!(split_cache(1000, 75), (0, 1000));
+        let (record, sled) = split_cache(u64::MAX, 99);
+        assert_eq!(record.checked_add(sled), Some(u64::MAX));
     }
 
     #[tokio::test]

@@ -494,6 +494,34 @@ fn check_config_accepts_a_good_file_and_redacts_its_secrets() {
     assert_eq!(printed["access"]["static_tokens"][0]["token"], "[redacted]");
 }
 
+/// `storage.record_cache_percent` (the sled record cache's share of `cache_capacity_bytes`)
+/// comes from the file or its environment variable, and more than 100 is refused by name.
+#[test]
+fn check_config_takes_the_record_cache_share_from_the_environment_and_bounds_it() {
+    let out = registrar(
+        &["check-config"],
+        &[("REGISTRAR_STORAGE__RECORD_CACHE_PERCENT", "40")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["storage"]["record_cache_percent"], 40);
+    let out = registrar(&["check-config"], &[]);
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        printed["storage"]["record_cache_percent"], 75,
+        "the default"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("share.toml");
+    std::fs::write(&file, "[storage]\nrecord_cache_percent = 101\n").unwrap();
+    let out = registrar(&["check-config", "-c", file.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("storage.record_cache_percent"), "{stderr}");
+}
+
 #[test]
 fn check_config_reports_an_unparsable_file() {
     let dir = tempfile::tempdir().unwrap();
