@@ -783,6 +783,19 @@ fn cached(shared: &Shared, tree: TreeId, key: &[u8]) -> Option<IVec> {
     shared.hot.get(slot, key)
 }
 
+/// Tell the metrics (`StoreEvents::record_cache`) how one lookup that consulted the record
+/// cache was answered.
+fn count_lookup(shared: &Shared, tree: TreeId, hit: bool) {
+    let name = match tree {
+        TreeId::Clients => "clients",
+        TreeId::Rats => "rat",
+        TreeId::Counters => return,
+    };
+    if let Some(events) = shared.events.get() {
+        (events.record_cache)(name, hit);
+    }
+}
+
 /// The live value of `key` in `tree` (the caller found no durable override): from the record
 /// cache, else from sled, keeping it in the cache unless a change of its shard raced the read.
 /// While the store is failed the cache is neither read nor filled.
@@ -800,8 +813,10 @@ fn lookup(
         return live.get(key).map_err(io);
     }
     if let Some(hit) = shared.hot.get(slot, key) {
+        count_lookup(shared, tree, true);
         return Ok(Some(hit));
     }
+    count_lookup(shared, tree, false);
     // The ticket before the failure check: a failure after it clears the cache, which refuses
     // this fill; one before it is seen here.
     let ticket = shared.hot.ticket(slot, key);
@@ -870,6 +885,9 @@ fn cached_client_by_rat(
 ) -> Option<Result<Option<ClientRecord>, StoreError>> {
     let owner = cached(shared, TreeId::Rats, tag)?;
     let bytes = cached(shared, TreeId::Clients, &owner)?;
+    // Counted only when both hit; otherwise `lookup` counts each tree as it answers.
+    count_lookup(shared, TreeId::Rats, true);
+    count_lookup(shared, TreeId::Clients, true);
     Some(ClientRecord::decode(&bytes).map(|r| Some(r).filter(|r| r.rat_tags().any(|t| t == tag))))
 }
 
@@ -964,6 +982,7 @@ impl ClientStore for SledStore {
         // the blocking pool.
         // A record cache hit needs neither (`sled_cache.rs`).
         if let Some(bytes) = cached(&self.shared, TreeId::Clients, client_id.as_bytes()) {
+            count_lookup(&self.shared, TreeId::Clients, true);
             return Box::pin(std::future::ready(ClientRecord::decode(&bytes).map(Some)));
         }
         if let Some(handles) = self.shared.handles_now() {
@@ -1200,6 +1219,36 @@ mod tests {
     fn held(store: &SledStore, tree: TreeId, key: &[u8]) -> bool {
         let slot = cached_tree(tree).unwrap();
         store.shared.hot.get(slot, key).is_some()
+    }
+
+    /// Every lookup that consults the record cache is counted once, by tree and outcome, for
+    /// `registrar_store_record_cache_lookups_total`.
+    #[tokio::test]
+    async fn record_cache_lookups_are_counted_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 4 << 20).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        store.observe(Arc::new(super::super::StoreEvents {
+            commit_batch: Box::new(|_| {}),
+            retry: Box::new(|| {}),
+            record_cache: Box::new(move |tree, hit| log.lock().unwrap().push((tree, hit))),
+        }));
+        store.commit(insert(&record("k", 3))).await.unwrap();
+        let take = || std::mem::take(&mut *seen.lock().unwrap());
+        assert!(take().is_empty(), "a write looks nothing up");
+        store.get("k").await.unwrap().unwrap();
+        assert_eq!(take(), [("clients", false)]);
+        store.get("k").await.unwrap().unwrap();
+        assert_eq!(take(), [("clients", true)]);
+        // The token's entry is not cached yet, the record is.
+        store.get_by_rat(&[3; 32]).await.unwrap().unwrap();
+        assert_eq!(take(), [("rat", false), ("clients", true)]);
+        store.get_by_rat(&[3; 32]).await.unwrap().unwrap();
+        assert_eq!(take(), [("rat", true), ("clients", true)]);
+        // Absent: a miss, not cached.
+        assert!(store.get("nobody").await.unwrap().is_none());
+        assert_eq!(take(), [("clients", false)]);
     }
 
     /// Reads answered from the record cache follow every kind of write: insert, update (a new

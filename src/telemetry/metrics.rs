@@ -46,6 +46,9 @@ pub struct Metrics {
     webhook_deliveries: IntCounterVec,
     db_retries: IntCounter,
     authentication_cache_hits: IntCounter,
+    /// `registrar_store_record_cache_lookups_total` by (tree, outcome), resolved once: a read
+    /// counts one or two of these.
+    record_cache: [[IntCounter; 2]; 2],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -173,6 +176,21 @@ impl Metrics {
                 registry.register(Box::new(c.clone())).expect(STATIC);
                 c
             },
+            record_cache: {
+                let v = counter(
+                    &registry,
+                    "registrar_store_record_cache_lookups_total",
+                    "Lookups of the sled store (tree clients: a record; rat: a token's index entry), by whether its record cache answered them (outcome hit or miss).",
+                    &["tree", "outcome"],
+                );
+                let pair = |tree: &str| {
+                    [
+                        v.with_label_values(&[tree, "hit"]),
+                        v.with_label_values(&[tree, "miss"]),
+                    ]
+                };
+                [pair("clients"), pair("rat")]
+            },
             registry,
         }
     }
@@ -228,6 +246,12 @@ impl Metrics {
     /// (`admin.authenticate_cache_ttl_secs`).
     pub fn authentication_cache_hit(&self) {
         self.authentication_cache_hits.inc();
+    }
+
+    /// One sled lookup in `tree` (`clients` or `rat`) answered from the record cache or not.
+    pub fn record_cache(&self, tree: &str, hit: bool) {
+        let t = usize::from(tree != "clients");
+        self.record_cache[t][usize::from(!hit)].inc();
     }
 
     /// One database transaction retried (PostgreSQL backend).
@@ -288,7 +312,17 @@ mod tests {
         m.set_clients(7);
         m.set_hash_queue_depth(2);
         m.commit_batch(3);
+        m.record_cache("clients", true);
+        m.record_cache("clients", true);
+        m.record_cache("rat", false);
         let text = m.render();
+        for expected in [
+            r#"registrar_store_record_cache_lookups_total{outcome="hit",tree="clients"} 2"#,
+            r#"registrar_store_record_cache_lookups_total{outcome="miss",tree="clients"} 0"#,
+            r#"registrar_store_record_cache_lookups_total{outcome="miss",tree="rat"} 1"#,
+        ] {
+            assert!(line(&text, expected).is_some(), "{expected} in {text}");
+        }
         assert!(line(&text, "registrar_clients 7").is_some(), "{text}");
         assert!(
             line(&text, "registrar_hash_queue_depth 2").is_some(),

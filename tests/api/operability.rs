@@ -112,6 +112,24 @@ async fn metrics_count_a_known_workload() {
     // Both stores group-commit (sled: one flush; PostgreSQL: one transaction) and report each
     // group's size: the three writes, whatever groups they shared.
     expect("registrar_store_commit_batch_size_sum", 3.0);
+    // The sled store's record cache: the token reads looked up their index entries and the
+    // record (none cached yet after the registrations); PostgreSQL has no such cache.
+    let lookups = |tree: &str, outcome: &str| {
+        let series = format!(
+            r#"registrar_store_record_cache_lookups_total{{outcome="{outcome}",tree="{tree}"}}"#
+        );
+        sample(&m, &series).unwrap_or_else(|| panic!("{series} in:\n{m}"))
+    };
+    if crate::POSTGRES {
+        let all = ["clients", "rat"]
+            .iter()
+            .flat_map(|t| [lookups(t, "hit"), lookups(t, "miss")])
+            .sum::<f64>();
+        assert_eq!(all, 0.0, "{m}");
+    } else {
+        assert!(lookups("rat", "miss") >= 1.0, "{m}");
+        assert!(lookups("clients", "miss") >= 1.0, "{m}");
+    }
     #[cfg(target_os = "linux")]
     assert!(sample(&m, "process_resident_memory_bytes").is_some(), "{m}");
 }

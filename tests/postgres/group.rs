@@ -62,6 +62,7 @@ async fn concurrent_commits_sharing_groups_each_get_their_own_outcome() {
         retry: Box::new(move || {
             counted.fetch_add(1, Ordering::Relaxed);
         }),
+        record_cache: Box::new(|_, _| {}),
     }));
     let shared = record("shared", 200);
     store
