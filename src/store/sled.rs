@@ -28,7 +28,7 @@
 //!   file of `PROBE_BYTES` can be written and synced, closes and reopens the database, which
 //!   recovers exactly what was flushed. No operator action is needed.
 
-use super::sled_cache::HotCache;
+use super::sled_cache::{HotCache, Probe};
 use super::sled_events::{self, EventTrees};
 use super::{
     BoxFuture, Change, ClientRecord, ClientStore, CounterOp, OpenError, StoreError, WriteBatch,
@@ -780,7 +780,10 @@ fn cached(shared: &Shared, tree: TreeId, key: &[u8]) -> Option<IVec> {
     if shared.is_failed() {
         return None;
     }
-    shared.hot.get(slot, key)
+    match shared.hot.probe(slot, key) {
+        Probe::Hit(value) => Some(value),
+        Probe::Miss(_) => None,
+    }
 }
 
 /// Tell the metrics (`StoreEvents::record_cache`) how one lookup that consulted the record
@@ -812,14 +815,16 @@ fn lookup(
     if shared.is_failed() {
         return live.get(key).map_err(io);
     }
-    if let Some(hit) = shared.hot.get(slot, key) {
-        count_lookup(shared, tree, true);
-        return Ok(Some(hit));
-    }
+    // One probe: the hit, or the ticket for the fill. The ticket before the failure check: a
+    // failure after it clears the cache, which refuses this fill; one before it is seen here.
+    let ticket = match shared.hot.probe(slot, key) {
+        Probe::Hit(value) => {
+            count_lookup(shared, tree, true);
+            return Ok(Some(value));
+        }
+        Probe::Miss(ticket) => ticket,
+    };
     count_lookup(shared, tree, false);
-    // The ticket before the failure check: a failure after it clears the cache, which refuses
-    // this fill; one before it is seen here.
-    let ticket = shared.hot.ticket(slot, key);
     if shared.is_failed() {
         return live.get(key).map_err(io);
     }

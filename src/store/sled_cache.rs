@@ -130,6 +130,12 @@ impl Shard {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Ticket(u64);
 
+/// What a lookup found: the cached value, or the ticket to fill it with after reading sled.
+pub(super) enum Probe {
+    Hit(IVec),
+    Miss(Ticket),
+}
+
 /// The cache; `capacity` 0 disables it (every lookup misses, nothing is kept).
 pub(super) struct HotCache {
     shards: Vec<Mutex<Shard>>,
@@ -161,24 +167,39 @@ impl HotCache {
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The cached value of `key` in `tree`.
-    pub(super) fn get(&self, tree: u8, key: &[u8]) -> Option<IVec> {
+    /// The cached value of `key` in `tree`, or, under the same lock, the ticket a reader takes
+    /// before reading it from sled.
+    pub(super) fn probe(&self, tree: u8, key: &[u8]) -> Probe {
         if !self.enabled() {
-            return None;
+            return Probe::Miss(Ticket(0));
         }
         let mut shard = self.shard(tree, key);
-        let at = *shard.index[usize::from(tree)].get(key)? as usize;
-        let entry = &mut shard.entries[at];
-        entry.referenced = true;
-        Some(entry.value.clone())
+        match shard.index[usize::from(tree)].get(key).copied() {
+            Some(at) => {
+                let entry = &mut shard.entries[at as usize];
+                entry.referenced = true;
+                Probe::Hit(entry.value.clone())
+            }
+            None => Probe::Miss(Ticket(shard.epoch)),
+        }
+    }
+
+    /// The cached value of `key` in `tree`.
+    #[cfg(test)]
+    pub(super) fn get(&self, tree: u8, key: &[u8]) -> Option<IVec> {
+        match self.probe(tree, key) {
+            Probe::Hit(value) => Some(value),
+            Probe::Miss(_) => None,
+        }
     }
 
     /// Take a ticket before reading `key` from sled.
+    #[cfg(test)]
     pub(super) fn ticket(&self, tree: u8, key: &[u8]) -> Ticket {
-        if !self.enabled() {
-            return Ticket(0);
+        match self.probe(tree, key) {
+            Probe::Hit(_) => Ticket(self.shard(tree, key).epoch),
+            Probe::Miss(ticket) => ticket,
         }
-        Ticket(self.shard(tree, key).epoch)
     }
 
     /// Keep `value`, read from sled after `ticket` was taken, unless an invalidation of its

@@ -169,13 +169,15 @@ impl StoredMetadata {
         let mut body = String::with_capacity(256);
         let mut coded = Vec::new();
         let mut pending: Vec<u8> = Vec::new();
-        let mut member = String::with_capacity(128);
+        let mut member = Vec::with_capacity(128);
         for (name, value) in self.force() {
             member.clear();
-            member.push_str(&serde_json::to_string(name).map_err(corrupt)?);
-            member.push(':');
-            member.push_str(&serde_json::to_string(value).map_err(corrupt)?);
-            match index.get(member.as_str()) {
+            serde_json::to_writer(&mut member, name).map_err(corrupt)?;
+            member.push(b':');
+            serde_json::to_writer(&mut member, value).map_err(corrupt)?;
+            // serde_json writes UTF-8 only.
+            let member = std::str::from_utf8(&member).map_err(corrupt)?;
+            match index.get(member) {
                 Some(&entry) if coded.len() + pending.len() < usize::from(u8::MAX) => {
                     pending.push(entry)
                 }
@@ -185,7 +187,7 @@ impl StoredMetadata {
                     }
                     let offset = u32::try_from(body.len()).map_err(corrupt)?;
                     coded.extend(pending.drain(..).map(|entry| Coded { entry, offset }));
-                    body.push_str(&member);
+                    body.push_str(member);
                 }
             }
         }
