@@ -149,7 +149,13 @@ fn start(dir: TempDir, app: Application) -> TestApp {
         address,
         admin,
         endpoint,
-        client: reqwest::Client::new(),
+        // A pooled connection idle for longer than the server's keep-alive (actix: 5 s) may be
+        // closed by the server just as the client reuses it (hyper: `IncompleteMessage`); tests
+        // that wait on a background worker between calls must not hit that race.
+        client: reqwest::Client::builder()
+            .pool_idle_timeout(std::time::Duration::from_secs(2))
+            .build()
+            .expect("a reqwest client"),
         dir,
         scrape,
         sweeper,
