@@ -587,6 +587,27 @@ fn main() -> ExitCode {
             }
         };
     }
+    if args.get(1).map(String::as_str) == Some("--receiver") {
+        // `bench --receiver DIR`: only the HTTPS webhook receiver of `--audit` (its CA in DIR),
+        // for measuring a webhook-delivering registrar by hand; prints its port and deliveries.
+        let Some(dir) = args.get(2) else {
+            eprintln!("usage: bench --receiver DIR");
+            return ExitCode::from(2);
+        };
+        return match local::webhook_receiver(Path::new(dir)) {
+            Ok((server, ca)) => {
+                println!("port {} ca {}", server.port, ca.display());
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    println!("delivered {}", server.answered());
+                }
+            }
+            Err(e) => {
+                eprintln!("bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.get(1).map(String::as_str) == Some("--populate") {
         let (Some(dir), Some(Ok(n))) = (args.get(2), args.get(3).map(|n| n.parse::<usize>()))
         else {
