@@ -142,9 +142,54 @@ impl ClientRecord {
         let mut out = Vec::with_capacity(text.get().len() + 512);
         out.push(RECORD_VERSION);
         stored_metadata::write_coded(&coded, &mut out);
+        // Every member but the metadata, which is replaced by its compacted text: spelled out
+        // (no `..`) so that a new member cannot be left out, and so the metadata (its parsed map
+        // included) is not cloned for nothing.
+        let ClientRecord {
+            client_id,
+            client_id_issued_at,
+            client_secret_hash,
+            client_secret_expires_at,
+            rat_tag,
+            updated_at,
+            policy,
+            tier,
+            software_statement,
+            revision,
+            created_at,
+            last_used_at,
+            disabled,
+            source,
+            previous_secret_hash,
+            previous_secret_expires_at,
+            previous_rat_tag,
+            previous_rat_expires_at,
+            sealed_rat,
+            software_key,
+            metadata: _,
+        } = self;
         let view = ClientRecord {
+            client_id: client_id.clone(),
+            client_id_issued_at: *client_id_issued_at,
+            client_secret_hash: client_secret_hash.clone(),
+            client_secret_expires_at: *client_secret_expires_at,
+            rat_tag: rat_tag.clone(),
+            updated_at: *updated_at,
+            policy: policy.clone(),
+            tier: tier.clone(),
+            software_statement: software_statement.clone(),
+            revision: *revision,
+            created_at: *created_at,
+            last_used_at: *last_used_at,
+            disabled: *disabled,
+            source: source.clone(),
+            previous_secret_hash: previous_secret_hash.clone(),
+            previous_secret_expires_at: *previous_secret_expires_at,
+            previous_rat_tag: previous_rat_tag.clone(),
+            previous_rat_expires_at: *previous_rat_expires_at,
+            sealed_rat: sealed_rat.clone(),
+            software_key: software_key.clone(),
             metadata: StoredMetadata::from_text(text),
-            ..self.clone()
         };
         serde_json::to_writer(&mut out, &view).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(out)
