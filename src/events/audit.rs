@@ -610,6 +610,39 @@ pub fn client_view(record: &ClientRecord) -> Map<String, Value> {
     out
 }
 
+/// [`client_view`] serialised straight from the record, in the same member order, without
+/// building the map (the webhook payload of every change). A metadata member named like one of
+/// the view's own members is skipped; the metadata engine never stores one.
+pub struct ClientViewRef<'a>(pub &'a ClientRecord);
+
+impl Serialize for ClientViewRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        const OWN: [&str; 4] = [
+            "client_id",
+            "client_id_issued_at",
+            "client_secret_expires_at",
+            "software_statement",
+        ];
+        let record = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("client_id", &record.client_id)?;
+        map.serialize_entry("client_id_issued_at", &record.client_id_issued_at)?;
+        if let Some(expires) = record.client_secret_expires_at {
+            map.serialize_entry("client_secret_expires_at", &expires)?;
+        }
+        for (k, v) in record.metadata.iter() {
+            if !OWN.contains(&k.as_str()) {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        if let Some(statement) = &record.software_statement {
+            map.serialize_entry("software_statement", statement)?;
+        }
+        map.end()
+    }
+}
+
 /// SHA-256 (hex) of the view's canonical JSON (object members sorted by name at every level).
 pub fn view_digest(view: &Map<String, Value>) -> String {
     let mut bytes = Vec::with_capacity(1024);

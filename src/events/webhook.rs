@@ -7,7 +7,7 @@
 //! `webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`, where the key is
 //! the base64 part of the `whsec_…` secret.
 
-use super::audit::{client_view, EventType};
+use super::audit::{client_view, ClientViewRef, EventType};
 use crate::store::ClientRecord;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -222,7 +222,7 @@ pub fn rows_for(
     if hooks.is_empty() {
         return Vec::new();
     }
-    let body = payload(event, time, client_id, after).to_string();
+    let body = payload_text(event, time, client_id, after);
     hooks
         .into_iter()
         .map(|h| OutboxRow {
@@ -253,6 +253,41 @@ pub fn payload(
         _ => json!({ "client_id": client_id }),
     };
     json!({ "type": event.as_str(), "timestamp": rfc3339(time), "data": data })
+}
+
+/// [`payload`] as the text that is sent, written from the record without building the view
+/// first (the same bytes: a unit test compares the two).
+pub fn payload_text(
+    event: EventType,
+    time: i64,
+    client_id: &str,
+    after: Option<&ClientRecord>,
+) -> String {
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Data<'a> {
+        View(ClientViewRef<'a>),
+        Gone { client_id: &'a str },
+    }
+    #[derive(Serialize)]
+    struct Body<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        timestamp: String,
+        data: Data<'a>,
+    }
+    let data = match after {
+        Some(record) if !event.removes_client() => Data::View(ClientViewRef(record)),
+        _ => Data::Gone { client_id },
+    };
+    let body = Body {
+        kind: event.as_str(),
+        timestamp: rfc3339(time),
+        data,
+    };
+    // Only string keys and JSON values: serialising cannot fail; were it to, the map form.
+    serde_json::to_string(&body)
+        .unwrap_or_else(|_| payload(event, time, client_id, after).to_string())
 }
 
 /// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339), by the civil-from-days
@@ -371,6 +406,25 @@ pub(crate) mod tests {
         assert!(!p.to_string().contains("argon2"));
         let p = payload(EventType::Deleted, 0, "c1", None);
         assert_eq!(p["data"], json!({"client_id": "c1"}));
+        // What is sent is the same text, member for member, written without the map.
+        let mut full = record.clone();
+        full.client_secret_expires_at = Some(0);
+        full.software_statement = Some("e.y.j".into());
+        full.metadata
+            .insert("redirect_uris".into(), json!(["https://a/\u{e9}\"q"]));
+        full.metadata
+            .insert("jwks".into(), json!({"keys": [{"kty": "EC", "n": 1.5}]}));
+        for (event, after) in [
+            (EventType::Registered, Some(&record)),
+            (EventType::Updated, Some(&full)),
+            (EventType::Deleted, Some(&full)),
+            (EventType::Deleted, None),
+        ] {
+            assert_eq!(
+                payload_text(event, 1_764_000_000, "c1", after),
+                payload(event, 1_764_000_000, "c1", after).to_string()
+            );
+        }
 
         let mut n = 0;
         let rows = rows_for(
