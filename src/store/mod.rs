@@ -138,6 +138,12 @@ impl ClientRecord {
     /// (`stored_metadata::write_coded`), then the JSON form with the metadata's text lacking
     /// those members. The JSON form elsewhere (PostgreSQL, exports) keeps every member.
     pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        self.encode_at(self.revision)
+    }
+
+    /// [`ClientRecord::encode`] of this record with `revision` in place of its own (an update
+    /// stores the next revision without copying the record first).
+    pub(crate) fn encode_at(&self, revision: u64) -> Result<Vec<u8>, StoreError> {
         let (coded, text) = self.metadata.compact()?;
         let mut out = Vec::with_capacity(text.get().len() + 512);
         out.push(RECORD_VERSION);
@@ -155,7 +161,7 @@ impl ClientRecord {
             policy,
             tier,
             software_statement,
-            revision,
+            revision: _,
             created_at,
             last_used_at,
             disabled,
@@ -178,7 +184,7 @@ impl ClientRecord {
             policy: policy.clone(),
             tier: tier.clone(),
             software_statement: software_statement.clone(),
-            revision: *revision,
+            revision,
             created_at: *created_at,
             last_used_at: *last_used_at,
             disabled: *disabled,

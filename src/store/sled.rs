@@ -339,6 +339,9 @@ impl Shared {
     /// syncing the log is the flusher's `flush`.
     fn apply_in(&self, handles: &Handles, batch: &WriteBatch) -> Result<(), StoreError> {
         self.writable()?;
+        // sled runs every transaction under one global lock: the new record is copied and
+        // encoded before it, so that the lock is held for the tree work only.
+        let prepared = batch.change.as_ref().map(PreparedChange::new).transpose()?;
         let before = RefCell::new(Vec::new());
         // Held across the transaction so sequence numbers follow commit order.
         let mut undo = self.undo();
@@ -357,7 +360,7 @@ impl Shared {
                 let mut before = before.borrow_mut();
                 before.clear();
                 apply_counters(counters, &batch.counters, &mut before)?;
-                if let Some(change) = &batch.change {
+                if let Some(change) = &prepared {
                     apply_change(clients, rats, change, &mut before)?;
                 }
                 // The chain head is read and rewritten here, in the change's transaction, so
@@ -688,30 +691,55 @@ fn apply_counters(
     Ok(())
 }
 
+/// A batch's record change as its transaction applies it: the record as it will be stored
+/// (an update's revision already advanced) and its encoded bytes, made before the transaction.
+struct PreparedChange<'a> {
+    client_id: &'a str,
+    /// The revision the stored record must have; `None` for an insert.
+    expected: Option<u64>,
+    /// The record after the change (its revision is the encoded one's) and its bytes; `None`
+    /// for a delete.
+    new: Option<(&'a ClientRecord, Vec<u8>)>,
+}
+
+impl<'a> PreparedChange<'a> {
+    fn new(change: &'a Change) -> Result<Self, StoreError> {
+        Ok(match change {
+            Change::Insert(record) => Self {
+                client_id: &record.client_id,
+                expected: None,
+                new: Some((record, record.encode()?)),
+            },
+            Change::Update {
+                expected_revision,
+                record,
+            } => Self {
+                client_id: &record.client_id,
+                expected: Some(*expected_revision),
+                new: Some((record, record.encode_at(expected_revision + 1)?)),
+            },
+            Change::Delete {
+                client_id,
+                expected_revision,
+            } => Self {
+                client_id,
+                expected: Some(*expected_revision),
+                new: None,
+            },
+        })
+    }
+}
+
 /// The record change of a batch, inside its transaction: the record and its token index entry
 /// change together, after the revision check.
 fn apply_change(
     clients: &TransactionalTree,
     rats: &TransactionalTree,
-    change: &Change,
+    change: &PreparedChange<'_>,
     before: &mut Vec<Undo>,
 ) -> TxResult<()> {
-    let (id, expected, new) = match change {
-        Change::Insert(record) => (&record.client_id, None, Some(record.clone())),
-        Change::Update {
-            expected_revision,
-            record,
-        } => {
-            let mut next = record.clone();
-            next.revision = expected_revision + 1;
-            (&record.client_id, Some(*expected_revision), Some(next))
-        }
-        Change::Delete {
-            client_id,
-            expected_revision,
-        } => (client_id, Some(*expected_revision), None),
-    };
-    let key = id.as_bytes();
+    let (expected, new) = (change.expected, change.new.as_ref());
+    let key = change.client_id.as_bytes();
     let current = clients.get(key)?;
     let old = match (expected, &current) {
         (None, None) => None,
@@ -726,7 +754,7 @@ fn apply_change(
     };
     before.push((TreeId::Clients, key.to_vec(), current.map(|v| v.to_vec())));
     let old_tags: Vec<&[u8]> = old.iter().flat_map(ClientRecord::rat_tags).collect();
-    let new_tags: Vec<&[u8]> = new.iter().flat_map(ClientRecord::rat_tags).collect();
+    let new_tags: Vec<&[u8]> = new.iter().flat_map(|(r, _)| r.rat_tags()).collect();
     for tag in old_tags.iter().filter(|t| !new_tags.contains(t)) {
         before.push((TreeId::Rats, tag.to_vec(), Some(key.to_vec())));
         rats.remove(*tag)?;
@@ -735,10 +763,9 @@ fn apply_change(
         let previous = rats.insert(*tag, key)?;
         before.push((TreeId::Rats, tag.to_vec(), previous.map(|v| v.to_vec())));
     }
-    match &new {
-        Some(record) => {
-            let bytes = record.encode().or_else(abort)?;
-            clients.insert(key, bytes)?;
+    match new {
+        Some((_, bytes)) => {
+            clients.insert(key, bytes.as_slice())?;
         }
         None => {
             clients.remove(key)?;
