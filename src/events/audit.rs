@@ -592,27 +592,17 @@ pub fn plan_prune<'a>(
 /// `client_secret_expires_at` and the registered metadata, without any credential material
 /// (no secret hash, no token tag). The webhook `data` and the digests of audit records.
 pub fn client_view(record: &ClientRecord) -> Map<String, Value> {
-    let mut out = Map::with_capacity(record.metadata.len() + 3);
-    out.insert("client_id".into(), Value::from(record.client_id.as_str()));
-    out.insert(
-        "client_id_issued_at".into(),
-        Value::from(record.client_id_issued_at),
-    );
-    if let Some(expires) = record.client_secret_expires_at {
-        out.insert("client_secret_expires_at".into(), Value::from(expires));
+    // One definition of the view's members and their order: [`ClientViewRef`]. Serialising
+    // it into a `Value` cannot fail (string keys, JSON values).
+    match serde_json::to_value(ClientViewRef(record)) {
+        Ok(Value::Object(view)) => view,
+        _ => Map::new(),
     }
-    for (k, v) in record.metadata.iter() {
-        out.insert(k.clone(), v.clone());
-    }
-    if let Some(statement) = &record.software_statement {
-        out.insert("software_statement".into(), Value::from(statement.as_str()));
-    }
-    out
 }
 
-/// [`client_view`] serialised straight from the record, in the same member order, without
-/// building the map (the webhook payload of every change). A metadata member named like one of
-/// the view's own members is skipped; the metadata engine never stores one.
+/// The view ([`client_view`]) serialised straight from the record, without building the map
+/// (the webhook payload of every change writes it this way). A metadata member named like one
+/// of the view's own members is skipped; the metadata engine never stores one.
 pub struct ClientViewRef<'a>(pub &'a ClientRecord);
 
 impl Serialize for ClientViewRef<'_> {

@@ -7,13 +7,13 @@
 //! `webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`, where the key is
 //! the base64 part of the `whsec_…` secret.
 
-use super::audit::{client_view, ClientViewRef, EventType};
+use super::audit::{ClientViewRef, EventType};
 use crate::store::ClientRecord;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::Sha256;
 
 /// The default of `max_attempts`.
@@ -242,17 +242,49 @@ pub fn rows_for(
 
 /// `{"type", "timestamp", "data"}` (Standard Webhooks payload structure): `data` is the client
 /// view, or `{client_id}` when the client is gone.
+#[derive(Serialize)]
+struct Payload<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    timestamp: String,
+    data: PayloadData<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PayloadData<'a> {
+    View(ClientViewRef<'a>),
+    Gone { client_id: &'a str },
+}
+
+impl<'a> Payload<'a> {
+    fn new(
+        event: EventType,
+        time: i64,
+        client_id: &'a str,
+        after: Option<&'a ClientRecord>,
+    ) -> Self {
+        let data = match after {
+            Some(record) if !event.removes_client() => PayloadData::View(ClientViewRef(record)),
+            _ => PayloadData::Gone { client_id },
+        };
+        Self {
+            kind: event.as_str(),
+            timestamp: rfc3339(time),
+            data,
+        }
+    }
+}
+
+/// The payload of a change as a JSON value (see [`Payload`]).
 pub fn payload(
     event: EventType,
     time: i64,
     client_id: &str,
     after: Option<&ClientRecord>,
 ) -> Value {
-    let data = match after {
-        Some(record) if !event.removes_client() => Value::Object(client_view(record)),
-        _ => json!({ "client_id": client_id }),
-    };
-    json!({ "type": event.as_str(), "timestamp": rfc3339(time), "data": data })
+    // String keys and JSON values only: serialising cannot fail.
+    serde_json::to_value(Payload::new(event, time, client_id, after)).unwrap_or_default()
 }
 
 /// [`payload`] as the text that is sent, written from the record without building the view
@@ -263,31 +295,8 @@ pub fn payload_text(
     client_id: &str,
     after: Option<&ClientRecord>,
 ) -> String {
-    #[derive(Serialize)]
-    #[serde(untagged)]
-    enum Data<'a> {
-        View(ClientViewRef<'a>),
-        Gone { client_id: &'a str },
-    }
-    #[derive(Serialize)]
-    struct Body<'a> {
-        #[serde(rename = "type")]
-        kind: &'a str,
-        timestamp: String,
-        data: Data<'a>,
-    }
-    let data = match after {
-        Some(record) if !event.removes_client() => Data::View(ClientViewRef(record)),
-        _ => Data::Gone { client_id },
-    };
-    let body = Body {
-        kind: event.as_str(),
-        timestamp: rfc3339(time),
-        data,
-    };
-    // Only string keys and JSON values: serialising cannot fail; were it to, the map form.
-    serde_json::to_string(&body)
-        .unwrap_or_else(|_| payload(event, time, client_id, after).to_string())
+    // String keys and JSON values only: serialising cannot fail.
+    serde_json::to_string(&Payload::new(event, time, client_id, after)).unwrap_or_default()
 }
 
 /// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339), by the civil-from-days
@@ -315,6 +324,7 @@ pub fn rfc3339(secs: i64) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use serde_json::json;
 
     /// The example of the Standard Webhooks reference libraries (python/tests, js/src/index.test.ts).
     #[test]
