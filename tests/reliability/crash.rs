@@ -111,14 +111,24 @@ async fn audit_matches_the_store(store: &registrar::store::SledStore, round: usi
 
 /// One worker: registers clients, and updates and deletes only its own (so no client ever has
 /// two writes in flight), until the server dies. Returns the number of acknowledged writes.
-async fn worker(endpoint: String, book: Book, id: usize, mut own: Vec<String>) -> usize {
+///
+/// Every name it writes is new to the whole test (round, worker and step are in it): a write in
+/// flight at the kill is told apart from the acknowledged state by its name, so an update that
+/// repeated a client's current name, applied but unanswered, would look like a lost token.
+async fn worker(
+    endpoint: String,
+    book: Book,
+    round: usize,
+    id: usize,
+    mut own: Vec<String>,
+) -> usize {
     let http = reqwest::Client::new();
     let mut acked = 0;
     let mut n = 0usize;
     loop {
         n += 1;
         if own.is_empty() || n.is_multiple_of(3) {
-            let name = format!("w{id}-r{n}");
+            let name = format!("{round}-w{id}-r{n}");
             let body =
                 json!({"redirect_uris": ["https://client.example.org/cb"], "client_name": name});
             let Some((status, body)) = send(http.post(&endpoint).json(&body)).await else {
@@ -146,7 +156,7 @@ async fn worker(endpoint: String, book: Book, id: usize, mut own: Vec<String>) -
         let op = if n.is_multiple_of(7) {
             Pending::Delete
         } else {
-            Pending::Update(format!("w{id}-u{n}"))
+            Pending::Update(format!("{round}-w{id}-u{n}"))
         };
         let rat = {
             let mut book = lock(&book);
@@ -213,7 +223,9 @@ async fn acknowledged_writes_survive_sigkill_and_nothing_is_half_written() {
         let tasks: Vec<_> = own
             .into_iter()
             .enumerate()
-            .map(|(i, own)| tokio::spawn(worker(server.endpoint.clone(), book.clone(), i, own)))
+            .map(|(i, own)| {
+                tokio::spawn(worker(server.endpoint.clone(), book.clone(), round, i, own))
+            })
             .collect();
         tokio::time::sleep(Duration::from_millis(rng.gen_range(150..900))).await;
         server.kill();
