@@ -1,4 +1,4 @@
-//! The audit trail and webhook outbox on PostgreSQL (`migrations/postgres/0006`–`0009`).
+//! The audit trail and webhook outbox on PostgreSQL (`migrations/postgres/0008`–`0012`).
 //!
 //! - **One chain across replicas.** Appending locks the single `audit_head` row (an upsert, so
 //!   no seed row is needed) inside the transaction of the change; a second replica's commit
@@ -108,9 +108,33 @@ async fn edit_row(
     Ok(())
 }
 
+/// Delete the delivered rows `seqs` in one statement (a worker round reports up to its whole
+/// batch at once; one `DELETE` per row was a round trip each under the same transaction).
+async fn delete_delivered(tx: &Transaction<'_>, seqs: &mut Vec<i64>) -> Result<(), Attempt> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "DELETE FROM webhook_outbox WHERE seq = ANY($1::INT8[])",
+        &[&*seqs],
+    )
+    .await
+    .map_err(attempt_error)?;
+    seqs.clear();
+    Ok(())
+}
+
 /// Apply outbox operations inside `tx` (semantics of the memory store's `EventState::apply`).
+/// A run of `Delivered` is one statement; any other operation first applies the run before it,
+/// so operations still take effect in order.
 pub(super) async fn apply_outbox(tx: &Transaction<'_>, ops: &[OutboxOp]) -> Result<(), Attempt> {
+    let mut delivered = Vec::new();
     for op in ops {
+        if let OutboxOp::Delivered { seq } = op {
+            delivered.push(to_i64(*seq).map_err(Attempt::Failed)?);
+            continue;
+        }
+        delete_delivered(tx, &mut delivered).await?;
         match op {
             OutboxOp::Enqueue(row) => {
                 let seq: i64 = tx
@@ -129,12 +153,7 @@ pub(super) async fn apply_outbox(tx: &Transaction<'_>, ops: &[OutboxOp]) -> Resu
                 .await
                 .map_err(attempt_error)?;
             }
-            OutboxOp::Delivered { seq } => {
-                let key = to_i64(*seq).map_err(Attempt::Failed)?;
-                tx.execute("DELETE FROM webhook_outbox WHERE seq = $1", &[&key])
-                    .await
-                    .map_err(attempt_error)?;
-            }
+            OutboxOp::Delivered { .. } => {}
             OutboxOp::Retry {
                 seq,
                 attempts,
@@ -161,7 +180,7 @@ pub(super) async fn apply_outbox(tx: &Transaction<'_>, ops: &[OutboxOp]) -> Resu
             }
         }
     }
-    Ok(())
+    delete_delivered(tx, &mut delivered).await
 }
 
 const ALLOCATE_OUTBOX_SEQS: &str = "INSERT INTO webhook_outbox_seq (id, value) VALUES (1, $1) \
@@ -404,14 +423,14 @@ impl OutboxQueue for PostgresStore {
                 .query(
                     "UPDATE webhook_outbox SET locked_until = \
                        CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS INT8) + $2 \
-                     WHERE seq IN (\
+                     WHERE seq = ANY(ARRAY(\
                        SELECT o.seq FROM webhook_outbox o \
                        WHERE NOT o.dead \
                          AND o.locked_until <= CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS INT8) \
                          AND o.seq = (SELECT min(p.seq) FROM webhook_outbox p \
                                       WHERE p.hook = o.hook AND p.client_id = o.client_id \
                                         AND NOT p.dead) \
-                       ORDER BY o.seq LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                       ORDER BY o.seq LIMIT $1 FOR UPDATE SKIP LOCKED)) \
                      RETURNING row",
                     &[&limit, &LEASE_SECS],
                 )

@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(9, "0009_audit_head.sql"),
     migration!(10, "0010_webhook_outbox.sql"),
     migration!(11, "0011_webhook_outbox_seq.sql"),
+    migration!(12, "0012_webhook_outbox_line.sql"),
 ];
 
 /// The schema version this build needs.
