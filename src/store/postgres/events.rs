@@ -130,11 +130,9 @@ async fn delete_delivered(tx: &Transaction<'_>, seqs: &mut Vec<i64>) -> Result<(
 pub(super) async fn apply_outbox(tx: &Transaction<'_>, ops: &[OutboxOp]) -> Result<(), Attempt> {
     let mut delivered = Vec::new();
     for op in ops {
-        if let OutboxOp::Delivered { seq } = op {
-            delivered.push(to_i64(*seq).map_err(Attempt::Failed)?);
-            continue;
+        if !matches!(op, OutboxOp::Delivered { .. }) {
+            delete_delivered(tx, &mut delivered).await?;
         }
-        delete_delivered(tx, &mut delivered).await?;
         match op {
             OutboxOp::Enqueue(row) => {
                 let seq: i64 = tx
@@ -153,7 +151,7 @@ pub(super) async fn apply_outbox(tx: &Transaction<'_>, ops: &[OutboxOp]) -> Resu
                 .await
                 .map_err(attempt_error)?;
             }
-            OutboxOp::Delivered { .. } => {}
+            OutboxOp::Delivered { seq } => delivered.push(to_i64(*seq).map_err(Attempt::Failed)?),
             OutboxOp::Retry {
                 seq,
                 attempts,
