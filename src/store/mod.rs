@@ -9,6 +9,7 @@
 pub mod event_log;
 mod filter;
 mod memory;
+mod packed_record;
 pub mod postgres;
 pub mod server_key;
 mod sled;
@@ -30,9 +31,12 @@ use std::pin::Pin;
 /// A boxed future, so `ClientStore` stays object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Format version written in front of every stored record: 2 codes the common metadata
-/// members (`StoredMetadata::compact`); 1 (the JSON form alone) is still read.
-const RECORD_VERSION: u8 = 2;
+/// Format version written in front of every stored record: 3 is the binary form
+/// (`packed_record`); 2 (the common metadata members coded, `StoredMetadata::compact`, then the
+/// JSON form) and 1 (the JSON form alone) are still read.
+const RECORD_VERSION: u8 = 3;
+/// The second format: coded metadata members, then the JSON form.
+const RECORD_VERSION_CODED_JSON: u8 = 2;
 /// The first format: the JSON form after the version byte.
 const RECORD_VERSION_JSON: u8 = 1;
 
@@ -134,9 +138,9 @@ impl ClientRecord {
         }
     }
 
-    /// Versioned byte form (the embedded store's): format 2 is the coded members' header
-    /// (`stored_metadata::write_coded`), then the JSON form with the metadata's text lacking
-    /// those members. The JSON form elsewhere (PostgreSQL, exports) keeps every member.
+    /// Versioned byte form (the embedded store's): format 3, the binary form of
+    /// `packed_record`, whose metadata is the JSON text lacking the coded common members. The
+    /// JSON form elsewhere (PostgreSQL, exports) keeps every member.
     pub fn encode(&self) -> Result<Vec<u8>, StoreError> {
         self.encode_at(self.revision)
     }
@@ -144,71 +148,22 @@ impl ClientRecord {
     /// [`ClientRecord::encode`] of this record with `revision` in place of its own (an update
     /// stores the next revision without copying the record first).
     pub(crate) fn encode_at(&self, revision: u64) -> Result<Vec<u8>, StoreError> {
-        let (coded, text) = self.metadata.compact()?;
-        let mut out = Vec::with_capacity(text.get().len() + 512);
+        let mut out = Vec::with_capacity(384);
         out.push(RECORD_VERSION);
-        stored_metadata::write_coded(&coded, &mut out);
-        // Every member but the metadata, which is replaced by its compacted text: spelled out
-        // (no `..`) so that a new member cannot be left out, and so the metadata (its parsed map
-        // included) is not cloned for nothing.
-        let ClientRecord {
-            client_id,
-            client_id_issued_at,
-            client_secret_hash,
-            client_secret_expires_at,
-            rat_tag,
-            updated_at,
-            policy,
-            tier,
-            software_statement,
-            revision: _,
-            created_at,
-            last_used_at,
-            disabled,
-            source,
-            previous_secret_hash,
-            previous_secret_expires_at,
-            previous_rat_tag,
-            previous_rat_expires_at,
-            sealed_rat,
-            software_key,
-            metadata: _,
-        } = self;
-        let view = ClientRecord {
-            client_id: client_id.clone(),
-            client_id_issued_at: *client_id_issued_at,
-            client_secret_hash: client_secret_hash.clone(),
-            client_secret_expires_at: *client_secret_expires_at,
-            rat_tag: rat_tag.clone(),
-            updated_at: *updated_at,
-            policy: policy.clone(),
-            tier: tier.clone(),
-            software_statement: software_statement.clone(),
-            revision,
-            created_at: *created_at,
-            last_used_at: *last_used_at,
-            disabled: *disabled,
-            source: source.clone(),
-            previous_secret_hash: previous_secret_hash.clone(),
-            previous_secret_expires_at: *previous_secret_expires_at,
-            previous_rat_tag: previous_rat_tag.clone(),
-            previous_rat_expires_at: *previous_rat_expires_at,
-            sealed_rat: sealed_rat.clone(),
-            software_key: software_key.clone(),
-            metadata: StoredMetadata::from_text(text),
-        };
-        serde_json::to_writer(&mut out, &view).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        packed_record::write(self, revision, &mut out)?;
         Ok(out)
     }
 
-    /// Parse the versioned byte form; an unknown version or bad JSON is `Corrupt`.
+    /// Parse the versioned byte form (formats 1 to 3); an unknown version or a malformed body
+    /// is `Corrupt`.
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
         let json = |json: &[u8]| {
             serde_json::from_slice::<Self>(json).map_err(|e| StoreError::Corrupt(e.to_string()))
         };
         match bytes.split_first() {
-            Some((&RECORD_VERSION, rest)) => {
-                let (coded, rest) = stored_metadata::read_coded(rest)?;
+            Some((&RECORD_VERSION, rest)) => packed_record::read(rest),
+            Some((&RECORD_VERSION_CODED_JSON, rest)) => {
+                let (coded, rest) = stored_metadata::read_coded(rest, false)?;
                 let mut record = json(rest)?;
                 record.metadata.attach(coded)?;
                 Ok(record)
@@ -1051,8 +1006,117 @@ pub mod contract {
         assert_eq!(record.revision, 0);
     }
 
+    /// A record with every member set (and metadata with coded and uncoded members).
+    #[cfg(test)]
+    fn every_member() -> ClientRecord {
+        let mut a = record("a", 1);
+        a.metadata.insert("require_auth_time".into(), false.into());
+        a.metadata.insert(
+            "redirect_uris".into(),
+            serde_json::json!(["https://a.example/cb"]),
+        );
+        a.metadata.insert(
+            "grant_types".into(),
+            serde_json::json!(["authorization_code"]),
+        );
+        let phc = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        ClientRecord {
+            client_id_issued_at: -5,
+            client_secret_hash: Some(phc.into()),
+            client_secret_expires_at: Some(0),
+            updated_at: 1_764_000_000,
+            policy: Some("mcp".into()),
+            tier: Some("anonymous".into()),
+            software_statement: Some("eyJ.a.b".into()),
+            revision: u64::MAX,
+            created_at: i64::MIN,
+            last_used_at: Some(i64::MAX),
+            disabled: true,
+            source: Some(source::ADMIN.into()),
+            previous_secret_hash: Some("$argon2id$v=19$not-canonical".into()),
+            previous_secret_expires_at: Some(9),
+            previous_rat_tag: Some(vec![2; 32]),
+            previous_rat_expires_at: Some(10),
+            sealed_rat: Some(vec![0, 255, 7]),
+            software_key: Some("mcp|x".into()),
+            ..a
+        }
+    }
+
     #[test]
-    fn format_1_records_still_decode_and_are_written_again_as_format_2() {
+    fn format_3_keeps_every_member_and_is_smaller_than_format_2() {
+        for a in [every_member(), record("b", 3), ClientRecord::default()] {
+            let v3 = a.encode().unwrap();
+            assert_eq!(v3[0], RECORD_VERSION);
+            let back = ClientRecord::decode(&v3).unwrap();
+            assert_eq!(back, a);
+            assert_eq!(
+                serde_json::to_string(&back).unwrap(),
+                serde_json::to_string(&a).unwrap()
+            );
+            // Written again unchanged: the same bytes.
+            assert_eq!(back.encode().unwrap(), v3);
+            // What format 2 wrote for the same record.
+            let (coded, text) = a.metadata.compact().unwrap();
+            let mut v2 = vec![RECORD_VERSION_CODED_JSON];
+            stored_metadata::write_coded(&coded, &mut v2, false);
+            let mut view = a.clone();
+            view.metadata = StoredMetadata::from_text(text);
+            serde_json::to_writer(&mut v2, &view).unwrap();
+            assert_eq!(ClientRecord::decode(&v2).unwrap(), a);
+            assert!(v3.len() * 2 < v2.len(), "{} vs {}", v3.len(), v2.len());
+        }
+    }
+
+    #[test]
+    fn a_damaged_format_3_record_is_corrupt_not_a_panic() {
+        let bytes = every_member().encode().unwrap();
+        for len in 1..bytes.len() {
+            assert!(
+                matches!(
+                    ClientRecord::decode(&bytes[..len]),
+                    Err(StoreError::Corrupt(_))
+                ),
+                "truncated to {len}"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(
+            ClientRecord::decode(&longer),
+            Err(StoreError::Corrupt(_))
+        ));
+        // Every single-byte change either fails cleanly or decodes to some record.
+        for i in 1..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0xa5;
+            let _ = ClientRecord::decode(&bad);
+        }
+    }
+
+    /// Pins format 2 on disk: a record written by an earlier version reads the same forever.
+    #[test]
+    fn a_stored_format_2_record_still_reads() {
+        let mut bytes = vec![RECORD_VERSION_CODED_JSON, 2, 14, 0, 4, 0];
+        bytes.extend_from_slice(
+            br#"{"client_id":"a","client_id_issued_at":1,"rat_tag":[1,2],"metadata":{"client_name":"x"},"updated_at":1,"revision":4}"#,
+        );
+        let record = ClientRecord::decode(&bytes).unwrap();
+        assert_eq!(record.client_id, "a");
+        assert_eq!(record.rat_tag, [1, 2]);
+        assert_eq!(record.revision, 4);
+        assert_eq!(
+            serde_json::to_string(&record.metadata).unwrap(),
+            r#"{"require_auth_time":false,"grant_types":["authorization_code"],"client_name":"x"}"#
+        );
+        assert_eq!(
+            ClientRecord::decode(&record.encode().unwrap()).unwrap(),
+            record
+        );
+    }
+
+    #[test]
+    fn format_1_records_still_decode_and_are_written_again_as_format_3() {
         let mut a = record("a", 1);
         a.metadata.insert("require_auth_time".into(), false.into());
         a.metadata.insert(
@@ -1063,10 +1127,10 @@ pub mod contract {
         serde_json::to_writer(&mut v1, &a).unwrap();
         let read = ClientRecord::decode(&v1).unwrap();
         assert_eq!(read, a);
-        let v2 = read.encode().unwrap();
-        assert_eq!(v2[0], RECORD_VERSION);
-        assert!(v2.len() < v1.len(), "{} vs {}", v2.len(), v1.len());
-        let again = ClientRecord::decode(&v2).unwrap();
+        let v3 = read.encode().unwrap();
+        assert_eq!(v3[0], RECORD_VERSION);
+        assert!(v3.len() < v1.len(), "{} vs {}", v3.len(), v1.len());
+        let again = ClientRecord::decode(&v3).unwrap();
         assert_eq!(again, a);
         // What PostgreSQL and exports see is the whole record either way.
         assert_eq!(

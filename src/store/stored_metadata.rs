@@ -218,16 +218,28 @@ impl StoredMetadata {
     }
 }
 
-/// Write the coded members' header of record format 2: their count, then per member its entry
-/// and the distance of its offset from the previous one (LEB128).
-pub(crate) fn write_coded(coded: &[Coded], out: &mut Vec<u8>) {
+/// Bit of a packed header's entry byte (record format 3): the member goes at the same offset as
+/// the one before it, and no distance follows. Most coded members are schema defaults that sit
+/// together, so this halves the header.
+const SAME_OFFSET: u8 = 0x80;
+// Entry numbers must leave `SAME_OFFSET` free.
+const _: () = assert!(COMMON_MEMBERS.len() <= SAME_OFFSET as usize);
+
+/// Write the coded members' header: their count, then per member its entry and the distance of
+/// its offset from the previous one (LEB128). `packed` (record format 3) writes a distance of 0
+/// as the entry's [`SAME_OFFSET`] bit instead (format 2 always writes the distance).
+pub(crate) fn write_coded(coded: &[Coded], out: &mut Vec<u8>, packed: bool) {
     // `compact` codes at most 255 members.
     out.push(u8::try_from(coded.len()).unwrap_or(u8::MAX));
     let mut last = 0u32;
     for c in coded.iter().take(usize::from(u8::MAX)) {
-        out.push(c.entry);
         let mut delta = c.offset.saturating_sub(last);
         last = c.offset;
+        if packed && delta == 0 {
+            out.push(c.entry | SAME_OFFSET);
+            continue;
+        }
+        out.push(c.entry);
         loop {
             let byte = (delta & 0x7f) as u8;
             delta >>= 7;
@@ -240,8 +252,8 @@ pub(crate) fn write_coded(coded: &[Coded], out: &mut Vec<u8>) {
     }
 }
 
-/// Read what [`write_coded`] wrote; the rest of `bytes` follows.
-pub(crate) fn read_coded(bytes: &[u8]) -> Result<(Vec<Coded>, &[u8]), StoreError> {
+/// Read what [`write_coded`] wrote (with the same `packed`); the rest of `bytes` follows.
+pub(crate) fn read_coded(bytes: &[u8], packed: bool) -> Result<(Vec<Coded>, &[u8]), StoreError> {
     let truncated = || StoreError::Corrupt("truncated coded metadata header".into());
     let (&n, mut rest) = bytes.split_first().ok_or_else(truncated)?;
     let mut coded = Vec::with_capacity(usize::from(n));
@@ -249,6 +261,13 @@ pub(crate) fn read_coded(bytes: &[u8]) -> Result<(Vec<Coded>, &[u8]), StoreError
     for _ in 0..n {
         let (&entry, after) = rest.split_first().ok_or_else(truncated)?;
         rest = after;
+        if packed && entry & SAME_OFFSET != 0 {
+            coded.push(Coded {
+                entry: entry & !SAME_OFFSET,
+                offset,
+            });
+            continue;
+        }
         let mut delta = 0u32;
         for shift in (0..35).step_by(7) {
             let (&byte, after) = rest.split_first().ok_or_else(truncated)?;
@@ -439,18 +458,40 @@ mod tests {
         assert_eq!(a.clone().into_map(), b.into_map());
     }
 
-    /// What the embedded store writes and reads back: (header, text) → metadata.
+    /// What the embedded store writes and reads back: (header, text) → metadata, with the
+    /// header of format 2 and of format 3 (packed), which must agree.
     fn through_format_2(m: &StoredMetadata) -> StoredMetadata {
         let (coded, text) = m.compact().unwrap();
-        let mut header = Vec::new();
-        write_coded(&coded, &mut header);
-        header.extend_from_slice(b"tail");
-        let (read, rest) = read_coded(&header).unwrap();
-        assert_eq!(rest, b"tail");
-        assert_eq!(read, coded);
-        let mut back = StoredMetadata::from_text(text);
-        back.attach(read).unwrap();
-        back
+        let mut backs = [false, true].map(|packed| {
+            let mut header = Vec::new();
+            write_coded(&coded, &mut header, packed);
+            header.extend_from_slice(b"tail");
+            let (read, rest) = read_coded(&header, packed).unwrap();
+            assert_eq!(rest, b"tail");
+            assert_eq!(read, coded);
+            let mut back = StoredMetadata::from_text(text.clone());
+            back.attach(read).unwrap();
+            back
+        });
+        assert_eq!(backs[0], backs[1]);
+        std::mem::take(&mut backs[1])
+    }
+
+    #[test]
+    fn the_packed_header_is_smaller_when_members_sit_together() {
+        let map = json!({"client_name": "A", "require_auth_time": false, "owner": "",
+                         "skip_consent": false});
+        let (coded, _) = StoredMetadata::from(map.as_object().unwrap().clone())
+            .compact()
+            .unwrap();
+        let [two, three] = [false, true].map(|packed| {
+            let mut header = Vec::new();
+            write_coded(&coded, &mut header, packed);
+            header
+        });
+        // Count, then (entry, distance) for the first and entry|SAME_OFFSET for the others.
+        assert_eq!(two.len(), 7);
+        assert_eq!(three, [3, 14, 17, 29 | SAME_OFFSET, 31 | SAME_OFFSET]);
     }
 
     #[test]
@@ -516,19 +557,23 @@ mod tests {
     fn a_stored_header_reads_as_it_was_written() {
         // Entries 0 and 14 before the first member; 31 at the end (offset 15 = 5 + 10).
         let header = [3u8, 0, 0, 14, 0, 31, 15];
-        let (coded, _) = read_coded(&header).unwrap();
-        let mut m = stored(r#"{"a":1,"b":"xyz"}"#);
-        m.attach(coded).unwrap();
-        assert_eq!(
-            serde_json::to_string(&m).unwrap(),
-            r#"{"token_endpoint_auth_method":"client_secret_basic","require_auth_time":false,"a":1,"b":"xyz","skip_consent":false}"#
-        );
+        // The same in format 3: entry 14 has the SAME_OFFSET bit.
+        let packed = [3u8, 0, 0, 14 | SAME_OFFSET, 31, 15];
+        for (header, packed) in [(&header[..], false), (&packed[..], true)] {
+            let (coded, _) = read_coded(header, packed).unwrap();
+            let mut m = stored(r#"{"a":1,"b":"xyz"}"#);
+            m.attach(coded).unwrap();
+            assert_eq!(
+                serde_json::to_string(&m).unwrap(),
+                r#"{"token_endpoint_auth_method":"client_secret_basic","require_auth_time":false,"a":1,"b":"xyz","skip_consent":false}"#
+            );
+        }
     }
 
     #[test]
     fn a_damaged_header_is_corrupt_not_a_panic() {
         let attach = |header: &[u8], text: &str| {
-            let (coded, _) = read_coded(header)?;
+            let (coded, _) = read_coded(header, false)?;
             let mut m = stored(text);
             m.attach(coded)
         };
@@ -542,6 +587,12 @@ mod tests {
         assert!(attach(&[1, 0, 2], r#"{"a":1}"#).is_err());
         assert!(attach(&[1, 0, 5], r#"{"a":1}"#).is_ok());
         assert!(attach(&[2, 0, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0xff], "{}").is_err());
+        // Packed: an entry past the table with or without the bit.
+        for header in [&[1u8, 100 | SAME_OFFSET][..], &[1, 0x7f | SAME_OFFSET]] {
+            let (coded, _) = read_coded(header, true).unwrap();
+            assert!(stored("{}").attach(coded).is_err(), "{header:?}");
+        }
+        assert!(read_coded(&[2, SAME_OFFSET], true).is_err());
     }
 
     #[test]

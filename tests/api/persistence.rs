@@ -148,20 +148,29 @@ async fn an_unreadable_record_gives_a_generic_500_and_the_server_keeps_serving()
 
 /// A store written before records had a revision (the byte form of that version: format byte
 /// 1, then the JSON without `revision`) opens, and its clients update, read and delete through
-/// the API; the compare-and-swap treats the missing revision as 0.
+/// the API; the compare-and-swap treats the missing revision as 0. A record of format 2 (a
+/// header of coded members, here none, then the JSON form) reads and updates too, and is
+/// stored as format 3 after its update.
 #[tokio::test]
 async fn clients_stored_before_revisions_existed_still_update_and_delete() {
     let app = spawn_app().await;
     let a = app.register(&web_client()).await;
     let b = app.register(&web_client()).await;
+    let c = app.register(&web_client()).await;
     let dir = app.stop().await;
     {
         let db = sled::open(dir.path()).unwrap();
         let clients = db.open_tree("clients").unwrap();
+        let id = c["client_id"].as_str().unwrap();
+        let bytes = clients.get(id).unwrap().unwrap();
+        let record = registrar::store::ClientRecord::decode(&bytes).unwrap();
+        let mut v2 = vec![2u8, 0];
+        serde_json::to_writer(&mut v2, &record).unwrap();
+        clients.insert(id, v2).unwrap();
         for c in [&a, &b] {
             let id = c["client_id"].as_str().unwrap();
             let bytes = clients.get(id).unwrap().unwrap();
-            assert_eq!(bytes[0], 2, "format byte");
+            assert_eq!(bytes[0], 3, "format byte");
             // Today's record in the JSON form format 1 stored, then without its revision.
             let record = registrar::store::ClientRecord::decode(&bytes).unwrap();
             let mut json: serde_json::Map<String, Value> =
@@ -196,4 +205,28 @@ async fn clients_stored_before_revisions_existed_still_update_and_delete() {
 
     assert_eq!(app.delete_client(&uri(&b), &rat(&b)).await.status(), 204);
     assert_eq!(app.get_client(&uri(&b), &rat(&b)).await.status(), 401);
+
+    let r = app.get_client(&uri(&c), &rat(&c)).await;
+    assert_eq!(r.status(), 200);
+    let read: Value = r.json().await.unwrap();
+    assert_eq!(read["client_name"], c["client_name"]);
+    assert_eq!(read["redirect_uris"], c["redirect_uris"]);
+    let mut update = web_client();
+    update["client_id"] = c["client_id"].clone();
+    update["client_name"] = "format 2 renamed".into();
+    assert_eq!(
+        app.put_client(&uri(&c), &rat(&c), &update).await.status(),
+        200
+    );
+    let dir = app.stop().await;
+    let db = sled::open(dir.path()).unwrap();
+    let clients = db.open_tree("clients").unwrap();
+    let bytes = clients
+        .get(c["client_id"].as_str().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(bytes[0], 3, "rewritten as format 3");
+    let record = registrar::store::ClientRecord::decode(&bytes).unwrap();
+    assert_eq!(record.metadata["client_name"], "format 2 renamed");
+    assert!(record.revision > 1, "revision {}", record.revision);
 }
