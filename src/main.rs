@@ -1,22 +1,14 @@
 //! `registrar`: see `registrar --help`. Everything lives in the library (`registrar::cli`).
 
-fn main() -> std::process::ExitCode {
-    limit_malloc_arenas();
-    registrar::cli::main()
-}
+/// mimalloc instead of glibc malloc. Once a large population had passed through the record
+/// cache, glibc's heap was fragmented and its bin searches (`_int_malloc`,
+/// `malloc_consolidate`) took 10-15% of a read's CPU; mimalloc's per-page free lists do not
+/// degrade that way (BENCHMARKS.md, issue #19). Built with `no_thp`: mimalloc would otherwise
+/// ask for transparent huge pages, and an idle server with 1,000 clients sat at 65 MB resident
+/// (40 MB of it huge pages) instead of 19.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// glibc gives each thread that contends for malloc an arena of its own, up to eight per core,
-/// and keeps the memory each one freed. The server's threads (HTTP workers, the blocking pool,
-/// sled's) then hold about 20 MB more after a read run over a large population than with two
-/// arenas, with no read throughput to show for it (README, "What the sled store keeps per
-/// client"). So two arenas, unless `MALLOC_ARENA_MAX` says otherwise; set before any thread
-/// starts.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only changes a malloc tunable; called before any other thread exists.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
+fn main() -> std::process::ExitCode {
+    registrar::cli::main()
 }
