@@ -168,8 +168,8 @@ pub(super) fn write(
         sealed_rat: bytes(sealed_rat),
         software_key: text(software_key),
     };
-    let body = postcard::to_allocvec(&packed).map_err(corrupt)?;
-    out.extend_from_slice(&body);
+    // Straight into `out` (postcard's `to_extend` takes the writer by value and hands it back).
+    *out = postcard::to_extend(&packed, std::mem::take(out)).map_err(corrupt)?;
     Ok(())
 }
 

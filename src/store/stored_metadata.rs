@@ -460,7 +460,7 @@ mod tests {
 
     /// What the embedded store writes and reads back: (header, text) → metadata, with the
     /// header of format 2 and of format 3 (packed), which must agree.
-    fn through_format_2(m: &StoredMetadata) -> StoredMetadata {
+    fn through_both_headers(m: &StoredMetadata) -> StoredMetadata {
         let (coded, text) = m.compact().unwrap();
         let mut backs = [false, true].map(|packed| {
             let mut header = Vec::new();
@@ -512,7 +512,7 @@ mod tests {
         for case in cases {
             let map = case.as_object().unwrap().clone();
             let expected = serde_json::to_string(&map).unwrap();
-            let back = through_format_2(&StoredMetadata::from(map.clone()));
+            let back = through_both_headers(&StoredMetadata::from(map.clone()));
             assert_eq!(*back, map, "{expected}");
             assert_eq!(serde_json::to_string(&back).unwrap(), expected);
             let mut spliced = String::from("{\"client_id\":\"c\"");
@@ -523,7 +523,7 @@ mod tests {
             with_id.extend(map.clone());
             assert_eq!(spliced, serde_json::to_string(&with_id).unwrap());
             // Written again unchanged, the stored form is reused as it is.
-            let again = through_format_2(&back);
+            let again = through_both_headers(&back);
             assert_eq!(again.stored_text(), back.stored_text());
             assert_eq!(again, back);
         }
@@ -598,10 +598,10 @@ mod tests {
     #[test]
     fn a_change_drops_the_coding_too() {
         let map = json!({"client_name": "A", "require_auth_time": false});
-        let mut m = through_format_2(&StoredMetadata::from(map.as_object().unwrap().clone()));
+        let mut m = through_both_headers(&StoredMetadata::from(map.as_object().unwrap().clone()));
         m.insert("client_name".into(), json!("B"));
         assert_eq!(m.stored_text(), None);
-        let back = through_format_2(&m);
+        let back = through_both_headers(&m);
         assert_eq!(back["client_name"], "B");
         assert_eq!(back["require_auth_time"], false);
     }
