@@ -3,13 +3,14 @@
 //! Layout: tree `clients` maps `client_id` → versioned record; tree `rat` maps the registration
 //! access token's HMAC tag → `client_id`; tree `counters` maps a counter name → big-endian u64
 //! (initial access token uses, `jti` replay, policy quotas); tree `meta` holds the server key.
-//! One `commit` is one sled transaction over the first three trees (and the event trees),
-//! applied on the calling thread while the store is healthy (it changes only sled's memory),
-//! otherwise on tokio's blocking pool; the wait for the disk is always the flusher's.
+//! A `commit` is atomic over the first three trees (and the event trees): the flusher thread
+//! applies every commit queued so far in one sled transaction, each commit checked before it
+//! writes so that a refused one fails alone (`Shared::apply_group`).
 //!
 //! Durability: sled makes writes durable only on `flush` (otherwise a background fsync every
-//! 500 ms). A dedicated flusher thread takes every waiter queued so far, flushes once and answers
-//! them all, so N concurrent writers cost one fsync (group commit).
+//! 500 ms). The flusher thread takes every write and waiter queued so far, applies the writes,
+//! flushes once and answers them all, so N concurrent writers cost one transaction and one
+//! flush (group commit).
 //!
 //! Cache: `storage.cache_capacity_bytes` is split between a record cache of our own
 //! (`sled_cache.rs`, `storage.record_cache_percent` of it: single client records and token index
@@ -324,25 +325,54 @@ impl Shared {
     }
 
     /// Apply one batch in one transaction over the clients, token index and counters: refuse
-    /// it while failed, record its before-images unless it was aborted (lost compare-and-swap,
+    /// it while failed, record its before-images unless it was refused (lost compare-and-swap,
     /// exhausted counter), and fail the store on a storage error. May wait for the handles
-    /// lock while the database is reopened: off the async workers (see [`Shared::apply_in`]).
+    /// lock while the database is reopened: off the async workers.
     fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
         self.writable()?;
         let handles = self.handles()?;
-        self.apply_in(&handles, batch)
+        let encoded = batch
+            .change
+            .as_ref()
+            .map(encode_change)
+            .transpose()?
+            .flatten();
+        let mut outcomes = self.apply_group(&handles, &[(batch, encoded.as_deref())]);
+        outcomes.pop().unwrap_or(Ok(()))
     }
 
-    /// [`Shared::apply`] on handles the caller already holds (from [`Shared::handles_now`] on
-    /// an async worker). The transaction changes sled's in-memory trees and appends to its
-    /// in-memory log buffer (a page that is not cached is read as a read would); writing and
-    /// syncing the log is the flusher's `flush`.
-    fn apply_in(&self, handles: &Handles, batch: &WriteBatch) -> Result<(), StoreError> {
-        self.writable()?;
-        // sled runs every transaction under one global lock: the new record is copied and
-        // encoded before it, so that the lock is held for the tree work only.
-        let prepared = batch.change.as_ref().map(PreparedChange::new).transpose()?;
-        let before = RefCell::new(Vec::new());
+    /// Apply `batches` (each with the bytes [`encode_change`] made of its change) in one sled
+    /// transaction, and say how each fared. The transaction changes sled's in-memory trees and
+    /// log buffer only; writing and syncing the log is the flusher's `flush`.
+    ///
+    /// One transaction for a whole group, not one per batch, because sled seals and writes its
+    /// log buffer twice around every transaction (`pin_log` in sled's page cache: a write and
+    /// a `sync_file_range` on its I/O pool each time), which cost more than everything else a
+    /// registration does (BENCHMARKS.md). A batch refused in the normal course leaves no trace
+    /// and the others go on (see [`apply_batch`]); if the transaction aborts anyway (damage
+    /// found while writing), each batch is applied again alone, so that only the batch that
+    /// meets the damage fails.
+    fn apply_group(
+        &self,
+        handles: &Handles,
+        batches: &[(&WriteBatch, Option<&[u8]>)],
+    ) -> Vec<Result<(), StoreError>> {
+        if let Err(e) = self.writable() {
+            return batches.iter().map(|_| Err(e.clone())).collect();
+        }
+        // sled runs every transaction under one global lock: the records were encoded before
+        // it, so that the lock is held for the tree work only.
+        let prepared: Vec<Option<PreparedChange<'_>>> = batches
+            .iter()
+            .map(|(batch, encoded)| {
+                batch
+                    .change
+                    .as_ref()
+                    .map(|c| PreparedChange::new(c, *encoded))
+            })
+            .collect();
+        // Per batch: its outcome and the before-images of what it wrote.
+        let outcomes = RefCell::new(Vec::with_capacity(batches.len()));
         // Held across the transaction so sequence numbers follow commit order.
         let mut undo = self.undo();
         let ev = &handles.events;
@@ -356,42 +386,72 @@ impl Shared {
             &ev.meta,
         )
             .transaction(|(clients, rats, counters, audit, outbox, dead, events)| {
-                // sled may run the closure again after a conflict: start the images afresh.
-                let mut before = before.borrow_mut();
-                before.clear();
-                apply_counters(counters, &batch.counters, &mut before)?;
-                if let Some(change) = &prepared {
-                    apply_change(clients, rats, change, &mut before)?;
+                let trees = TxTrees {
+                    clients,
+                    rats,
+                    counters,
+                    audit,
+                    outbox,
+                    dead,
+                    events,
+                };
+                // sled may run the closure again after a conflict: start afresh.
+                let mut outcomes = outcomes.borrow_mut();
+                outcomes.clear();
+                for ((batch, _), change) in batches.iter().zip(&prepared) {
+                    let mut before = Vec::new();
+                    match apply_batch(&trees, batch, change.as_ref(), &mut before) {
+                        Ok(outcome) => outcomes.push((outcome, before)),
+                        Err(e) => {
+                            // Kept for the undo log if this is a storage error.
+                            outcomes.push((Ok(()), before));
+                            return Err(e);
+                        }
+                    }
                 }
-                // The chain head is read and rewritten here, in the change's transaction, so
-                // concurrent commits cannot fork the chain (sled re-runs the loser).
-                sled_events::append(audit, events, &batch.audit)?;
-                sled_events::apply_outbox(outbox, dead, events, &batch.outbox)?;
                 Ok(())
             });
-        match &result {
+        let outcomes = outcomes.into_inner();
+        match result {
             Ok(()) | Err(TransactionError::Storage(_)) => {
-                // Before the write is acknowledged: no later read answers the old value from
-                // the record cache, and a read that raced the change does not cache it.
-                for (tree, key, _) in before.borrow().iter() {
+                // Before the writes are acknowledged: no later read answers an old value from
+                // the record cache, and a read that raced a change does not cache it.
+                for (tree, key, _) in outcomes.iter().flat_map(|(_, before)| before) {
                     if let Some(slot) = cached_tree(*tree) {
                         self.hot.invalidate(slot, key);
                     }
                 }
-                // A storage error may have left part of the write in memory: keep its
-                // before-images so reads mask it, like any other unflushed write.
-                undo.record(before.take())
+                // A storage error may have left part of the writes in memory: keep their
+                // before-images so reads mask them, like any other unflushed write.
+                let mut answers = Vec::with_capacity(outcomes.len());
+                for (outcome, before) in outcomes {
+                    if outcome.is_ok() {
+                        undo.record(before);
+                    }
+                    answers.push(outcome);
+                }
+                drop(undo);
+                if let Err(TransactionError::Storage(e)) = result {
+                    let e = io(e);
+                    self.fail(&e);
+                    return batches.iter().map(|_| Err(e.clone())).collect();
+                }
+                answers
             }
-            Err(TransactionError::Abort(_)) => {}
+            Err(TransactionError::Abort(e)) => {
+                drop(undo);
+                if batches.len() == 1 {
+                    if matches!(e, StoreError::Unavailable(_)) {
+                        self.fail(&e);
+                    }
+                    return vec![Err(e)];
+                }
+                batches
+                    .iter()
+                    .flat_map(|one| self.apply_group(handles, std::slice::from_ref(one)))
+                    .collect()
+            }
         }
-        drop(undo);
-        result.map_err(|e| {
-            let e = tx_error(e);
-            if matches!(e, StoreError::Unavailable(_)) {
-                self.fail(&e);
-            }
-            e
-        })
     }
 
     /// Flush; on success the undo log forgets what is now durable.
@@ -463,7 +523,7 @@ fn probe_space(dir: &Path) -> std::io::Result<()> {
 /// A `ClientStore` on sled.
 pub struct SledStore {
     shared: Arc<Shared>,
-    flush_tx: Option<mpsc::Sender<Waiter>>,
+    flush_tx: Option<mpsc::Sender<Job>>,
     flusher: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -494,7 +554,7 @@ impl SledStore {
             events: std::sync::OnceLock::new(),
             hot: HotCache::new(record_cache),
         });
-        let (flush_tx, flush_rx) = mpsc::channel::<Waiter>();
+        let (flush_tx, flush_rx) = mpsc::channel::<Job>();
         let flusher_shared = shared.clone();
         let flusher = std::thread::Builder::new()
             .name("store-flush".into())
@@ -570,23 +630,39 @@ impl SledStore {
     }
 }
 
-/// How long the flusher lingers before a flush when the previous flush served more than one
-/// writer, so that more writers join the batch (PostgreSQL's `commit_delay` idea). Each sled
-/// flush costs a log write, a sync and several thread hand-offs, far more than the writes it
-/// covers; with 32 concurrent registrations, lingering 1.5 ms raised throughput by about 35%
-/// and lowered median latency (BENCHMARKS.md). A lone writer never waits.
-const GROUP_COMMIT_LINGER: std::time::Duration = std::time::Duration::from_micros(1500);
+/// A write queued for the flusher, which applies it with every other write queued meanwhile
+/// in one transaction (see [`Shared::apply_group`]) and answers once it is durable.
+struct Queued {
+    batch: WriteBatch,
+    /// The change's record, encoded on the writer's thread ([`encode_change`]).
+    encoded: Option<Vec<u8>>,
+    waiter: Waiter,
+}
 
-/// The flusher loop: one fsync answers every waiter that queued before it started. While the
-/// store is failed, waiters are refused at once and the loop tries to recover with backoff.
-fn group_commit(shared: &Shared, rx: mpsc::Receiver<Waiter>) {
+/// What the flusher is asked.
+enum Job {
+    /// Answer once everything written before the request is durable.
+    Flush(Waiter),
+    /// Apply this write, then answer once it is durable.
+    Apply(Box<Queued>),
+}
+
+/// The flusher loop: it takes every job queued so far, applies their writes in one
+/// transaction, flushes once and answers them all (group commit). A write refused in the
+/// normal course (lost compare-and-swap, exhausted counter) is answered before the flush. While
+/// the store is failed, jobs are refused at once and the loop tries to recover with backoff.
+///
+/// There is no linger before a group: the writes that arrive while one group is applied and
+/// flushed make the next. (When each writer ran its own transaction, a 1.5 ms linger gathered
+/// larger groups and paid; with the group applied here it left the cores idle: 32 concurrent
+/// registrations went from 7.0–7.9k/s with it to 11.2–13.0k/s without, A/B 2026-12-02.)
+fn group_commit(shared: &Shared, rx: mpsc::Receiver<Job>) {
     let mut backoff = RECOVERY_BACKOFF.0;
     let mut next_attempt = Instant::now();
     // Whether this loop has already seen the store failed: a failure noticed for the first time
-    // (set by a writer, not by this thread) waits one backoff before the first reopen, so the
-    // waiters queued right behind the failure are refused rather than raced by a reopen.
+    // (set by another thread) waits one backoff before the first reopen, so the jobs queued
+    // right behind the failure are refused rather than raced by a reopen.
     let mut seen_failed = false;
-    let mut last_batch = 0;
     loop {
         let failed = shared.is_failed();
         if failed && !seen_failed {
@@ -615,20 +691,47 @@ fn group_commit(shared: &Shared, rx: mpsc::Receiver<Waiter>) {
                 Err(_) => return,
             }
         };
-        if last_batch > 1 {
-            std::thread::sleep(GROUP_COMMIT_LINGER);
+        let mut jobs = vec![first];
+        jobs.extend(rx.try_iter());
+        let mut waiters = Vec::with_capacity(jobs.len());
+        let mut writes = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Flush(waiter) => waiters.push(waiter),
+                Job::Apply(queued) => writes.push(*queued),
+            }
         }
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter());
-        last_batch = batch.len();
+        if !writes.is_empty() {
+            let outcomes = match shared.writable().and_then(|()| shared.handles()) {
+                Ok(handles) => {
+                    let batches: Vec<(&WriteBatch, Option<&[u8]>)> = writes
+                        .iter()
+                        .map(|q| (&q.batch, q.encoded.as_deref()))
+                        .collect();
+                    shared.apply_group(&handles, &batches)
+                }
+                Err(e) => writes.iter().map(|_| Err(e.clone())).collect(),
+            };
+            for (queued, outcome) in writes.into_iter().zip(outcomes) {
+                match outcome {
+                    Ok(()) => waiters.push(queued.waiter),
+                    Err(e) => {
+                        let _ = queued.waiter.send(Err(e));
+                    }
+                }
+            }
+        }
+        if waiters.is_empty() {
+            continue;
+        }
         let result = shared.writable().and_then(|()| shared.flush());
         if let Some(events) = shared.events.get() {
-            (events.commit_batch)(batch.len());
+            (events.commit_batch)(waiters.len());
         }
         if result.is_err() {
             next_attempt = Instant::now();
         }
-        for waiter in batch {
+        for waiter in waiters {
             let _ = waiter.send(result.clone());
         }
     }
@@ -647,26 +750,31 @@ fn io(e: sled::Error) -> StoreError {
     }
 }
 
-fn tx_error(e: TransactionError<StoreError>) -> StoreError {
-    match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => io(e),
-    }
-}
-
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
-fn abort<T>(e: StoreError) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(e))
+/// The transactional views of every tree a batch writes.
+struct TxTrees<'a> {
+    clients: &'a TransactionalTree,
+    rats: &'a TransactionalTree,
+    counters: &'a TransactionalTree,
+    audit: &'a TransactionalTree,
+    outbox: &'a TransactionalTree,
+    dead: &'a TransactionalTree,
+    events: &'a TransactionalTree,
 }
 
-/// The counter operations of a batch, inside its transaction. sled's transactional `get` sees
-/// the transaction's own earlier writes, so two operations on one key compose.
-fn apply_counters(
+/// One counter as a batch leaves it: key, value before the batch, value after, and whether
+/// any operation wrote it (a release at zero does not).
+type PlannedCounter<'a> = (&'a [u8], Option<IVec>, u64, bool);
+
+/// The counter operations of a batch, computed without writing: `Ok(Err(exhausted))` when a
+/// `Take` finds its counter at the limit. sled's transactional `get` sees the transaction's
+/// earlier writes (an earlier batch of a group commit), and operations on one key compose.
+fn plan_counters<'a>(
     counters: &TransactionalTree,
-    ops: &[CounterOp],
-    before: &mut Vec<Undo>,
-) -> TxResult<()> {
+    ops: &'a [CounterOp],
+) -> TxResult<Result<Vec<PlannedCounter<'a>>, StoreError>> {
+    let mut planned: Vec<PlannedCounter<'a>> = Vec::new();
     for op in ops {
         let key = match op {
             CounterOp::Take { key, .. }
@@ -674,21 +782,29 @@ fn apply_counters(
             | CounterOp::Set { key, .. } => key,
         };
         let k = key.as_bytes();
-        let current = counters.get(k)?;
-        let value = counter_value(current.as_deref());
+        let slot = match planned.iter().position(|(p, ..)| *p == k) {
+            Some(i) => i,
+            None => {
+                let current = counters.get(k)?;
+                let value = counter_value(current.as_deref());
+                planned.push((k, current, value, false));
+                planned.len() - 1
+            }
+        };
+        let value = planned[slot].2;
         let next = match op {
             CounterOp::Take { limit, .. } if value >= *limit => {
-                return abort(StoreError::CounterExhausted(key.clone()))
+                return Ok(Err(StoreError::CounterExhausted(key.clone())))
             }
             CounterOp::Take { .. } => value + 1,
             CounterOp::Release { .. } if value == 0 => continue,
             CounterOp::Release { .. } => value - 1,
             CounterOp::Set { value, .. } => *value,
         };
-        before.push((TreeId::Counters, k.to_vec(), current.map(|v| v.to_vec())));
-        counters.insert(k, next.to_be_bytes().to_vec())?;
+        planned[slot].2 = next;
+        planned[slot].3 = true;
     }
-    Ok(())
+    Ok(Ok(planned))
 }
 
 /// A batch's record change as its transaction applies it: the record as it will be stored
@@ -699,16 +815,30 @@ struct PreparedChange<'a> {
     expected: Option<u64>,
     /// The record after the change (its revision is the encoded one's) and its bytes; `None`
     /// for a delete.
-    new: Option<(&'a ClientRecord, Vec<u8>)>,
+    new: Option<(&'a ClientRecord, &'a [u8])>,
+}
+
+/// The bytes a change stores (`None` for a delete), encoded before the transaction: on the
+/// writer's thread, not under sled's transaction lock or on the flusher.
+fn encode_change(change: &Change) -> Result<Option<Vec<u8>>, StoreError> {
+    match change {
+        Change::Insert(record) => record.encode().map(Some),
+        Change::Update {
+            expected_revision,
+            record,
+        } => record.encode_at(expected_revision + 1).map(Some),
+        Change::Delete { .. } => Ok(None),
+    }
 }
 
 impl<'a> PreparedChange<'a> {
-    fn new(change: &'a Change) -> Result<Self, StoreError> {
-        Ok(match change {
+    /// `change` with the bytes [`encode_change`] made of it.
+    fn new(change: &'a Change, encoded: Option<&'a [u8]>) -> Self {
+        match change {
             Change::Insert(record) => Self {
                 client_id: &record.client_id,
                 expected: None,
-                new: Some((record, record.encode()?)),
+                new: encoded.map(|bytes| (record, bytes)),
             },
             Change::Update {
                 expected_revision,
@@ -716,7 +846,7 @@ impl<'a> PreparedChange<'a> {
             } => Self {
                 client_id: &record.client_id,
                 expected: Some(*expected_revision),
-                new: Some((record, record.encode_at(expected_revision + 1)?)),
+                new: encoded.map(|bytes| (record, bytes)),
             },
             Change::Delete {
                 client_id,
@@ -726,52 +856,96 @@ impl<'a> PreparedChange<'a> {
                 expected: Some(*expected_revision),
                 new: None,
             },
-        })
+        }
     }
 }
 
-/// The record change of a batch, inside its transaction: the record and its token index entry
-/// change together, after the revision check.
-fn apply_change(
+/// A checked record change: the stored bytes it replaces and their record.
+type Checked = (Option<IVec>, Option<ClientRecord>);
+
+/// The revision check of a record change, without writing: the stored record it replaces, or
+/// `Ok(Err(refusal))` (a lost compare-and-swap, a stored record that does not decode).
+fn check_change(
     clients: &TransactionalTree,
-    rats: &TransactionalTree,
     change: &PreparedChange<'_>,
+) -> TxResult<Result<Checked, StoreError>> {
+    let current = clients.get(change.client_id.as_bytes())?;
+    let old = match (change.expected, &current) {
+        (None, None) => None,
+        (Some(revision), Some(bytes)) => match ClientRecord::decode(bytes) {
+            Ok(old) if old.revision == revision => Some(old),
+            Ok(_) => return Ok(Err(StoreError::Conflict)),
+            Err(e) => return Ok(Err(e)),
+        },
+        _ => return Ok(Err(StoreError::Conflict)),
+    };
+    Ok(Ok((current, old)))
+}
+
+/// The writes of a checked record change: the record and its token index entries together.
+fn write_change(
+    trees: &TxTrees<'_>,
+    change: &PreparedChange<'_>,
+    (current, old): Checked,
     before: &mut Vec<Undo>,
 ) -> TxResult<()> {
-    let (expected, new) = (change.expected, change.new.as_ref());
     let key = change.client_id.as_bytes();
-    let current = clients.get(key)?;
-    let old = match (expected, &current) {
-        (None, None) => None,
-        (Some(revision), Some(bytes)) => {
-            let old = ClientRecord::decode(bytes).or_else(abort)?;
-            if old.revision != revision {
-                return abort(StoreError::Conflict);
-            }
-            Some(old)
-        }
-        _ => return abort(StoreError::Conflict),
-    };
     before.push((TreeId::Clients, key.to_vec(), current.map(|v| v.to_vec())));
     let old_tags: Vec<&[u8]> = old.iter().flat_map(ClientRecord::rat_tags).collect();
-    let new_tags: Vec<&[u8]> = new.iter().flat_map(|(r, _)| r.rat_tags()).collect();
+    let new_tags: Vec<&[u8]> = change.new.iter().flat_map(|(r, _)| r.rat_tags()).collect();
     for tag in old_tags.iter().filter(|t| !new_tags.contains(t)) {
         before.push((TreeId::Rats, tag.to_vec(), Some(key.to_vec())));
-        rats.remove(*tag)?;
+        trees.rats.remove(*tag)?;
     }
     for tag in new_tags.iter().filter(|t| !old_tags.contains(t)) {
-        let previous = rats.insert(*tag, key)?;
+        let previous = trees.rats.insert(*tag, key)?;
         before.push((TreeId::Rats, tag.to_vec(), previous.map(|v| v.to_vec())));
     }
-    match new {
+    match change.new {
         Some((_, bytes)) => {
-            clients.insert(key, bytes.as_slice())?;
+            trees.clients.insert(key, bytes)?;
         }
         None => {
-            clients.remove(key)?;
+            trees.clients.remove(key)?;
         }
     }
     Ok(())
+}
+
+/// One batch inside a transaction, its own or a group commit's. Everything that can refuse a
+/// batch in the normal course (a counter at its limit, a lost compare-and-swap) is checked
+/// before it writes anything, so a refused batch, `Ok(Err(refusal))`, leaves the transaction
+/// as it found it and the other batches of the group go on. An `Err` aborts the whole
+/// transaction (storage, or damage found while writing the events).
+fn apply_batch(
+    trees: &TxTrees<'_>,
+    batch: &WriteBatch,
+    change: Option<&PreparedChange<'_>>,
+    before: &mut Vec<Undo>,
+) -> TxResult<Result<(), StoreError>> {
+    let counters = match plan_counters(trees.counters, &batch.counters)? {
+        Ok(planned) => planned,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let checked = match change.map(|c| check_change(trees.clients, c)).transpose()? {
+        Some(Err(refusal)) => return Ok(Err(refusal)),
+        Some(Ok(checked)) => Some(checked),
+        None => None,
+    };
+    for (key, current, value, written) in counters {
+        if written {
+            before.push((TreeId::Counters, key.to_vec(), current.map(|v| v.to_vec())));
+            trees.counters.insert(key, value.to_be_bytes().to_vec())?;
+        }
+    }
+    if let (Some(change), Some(checked)) = (change, checked) {
+        write_change(trees, change, checked, before)?;
+    }
+    // The chain head is read and rewritten here, in the change's transaction, so concurrent
+    // commits cannot fork the chain.
+    sled_events::append(trees.audit, trees.events, &batch.audit)?;
+    sled_events::apply_outbox(trees.outbox, trees.dead, trees.events, &batch.outbox)?;
+    Ok(Ok(()))
 }
 
 /// `(record cache, sled page cache)` bytes out of `total`: `percent` (at most 100) of it for the
@@ -987,8 +1161,32 @@ impl SledStore {
     /// shared flush for all the writers queued meanwhile: group commit).
     fn durable(&self) -> BoxFuture<'static, Result<(), StoreError>> {
         let (tx, rx) = oneshot::channel();
+        self.ask(Job::Flush(tx), rx)
+    }
+
+    /// Queue `batch` for the flusher, which applies it with the writes queued meanwhile in one
+    /// transaction and resolves once it is durable (or refused).
+    fn queue(&self, batch: WriteBatch) -> BoxFuture<'static, Result<(), StoreError>> {
+        let encoded = match batch.change.as_ref().map(encode_change).transpose() {
+            Ok(encoded) => encoded.flatten(),
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let (tx, rx) = oneshot::channel();
+        let queued = Queued {
+            batch,
+            encoded,
+            waiter: tx,
+        };
+        self.ask(Job::Apply(Box::new(queued)), rx)
+    }
+
+    fn ask(
+        &self,
+        job: Job,
+        rx: oneshot::Receiver<Result<(), StoreError>>,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
         let sent = match &self.flush_tx {
-            Some(flush_tx) => flush_tx.send(tx).map_err(|_| ()),
+            Some(flush_tx) => flush_tx.send(job).map_err(|_| ()),
             None => Err(()),
         };
         Box::pin(async move {
@@ -1059,25 +1257,9 @@ impl ClientStore for SledStore {
     }
 
     fn commit(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>> {
-        // Applied on the calling thread while healthy, like reads (see `handles_now`): the
-        // transaction touches only sled's memory and takes microseconds, less than the two
-        // hand-offs to the blocking pool and back (BENCHMARKS.md, issue #19). The wait for the
-        // disk stays off the worker: the flusher thread's group commit answers `durable`.
-        let applied: BoxFuture<'static, Result<(), StoreError>> = match self.shared.handles_now() {
-            Some(handles) => Box::pin(std::future::ready(self.shared.apply_in(&handles, &batch))),
-            None => self.blocking(move |shared| shared.apply(&batch)),
-        };
-        Box::pin(async move {
-            if let Err(e) = applied.await {
-                if matches!(e, StoreError::Unavailable(_)) {
-                    // Wake the flusher, which may be idle in `recv`: it runs the recovery.
-                    drop(self.durable());
-                }
-                return Err(e);
-            }
-            // Queued only once the write is in sled, so the flush that answers covers it.
-            self.durable().await
-        })
+        // The flusher thread applies every write queued meanwhile in one transaction and
+        // flushes once (`group_commit`); the record is encoded here, on the writer's thread.
+        self.queue(batch)
     }
 
     fn counter(&self, key: &str) -> BoxFuture<'_, Result<u64, StoreError>> {
@@ -1206,13 +1388,10 @@ impl crate::events::OutboxQueue for SledStore {
         &self,
         ops: Vec<crate::events::OutboxOp>,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
-        let applied = self.blocking(move |shared| {
-            shared.writable()?;
-            sled_events::apply_outbox_alone(&shared.handles()?.events, &ops)
-        });
-        Box::pin(async move {
-            applied.await?;
-            self.durable().await
+        // The delivery worker's outcomes join the flusher's group like any write.
+        self.queue(WriteBatch {
+            outbox: ops,
+            ..WriteBatch::default()
         })
     }
 }
@@ -1539,6 +1718,138 @@ mod tests {
         );
         log.forget_through(log.last);
         assert!(log.entries.is_empty());
+    }
+
+    /// Apply `batches` as one group commit of the flusher would, without the flush.
+    fn group(store: &SledStore, batches: &[WriteBatch]) -> Vec<Result<(), StoreError>> {
+        let encoded: Vec<Option<Vec<u8>>> = batches
+            .iter()
+            .map(|b| b.change.as_ref().and_then(|c| encode_change(c).unwrap()))
+            .collect();
+        let items: Vec<(&WriteBatch, Option<&[u8]>)> =
+            batches.iter().zip(&encoded).map(|(b, e)| (b, e.as_deref())).collect();
+        let handles = store.shared.handles().unwrap();
+        store.shared.apply_group(&handles, &items)
+    }
+
+    #[tokio::test]
+    async fn a_group_commit_refuses_one_batch_and_applies_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let a = record("a", 1);
+        store.commit(insert(&a)).await.unwrap();
+        let take = |limit| CounterOp::Take {
+            key: "n".into(),
+            limit,
+        };
+        let mut a2 = a.clone();
+        a2.metadata.insert("client_name".into(), "second".into());
+        let update = |expected_revision, record: &ClientRecord| {
+            WriteBatch::change(Change::Update {
+                expected_revision,
+                record: record.clone(),
+            })
+        };
+        let b = record("b", 2);
+        let outcomes = group(
+            &store,
+            &[
+                // Seen by the later batches of the same transaction: the counter reaches its
+                // limit of 1, and the record is at revision 2.
+                insert(&record("c", 3)).with_counters([take(1)]),
+                update(1, &a2),
+                // Refused: the counter is at its limit, so this batch's insert must not happen.
+                insert(&b).with_counters([take(1)]),
+                // Refused: revision 1 is gone (the update above made 2).
+                update(1, &a2).with_counters([CounterOp::Set {
+                    key: "m".into(),
+                    value: 7,
+                }]),
+                update(2, &a2),
+            ],
+        );
+        assert_eq!(
+            outcomes,
+            vec![
+                Ok(()),
+                Ok(()),
+                Err(StoreError::CounterExhausted("n".into())),
+                Err(StoreError::Conflict),
+                Ok(()),
+            ]
+        );
+        assert_eq!(store.counter("n").await.unwrap(), 1);
+        assert_eq!(store.counter("m").await.unwrap(), 0, "refused batch left no counter");
+        assert_eq!(store.get("b").await.unwrap(), None);
+        assert_eq!(store.get_by_rat(&[2; 32]).await.unwrap(), None);
+        let stored = store.get("a").await.unwrap().unwrap();
+        assert_eq!(stored.revision, 3);
+        assert_eq!(stored.metadata, a2.metadata);
+        assert!(store.get("c").await.unwrap().is_some());
+        // The group is durable after one flush, as the flusher does it.
+        drop(store);
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.get("a").await.unwrap().unwrap().revision, 3);
+        assert_eq!(store.counter("n").await.unwrap(), 1);
+        assert_eq!(store.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_meets_damage_fails_alone_in_its_group() {
+        use crate::events::EventType;
+        use crate::store::event_log::contract::entry;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let handles = store.shared.handles().unwrap();
+        // A damaged audit chain head: any batch with an audit entry aborts its transaction.
+        handles
+            .events
+            .meta
+            .insert("audit_head", b"not json".as_slice())
+            .unwrap();
+        let mut audited = insert(&record("a", 1));
+        audited.audit.push(entry(1, "a", EventType::Registered));
+        let outcomes = group(&store, &[audited, insert(&record("b", 2))]);
+        assert!(
+            matches!(outcomes[0], Err(StoreError::Corrupt(_))),
+            "{outcomes:?}"
+        );
+        assert_eq!(outcomes[1], Ok(()));
+        assert_eq!(store.get("a").await.unwrap(), None);
+        assert!(store.get("b").await.unwrap().is_some());
+        assert!(store.writable(), "damage is not a storage failure");
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_share_group_commits_and_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SledStore::open(dir.path(), 1 << 20).unwrap());
+        let writers = (0..64u8).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let r = record(&format!("c{i}"), i);
+                store
+                    .commit(insert(&r).with_counters([CounterOp::Take {
+                        key: "n".into(),
+                        limit: 50,
+                    }]))
+                    .await
+            })
+        });
+        let outcomes: Vec<_> = futures_util::future::join_all(writers)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        let stored = outcomes.iter().filter(|r| r.is_ok()).count();
+        let refused = outcomes
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::CounterExhausted(_))))
+            .count();
+        assert_eq!((stored, refused), (50, 14), "{outcomes:?}");
+        assert_eq!(store.counter("n").await.unwrap(), 50);
+        assert_eq!(store.len(), 50);
+        assert_eq!(store.verify().unwrap(), 50);
     }
 
     #[tokio::test]
