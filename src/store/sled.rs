@@ -1726,8 +1726,11 @@ mod tests {
             .iter()
             .map(|b| b.change.as_ref().and_then(|c| encode_change(c).unwrap()))
             .collect();
-        let items: Vec<(&WriteBatch, Option<&[u8]>)> =
-            batches.iter().zip(&encoded).map(|(b, e)| (b, e.as_deref())).collect();
+        let items: Vec<(&WriteBatch, Option<&[u8]>)> = batches
+            .iter()
+            .zip(&encoded)
+            .map(|(b, e)| (b, e.as_deref()))
+            .collect();
         let handles = store.shared.handles().unwrap();
         store.shared.apply_group(&handles, &items)
     }
@@ -1779,7 +1782,11 @@ mod tests {
             ]
         );
         assert_eq!(store.counter("n").await.unwrap(), 1);
-        assert_eq!(store.counter("m").await.unwrap(), 0, "refused batch left no counter");
+        assert_eq!(
+            store.counter("m").await.unwrap(),
+            0,
+            "refused batch left no counter"
+        );
         assert_eq!(store.get("b").await.unwrap(), None);
         assert_eq!(store.get_by_rat(&[2; 32]).await.unwrap(), None);
         let stored = store.get("a").await.unwrap().unwrap();
