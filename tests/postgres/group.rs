@@ -164,3 +164,166 @@ async fn concurrent_commits_sharing_groups_each_get_their_own_outcome() {
         assert_eq!(row.id, format!("msg_{}", row.client_id));
     }
 }
+
+/// Commit every batch at once (released together by a barrier); the outcomes in batch order.
+async fn commit_together<S: ClientStore + Clone>(
+    store: &S,
+    batches: Vec<WriteBatch>,
+) -> Vec<Result<(), StoreError>> {
+    let start = Arc::new(tokio::sync::Barrier::new(batches.len()));
+    let writers: Vec<_> = batches
+        .into_iter()
+        .map(|batch| {
+            let (store, start) = (store.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                store.commit(batch).await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for writer in writers {
+        outcomes.push(writer.await.unwrap());
+    }
+    outcomes
+}
+
+/// A group whose batches all apply runs without savepoints, in one plain transaction: the rows
+/// of its batches share that transaction's id (`xmin`). Under a savepoint each batch would write
+/// in its own subtransaction, with its own id. (Groups holding a refused batch are redone with
+/// savepoints; the test above checks their outcomes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_where_every_batch_applies_commit_without_savepoints() {
+    let (store, url) = fresh_store().await;
+    let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = sizes.clone();
+    store.observe(Arc::new(StoreEvents {
+        commit_batch: Box::new(move |n| seen.lock().unwrap().push(n)),
+        retry: Box::new(|| {}),
+        record_cache: Box::new(|_, _| {}),
+    }));
+    let batches = (0..96u32)
+        .map(|w| {
+            let id = format!("g{w}");
+            audited(Change::Insert(record(&id, w as u8)), &id).with_counters([CounterOp::Take {
+                key: "quota".into(),
+                limit: 1000,
+            }])
+        })
+        .collect();
+    for outcome in commit_together(&store, batches).await {
+        outcome.unwrap();
+    }
+    let sizes = sizes.lock().unwrap().clone();
+    assert_eq!(sizes.iter().sum::<usize>(), 96, "{sizes:?}");
+    assert!(
+        sizes.iter().any(|&n| n > 1),
+        "the writers shared groups: {sizes:?}"
+    );
+    assert_eq!(store.counter("quota").await.unwrap(), 96);
+
+    let (sql, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let row = sql
+        .query_one(
+            "SELECT count(*), count(DISTINCT xmin::text) FROM clients WHERE client_id LIKE 'g%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (rows, transactions): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(rows, 96);
+    assert_eq!(
+        transactions as usize,
+        sizes.len(),
+        "one transaction id per group, none per batch: {sizes:?}"
+    );
+    let verified = verify_log(&store).await.unwrap().unwrap();
+    assert_eq!(verified.count, 96);
+}
+
+/// Takes and releases of one counter in the same groups are applied one by one in batch order
+/// (not merged), so the count comes out exact; a set among them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takes_and_releases_of_one_counter_sharing_groups_count_exactly() {
+    let (store, _) = fresh_store().await;
+    store
+        .commit(WriteBatch::default().with_counters([CounterOp::Set {
+            key: "mixed".into(),
+            value: 100,
+        }]))
+        .await
+        .unwrap();
+    let batches = (0..80u32)
+        .map(|w| {
+            let id = format!("m{w}");
+            let op = match w % 2 {
+                0 => CounterOp::Take {
+                    key: "mixed".into(),
+                    limit: 1000,
+                },
+                _ => CounterOp::Release {
+                    key: "mixed".into(),
+                },
+            };
+            // Each also takes a counter of its own kind, merged across the group.
+            audited(Change::Insert(record(&id, w as u8)), &id).with_counters([
+                op,
+                CounterOp::Take {
+                    key: format!("kind{}", w % 2),
+                    limit: 1000,
+                },
+            ])
+        })
+        .collect();
+    for outcome in commit_together(&store, batches).await {
+        outcome.unwrap();
+    }
+    assert_eq!(store.counter("mixed").await.unwrap(), 100);
+    assert_eq!(store.counter("kind0").await.unwrap(), 40);
+    assert_eq!(store.counter("kind1").await.unwrap(), 40);
+    assert_eq!(verify_log(&store).await.unwrap().unwrap().count, 80);
+}
+
+/// An update racing the insert of the same client may share its group; whichever order it
+/// takes, its outcome, the stored row and the audit trail agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_racing_its_clients_insert_agrees_with_what_is_stored() {
+    let (store, _) = fresh_store().await;
+    let mut batches = Vec::new();
+    for c in 0..40u32 {
+        let id = format!("r{c}");
+        let inserted = record(&id, c as u8);
+        let update = Change::Update {
+            expected_revision: 1,
+            record: renamed(&inserted, "after"),
+        };
+        batches.push(audited(Change::Insert(inserted), &id));
+        batches.push(audited(update, &id));
+    }
+    let outcomes = commit_together(&store, batches).await;
+    let mut updated = 0;
+    for c in 0..40usize {
+        let (insert, update) = (&outcomes[2 * c], &outcomes[2 * c + 1]);
+        assert!(insert.is_ok(), "client {c}: {insert:?}");
+        let stored = store.get(&format!("r{c}")).await.unwrap().unwrap();
+        match update {
+            Ok(()) => {
+                updated += 1;
+                assert_eq!(stored.revision, 2, "client {c}");
+                assert_eq!(stored.metadata.get("client_name").unwrap(), "after");
+            }
+            Err(StoreError::Conflict) => {
+                assert_eq!(stored.revision, 1, "client {c}");
+                assert_eq!(stored.metadata.get("client_name").unwrap(), "x");
+            }
+            Err(e) => panic!("client {c}: {e:?}"),
+        }
+    }
+    assert_eq!(
+        verify_log(&store).await.unwrap().unwrap().count as usize,
+        40 + updated
+    );
+}
