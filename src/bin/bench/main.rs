@@ -35,7 +35,10 @@ const USAGE: &str =
   webhook), one with audit.enabled = false and one with audit plus one webhook (to an HTTPS
   receiver inside the bench); registrations and updates compared against audit off.
   --only-scale: only the scale section (sled populations of --sizes, reads, memory, restarts),
-  for A/B work on the store; the report has no other sections.";
+  for A/B work on the store; the report has no other sections.
+  bench --populate DIR N: only fill the data directory DIR with N clients (their \"id rat\"
+  lines in DIR.pool). bench --receiver DIR: only the HTTPS webhook receiver of --audit (its CA
+  in DIR), printing its port and its delivery count every 5 s.";
 
 /// Which storage backends a run measures.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -278,6 +281,10 @@ struct Bench {
     /// Approximate clients each server holds (name → count): pools, 201s, minus 204s; mix runs
     /// count 5% of their requests.
     held: std::collections::HashMap<String, f64>,
+    /// `--audit`: the webhook receiver's delivery count, and the seconds spent waiting for the
+    /// webhook instances' outboxes to drain after their runs.
+    deliveries: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    drained: Vec<f64>,
 }
 
 impl Bench {
@@ -347,9 +354,37 @@ impl Bench {
             "bench: {workload:<28} {server:<22} {:>9.0} req/s  p99 {:>7.2} ms  non2xx {}",
             run.rps, run.p99, run.non2xx
         );
+        if server.ends_with("audit + webhook") {
+            self.drain_outbox();
+        }
         self.report
             .add_in(section, workload, server, run.clone(), w.command() + note);
         Ok(run)
+    }
+
+    /// After a run on a webhook instance, wait until the receiver's count has stood still for a
+    /// second (at most 120 s), so the deliveries still queued do not run under the next
+    /// measurement.
+    fn drain_outbox(&mut self) {
+        let Some(count) = &self.deliveries else {
+            return;
+        };
+        let started = Instant::now();
+        let mut last = count.load(std::sync::atomic::Ordering::Relaxed);
+        let mut still = Instant::now();
+        while started.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = count.load(std::sync::atomic::Ordering::Relaxed);
+            if now != last {
+                (last, still) = (now, Instant::now());
+            } else if still.elapsed() >= Duration::from_secs(1) {
+                break;
+            }
+        }
+        // The last second only confirmed it was still.
+        let secs = (started.elapsed().as_secs_f64() - 1.0).max(0.0);
+        eprintln!("bench: webhook outbox drained {secs:.1} s after the run");
+        self.drained.push(secs);
     }
 
     /// Register `count` clients through HTTP (unmeasured) and write their "id rat" lines to `pool`.
@@ -703,6 +738,8 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
         bin,
         report: Report::default(),
         held: Default::default(),
+        deliveries: None,
+        drained: Vec::new(),
     };
     if b.opts.only_scale {
         scale(&mut b)?;
@@ -718,6 +755,7 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
         false => None,
     };
     let hook_env = receiver.as_ref().map(|(r, ca)| webhook_env(r.port, ca));
+    b.deliveries = receiver.as_ref().map(|(r, _)| r.count.clone());
     let reg_min = b.start_registrar(
         "registrar (argon2 min)",
         &work.join("data-min"),
@@ -1056,6 +1094,15 @@ fn run(repo: PathBuf, opts: Opts) -> Res<PathBuf> {
             num(later as f64, 0),
             if s { 2 } else { 5 }
         ));
+        let mut drained = b.drained.clone();
+        drained.sort_by(f64::total_cmp);
+        if let (Some(lo), Some(hi)) = (drained.first(), drained.last()) {
+            b.report.audit.push(format!(
+                "After each run on an `audit + webhook` instance the bench waits until the receiver's count has stood still for 1 s, so the deliveries still queued do not run under the next measurement: the outboxes drained {lo:.1}–{hi:.1} s after their runs (median {:.1} s, {} runs).",
+                drained[drained.len() / 2],
+                drained.len()
+            ));
+        }
         r.stop();
     }
     if let Some(h) = reg_hook {
