@@ -107,11 +107,16 @@ impl Application {
         }
         let metrics = Arc::new(Metrics::new());
         let store = crate::store::open(&settings.storage, clock.now()).await?;
-        let (batch_metrics, retry_metrics, cache_metrics) =
-            (metrics.clone(), metrics.clone(), metrics.clone());
+        let (batch_metrics, retry_metrics, redo_metrics, cache_metrics) = (
+            metrics.clone(),
+            metrics.clone(),
+            metrics.clone(),
+            metrics.clone(),
+        );
         store.observe(Arc::new(StoreEvents {
             commit_batch: Box::new(move |writers| batch_metrics.commit_batch(writers)),
             retry: Box::new(move || retry_metrics.db_retry()),
+            group_redo: Box::new(move || redo_metrics.db_group_redo()),
             record_cache: Box::new(move |tree, hit| cache_metrics.record_cache(tree, hit)),
         }));
         let rat_key = crate::store::server_key::resolve(&settings, store.as_ref(), tokens.as_ref())

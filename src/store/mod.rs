@@ -358,6 +358,9 @@ pub struct StoreEvents {
     pub commit_batch: Box<dyn Fn(usize) + Send + Sync>,
     /// One transaction is retried after a serialization failure or deadlock (PostgreSQL).
     pub retry: Box<dyn Fn() + Send + Sync>,
+    /// A group commit's bulk met a batch it would refuse, and the group was applied again
+    /// with a savepoint per batch (PostgreSQL, `store::postgres` group commit).
+    pub group_redo: Box<dyn Fn() + Send + Sync>,
     /// One lookup answered from the sled store's record cache (`true`) or from sled (`false`),
     /// with the tree it was in: `clients` (a record) or `rat` (a token's index entry).
     pub record_cache: Box<dyn Fn(&'static str, bool) + Send + Sync>,

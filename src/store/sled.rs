@@ -1443,6 +1443,7 @@ mod tests {
         store.observe(Arc::new(super::super::StoreEvents {
             commit_batch: Box::new(|_| {}),
             retry: Box::new(|| {}),
+            group_redo: Box::new(|| {}),
             record_cache: Box::new(move |tree, hit| log.lock().unwrap().push((tree, hit))),
         }));
         store.commit(insert(&record("k", 3))).await.unwrap();

@@ -45,6 +45,7 @@ pub struct Metrics {
     fetches: IntCounterVec,
     webhook_deliveries: IntCounterVec,
     db_retries: IntCounter,
+    db_group_redos: IntCounter,
     authentication_cache_hits: IntCounter,
     /// `registrar_store_record_cache_lookups_total` by (tree, outcome), resolved once: a read
     /// counts one or two of these.
@@ -69,6 +70,12 @@ const STATIC: &str = "static metric definition";
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect(STATIC);
+    registry.register(Box::new(c.clone())).expect(STATIC);
+    c
+}
+
+fn plain_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect(STATIC);
     registry.register(Box::new(c.clone())).expect(STATIC);
     c
 }
@@ -158,24 +165,21 @@ impl Metrics {
                 "Webhook delivery attempts, by outcome.",
                 &["outcome"],
             ),
-            db_retries: {
-                let c = IntCounter::new(
-                    "registrar_db_retries_total",
-                    "Database transactions retried after a serialization failure (SQLSTATE 40001).",
-                )
-                .expect(STATIC);
-                registry.register(Box::new(c.clone())).expect(STATIC);
-                c
-            },
-            authentication_cache_hits: {
-                let c = IntCounter::new(
-                    "registrar_authentication_cache_hits_total",
-                    "Admin client authentications (RFC 6749 §2.3.1) answered from the cache of recently verified secrets, without argon2id.",
-                )
-                .expect(STATIC);
-                registry.register(Box::new(c.clone())).expect(STATIC);
-                c
-            },
+            db_retries: plain_counter(
+                &registry,
+                "registrar_db_retries_total",
+                "Database transactions retried after a serialization failure (SQLSTATE 40001).",
+            ),
+            db_group_redos: plain_counter(
+                &registry,
+                "registrar_db_group_redos_total",
+                "PostgreSQL group commits whose savepoint-free bulk met a batch it would refuse (a conflict, a counter at its limit), so the group was applied again with a savepoint per batch.",
+            ),
+            authentication_cache_hits: plain_counter(
+                &registry,
+                "registrar_authentication_cache_hits_total",
+                "Admin client authentications (RFC 6749 §2.3.1) answered from the cache of recently verified secrets, without argon2id.",
+            ),
             record_cache: {
                 let v = counter(
                     &registry,
@@ -257,6 +261,11 @@ impl Metrics {
     /// One database transaction retried (PostgreSQL backend).
     pub fn db_retry(&self) {
         self.db_retries.inc();
+    }
+
+    /// One PostgreSQL group commit redone with savepoints after its bulk.
+    pub fn db_group_redo(&self) {
+        self.db_group_redos.inc();
     }
 
     /// Set `registrar_clients` (read at scrape time rather than tracked on every change).

@@ -62,6 +62,7 @@ async fn concurrent_commits_sharing_groups_each_get_their_own_outcome() {
         retry: Box::new(move || {
             counted.fetch_add(1, Ordering::Relaxed);
         }),
+        group_redo: Box::new(|| {}),
         record_cache: Box::new(|_, _| {}),
     }));
     let shared = record("shared", 200);
@@ -200,6 +201,7 @@ async fn groups_where_every_batch_applies_commit_without_savepoints() {
     store.observe(Arc::new(StoreEvents {
         commit_batch: Box::new(move |n| seen.lock().unwrap().push(n)),
         retry: Box::new(|| {}),
+        group_redo: Box::new(|| {}),
         record_cache: Box::new(|_, _| {}),
     }));
     let batches = (0..96u32)
@@ -326,4 +328,61 @@ async fn an_update_racing_its_clients_insert_agrees_with_what_is_stored() {
         verify_log(&store).await.unwrap().unwrap().count as usize,
         40 + updated
     );
+}
+
+/// A refused batch makes its bulk redo with savepoints (`registrar_db_group_redos_total`); the
+/// refusals right after it go straight to savepoints, with no bulk to redo, until a group
+/// applies with nothing refused, after which the bulk is tried again. One commit at a time, so
+/// each group is one batch.
+#[tokio::test]
+async fn after_a_redo_the_next_groups_skip_the_bulk_until_one_applies_cleanly() {
+    let (store, _) = fresh_store().await;
+    let redos = Arc::new(AtomicUsize::new(0));
+    let counted = redos.clone();
+    store.observe(Arc::new(StoreEvents {
+        commit_batch: Box::new(|_| {}),
+        retry: Box::new(|| {}),
+        group_redo: Box::new(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }),
+        record_cache: Box::new(|_, _| {}),
+    }));
+    let capped = |id: &str, tag: u8| {
+        audited(Change::Insert(record(id, tag)), id).with_counters([CounterOp::Take {
+            key: "cap".into(),
+            limit: 1,
+        }])
+    };
+    let refused = |outcome: Result<(), StoreError>| {
+        assert!(
+            matches!(&outcome, Err(StoreError::CounterExhausted(k)) if k == "cap"),
+            "{outcome:?}"
+        )
+    };
+    store.commit(capped("c0", 1)).await.unwrap();
+    assert_eq!(redos.load(Ordering::Relaxed), 0, "a bulk that applies");
+    refused(store.commit(capped("c1", 2)).await);
+    assert_eq!(redos.load(Ordering::Relaxed), 1, "the bulk was redone");
+    refused(store.commit(capped("c2", 3)).await);
+    refused(store.commit(capped("c3", 4)).await);
+    assert_eq!(
+        redos.load(Ordering::Relaxed),
+        1,
+        "no bulk tried while paused"
+    );
+    store
+        .commit(audited(Change::Insert(record("p0", 5)), "p0"))
+        .await
+        .unwrap();
+    refused(store.commit(capped("c4", 6)).await);
+    assert_eq!(
+        redos.load(Ordering::Relaxed),
+        2,
+        "after a clean group the bulk is tried again"
+    );
+    for id in ["c1", "c2", "c3", "c4"] {
+        assert!(store.get(id).await.unwrap().is_none(), "{id}");
+    }
+    assert_eq!(store.counter("cap").await.unwrap(), 1);
+    assert_eq!(verify_log(&store).await.unwrap().unwrap().count, 2);
 }

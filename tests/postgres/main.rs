@@ -71,6 +71,7 @@ async fn commits_naming_counters_in_opposite_orders_never_deadlock() {
         retry: Box::new(move || {
             seen.fetch_add(1, Ordering::Relaxed);
         }),
+        group_redo: Box::new(|| {}),
         record_cache: Box::new(|_, _| {}),
     }));
     let take = |key: &str| CounterOp::Take {

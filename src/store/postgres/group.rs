@@ -13,7 +13,9 @@
 //! its own `SAVEPOINT`, the statements of all of them pipelined, so a batch whose
 //! compare-and-swap, insert or counter check fails is rolled back alone (to its savepoint, the
 //! batches after it sent again) and answered with its own error (`Conflict`,
-//! `CounterExhausted`) while the others go on. Then the audit entries of
+//! `CounterExhausted`) while the others go on. After such a redo the next `BULK_PAUSE` groups
+//! are applied with savepoints straight away (refusals come in runs: a quota reached, a
+//! replayed statement retried), until one of them has no refused batch. Then the audit entries of
 //! every batch applied are sealed onto the chain under ONE lock of `audit_head` and written with
 //! one multi-row insert, the webhook outbox rows likewise (one `webhook_outbox_seq` lock for all),
 //! and the transaction commits once. Only after that COMMIT returned is any waiter answered.
@@ -38,6 +40,7 @@ use super::{
 use crate::store::{Change, ClientRecord, CounterOp, StoreError, WriteBatch};
 use futures_util::future::{join_all, BoxFuture};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_postgres::error::SqlState;
@@ -47,6 +50,10 @@ use tokio_postgres::types::ToSql;
 /// (`SAVEPOINT`); PostgreSQL keeps up to 64 of them per transaction in shared memory, beyond
 /// which other sessions' snapshots get slower (subtransaction overflow).
 pub(super) const GROUP_MAX: usize = 64;
+
+/// Groups applied with savepoints straight away after a bulk was redone, unless one of them
+/// has no refused batch first.
+const BULK_PAUSE: u32 = 16;
 
 /// A waiting `commit`: its batch and where to send the outcome.
 pub(super) struct Queued {
@@ -179,7 +186,7 @@ impl PostgresStore {
             // No connection: nothing was tried, and the single-batch path would only wait again.
             Err(e) => return Ok(ps.iter().map(|_| Err(e.clone())).collect()),
         };
-        let result = group_transaction(&mut client, ps).await;
+        let result = group_transaction(&mut client, ps, &self.inner).await;
         if client.is_closed() {
             drop(deadpool_postgres::Object::take(client));
         }
@@ -197,13 +204,24 @@ impl PostgresStore {
 async fn group_transaction(
     client: &mut deadpool_postgres::Client,
     ps: &[Prepared<'_>],
+    inner: &Inner,
 ) -> Result<Vec<Result<(), StoreError>>, GroupFailure> {
-    if let Some(bulk) = Bulk::of(ps) {
+    // After a redo, refusals tend to come in runs (a quota reached, a replayed statement
+    // retried): the next groups go straight to savepoints rather than paying for a bulk each.
+    let paused = inner
+        .bulk_pause
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok();
+    if let Some(bulk) = Bulk::of(ps).filter(|_| !paused) {
         let tx = client.transaction().await.map_err(|e| not_applied(&e))?;
         if bulk.apply(&tx).await? {
             return finish(tx, ps, ps.iter().map(|_| Ok(())).collect()).await;
         }
         tx.rollback().await.map_err(|e| not_applied(&e))?;
+        inner.bulk_pause.store(BULK_PAUSE, Ordering::Relaxed);
+        if let Some(events) = inner.events.get() {
+            (events.group_redo)();
+        }
         tracing::debug!(
             size = ps.len(),
             "a batch of a bulk group would fail; applying the group with savepoints"
@@ -229,6 +247,10 @@ async fn group_transaction(
                 outcomes.push(Err(error));
             }
         }
+    }
+    if outcomes.iter().all(Result::is_ok) {
+        // Nothing refused: the next group tries the bulk again.
+        inner.bulk_pause.store(0, Ordering::Relaxed);
     }
     finish(tx, ps, outcomes).await
 }

@@ -124,6 +124,8 @@ struct Inner {
     events: std::sync::OnceLock<Arc<crate::store::StoreEvents>>,
     /// Batches waiting for a committer (`group`).
     queue: tokio::sync::mpsc::UnboundedSender<group::Queued>,
+    /// Groups still to apply with savepoints straight away, after a bulk had to be redone.
+    bulk_pause: std::sync::atomic::AtomicU32,
 }
 
 /// A `ClientStore` on a PostgreSQL-wire database; clones share one pool.
@@ -310,6 +312,7 @@ impl PostgresStore {
                 healthy: AtomicBool::new(true),
                 events: std::sync::OnceLock::new(),
                 queue,
+                bulk_pause: std::sync::atomic::AtomicU32::new(0),
             }),
         };
         group::spawn(
