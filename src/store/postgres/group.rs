@@ -497,21 +497,58 @@ const INSERT_MANY: &str = "INSERT INTO clients \
      SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::text[], $5::int8[], \
      $6::int8[], $7::bytea[]) ON CONFLICT (client_id) DO NOTHING";
 
-/// One counter statement of a bulk: its SQL, the key and the values it binds, and how many rows
-/// it must touch (`None`: any, as a release at zero or a set).
+/// One counter statement of a bulk: its SQL, the key and the values it binds, and whether it
+/// must touch a row (a take; a release at zero or a set may touch none).
 struct CounterStep<'a> {
     sql: &'static str,
     key: &'a [u8],
     values: Vec<i64>,
-    rows: Option<u64>,
+    must_touch: bool,
+}
+
+/// The group's inserts as the columns of `INSERT_MANY`.
+#[derive(Default)]
+struct InsertColumns<'a> {
+    client_id: Vec<&'a str>,
+    revision: Vec<i64>,
+    rat_tag: Vec<Option<&'a [u8]>>,
+    record: Vec<&'a str>,
+    created_at: Vec<i64>,
+    updated_at: Vec<i64>,
+    previous_rat_tag: Vec<Option<&'a [u8]>>,
+}
+
+/// An update or a delete of a bulk, with what it binds.
+enum RowChange<'a> {
+    Update {
+        record: &'a ClientRecord,
+        expected: i64,
+        json: &'a str,
+        revision: i64,
+        tag: Option<&'a [u8]>,
+        previous_tag: Option<&'a [u8]>,
+    },
+    Delete {
+        client_id: &'a str,
+        expected: i64,
+    },
+}
+
+impl RowChange<'_> {
+    fn client_id(&self) -> &str {
+        match self {
+            Self::Update { record, .. } => &record.client_id,
+            Self::Delete { client_id, .. } => client_id,
+        }
+    }
 }
 
 /// A group as a bulk (see the module doc); `None` when it cannot be one.
 struct Bulk<'a> {
     counters: Vec<CounterStep<'a>>,
-    inserts: Vec<(&'a ClientRecord, &'a str, i64)>,
-    /// Updates and deletes in batch order: the batch and its expected revision.
-    others: Vec<(&'a Prepared<'a>, i64)>,
+    inserts: InsertColumns<'a>,
+    /// Updates and deletes, in batch order.
+    changes: Vec<RowChange<'a>>,
 }
 
 impl<'a> Bulk<'a> {
@@ -520,61 +557,73 @@ impl<'a> Bulk<'a> {
     /// (the bulk inserts before it updates, which could apply what batch order would refuse).
     fn of(ps: &'a [Prepared<'a>]) -> Option<Self> {
         let mut by_key: BTreeMap<&str, Vec<&CounterOp>> = BTreeMap::new();
-        let mut inserts = Vec::new();
-        let mut others = Vec::new();
+        let mut inserts = InsertColumns::default();
+        let mut changes = Vec::new();
         for p in ps {
             for op in &p.batch.counters {
                 by_key.entry(counter_key(op)).or_default().push(op);
             }
             match (&p.batch.change, &p.written) {
                 (Some(Change::Insert(r)), Some((json, rev))) => {
-                    inserts.push((r, json.as_str(), *rev))
+                    inserts.client_id.push(&r.client_id);
+                    inserts.revision.push(*rev);
+                    inserts.rat_tag.push(tag(r));
+                    inserts.record.push(json);
+                    inserts.created_at.push(r.client_id_issued_at);
+                    inserts.updated_at.push(r.updated_at);
+                    inserts.previous_rat_tag.push(previous_tag(r));
                 }
                 (
                     Some(Change::Update {
-                        expected_revision, ..
+                        expected_revision,
+                        record,
                     }),
-                    Some(_),
-                )
-                | (
+                    Some((json, rev)),
+                ) => changes.push(RowChange::Update {
+                    record,
+                    expected: revision(*expected_revision).unwrap_or(i64::MAX),
+                    json,
+                    revision: *rev,
+                    tag: tag(record),
+                    previous_tag: previous_tag(record),
+                }),
+                (
                     Some(Change::Delete {
-                        expected_revision, ..
+                        client_id,
+                        expected_revision,
                     }),
                     _,
-                ) => others.push((p, revision(*expected_revision).unwrap_or(i64::MAX))),
+                ) => changes.push(RowChange::Delete {
+                    client_id,
+                    expected: revision(*expected_revision).unwrap_or(i64::MAX),
+                }),
                 (None, _) => {}
                 _ => return None,
             }
         }
-        let inserted: HashSet<&str> = inserts
-            .iter()
-            .map(|(r, _, _)| r.client_id.as_str())
-            .collect();
-        if others.iter().any(|(p, _)| match &p.batch.change {
-            Some(Change::Update { record, .. }) => inserted.contains(record.client_id.as_str()),
-            Some(Change::Delete { client_id, .. }) => inserted.contains(client_id.as_str()),
-            _ => false,
-        }) {
+        let inserted: HashSet<&str> = inserts.client_id.iter().copied().collect();
+        if changes.iter().any(|c| inserted.contains(c.client_id())) {
             return None;
         }
         let mut counters = Vec::with_capacity(by_key.len());
         for (key, ops) in by_key {
             let key = key.as_bytes();
-            let takes: Option<Vec<u64>> = ops
+            let limits: Option<Vec<u64>> = ops
                 .iter()
                 .map(|op| match op {
                     CounterOp::Take { limit, .. } => Some(*limit),
                     _ => None,
                 })
                 .collect();
-            match takes {
+            match limits {
+                // Takes only: one statement, with room for all of them under the smallest
+                // limit from zero; else the exact path decides.
                 Some(limits) => {
                     let n = i64::try_from(limits.len()).ok()?;
                     let limit = limits
                         .iter()
                         .map(|l| i64::try_from(*l).unwrap_or(i64::MAX))
                         .min()?;
-                    // Room for all of them from zero; else the exact path decides.
                     if limit < n {
                         return None;
                     }
@@ -582,32 +631,18 @@ impl<'a> Bulk<'a> {
                         sql: TAKE_MANY,
                         key,
                         values: vec![n, limit - n],
-                        rows: Some(1),
+                        must_touch: true,
                     });
                 }
                 // A key with releases or sets too: each operation alone, in batch order.
                 None => {
                     for op in ops {
-                        counters.push(match op {
-                            CounterOp::Take { limit: 0, .. } => return None,
-                            CounterOp::Take { limit, .. } => CounterStep {
-                                sql: super::TAKE_COUNTER,
-                                key,
-                                values: vec![i64::try_from(*limit).unwrap_or(i64::MAX)],
-                                rows: Some(1),
-                            },
-                            CounterOp::Release { .. } => CounterStep {
-                                sql: super::RELEASE_COUNTER,
-                                key,
-                                values: Vec::new(),
-                                rows: None,
-                            },
-                            CounterOp::Set { value, .. } => CounterStep {
-                                sql: super::SET_COUNTER,
-                                key,
-                                values: vec![i64::try_from(*value).unwrap_or(i64::MAX)],
-                                rows: None,
-                            },
+                        let (sql, value) = super::counter_statement(op)?;
+                        counters.push(CounterStep {
+                            sql,
+                            key,
+                            values: value.into_iter().collect(),
+                            must_touch: matches!(op, CounterOp::Take { .. }),
                         });
                     }
                 }
@@ -616,7 +651,7 @@ impl<'a> Bulk<'a> {
         Some(Self {
             counters,
             inserts,
-            others,
+            changes,
         })
     }
 
@@ -627,96 +662,60 @@ impl<'a> Bulk<'a> {
         let prepare = |sql: &'static str| async move {
             tx.prepare_cached(sql).await.map_err(|e| not_applied(&e))
         };
-        let mut statements = Vec::with_capacity(self.counters.len() + self.others.len() + 1);
-        for c in &self.counters {
-            statements.push(prepare(c.sql).await?);
-        }
-        let insert = match self.inserts.is_empty() {
-            true => None,
-            false => Some(prepare(INSERT_MANY).await?),
-        };
-        for (p, _) in &self.others {
-            statements.push(
-                prepare(match p.batch.change {
-                    Some(Change::Update { .. }) => super::UPDATE_CLIENT,
-                    _ => super::DELETE_CLIENT,
-                })
-                .await?,
-            );
-        }
-        let columns = (
-            self.inserts
-                .iter()
-                .map(|(r, _, _)| r.client_id.as_str())
-                .collect::<Vec<_>>(),
-            self.inserts
-                .iter()
-                .map(|(_, _, rev)| *rev)
-                .collect::<Vec<_>>(),
-            self.inserts
-                .iter()
-                .map(|(r, _, _)| tag(r))
-                .collect::<Vec<_>>(),
-            self.inserts
-                .iter()
-                .map(|(_, json, _)| *json)
-                .collect::<Vec<_>>(),
-            self.inserts
-                .iter()
-                .map(|(r, _, _)| r.client_id_issued_at)
-                .collect::<Vec<_>>(),
-            self.inserts
-                .iter()
-                .map(|(r, _, _)| r.updated_at)
-                .collect::<Vec<_>>(),
-            self.inserts
-                .iter()
-                .map(|(r, _, _)| previous_tag(r))
-                .collect::<Vec<_>>(),
-        );
-        type Tags<'t> = (Option<&'t [u8]>, Option<&'t [u8]>);
-        let tags: Vec<Tags<'_>> = self
-            .others
-            .iter()
-            .map(|(p, _)| match &p.batch.change {
-                Some(Change::Update { record, .. }) => (tag(record), previous_tag(record)),
-                _ => (None, None),
-            })
-            .collect();
         type Bound<'b> = Vec<&'b (dyn ToSql + Sync)>;
-        let mut sends: Vec<(&tokio_postgres::Statement, Bound<'_>, Option<u64>)> = Vec::new();
-        let mut prepared = statements.iter();
+        // (statement, values, rows it must touch)
+        let mut sends: Vec<(tokio_postgres::Statement, Bound<'_>, Option<u64>)> = Vec::new();
         for c in &self.counters {
             let mut v: Bound<'_> = vec![&c.key];
             v.extend(c.values.iter().map(|x| x as &(dyn ToSql + Sync)));
-            sends.push((prepared.next().ok_or_else(missing)?, v, c.rows));
+            sends.push((prepare(c.sql).await?, v, c.must_touch.then_some(1)));
         }
-        if let Some(insert) = &insert {
+        let i = &self.inserts;
+        if !i.client_id.is_empty() {
             let v: Bound<'_> = vec![
-                &columns.0, &columns.1, &columns.2, &columns.3, &columns.4, &columns.5, &columns.6,
+                &i.client_id,
+                &i.revision,
+                &i.rat_tag,
+                &i.record,
+                &i.created_at,
+                &i.updated_at,
+                &i.previous_rat_tag,
             ];
-            sends.push((insert, v, Some(self.inserts.len() as u64)));
+            let rows = i.client_id.len() as u64;
+            sends.push((prepare(INSERT_MANY).await?, v, Some(rows)));
         }
-        for ((p, expected), (tag_now, tag_before)) in self.others.iter().zip(&tags) {
-            let v: Bound<'_> = match (&p.batch.change, &p.written) {
-                (Some(Change::Update { record: r, .. }), Some((json, rev))) => vec![
-                    &r.client_id,
+        for change in &self.changes {
+            let (sql, v): (_, Bound<'_>) = match change {
+                RowChange::Update {
+                    record,
                     expected,
-                    rev,
-                    tag_now,
                     json,
-                    &r.updated_at,
-                    tag_before,
-                ],
-                (Some(Change::Delete { client_id, .. }), _) => vec![client_id, expected],
-                _ => return Err(missing()),
+                    revision,
+                    tag,
+                    previous_tag,
+                } => (
+                    super::UPDATE_CLIENT,
+                    vec![
+                        &record.client_id,
+                        expected,
+                        revision,
+                        tag,
+                        json,
+                        &record.updated_at,
+                        previous_tag,
+                    ],
+                ),
+                RowChange::Delete {
+                    client_id,
+                    expected,
+                } => (super::DELETE_CLIENT, vec![client_id, expected]),
             };
-            sends.push((prepared.next().ok_or_else(missing)?, v, Some(1)));
+            sends.push((prepare(sql).await?, v, Some(1)));
         }
         let results = join_all(
             sends
                 .iter()
-                .map(|(statement, values, _)| tx.execute(*statement, values)),
+                .map(|(statement, values, _)| tx.execute(statement, values)),
         )
         .await;
         let mut all = true;
@@ -731,8 +730,4 @@ impl<'a> Bulk<'a> {
         }
         Ok(all)
     }
-}
-
-fn missing() -> GroupFailure {
-    GroupFailure::NotApplied("bulk statement without its values".into())
 }

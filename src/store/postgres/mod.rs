@@ -215,6 +215,22 @@ fn counter_key(op: &CounterOp) -> &str {
     }
 }
 
+/// The statement of one counter operation and the value it binds after the key; `None` for a
+/// take with a limit of 0, exhausted without asking.
+fn counter_statement(op: &CounterOp) -> Option<(&'static str, Option<i64>)> {
+    Some(match op {
+        CounterOp::Take { limit: 0, .. } => return None,
+        CounterOp::Take { limit, .. } => (
+            TAKE_COUNTER,
+            Some(i64::try_from(*limit).unwrap_or(i64::MAX)),
+        ),
+        CounterOp::Release { .. } => (RELEASE_COUNTER, None),
+        CounterOp::Set { value, .. } => {
+            (SET_COUNTER, Some(i64::try_from(*value).unwrap_or(i64::MAX)))
+        }
+    })
+}
+
 /// A counter operation's index in its batch, its statement and its bound value.
 type CounterStep = (usize, &'static str, Option<i64>);
 
@@ -234,19 +250,9 @@ fn counter_plan(batch: &WriteBatch) -> (Vec<CounterStep>, Option<usize>) {
     let mut exhausted: Option<usize> = None;
     let mut steps = Vec::with_capacity(order.len());
     for i in order {
-        let (sql, value) = match &batch.counters[i] {
-            CounterOp::Take { limit: 0, .. } => {
-                exhausted = Some(exhausted.map_or(i, |e| e.min(i)));
-                continue;
-            }
-            CounterOp::Take { limit, .. } => (
-                TAKE_COUNTER,
-                Some(i64::try_from(*limit).unwrap_or(i64::MAX)),
-            ),
-            CounterOp::Release { .. } => (RELEASE_COUNTER, None),
-            CounterOp::Set { value, .. } => {
-                (SET_COUNTER, Some(i64::try_from(*value).unwrap_or(i64::MAX)))
-            }
+        let Some((sql, value)) = counter_statement(&batch.counters[i]) else {
+            exhausted = Some(exhausted.map_or(i, |e| e.min(i)));
+            continue;
         };
         steps.push((i, sql, value));
     }
