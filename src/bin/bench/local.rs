@@ -28,6 +28,11 @@ impl LocalServer {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// Whether the server's thread has ended (actix stops the server on SIGTERM or SIGINT).
+    pub fn finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
     /// Graceful stop, then join the thread.
     pub fn stop(mut self) {
         let handle = self.handle.clone();

@@ -632,10 +632,18 @@ fn main() -> ExitCode {
         return match local::webhook_receiver(Path::new(dir)) {
             Ok((server, ca)) => {
                 println!("port {} ca {}", server.port, ca.display());
-                loop {
-                    std::thread::sleep(Duration::from_secs(5));
-                    println!("delivered {}", server.answered());
+                let mut last = std::time::Instant::now();
+                // actix stops the server on SIGTERM or SIGINT; end with it, or a receiver
+                // outlives its run and keeps writing into the next run's output file.
+                while !server.finished() {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if last.elapsed() >= Duration::from_secs(5) {
+                        println!("delivered {}", server.answered());
+                        last = std::time::Instant::now();
+                    }
                 }
+                println!("delivered {}", server.answered());
+                ExitCode::SUCCESS
             }
             Err(e) => {
                 eprintln!("bench: {e}");
