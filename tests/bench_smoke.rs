@@ -211,3 +211,49 @@ fn bench_rejects_an_unknown_backend() {
         "{stderr}"
     );
 }
+
+/// `bench --receiver DIR` ends when it is sent SIGTERM (actix stops its server), printing its
+/// final count, instead of outliving its run and writing into the next run's output file.
+#[test]
+fn bench_receiver_exits_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .arg("--receiver")
+        .arg(dir.path().join("tls"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start bench --receiver");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a first line").expect("utf-8");
+    assert!(first.starts_with("port "), "first line: {first:?}");
+    // actix installs its signal handlers when the server is first polled, which may be just
+    // after the port line; the first periodic count (5 s later) proves the server is running.
+    let second = lines.next().expect("a second line").expect("utf-8");
+    assert_eq!(second, "delivered 0");
+    let status = Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill failed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("bench --receiver still running 10 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("delivered 0"),
+        "{rest:?}"
+    );
+}
